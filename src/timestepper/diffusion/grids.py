@@ -1,0 +1,191 @@
+"""Time grids for sampling.
+
+A grid is built in two parts: a *spacing* that places ``n`` times in ``[t_min, t_max]`` (from noise
+to data, both ends included), and the *final step* rule:
+
+* ``final="zero"`` (default): the model is evaluated at ``steps`` times spanning the whole range,
+  down to ``t_min``, and the last step goes to ``sigma = 0`` (``t_data``). If the schedule's range
+  already reaches ``t_data`` (rectified flow with ``t_min = 0``) the ``steps + 1`` points span the
+  range instead and no point is added.
+* ``final="sigma_min"``: ``steps + 1`` points span the range; the last step ends at ``t_min``.
+
+An explicit tensor of times is the list of model-evaluation times; the end point is appended
+unless the tensor already ends there.
+
+Spacings: ``uniform`` in ``t``, ``logsnr`` (uniform in ``lambda``; Lu et al. 2022),
+``karras`` (Karras et al. 2022, eq. 5, ``rho = 7``), ``quadratic`` (Song et al. 2021, DDIM
+Appendix D.2), ``sigmoid`` (dense at both ends, as the sigmoid schedule of Lumina-Next, Zhuo et al.
+2024), and diffusers' ``linspace`` / ``leading`` / ``trailing`` spacings of integer timesteps for
+discrete schedules. Any spacing takes ``shift``: the flow time shift
+``t' = shift t / (1 + (shift - 1) t)`` (Esser et al. 2024, eq. 23; Lumina-Next's time shifting)
+applied on the range normalised to ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .schedules import NoiseSchedule, VPDiscreteSchedule
+
+FINALS = ("zero", "sigma_min")
+
+
+@dataclass
+class SamplingGrid:
+    """Float64 grid of ``N + 1`` points: the times and the schedule at them.
+
+    ``t[:-1]`` are where steps start (the model is evaluated there); ``t[-1]`` is the end.
+    """
+
+    t: Tensor
+    alpha: Tensor
+    sigma: Tensor
+    log_snr: Tensor
+
+    @classmethod
+    def from_times(cls, schedule: NoiseSchedule, t: Tensor) -> SamplingGrid:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        is_end = t == schedule.t_data
+        al = torch.where(is_end, schedule.alpha(schedule.t_data), schedule.alpha(t))
+        si = torch.where(is_end, torch.zeros_like(t), schedule.sigma(t))
+        lam = torch.where(is_end, torch.full_like(t, math.inf), schedule.log_snr(t))
+        return cls(t=t, alpha=al, sigma=si, log_snr=lam)
+
+    @property
+    def steps(self) -> int:
+        return self.t.numel() - 1
+
+    def __len__(self) -> int:
+        return self.t.numel()
+
+
+def _uniform(schedule, n, **_):
+    return torch.linspace(schedule.t_max, schedule.t_min, n, dtype=torch.float64)
+
+
+def _logsnr(schedule, n, **_):
+    lo, hi = schedule.log_snr(schedule.t_max), schedule.log_snr(schedule.t_min)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(
+            "the log-SNR grid needs a finite log-SNR at t_min and t_max; "
+            f"this schedule has lambda(t_max)={float(lo)}, lambda(t_min)={float(hi)} "
+            "(for rectified flow pass t_min > 0 and t_max < 1 to the schedule)"
+        )
+    t = schedule.t_from_log_snr(torch.linspace(float(lo), float(hi), n, dtype=torch.float64))
+    t[0], t[-1] = schedule.t_max, schedule.t_min
+    return t
+
+
+def _karras(schedule, n, rho: float = 7.0, **_):
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    s_max = float(torch.exp(-schedule.log_snr(schedule.t_max)))
+    s_min = float(torch.exp(-schedule.log_snr(schedule.t_min)))
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    s = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    t = schedule.t_from_log_snr(-torch.log(s))
+    t[0], t[-1] = schedule.t_max, schedule.t_min
+    return t
+
+
+def _quadratic(schedule, n, **_):
+    u = torch.linspace(1, 0, n, dtype=torch.float64)
+    return schedule.t_min + (schedule.t_max - schedule.t_min) * u**2
+
+
+def _sigmoid(schedule, n, scale: float = 6.0, **_):
+    if scale <= 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    u = torch.linspace(1, 0, n, dtype=torch.float64)
+    g = torch.sigmoid(scale * (u - 0.5))
+    lo, hi = math.exp(-scale / 2) / (1 + math.exp(-scale / 2)), 1 / (1 + math.exp(-scale / 2))
+    return schedule.t_min + (schedule.t_max - schedule.t_min) * (g - lo) / (hi - lo)
+
+
+SPACINGS = {
+    "uniform": _uniform,
+    "logsnr": _logsnr,
+    "karras": _karras,
+    "quadratic": _quadratic,
+    "sigmoid": _sigmoid,
+}
+DIFFUSERS_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def diffusers_timesteps(num_train_timesteps: int, steps: int, spacing: str, steps_offset: int = 0) -> Tensor:
+    """The integer timesteps diffusers' schedulers use (``timestep_spacing``), noise to data."""
+    T = int(num_train_timesteps)
+    if spacing == "linspace":
+        ts = torch.linspace(0, T - 1, steps + 1, dtype=torch.float64).round().flip(0)[:-1]
+    elif spacing == "leading":
+        ts = (torch.arange(0, steps, dtype=torch.float64) * (T // steps)).round().flip(0) + steps_offset
+    elif spacing == "trailing":
+        ts = torch.round(torch.arange(T, 0, -T / steps, dtype=torch.float64)) - 1
+    else:
+        raise ValueError(f"unknown diffusers spacing {spacing!r}; choose from {DIFFUSERS_SPACINGS}")
+    return ts
+
+
+def _shift(t: Tensor, schedule: NoiseSchedule, shift: float) -> Tensor:
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    span = schedule.t_max - schedule.t_min
+    u = (t - schedule.t_min) / span
+    return schedule.t_min + span * shift * u / (1 + (shift - 1) * u)
+
+
+def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr",
+              final: str = "zero", shift: float | None = None, **options) -> SamplingGrid:
+    """Build the :class:`SamplingGrid` for ``steps`` steps.
+
+    Args:
+        schedule: the noise schedule.
+        steps: number of steps (>= 1).
+        grid: a spacing name (``uniform``, ``logsnr``, ``karras``, ``quadratic``, ``sigmoid``,
+            or for discrete schedules ``linspace``/``leading``/``trailing``) or a 1-D tensor of
+            model-evaluation times ordered from noise to data.
+        final: ``"zero"`` (default) or ``"sigma_min"``; see the module docstring.
+        shift: optional flow time shift factor.
+        options: spacing options (``rho`` for karras, ``scale`` for sigmoid).
+    """
+    if final not in FINALS:
+        raise ValueError(f"unknown final {final!r}; choose from {', '.join(FINALS)}")
+    if isinstance(grid, Tensor) or isinstance(grid, (list, tuple)):
+        times = torch.as_tensor(grid, dtype=torch.float64).flatten()
+        if times.numel() < 1:
+            raise ValueError("an explicit grid needs at least one time")
+        end = schedule.t_data if final == "zero" else schedule.t_min
+        if times.numel() == 1 or float(times[-1]) != end:
+            times = torch.cat([times, torch.tensor([end], dtype=torch.float64)])
+    else:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if not isinstance(grid, str):
+            raise TypeError(f"grid must be a name or a 1-D tensor of times, got {type(grid).__name__}")
+        if grid in DIFFUSERS_SPACINGS:
+            if not isinstance(schedule, VPDiscreteSchedule):
+                raise ValueError(f"grid {grid!r} (diffusers spacing) needs a VPDiscreteSchedule")
+            times = diffusers_timesteps(schedule.num_train_timesteps, steps, grid, **options)
+            end = schedule.t_data if final == "zero" else schedule.t_min
+            times = torch.cat([times, torch.tensor([end], dtype=torch.float64)])
+        elif grid in SPACINGS:
+            reaches_data = schedule.t_min == schedule.t_data
+            n = steps if (final == "zero" and not reaches_data) else steps + 1
+            times = SPACINGS[grid](schedule, n, **options) if n > 1 else torch.tensor(
+                [schedule.t_max], dtype=torch.float64)
+            if shift is not None:
+                times = _shift(times, schedule, shift)
+            if n == steps:
+                times = torch.cat([times, torch.tensor([schedule.t_data], dtype=torch.float64)])
+        else:
+            names = list(SPACINGS) + list(DIFFUSERS_SPACINGS)
+            raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(names)} or pass a tensor")
+    d = times[1:] - times[:-1]
+    if not bool((d < 0).all()):
+        raise ValueError("grid must be strictly decreasing in time (from noise to data)")
+    schedule.check_times(times)
+    return SamplingGrid.from_times(schedule, times)
