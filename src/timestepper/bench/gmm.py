@@ -94,9 +94,9 @@ class GaussianMixture:
             std = (self.eigvecs[comp] @ std.unsqueeze(-1)).squeeze(-1)
         return self.means[comp] + std
 
-    def _rotated(self, y: Tensor) -> Tensor:
-        """``(n, K, d)``: ``y - mu_k`` in each component's eigenbasis."""
-        diff = y.unsqueeze(1) - self.means.unsqueeze(0)
+    def _rotated(self, y: Tensor, alpha: Tensor | float = 1.0) -> Tensor:
+        """``(n, K, d)``: ``y - alpha mu_k`` in each component's eigenbasis."""
+        diff = y.unsqueeze(1) - _col(alpha, y).unsqueeze(-1) * self.means.unsqueeze(0)
         if self.eigvecs is None:
             return diff
         return torch.einsum("kji,nkj->nki", self.eigvecs, diff)
@@ -115,6 +115,19 @@ class GaussianMixture:
     def posterior_mean(self, y: Tensor, s: Tensor | float) -> Tensor:
         """``E[x0 | x0 + s eps = y]`` for ``y`` of shape ``(n, d)`` and ``s`` scalar or ``(n,)``."""
         return y - self.scaled_drift(y, s) * _col(s, y)
+
+    def posterior_mean_at(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """``E[x0 | alpha x0 + sigma eps = x]`` computed in ``x`` itself, so ``alpha = 0`` (pure
+        noise: the mixture mean) is exact too. ``alpha``, ``sigma``: scalars or ``(n,)``."""
+        x = torch.as_tensor(x, dtype=F64)
+        a, sg = _col(alpha, x), _col(sigma, x)
+        var = (a * a).unsqueeze(-1) * self.eigvals.unsqueeze(0) + (sg * sg).unsqueeze(-1)
+        z = self._rotated(x, a)
+        w = torch.softmax(self._log_weights(z, var), dim=1)
+        g = w.unsqueeze(-1) * (a.unsqueeze(-1) * self.eigvals.unsqueeze(0)) * z / var
+        if self.eigvecs is not None:
+            g = torch.einsum("kij,nkj->nki", self.eigvecs, g)
+        return (w @ self.means) + g.sum(1)
 
     def scaled_drift(self, y: Tensor, s: Tensor | float) -> Tensor:
         """``(y - D(y, s)) / s = s sum_k w_k (C_k + s^2)^{-1} (y - mu_k)``, finite at ``s = 0``."""
@@ -142,8 +155,7 @@ class GaussianMixture:
             xf = x.reshape(shape[0], -1).to(F64)
             tt = t.to(F64).reshape(-1)
             al, si = schedule.alpha(tt).unsqueeze(1), schedule.sigma(tt).unsqueeze(1)
-            s = (si / al).squeeze(1)
-            x0 = self.posterior_mean(xf / al, s)
+            x0 = self.posterior_mean_at(xf, al.squeeze(1), si.squeeze(1))
             if kind == "sample":
                 out = x0
             else:

@@ -239,12 +239,17 @@ class VPCosineSchedule(_VPSchedule):
 
     def log_alpha(self, t):
         t = _f64(t)
-        return torch.log(torch.cos((t + self.s) / (1 + self.s) * math.pi / 2)) - self._log_c0
+        # clamp: rounding may put log alpha a hair above 0 at t = 0
+        return (torch.log(torch.cos((t + self.s) / (1 + self.s) * math.pi / 2)) - self._log_c0).clamp(max=0.0)
 
     def dlog_alpha(self, t):
         t = _f64(t)
         u = (t + self.s) / (1 + self.s) * math.pi / 2
         return -torch.tan(u) * math.pi / (2 * (1 + self.s))
+
+    @property
+    def t_data(self) -> float:
+        return 0.0
 
     def t_from_log_alpha(self, la):
         la = _f64(la)
