@@ -26,7 +26,7 @@ def test_logsnr_is_uniform_in_lambda_and_karras_in_sigma_root(vp_schedule):
     d = g.log_snr[1:] - g.log_snr[:-1]
     assert torch.allclose(d, d[0].expand_as(d), rtol=1e-9)
     edm = ts.EDMSchedule(0.002, 80.0)
-    k = make_grid(edm, 6, "karras", grid_rho := None) if False else make_grid(edm, 6, "karras", rho=7.0)
+    k = make_grid(edm, 6, "karras", rho=7.0)
     root = k.sigma[:-1] ** (1 / 7)
     dr = root[1:] - root[:-1]
     assert torch.allclose(dr, dr[0].expand_as(dr), rtol=1e-9)
