@@ -13,6 +13,9 @@ import torch
 import timestepper as ts
 from timestepper.bench import GaussianMixture
 
+# Tests run two workers on two cores: one intra-op thread each avoids oversubscription.
+torch.set_num_threads(1)
+
 
 def _load_k_diffusion_sampling():
     """k-diffusion's ``sampling.py`` without its package ``__init__`` (which imports torchvision).
