@@ -102,8 +102,9 @@ class GaussianMixture:
         return torch.einsum("kji,nkj->nki", self.eigvecs, diff)
 
     def _log_weights(self, z: Tensor, var: Tensor) -> Tensor:
-        logn = -0.5 * ((z * z) / var + torch.log(2 * math.pi * var)).sum(-1)
-        return torch.log(self.weights) + logn
+        """``log pi_k + log N(z; 0, diag(var))``; ``var`` is ``(1, K, d)`` or ``(n, K, d)``."""
+        logdet = torch.log(2 * math.pi * var).sum(-1)
+        return torch.log(self.weights) - 0.5 * ((z * z) / var).sum(-1) - 0.5 * logdet
 
     def log_prob(self, x: Tensor, s: float | Tensor = 0.0) -> Tensor:
         """Log-density of ``y = x0 + s eps`` (``s = 0``: the data), float64 ``(n,)``."""
@@ -121,6 +122,8 @@ class GaussianMixture:
         noise: the mixture mean) is exact too. ``alpha``, ``sigma``: scalars or ``(n,)``."""
         x = torch.as_tensor(x, dtype=F64)
         a, sg = _col(alpha, x), _col(sigma, x)
+        if a.ndim == 0:
+            a, sg = a.reshape(1, 1), sg.reshape(1, 1)
         var = (a * a).unsqueeze(-1) * self.eigvals.unsqueeze(0) + (sg * sg).unsqueeze(-1)
         z = self._rotated(x, a)
         w = torch.softmax(self._log_weights(z, var), dim=1)
@@ -154,6 +157,8 @@ class GaussianMixture:
             shape, dtype = x.shape, x.dtype
             xf = x.reshape(shape[0], -1).to(F64)
             tt = t.to(F64).reshape(-1)
+            if tt.numel() > 1 and bool((tt == tt[0]).all()):
+                tt = tt[:1]  # one time for the batch (as in every sampler): (1, K, d) variances
             al, si = schedule.alpha(tt).unsqueeze(1), schedule.sigma(tt).unsqueeze(1)
             x0 = self.posterior_mean_at(xf, al.squeeze(1), si.squeeze(1))
             if kind == "sample":
