@@ -49,7 +49,7 @@ class PDERefiner(nn.Module):
     def loss(
         self, u_prev: Tensor, u_next: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Algorithm 1: ``k ~ U{0..K}`` per sample; MSE on ``u(t)`` at ``k = 0``, else on the noise."""
+        """Algorithm 1: ``k ~ U{0..K}`` per sample; MSE on ``u(t)`` if ``k = 0``, else on noise."""
         b = u_prev.shape[0]
         k = torch.randint(0, self.num_steps + 1, (b,), generator=generator).to(u_prev.device)
         sig = torch.tensor(self.noise_stds, dtype=u_prev.dtype, device=u_prev.device)[k]
