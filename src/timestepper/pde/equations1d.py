@@ -50,14 +50,14 @@ class QuadraticFluxEquation1D(SpectralEquation):
             return lambda t, u_hat: torch.zeros_like(u_hat)
         g = (-self.flux * 1j) * self.k_odd.to(torch.complex128)
         if self.dealias:
-            mask = dealias_mask_1d(n).to(device)
+            mask = dealias_mask_1d(n)
             g = g * mask
-            mask_c = mask.to(device=device, dtype=cdtype)
+            mask_r = mask.to(device=device, dtype=torch.empty((), dtype=cdtype).real.dtype)
         g = g.to(device=device, dtype=cdtype)
 
         def nonlinear(t, u_hat: Tensor) -> Tensor:
             if self.dealias:
-                u_hat = u_hat * mask_c
+                u_hat = u_hat * mask_r
             u = torch.fft.irfft(u_hat, n=n, dim=-1)
             return g * torch.fft.rfft(u * u, dim=-1)
 

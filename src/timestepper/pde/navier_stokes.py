@@ -94,7 +94,8 @@ class NavierStokes2D(SpectralEquation):
         # u = psi_y, v = -psi_x with psi_hat = w_hat / |k|^2.
         u_op = (1j * self.ky_odd * inv_k2).to(device=device, dtype=cdtype)
         v_op = (-1j * self.kx_odd * inv_k2).to(device=device, dtype=cdtype)
-        mask = dealias_mask_2d(n).to(device=device, dtype=cdtype) if self.dealias else None
+        rdtype = torch.empty((), dtype=cdtype).real.dtype
+        mask = dealias_mask_2d(n).to(device=device, dtype=rdtype) if self.dealias else None
         f_hat = None
         if self.forcing_amplitude != 0.0:
             f_hat = torch.fft.rfft2(self.forcing()).to(device=device, dtype=cdtype)
