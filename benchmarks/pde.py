@@ -259,7 +259,8 @@ def markdown(res: dict) -> str:
     if "one_step_nrmse_k0_only" in ref:
         lines += [
             f"Diagnostic: the refiner's k = 0 prediction alone has one-step nRMSE "
-            f"{ref['one_step_nrmse_k0_only']:.2e} (refined: {ref['one_step_nrmse']:.2e}); the refiner "
+            f"{ref['one_step_nrmse_k0_only']:.2e} (refined: {ref['one_step_nrmse']:.2e}); "
+            "the refiner "
             "spends 1/(K+1) of its samples on the k = 0 task, so at equal wall clock its initial "
             "prediction is trained on about a quarter of the MSE model's updates.",
             "",

@@ -69,7 +69,7 @@ class QuadraticFluxEquation1D(SpectralEquation):
 
 
 class KuramotoSivashinsky(QuadraticFluxEquation1D):
-    """``u_t + u u_x + u_xx + u_xxxx = 0``; ``L = k^2 - k^4`` (Kassam & Trefethen 2005, eq. 3.1;
+    """``u_t + u u_x + u_xx + u_xxxx = 0``; ``L = k^2 - k^4`` (Kassam & Trefethen 2005;
     the setting of Lippe et al. 2023 with length ~64 and 256 points)."""
 
     flux = 0.5
@@ -122,7 +122,7 @@ class Burgers(QuadraticFluxEquation1D):
 class KdV(QuadraticFluxEquation1D):
     """Korteweg–de Vries ``u_t + 6 u u_x + u_xxx = 0``; ``L = i k^3`` (purely dispersive).
 
-    :meth:`two_soliton` is the exact two-soliton solution (Hirota 1971, eq. 16).
+    :meth:`two_soliton` is the exact two-soliton solution (Hirota 1971).
     """
 
     flux = 3.0

@@ -1,7 +1,7 @@
 """Random initial conditions, reproducible per sample.
 
 * 1-D: a random sum of sines ``u0(x) = sum_{j=1}^{J} A_j sin(2 pi l_j x / L + phi_j)`` with
-  ``A_j ~ U[-a, a]``, ``l_j ~ U{1..l_max}``, ``phi_j ~ U[0, 2 pi)`` (Bar-Sinai et al. 2019, eq. 5;
+  ``A_j ~ U[-a, a]``, ``l_j ~ U{1..l_max}``, ``phi_j ~ U[0, 2 pi)`` (Bar-Sinai et al. 2019;
   the Kuramoto–Sivashinsky data of Brandstetter et al. 2022 and Lippe et al. 2023 use ``J = 10``,
   ``a = 0.5``, ``l_max = 3``).
 * 2-D: a band-limited Gaussian random vorticity field with random phases on wavenumbers

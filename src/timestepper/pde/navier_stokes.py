@@ -2,7 +2,7 @@
 
 ``w_t + u . grad w = nu lap w - alpha w + f``, ``u = (psi_y, -psi_x)``, ``-lap psi = w`` on the
 periodic square ``[0, length)^2`` (``x`` the last array axis), with the Kolmogorov forcing
-``f = A sin(2 pi k_f y / length)`` (Chandler & Kerswell 2013, eq. 2.1; Kochkov et al. 2021 use
+``f = A sin(2 pi k_f y / length)`` (Chandler & Kerswell 2013; Kochkov et al. 2021 use
 ``A = 1``, ``k_f = 4``, ``alpha = 0.1`` on ``[0, 2 pi)``). The advection is taken in the
 conservative form ``div(u w)`` (``div u = 0``), de-aliased by the 2/3 rule.
 """

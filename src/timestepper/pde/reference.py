@@ -2,7 +2,7 @@
 
 It follows Kassam & Trefethen (2005), sec. 2 and their program ``kursiv.m``: the ETDRK4
 coefficients are evaluated by the contour-integral average over ``M`` points on a circle of
-radius 1 around each ``hL`` (their eq. 2.6) instead of phi functions, and the step is Cox &
+radius 1 around each ``hL`` instead of phi functions, and the step is Cox &
 Matthews (2002), eqs. (26)-(29). It is the peer for the parity test and the speed benchmark.
 """
 

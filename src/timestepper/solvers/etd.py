@@ -3,12 +3,12 @@
 The diagonal linear part ``L`` (e.g. the Fourier symbol of a PDE's linear operator) is integrated
 exactly through the phi functions of :mod:`timestepper.core.phi`; only ``N`` is approximated.
 
-* ETD1 (exponential Euler), Cox & Matthews (2002), eq. (4):
+* ETD1 (exponential Euler), Cox & Matthews (2002):
   ``x1 = e^{hL} x + h phi_1(hL) N(x)``.
-* ETDRK2, Cox & Matthews (2002), eqs. (20)-(21):
+* ETDRK2, Cox & Matthews (2002):
   ``a = e^{hL} x + h phi_1 N(x)``; ``x1 = a + h phi_2 (N(a) - N(x))``.
-* ETDRK4, Cox & Matthews (2002), eqs. (26)-(29), written with phi functions as in Kassam &
-  Trefethen (2005), eq. (2.5):
+* ETDRK4, Cox & Matthews (2002), eqs. (26)-(29), written with phi functions (the
+  form Kassam & Trefethen 2005 evaluate):
   ``a = e^{hL/2} x + h/2 phi_1(hL/2) N(x)``, ``b = e^{hL/2} x + h/2 phi_1(hL/2) N(a)``,
   ``c = e^{hL/2} a + h/2 phi_1(hL/2) (2 N(b) - N(x))``,
   ``x1 = e^{hL} x + h [f_1 N(x) + 2 f_2 (N(a) + N(b)) + f_3 N(c)]`` with
@@ -105,7 +105,7 @@ class ExponentialSolver(Solver):
 
 @register("etd1")
 class ETD1(ExponentialSolver):
-    """Exponential Euler, Cox & Matthews (2002), eq. (4). Order 1, one evaluation of N."""
+    """Exponential Euler (ETD1), Cox & Matthews (2002). Order 1, one evaluation of N."""
 
     order = 1
     nfe_per_step = 1
@@ -119,7 +119,7 @@ class ETD1(ExponentialSolver):
 
 @register("etdrk2")
 class ETDRK2(ExponentialSolver):
-    """ETDRK2, Cox & Matthews (2002), eqs. (20)-(21). Order 2, two evaluations of N."""
+    """ETDRK2, Cox & Matthews (2002). Order 2, two evaluations of N."""
 
     order = 2
     nfe_per_step = 2
@@ -135,8 +135,9 @@ class ETDRK2(ExponentialSolver):
 
 @register("etdrk4")
 class ETDRK4(ExponentialSolver):
-    """ETDRK4, Cox & Matthews (2002), eqs. (26)-(29); phi-function form of Kassam & Trefethen
-    (2005), eq. (2.5). Order 4, four evaluations of N per step."""
+    """ETDRK4, Cox & Matthews (2002), eqs. (26)-(29), with phi-function coefficients
+    (Kassam & Trefethen 2005 evaluate the same ones by contour integrals).
+    Order 4, four evaluations of N per step."""
 
     order = 4
     nfe_per_step = 4
