@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -285,12 +286,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--speed-steps", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--render-only", action="store_true", help="rewrite pde.md from pde.json")
     args = p.parse_args()
+    if args.render_only:
+        res = json.loads((RESULTS / "pde.json").read_text())
+        (RESULTS / "pde.md").write_text(markdown(res) + "\n")
+        return
     torch.set_num_threads(1)
-    res = {
-        "machine": f"{platform.machine()} {platform.system()}, "
-        "{torch.get_num_threads()} torch thread"
-    }
+    res = {"machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores visible"}
     res["speed"] = solver_speed(args.speed_steps, args.repeats)
     print(res["speed"])
     res["accuracy"] = solver_accuracy()
