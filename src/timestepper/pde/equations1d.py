@@ -82,7 +82,7 @@ class Burgers(QuadraticFluxEquation1D):
     """Viscous Burgers ``u_t + u u_x = nu u_xx``; ``L = -nu k^2``.
 
     Exact periodic solutions come from the Cole–Hopf transform ``u = -2 nu (log phi)_x`` with
-    ``phi`` solving the heat equation (Whitham 1974, sec. 4.1); see :meth:`cole_hopf`.
+    ``phi`` solving the heat equation (Whitham 1974, ch. 4); see :meth:`cole_hopf`.
     """
 
     flux = 0.5

@@ -4,7 +4,7 @@ high-correlation time, and the energy-spectrum error.
 Predictions and references have shape ``(B, T, *space)``; per-step metrics reduce over space and
 return ``(B, T)``.
 
-The high-correlation time follows Sun et al. (2023) and Lippe et al. (2023, sec. 4.1): the time
+The high-correlation time follows Kochkov et al. (2021) and Lippe et al. (2023): the time
 until the Pearson correlation between prediction and reference first drops below a threshold
 (0.8). Some code instead counts all steps whose correlation is above the threshold, which can
 only be longer after a drop and recovery; ``mode="count"`` gives that variant for comparison.

@@ -1,6 +1,6 @@
 """A plain-NumPy ETDRK4 for Kuramoto–Sivashinsky, independent of the torch path.
 
-It follows Kassam & Trefethen (2005), sec. 2 and their program ``kursiv.m``: the ETDRK4
+It follows Kassam & Trefethen (2005) and their program ``kursiv.m``: the ETDRK4
 coefficients are evaluated by the contour-integral average over ``M`` points on a circle of
 radius 1 around each ``hL`` instead of phi functions, and the step is Cox &
 Matthews (2002), eqs. (26)-(29). It is the peer for the parity test and the speed benchmark.

@@ -1,5 +1,5 @@
 """PDE-Refiner (Lippe, Veeling, Perdikaris, Turner & Brandstetter 2023, "PDE-Refiner: Achieving
-Accurate Long Rollouts with Neural PDE Solvers", sec. 3, Algorithms 1 and 2).
+Accurate Long Rollouts with Neural PDE Solvers", the refinement process of sec. 3).
 
 One model ``NN(u_tilde, u(t - dt), k)`` does two jobs. At refinement step ``k = 0`` it predicts
 ``u(t)`` from ``u(t - dt)`` (input ``u_tilde = 0``, MSE objective). At ``k = 1..K`` the current
@@ -7,7 +7,7 @@ prediction is perturbed with Gaussian noise of standard deviation ``sigma_k = si
 and the model predicts that noise; subtracting it refines the prediction (denoising objective
 ``|eps - NN(u + sigma_k eps, u(t - dt), k)|^2``). Decreasing ``sigma_k`` makes the later steps
 focus on the low-amplitude (high-frequency) components that an MSE model neglects. The spread
-of rollouts with different noise draws is the uncertainty estimate of sec. 4.1.
+of rollouts with different noise draws is the paper's uncertainty estimate.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class PDERefiner(nn.Module):
     def loss(
         self, u_prev: Tensor, u_next: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Algorithm 1: ``k ~ U{0..K}`` per sample; MSE on ``u(t)`` if ``k = 0``, else on noise."""
+        """Training: ``k ~ U{0..K}`` per sample; MSE on ``u(t)`` if ``k = 0``, else on noise."""
         b = u_prev.shape[0]
         k = torch.randint(0, self.num_steps + 1, (b,), generator=generator).to(u_prev.device)
         sig = torch.tensor(self.noise_stds, dtype=u_prev.dtype, device=u_prev.device)[k]
@@ -62,7 +62,7 @@ class PDERefiner(nn.Module):
 
     @torch.no_grad()
     def predict(self, u_prev: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Algorithm 2: initial prediction, then ``K`` noise-and-denoise refinements."""
+        """Inference: initial prediction, then ``K`` noise-and-denoise refinements."""
         b = u_prev.shape[0]
         kvec = torch.zeros(b, device=u_prev.device)
         u = self._net(u_prev, torch.zeros_like(u_prev), kvec)

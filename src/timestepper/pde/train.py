@@ -1,6 +1,6 @@
 """Training one-step surrogates on trajectories: random ``(u_t, u_{t+dt})`` pairs, AdamW with a
 cosine learning-rate decay, optional pushforward (Brandstetter, Worrall & Welling 2022, "Message
-Passing Neural PDE Solvers", sec. 2.3): the input is first advanced ``unroll`` model steps by the
+Passing Neural PDE Solvers"): the input is first advanced ``unroll`` model steps by the
 model itself without gradient, so the model learns to correct its own error distribution.
 """
 

@@ -1,6 +1,6 @@
 """A modern U-Net for periodic fields in 1-D or 2-D (the "U-Net_mod" of Gupta & Brandstetter 2022,
-"Towards Multi-spatiotemporal-scale Generalized PDE Modeling", sec. 3; the backbone of
-PDE-Refiner, Lippe et al. 2023, app. D).
+"Towards Multi-spatiotemporal-scale Generalized PDE Modeling"; the backbone
+of PDE-Refiner, Lippe et al. 2023).
 
 Pre-norm residual blocks (GroupNorm, GELU, circular 3-point convolutions) at each resolution,
 strided-convolution down-sampling, transposed-convolution up-sampling, skip concatenation, and an
