@@ -268,7 +268,7 @@ def markdown(res: dict) -> str:
         ]
     if "uncertainty_estimated_hct_mean" in ref:
         lines += [
-            f"Refiner uncertainty (spread of samples): correlation time between two refiner samples "
+            f"Refiner uncertainty (sample spread): correlation time between two refiner samples "
             f"{ref['uncertainty_estimated_hct_mean']:.1f} s on average; Pearson r with the true "
             f"high-correlation time across test trajectories = "
             f"{ref['uncertainty_pearson_vs_true_hct']:.2f}.",
