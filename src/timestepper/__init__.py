@@ -4,7 +4,7 @@ One integrate loop drives diffusion/flow sampling, neural ODE/SDE solving and sp
 solvers. See the README for a tour.
 """
 
-from . import solvers
+from . import pde, solvers
 from .core import ODETerm, SemilinearTerm, Solution, Stats, integrate, phi
 from .core.integrate import NonFiniteError
 from .diffusion import (
@@ -36,6 +36,7 @@ __all__ = [
     "VPLinearSchedule",
     "integrate",
     "make_grid",
+    "pde",
     "phi",
     "sample",
     "solvers",

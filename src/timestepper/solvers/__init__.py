@@ -4,10 +4,24 @@
 """
 
 from ..core.solver import available, get
-from . import ddim, dpmpp, edm, rk  # noqa: F401  (registration)
+from . import ddim, dpmpp, edm, etd, rk  # noqa: F401  (registration)
 from .ddim import DDIM
 from .dpmpp import DPMSolverPP2M
 from .edm import Euler, Heun
+from .etd import ETD1, ETDRK2, ETDRK4, IMEXEuler
 from .rk import ButcherTableau, ExplicitRK
 
-__all__ = ["DDIM", "ButcherTableau", "DPMSolverPP2M", "Euler", "ExplicitRK", "Heun", "available", "get"]
+__all__ = [
+    "DDIM",
+    "ETD1",
+    "ETDRK2",
+    "ETDRK4",
+    "ButcherTableau",
+    "DPMSolverPP2M",
+    "Euler",
+    "ExplicitRK",
+    "Heun",
+    "IMEXEuler",
+    "available",
+    "get",
+]
