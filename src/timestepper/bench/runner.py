@@ -139,7 +139,7 @@ def format_table(result: dict, dim: int, markdown: bool = False) -> str:
         out += ["| " + " | ".join(c) + " |" for c in lines]
         return "\n".join(out)
     widths = [max(len(row[i]) for row in [head] + lines) for i in range(len(head))]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join("{:<" + str(w) + "}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*c) for c in lines])
 
 
