@@ -7,6 +7,7 @@ BENCHMARKS.md comes from a script. Run the scripts first, then:  python benchmar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -22,7 +23,8 @@ def main() -> None:
              "by the script of the same name in `benchmarks/`. Do not edit by hand: rerun the script.", ""]
     for n in names:
         text = (results / f"{n}.md").read_text().strip()
-        text = text.replace("](", "](benchmarks/results/") if "](benchmarks/results/" not in text else text
+        # relative links (plots) are relative to results/; make them relative to the repository root
+        text = re.sub(r"\]\((?!https?:|/|#|benchmarks/)", "](benchmarks/results/", text)
         parts += [f"<!-- from benchmarks/{n}.py -->", text, ""]
     (HERE.parent / "BENCHMARKS.md").write_text("\n".join(parts))
     print(f"wrote BENCHMARKS.md with sections: {', '.join(names)}")
