@@ -29,8 +29,8 @@ def render(result: dict) -> str:
            f"{'sigma = 0' if cfg['final'] == 'zero' else 'sigma_min'}; {cfg['n_samples']} samples; "
            f"{cfg['n_components']} components; seed {cfg['seed']}.", "",
            "Each cell: mean L2 error against the float64 reference solution of the probability-flow ODE from the "
-           "same noise / sliced W2 to exact samples. NFE actually used in parentheses where the solver's steps "
-           "cannot fill the budget exactly.", ""]
+           "same noise / sliced W2 to exact samples / wall time of the run. NFE actually used in parentheses "
+           "where the solver's steps cannot fill the budget exactly.", ""]
     for d in cfg["dims"]:
         out += [f"### d = {d} (exact-vs-exact sliced W2, mean of 8 pairs: {result['baseline_sw2'][d]:.3f})", "",
                 runner.format_table(result, d, markdown=True), ""]

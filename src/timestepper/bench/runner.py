@@ -132,7 +132,7 @@ def format_table(result: dict, dim: int, markdown: bool = False) -> str:
         for n in nfes:
             r = by[(name, n)]
             used = "" if r["nfe"] == n else f" ({r['nfe']})"
-            cells.append(f"{r['error']:.2e} / {r['sw2']:.3f}{used}")
+            cells.append(f"{r['error']:.2e} / {r['sw2']:.3f} / {r['ms']:.0f}ms{used}")
         lines.append(cells)
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -50,9 +50,10 @@ class SamplingGrid:
     def from_times(cls, schedule: NoiseSchedule, t: Tensor) -> SamplingGrid:
         t = torch.as_tensor(t, dtype=torch.float64)
         is_end = t == schedule.t_data
-        al = torch.where(is_end, schedule.alpha(schedule.t_data), schedule.alpha(t))
-        si = torch.where(is_end, torch.zeros_like(t), schedule.sigma(t))
-        lam = torch.where(is_end, torch.full_like(t, math.inf), schedule.log_snr(t))
+        al, si = schedule.alpha_sigma(torch.where(is_end, t[0], t))
+        al = torch.where(is_end, schedule.alpha(schedule.t_data), al)
+        si = torch.where(is_end, torch.zeros_like(t), si)
+        lam = torch.log(al) - torch.log(si)  # +inf where sigma = 0
         return cls(t=t, alpha=al, sigma=si, log_snr=lam)
 
     @property

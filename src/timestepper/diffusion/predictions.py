@@ -45,7 +45,7 @@ def data_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor) -> tuple[Te
     """Float64 ``(a, b)`` with ``x0 = a x + b m`` for network output ``m`` of type ``kind`` at ``t``."""
     kind = canonical_prediction(kind)
     t = torch.as_tensor(t, dtype=torch.float64)
-    al, si = schedule.alpha(t), schedule.sigma(t)
+    al, si = schedule.alpha_sigma(t)
     if kind == "epsilon":
         return 1.0 / al, -si / al
     if kind == "sample":
@@ -66,7 +66,7 @@ def noise_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor) -> tuple[T
     kind = canonical_prediction(kind)
     if kind == "epsilon":
         return torch.zeros_like(t), torch.ones_like(t)
-    al, si = schedule.alpha(t), schedule.sigma(t)
+    al, si = schedule.alpha_sigma(t)
     if kind == "score":
         return torch.zeros_like(t), -si
     a, b = data_coefficients(kind, schedule, t)
@@ -85,7 +85,7 @@ def convert(m: Tensor, x: Tensor, t, schedule: NoiseSchedule, source: str, targe
     x0 = a * x.to(torch.float64) + b * m.to(torch.float64)
     if target == "sample":
         return x0.to(m.dtype)
-    al, si = schedule.alpha(t), schedule.sigma(t)
+    al, si = schedule.alpha_sigma(t)
     eps = (x.to(torch.float64) - al * x0) / si
     if target == "epsilon":
         out = eps

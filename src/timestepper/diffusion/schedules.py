@@ -13,6 +13,7 @@ k-diffusion), ``t in [0, 1]`` for the continuous VP/VE schedules and rectified f
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -38,8 +39,13 @@ class NoiseSchedule:
 
     def log_snr(self, t) -> Tensor:
         """``lambda(t) = log(alpha(t) / sigma(t))``."""
+        al, si = self.alpha_sigma(t)
+        return torch.log(al) - torch.log(si)
+
+    def alpha_sigma(self, t) -> tuple[Tensor, Tensor]:
+        """``(alpha(t), sigma(t))`` together (one evaluation where a schedule can share work)."""
         t = _f64(t)
-        return torch.log(self.alpha(t)) - torch.log(self.sigma(t))
+        return self.alpha(t), self.sigma(t)
 
     def t_from_log_snr(self, lam) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -50,7 +56,7 @@ class NoiseSchedule:
     def dsigma(self, t) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def t_data(self) -> float:
         """The time at which ``sigma = 0`` (may lie outside ``[t_min, t_max]``)."""
         return float(self.t_from_log_snr(torch.tensor(math.inf, dtype=torch.float64)))
@@ -98,6 +104,10 @@ class _VPSchedule(NoiseSchedule):
     def log_snr(self, t):
         la = self.log_alpha(_f64(t))
         return la - 0.5 * torch.log(-torch.expm1(2.0 * la))
+
+    def alpha_sigma(self, t):
+        la = self.log_alpha(_f64(t))
+        return torch.exp(la), torch.sqrt(-torch.expm1(2.0 * la))
 
     def t_from_log_snr(self, lam):
         lam = _f64(lam)

@@ -39,7 +39,6 @@ class DiffusionTerm(Term):
         if not isinstance(grid, SamplingGrid):
             raise TypeError(f"grid must be a SamplingGrid, got {type(grid).__name__}")
         self.grid = grid
-        n = grid.steps + 1
         evaluable = grid.sigma > 0  # the model is never evaluated at zero noise
         t = torch.where(evaluable, grid.t, grid.t[0])
         kind, sch = self.denoiser.prediction, self.schedule
@@ -48,8 +47,7 @@ class DiffusionTerm(Term):
         self._a, self._b, self._c, self._d = (v.tolist() for v in (a, b, c, d))
         tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
         batch = x.shape[0] if x.ndim > 0 else 1
-        self._model_t = [torch.full((batch,), float(grid.t[i]), dtype=tdtype, device=x.device)
-                         for i in range(n)]
+        self._model_t = t.to(device=x.device, dtype=tdtype)[:, None].repeat(1, batch).unbind(0)
         self._dtype, self._device = x.dtype, x.device
 
     def model_output(self, x: Tensor, i: int) -> Tensor:
@@ -65,13 +63,18 @@ class DiffusionTerm(Term):
 
     def data_prediction(self, x: Tensor, i: int) -> Tensor:
         """``x0`` predicted at grid point ``i``."""
-        m = self.model_output(x, i)
-        return torch.add(x * self._a[i], m, alpha=self._b[i]) if self._a[i] != 0.0 else m * self._b[i]
+        return _affine(x, self._a[i], self.model_output(x, i), self._b[i])
 
     def noise_prediction(self, x: Tensor, i: int) -> Tensor:
         """``eps`` predicted at grid point ``i``."""
-        m = self.model_output(x, i)
-        return torch.add(x * self._c[i], m, alpha=self._d[i]) if self._c[i] != 0.0 else m * self._d[i]
+        return _affine(x, self._c[i], self.model_output(x, i), self._d[i])
 
     def vf(self, t, x):  # pragma: no cover - diffusion solvers use the predictions above
         raise NotImplementedError("DiffusionTerm is advanced by diffusion solvers through data/noise predictions")
+
+
+def _affine(x: Tensor, a: float, m: Tensor, b: float) -> Tensor:
+    """``a x + b m`` with one allocation (in-place accumulation into the fresh product)."""
+    if a == 0.0:
+        return m if b == 1.0 else m * b
+    return (x * a).add_(m, alpha=b)

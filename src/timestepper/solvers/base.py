@@ -59,9 +59,19 @@ class DiffusionSolver(Solver):
 
 
 def lincomb(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
-    """``cx * x + sum(c * y)``, skipping zero coefficients (the coefficients are Python floats)."""
-    out = x * cx if cx != 1.0 else x
-    for c, y in terms:
-        if c != 0.0:
-            out = torch.add(out, y, alpha=c)
+    """``cx * x + sum(c * y)``, skipping zero coefficients (the coefficients are Python floats).
+
+    One new tensor is allocated and the sum accumulates into it in place, which keeps a step's
+    memory traffic to one pass per operand.
+    """
+    live = [(c, y) for c, y in terms if c != 0.0]
+    if cx != 0.0:
+        out = x * cx
+    elif live:
+        c0, y0 = live.pop(0)
+        out = y0 * c0
+    else:
+        return torch.zeros_like(x)
+    for c, y in live:
+        out.add_(y, alpha=c)
     return out
