@@ -39,18 +39,27 @@ class DiffusionTerm(Term):
         if not isinstance(grid, SamplingGrid):
             raise TypeError(f"grid must be a SamplingGrid, got {type(grid).__name__}")
         self.grid = grid
-        n = grid.steps + 1
-        evaluable = grid.sigma > 0  # the model is never evaluated at zero noise
-        t = torch.where(evaluable, grid.t, grid.t[0])
+        self._a, self._b, self._c, self._d, self._model_t = [], [], [], [], []
+        self._dtype, self._device = x.dtype, x.device
+        self._batch = x.shape[0] if x.ndim > 0 else 1
+        self._tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
+        self.add_points(grid)
+
+    def add_points(self, points: SamplingGrid) -> int:
+        """Append evaluation points (e.g. the stages of a Runge-Kutta step) after the grid's own;
+        returns the index of the first one. Called once per grid, from a solver's ``init``."""
+        first = len(self._a)
+        evaluable = points.sigma > 0  # the model is never evaluated at zero noise
+        t = torch.where(evaluable, points.t, points.t[0])
         kind, sch = self.denoiser.prediction, self.schedule
         a, b = data_coefficients(kind, sch, t)
         c, d = noise_coefficients(kind, sch, t)
-        self._a, self._b, self._c, self._d = (v.tolist() for v in (a, b, c, d))
-        tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
-        batch = x.shape[0] if x.ndim > 0 else 1
-        self._model_t = [torch.full((batch,), float(grid.t[i]), dtype=tdtype, device=x.device)
-                         for i in range(n)]
-        self._dtype, self._device = x.dtype, x.device
+        for lst, v in zip((self._a, self._b, self._c, self._d), (a, b, c, d)):
+            lst.extend(v.tolist())
+        mt = points.t if points.model_t is None else points.model_t
+        self._model_t.extend(torch.full((self._batch,), float(v), dtype=self._tdtype, device=self._device)
+                             for v in mt.tolist())
+        return first
 
     def model_output(self, x: Tensor, i: int) -> Tensor:
         """The raw network output at grid point ``i``."""

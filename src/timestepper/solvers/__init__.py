@@ -4,10 +4,19 @@
 """
 
 from ..core.solver import available, get
-from . import ddim, dpmpp, edm, rk  # noqa: F401  (registration)
+from . import ddim, deis, dpm2, dpm_solver, dpmpp, edm, lms, pndm, rk, unipc  # noqa: F401  (registration)
 from .ddim import DDIM
-from .dpmpp import DPMSolverPP2M
+from .deis import DEIS
+from .dpm2 import DPM2
+from .dpm_solver import DPMSolverSinglestep
+from .dpmpp import DPMSolverMultistep, DPMSolverPP2M, DPMSolverPP3M
 from .edm import Euler, Heun
+from .lms import LMS
+from .pndm import PLMS, PNDM
 from .rk import ButcherTableau, ExplicitRK
+from .unipc import UniPC
 
-__all__ = ["DDIM", "ButcherTableau", "DPMSolverPP2M", "Euler", "ExplicitRK", "Heun", "available", "get"]
+__all__ = [
+    "DDIM", "DEIS", "DPM2", "LMS", "PLMS", "PNDM", "ButcherTableau", "DPMSolverMultistep", "DPMSolverPP2M",
+    "DPMSolverPP3M", "DPMSolverSinglestep", "Euler", "ExplicitRK", "Heun", "UniPC", "available", "get",
+]
