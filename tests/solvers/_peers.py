@@ -48,17 +48,29 @@ def keep_float64():
         torch.Tensor.to = orig
 
 
-def run_diffusers(sched, model_fn, x, steps: int, karras: bool = False, float64: bool = True) -> torch.Tensor:
-    """The diffusers sampling loop: ``set_timesteps``, then ``scale_model_input``/``step``."""
+def run_diffusers(sched, model_fn, x, steps: int, karras: bool = False, float64: bool = True,
+                  scale_init: bool = True, trajectory: bool = False):
+    """The diffusers sampling loop: ``set_timesteps``, then ``scale_model_input``/``step``.
+
+    ``scale_init=False`` starts from ``x`` as given instead of ``x * init_noise_sigma``;
+    ``trajectory=True`` returns the list of states after each step.
+    """
     sched.set_timesteps(steps)
-    if float64 and hasattr(sched, "sigmas") and hasattr(sched, "_sigma_to_alpha_sigma_t"):
+    if float64:
+        sched.alphas_cumprod = sched.alphas_cumprod.to(torch.float64)
+        if hasattr(sched, "final_alpha_cumprod"):
+            sched.final_alpha_cumprod = torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float64)
+    if float64 and hasattr(sched, "sigmas"):
         sched.sigmas = float64_sigmas(sched, karras)
-    x = x * sched.init_noise_sigma
+    if scale_init:
+        x = x * sched.init_noise_sigma
+    states = []
     with keep_float64() if float64 else contextlib.nullcontext():
         for t in sched.timesteps:
             m = model_fn(sched.scale_model_input(x, t), t)
             x = sched.step(m, t, x).prev_sample
-    return x
+            states.append(x)
+    return states if trajectory else x
 
 
 def eps_model(model_fn):
@@ -77,5 +89,13 @@ def ours(denoiser, noise, solver, grid, final="zero", **options):
 
 def karras_grid(sched, schedule) -> SamplingGrid:
     """Our compat grid for diffusers' ``use_karras_sigmas=True``: its float64 sigmas, its rounded
-    timesteps for the model."""
-    return SamplingGrid.with_model_times(schedule, float64_sigmas(sched, karras=True), sched.timesteps)
+    timesteps for the model.
+
+    With ``final_sigmas_type="sigma_min"`` diffusers appends ``sigma_min`` to a Karras ramp that
+    already ends there, so its last step has zero length (a model call that changes nothing);
+    the grid here drops that step.
+    """
+    sigmas, model_t = float64_sigmas(sched, karras=True), sched.timesteps
+    if sigmas[-1] == sigmas[-2]:
+        sigmas, model_t = sigmas[:-1], model_t[:-1]
+    return SamplingGrid.with_model_times(schedule, sigmas, model_t)
