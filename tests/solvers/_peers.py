@@ -23,11 +23,19 @@ def float64_sigmas(sched, karras: bool = False) -> torch.Tensor:
     all_sigmas = ((1 - acp) / acp) ** 0.5
     n = len(sched.timesteps)
     if karras:
-        body = np.asarray(sched._convert_to_karras(in_sigmas=np.flip(all_sigmas).copy(), num_inference_steps=n))
+        body = np.asarray(
+            sched._convert_to_karras(in_sigmas=np.flip(all_sigmas).copy(), num_inference_steps=n)
+        )
     else:
-        body = np.interp(sched.timesteps.numpy().astype(np.float64), np.arange(len(all_sigmas)), all_sigmas)
+        body = np.interp(
+            sched.timesteps.numpy().astype(np.float64), np.arange(len(all_sigmas)), all_sigmas
+        )
     last = float(sched.sigmas[-1])
-    last = 0.0 if last == 0.0 else (float(all_sigmas[0]) if abs(last - all_sigmas[0]) < 1e-6 else float(body[-1]))
+    last = (
+        0.0
+        if last == 0.0
+        else (float(all_sigmas[0]) if abs(last - all_sigmas[0]) < 1e-6 else float(body[-1]))
+    )
     return torch.from_numpy(np.concatenate([body, [last]])).to(torch.float64)
 
 
@@ -37,7 +45,9 @@ def keep_float64():
     orig = torch.Tensor.to
 
     def to(self, *args, **kwargs):
-        if self.dtype == torch.float64 and (args[:1] == (torch.float32,) or kwargs.get("dtype") is torch.float32):
+        if self.dtype == torch.float64 and (
+            args[:1] == (torch.float32,) or kwargs.get("dtype") is torch.float32
+        ):
             return self
         return orig(self, *args, **kwargs)
 
@@ -48,8 +58,16 @@ def keep_float64():
         torch.Tensor.to = orig
 
 
-def run_diffusers(sched, model_fn, x, steps: int, karras: bool = False, float64: bool = True,
-                  scale_init: bool = True, trajectory: bool = False):
+def run_diffusers(
+    sched,
+    model_fn,
+    x,
+    steps: int,
+    karras: bool = False,
+    float64: bool = True,
+    scale_init: bool = True,
+    trajectory: bool = False,
+):
     """The diffusers sampling loop: ``set_timesteps``, then ``scale_model_input``/``step``.
 
     ``scale_init=False`` starts from ``x`` as given instead of ``x * init_noise_sigma``;
@@ -59,7 +77,9 @@ def run_diffusers(sched, model_fn, x, steps: int, karras: bool = False, float64:
     if float64:
         sched.alphas_cumprod = sched.alphas_cumprod.to(torch.float64)
         if hasattr(sched, "final_alpha_cumprod"):
-            sched.final_alpha_cumprod = torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float64)
+            sched.final_alpha_cumprod = torch.as_tensor(
+                sched.final_alpha_cumprod, dtype=torch.float64
+            )
     if float64 and hasattr(sched, "sigmas"):
         sched.sigmas = float64_sigmas(sched, karras)
     if scale_init:

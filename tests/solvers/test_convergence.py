@@ -66,20 +66,31 @@ def problem(gmm2):
 
 def _error(problem, solver, options, steps):
     den, noise, ref = problem
-    sol = ts.sample(den, noise, solver=solver, steps=steps, grid="logsnr", final="sigma_min",
-                    solver_options=options, return_solution=True)
+    sol = ts.sample(
+        den,
+        noise,
+        solver=solver,
+        steps=steps,
+        grid="logsnr",
+        final="sigma_min",
+        solver_options=options,
+        return_solution=True,
+    )
     return (sol.x - ref).norm(dim=-1).mean().item(), sol.stats.nfe
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{'-'.join(f'{k}={v}' for k, v in c[1].items())}"
-                                             for c in CASES])
+@pytest.mark.parametrize(
+    "case", CASES, ids=[f"{c[0]}-{'-'.join(f'{k}={v}' for k, v in c[1].items())}" for c in CASES]
+)
 def test_convergence_order(problem, case):
     solver, options, order, (n0, n1) = case
     assert ts.solvers.get(solver, **options).order == order  # the declared order is what we measure
     e0, _ = _error(problem, solver, options, n0)
     e1, _ = _error(problem, solver, options, n1)
     slope = math.log(e0 / e1) / math.log(n1 / n0)
-    assert abs(slope - order) <= 0.3, f"{solver} {options}: measured order {slope:.2f}, declared {order}"
+    assert abs(slope - order) <= 0.3, (
+        f"{solver} {options}: measured order {slope:.2f}, declared {order}"
+    )
 
 
 def test_grid_is_uniform_in_log_snr():

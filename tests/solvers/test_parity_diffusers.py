@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _peers import eps_model, float64_sigmas, karras_grid, ours, run_diffusers
 
 import timestepper as ts
+from tests.conftest import unet_model_fn
+from tests.solvers._peers import eps_model, float64_sigmas, karras_grid, ours, run_diffusers
 from timestepper.diffusion.grids import SamplingGrid
 
 diffusers = pytest.importorskip("diffusers")
-
-from conftest import unet_model_fn  # noqa: E402
 
 TOL = 1e-6
 torch.set_num_threads(1)
@@ -28,49 +27,142 @@ PUBLISHED = {"third_order_weight": "published"}
 CASES = [
     ("dpmpp2", "DPMSolverMultistepScheduler", {}, "dpmpp-2m", {}, "zero"),
     ("dpmpp3", "DPMSolverMultistepScheduler", {"solver_order": 3}, "dpmpp-3m", PUBLISHED, "zero"),
-    ("dpmpp2-karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "dpmpp-2m", {}, "zero"),
-    ("dpmpp3-karras", "DPMSolverMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True},
-     "dpmpp-3m", PUBLISHED, "zero"),
-    ("dpm2m", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
-     "dpm-solver-2m", {}, "sigma_min"),
-    ("dpm3m", "DPMSolverMultistepScheduler",
-     {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3},
-     "dpm-solver-3m", PUBLISHED, "sigma_min"),
-    ("dpm2m-karras", "DPMSolverMultistepScheduler",
-     {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "use_karras_sigmas": True},
-     "dpm-solver-2m", {}, "sigma_min"),
-    ("dpm3m-karras", "DPMSolverMultistepScheduler",
-     {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3,
-      "use_karras_sigmas": True}, "dpm-solver-3m", PUBLISHED, "sigma_min"),
+    (
+        "dpmpp2-karras",
+        "DPMSolverMultistepScheduler",
+        {"use_karras_sigmas": True},
+        "dpmpp-2m",
+        {},
+        "zero",
+    ),
+    (
+        "dpmpp3-karras",
+        "DPMSolverMultistepScheduler",
+        {"solver_order": 3, "use_karras_sigmas": True},
+        "dpmpp-3m",
+        PUBLISHED,
+        "zero",
+    ),
+    (
+        "dpm2m",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
+        "dpm-solver-2m",
+        {},
+        "sigma_min",
+    ),
+    (
+        "dpm3m",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3},
+        "dpm-solver-3m",
+        PUBLISHED,
+        "sigma_min",
+    ),
+    (
+        "dpm2m-karras",
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "dpmsolver",
+            "final_sigmas_type": "sigma_min",
+            "use_karras_sigmas": True,
+        },
+        "dpm-solver-2m",
+        {},
+        "sigma_min",
+    ),
+    (
+        "dpm3m-karras",
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "dpmsolver",
+            "final_sigmas_type": "sigma_min",
+            "solver_order": 3,
+            "use_karras_sigmas": True,
+        },
+        "dpm-solver-3m",
+        PUBLISHED,
+        "sigma_min",
+    ),
     ("single-pp2", "DPMSolverSinglestepScheduler", {"solver_order": 2}, "dpmpp-2s", {}, "zero"),
     ("single-pp3", "DPMSolverSinglestepScheduler", {"solver_order": 3}, "dpmpp-3s", {}, "zero"),
-    ("single-2", "DPMSolverSinglestepScheduler",
-     {"solver_order": 2, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}, "dpm-solver-2", {},
-     "sigma_min"),
-    ("single-3", "DPMSolverSinglestepScheduler",
-     {"solver_order": 3, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}, "dpm-solver-3", {},
-     "sigma_min"),
+    (
+        "single-2",
+        "DPMSolverSinglestepScheduler",
+        {"solver_order": 2, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
+        "dpm-solver-2",
+        {},
+        "sigma_min",
+    ),
+    (
+        "single-3",
+        "DPMSolverSinglestepScheduler",
+        {"solver_order": 3, "algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
+        "dpm-solver-3",
+        {},
+        "sigma_min",
+    ),
     ("deis1", "DEISMultistepScheduler", {"solver_order": 1}, "deis", {"order": 1}, "sigma_min"),
     ("deis2", "DEISMultistepScheduler", {"solver_order": 2}, "deis", {"order": 2}, "sigma_min"),
     ("deis3", "DEISMultistepScheduler", {"solver_order": 3}, "deis", {"order": 3}, "sigma_min"),
-    ("unipc-bh1-1", "UniPCMultistepScheduler", {"solver_order": 1, "solver_type": "bh1",
-                                                "final_sigmas_type": "sigma_min"}, "unipc-bh1", {"order": 1},
-     "sigma_min"),
-    ("unipc-bh1-2", "UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh1",
-                                                "final_sigmas_type": "sigma_min"}, "unipc-bh1", {"order": 2},
-     "sigma_min"),
-    ("unipc-bh1-3", "UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh1",
-                                                "final_sigmas_type": "sigma_min"}, "unipc-bh1", {"order": 3},
-     "sigma_min"),
-    ("unipc-bh2-1", "UniPCMultistepScheduler", {"solver_order": 1, "solver_type": "bh2"}, "unipc-bh2",
-     {"order": 1}, "zero"),
-    ("unipc-bh2-2", "UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh2"}, "unipc-bh2",
-     {"order": 2}, "zero"),
-    ("unipc-bh2-3", "UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh2"}, "unipc-bh2",
-     {"order": 3}, "zero"),
+    (
+        "unipc-bh1-1",
+        "UniPCMultistepScheduler",
+        {"solver_order": 1, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+        "unipc-bh1",
+        {"order": 1},
+        "sigma_min",
+    ),
+    (
+        "unipc-bh1-2",
+        "UniPCMultistepScheduler",
+        {"solver_order": 2, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+        "unipc-bh1",
+        {"order": 2},
+        "sigma_min",
+    ),
+    (
+        "unipc-bh1-3",
+        "UniPCMultistepScheduler",
+        {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+        "unipc-bh1",
+        {"order": 3},
+        "sigma_min",
+    ),
+    (
+        "unipc-bh2-1",
+        "UniPCMultistepScheduler",
+        {"solver_order": 1, "solver_type": "bh2"},
+        "unipc-bh2",
+        {"order": 1},
+        "zero",
+    ),
+    (
+        "unipc-bh2-2",
+        "UniPCMultistepScheduler",
+        {"solver_order": 2, "solver_type": "bh2"},
+        "unipc-bh2",
+        {"order": 2},
+        "zero",
+    ),
+    (
+        "unipc-bh2-3",
+        "UniPCMultistepScheduler",
+        {"solver_order": 3, "solver_type": "bh2"},
+        "unipc-bh2",
+        {"order": 3},
+        "zero",
+    ),
     # steps_offset=1 (Stable Diffusion's config): the last step then ends at t = 0 (sigma_min)
     ("plms", "PNDMScheduler", {"skip_prk_steps": True, "steps_offset": 1}, "plms", {}, "sigma_min"),
-    ("pndm", "PNDMScheduler", {"skip_prk_steps": False, "steps_offset": 1}, "pndm", {}, "sigma_min"),
+    (
+        "pndm",
+        "PNDMScheduler",
+        {"skip_prk_steps": False, "steps_offset": 1},
+        "pndm",
+        {},
+        "sigma_min",
+    ),
 ]
 
 
@@ -102,8 +194,14 @@ def test_parity_diffusers_scheduler(request, case, model):
     # Karras + sigma_min: the peer's zero-length last step is dropped here (see karras_grid), so
     # use a grid long enough (>= 15) that the peer's lower_order_final rule does not apply
     steps = 16 if kwargs.get("use_karras_sigmas") and final == "sigma_min" else 10
-    states = run_diffusers(sched, eps_model(den.model_fn), noise.clone(), steps,
-                           karras=kwargs.get("use_karras_sigmas", False), trajectory=True)
+    states = run_diffusers(
+        sched,
+        eps_model(den.model_fn),
+        noise.clone(),
+        steps,
+        karras=kwargs.get("use_karras_sigmas", False),
+        trajectory=True,
+    )
     peer = states[-1]
     if kwargs.get("use_karras_sigmas") and final == "sigma_min":
         # the peer's zero-length last step: with order 3 it computes inf/inf (NaN), a peer bug
@@ -149,7 +247,9 @@ def test_parity_diffusers_unipc_bh1_final_zero_is_nan_in_peer_finite_here(gmm2):
     grid = sched.timesteps.to(torch.float64)
     x = ours(den, noise, "unipc-bh1", grid)
     assert torch.isfinite(x).all()
-    sched2 = diffusers.UniPCMultistepScheduler(**BETAS, solver_type="bh1", final_sigmas_type="sigma_min")
+    sched2 = diffusers.UniPCMultistepScheduler(
+        **BETAS, solver_type="bh1", final_sigmas_type="sigma_min"
+    )
     peer_min = run_diffusers(sched2, eps_model(den.model_fn), noise.clone(), 10)
     # up to the last step the runs coincide; the last steps differ only in where they end
     assert (x - peer_min).abs().max().item() < 0.1

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import unet_model_fn
 
 import timestepper as ts
+from tests.conftest import unet_model_fn
 
 torch.set_num_threads(1)
 TOL = 1e-6
@@ -40,10 +40,13 @@ def _models(request, name):
             return unet(x / (1 + sigma[:, None, None, None] ** 2).sqrt(), 250.0 * sigma.log())
 
         den = ts.Denoiser(eps_fn, schedule, "epsilon")
-        noise = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        noise = torch.randn(
+            2, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
 
         def k_model(x, sigma):
             return x - sigma[:, None, None, None] * eps_fn(x, sigma)
+
     return den, noise, k_model
 
 
@@ -52,7 +55,9 @@ def _models(request, name):
 def test_parity_kdiffusion_sampler(request, k_sampling, case, model):
     sampler, solver, options = case
     den, noise, k_model = _models(request, model)
-    sigmas = k_sampling.get_sigmas_karras(8, SIGMA_MIN, SIGMA_MAX, rho=7.0, device="cpu").to(torch.float64)
+    sigmas = k_sampling.get_sigmas_karras(8, SIGMA_MIN, SIGMA_MAX, rho=7.0, device="cpu").to(
+        torch.float64
+    )
     x_start = noise * (1 + sigmas[0] ** 2).sqrt()  # the state ``ts.sample`` starts from
     peer = getattr(k_sampling, sampler)(k_model, x_start.clone(), sigmas, disable=True)
     x = ts.sample(den, noise, solver=solver, grid=sigmas[:-1], solver_options=options)

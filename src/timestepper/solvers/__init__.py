@@ -4,7 +4,7 @@
 """
 
 from ..core.solver import available, get
-from . import ddim, deis, dpm2, dpm_solver, dpmpp, edm, lms, pndm, rk, unipc  # noqa: F401  (registration)
+from . import ddim, deis, dpm2, dpm_adaptive, dpm_solver, dpmpp, edm, lms, pndm, rk, unipc  # noqa: F401
 from .ddim import DDIM
 from .deis import DEIS
 from .dpm2 import DPM2
@@ -17,6 +17,21 @@ from .rk import ButcherTableau, ExplicitRK
 from .unipc import UniPC
 
 __all__ = [
-    "DDIM", "DEIS", "DPM2", "LMS", "PLMS", "PNDM", "ButcherTableau", "DPMSolverMultistep", "DPMSolverPP2M",
-    "DPMSolverPP3M", "DPMSolverSinglestep", "Euler", "ExplicitRK", "Heun", "UniPC", "available", "get",
+    "DDIM",
+    "DEIS",
+    "DPM2",
+    "LMS",
+    "PLMS",
+    "PNDM",
+    "ButcherTableau",
+    "DPMSolverMultistep",
+    "DPMSolverPP2M",
+    "DPMSolverPP3M",
+    "DPMSolverSinglestep",
+    "Euler",
+    "ExplicitRK",
+    "Heun",
+    "UniPC",
+    "available",
+    "get",
 ]

@@ -35,7 +35,9 @@ class NoiseLevelMultistep(LinearMultistep):
     def weights(self, grid, i, k):
         rho = ve_sigmas(grid).tolist()
         a1 = float(grid.alpha[i + 1])
-        c = lagrange_integral_weights([rho[i - j] for j in range(k)], rho[i], rho[i + 1], self.log_variable)
+        c = lagrange_integral_weights(
+            [rho[i - j] for j in range(k)], rho[i], rho[i + 1], self.log_variable
+        )
         return a1 / float(grid.alpha[i]), [a1 * cj for cj in c]
 
 
@@ -62,7 +64,9 @@ def deis(order: int = 3, method: str = "tab", lower_order_final: bool = True):
     if method == "tab":
         return DEIS(order, lower_order_final)
     if order != 2:
-        raise ValueError(f"rhoRK-DEIS (method={method!r}) is second order: order must be 2, got {order!r}")
+        raise ValueError(
+            f"rhoRK-DEIS (method={method!r}) is second order: order must be 2, got {order!r}"
+        )
     return Heun() if method == "rho-heun" else DPM2()
 
 

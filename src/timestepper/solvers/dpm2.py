@@ -44,8 +44,11 @@ class DPM2(DiffusionSolver):
         return state
 
     def coefficients(self, grid):
-        return {"rho": ve_sigmas(grid).tolist(), "alpha": grid.alpha.tolist(),
-                "euler": [first_order_at(grid, i) for i in range(grid.steps)]}
+        return {
+            "rho": ve_sigmas(grid).tolist(),
+            "alpha": grid.alpha.tolist(),
+            "euler": [first_order_at(grid, i) for i in range(grid.steps)],
+        }
 
     def step(self, term, t0, t1, x, state):
         i, c = state.i, state.coeffs

@@ -32,8 +32,16 @@ from __future__ import annotations
 from ..core.solver import register
 from .base import DiffusionSolver, lincomb
 from .dpmpp import SOLVER_TYPES
-from .expint import PREDICTIONS, check_choice, check_order, combine, first_order_at, lambda_offsets, \
-    polynomial_basis, taylor_weights
+from .expint import (
+    PREDICTIONS,
+    check_choice,
+    check_order,
+    combine,
+    first_order_at,
+    lambda_offsets,
+    polynomial_basis,
+    taylor_weights,
+)
 from .multistep import predict
 
 
@@ -68,21 +76,26 @@ class DPMSolverSinglestep(DiffusionSolver):
 
     nfe_per_step = 1
 
-    def __init__(self, order: int = 2, prediction: str = "noise", solver_type: str = "midpoint",
-                 lower_order_final: bool = True) -> None:
+    def __init__(
+        self,
+        order: int = 2,
+        prediction: str = "noise",
+        solver_type: str = "midpoint",
+        lower_order_final: bool = True,
+    ) -> None:
         self.order = check_order(order, (1, 2, 3))
         self.prediction = check_choice(prediction, PREDICTIONS, "prediction")
         self.solver_type = check_choice(solver_type, SOLVER_TYPES, "solver_type")
         self.lower_order_final = bool(lower_order_final)
 
-    def weights(self, grid, s: int, k: int) -> tuple[float, list[float]]:
-        """``(cx, w)``: the step from ``s`` over ``k`` intervals, ``w`` on the predictions at
-        ``s, s + 1, ..., s + k - 1``."""
-        t = s + k
+    def weights(self, grid, s: int, k: int, t: int | None = None) -> tuple[float, list[float]]:
+        """``(cx, w)``: the order-``k`` step from point ``s`` to ``t`` (default ``s + k``) using the
+        predictions at ``s, s + 1, ..., s + k - 1`` (``w`` on those)."""
+        t = s + k if t is None else t
         cx, e = taylor_weights(grid, s, t, self.prediction, k)
         if k == 1:
             return cx, e
-        u = lambda_offsets(grid, s, t, range(s, t))
+        u = lambda_offsets(grid, s, t, range(s, s + k))
         if k == 2:
             c1 = 0.5 * e[0] if self.solver_type == "midpoint" else e[1]
             return cx, combine([e[0], c1], polynomial_basis(u))

@@ -28,8 +28,16 @@ stabilises very short grids). Requesting 3M with 2 steps therefore runs DDIM + 2
 from __future__ import annotations
 
 from ..core.solver import register
-from .expint import PREDICTIONS, check_choice, check_order, combine, lambda_offsets, multistep_orders, \
-    polynomial_basis, taylor_weights
+from .expint import (
+    PREDICTIONS,
+    check_choice,
+    check_order,
+    combine,
+    lambda_offsets,
+    multistep_orders,
+    polynomial_basis,
+    taylor_weights,
+)
 from .multistep import LinearMultistep
 
 SOLVER_TYPES = ("midpoint", "heun")
@@ -49,13 +57,21 @@ class DPMSolverMultistep(LinearMultistep):
             order 2; see the module docstring).
     """
 
-    def __init__(self, order: int = 2, prediction: str = "data", solver_type: str = "midpoint",
-                 lower_order_final: bool = True, third_order_weight: str = "taylor") -> None:
+    def __init__(
+        self,
+        order: int = 2,
+        prediction: str = "data",
+        solver_type: str = "midpoint",
+        lower_order_final: bool = True,
+        third_order_weight: str = "taylor",
+    ) -> None:
         self.order = self.max_order = check_order(order, (1, 2, 3))
         self.prediction = check_choice(prediction, PREDICTIONS, "prediction")
         self.solver_type = check_choice(solver_type, SOLVER_TYPES, "solver_type")
         self.lower_order_final = bool(lower_order_final)
-        self.third_order_weight = check_choice(third_order_weight, THIRD_ORDER_WEIGHTS, "third_order_weight")
+        self.third_order_weight = check_choice(
+            third_order_weight, THIRD_ORDER_WEIGHTS, "third_order_weight"
+        )
         if self.order == 3 and self.third_order_weight == "published":
             self.order = 2
 

@@ -59,7 +59,9 @@ def combine(coeffs: Sequence[float], basis: Sequence[Sequence[float]]) -> list[f
     return [sum(c * basis[k][j] for k, c in enumerate(coeffs)) for j in range(n)]
 
 
-def taylor_weights(grid: SamplingGrid, s: int, t: int, prediction: str, terms: int) -> tuple[float, list[float]]:
+def taylor_weights(
+    grid: SamplingGrid, s: int, t: int, prediction: str, terms: int
+) -> tuple[float, list[float]]:
     """``(cx, E)`` for the exponential-integrator step from grid point ``s`` to ``t``.
 
     ``x_t = cx x_s + sum_k E[k] a_k`` is exact when the prediction (``"data"`` or ``"noise"``)
@@ -99,8 +101,13 @@ def first_order_at(grid: SamplingGrid, i: int) -> bool:
     return not math.isfinite(float(grid.log_snr[i + 1]))
 
 
-def multistep_orders(steps: int, order: int, lower_order_final: bool, final_zero_first: bool = True,
-                     min_steps_for_full: int = 15) -> list[int]:
+def multistep_orders(
+    steps: int,
+    order: int,
+    lower_order_final: bool,
+    final_zero_first: bool = True,
+    min_steps_for_full: int = 15,
+) -> list[int]:
     """The order used at each step of a multistep method (diffusers' rules).
 
     Step ``i`` can use at most ``i + 1`` model outputs (warm-up). With ``lower_order_final`` and
@@ -119,7 +126,9 @@ def multistep_orders(steps: int, order: int, lower_order_final: bool, final_zero
     return orders
 
 
-def lagrange_integral_weights(values: Sequence[float], start: float, end: float, log: bool) -> list[float]:
+def lagrange_integral_weights(
+    values: Sequence[float], start: float, end: float, log: bool
+) -> list[float]:
     """``int_{start}^{end} L_j(v(r)) dr`` for the Lagrange basis ``L_j`` through the nodes
     ``r_j = values[j]``, in the variable ``v = r`` (``log=False``; k-diffusion's and diffusers'
     LMS) or ``v = log r`` (``log=True``; DEIS' log-rho tAB, Zhang & Chen 2022, eq. 15).
@@ -140,6 +149,8 @@ def lagrange_integral_weights(values: Sequence[float], start: float, end: float,
         moments = [-((-1.0) ** k) * math.factorial(k) * start for k in range(n)]
     else:
         d = math.log(end) - v0
-        moments = [start * math.factorial(k) * d ** (k + 1) * math.exp(d) * float(phi(k + 1, -d))
-                   for k in range(n)]
+        moments = [
+            start * math.factorial(k) * d ** (k + 1) * math.exp(d) * float(phi(k + 1, -d))
+            for k in range(n)
+        ]
     return [sum(basis[k][j] * moments[k] for k in range(n)) for j in range(n)]

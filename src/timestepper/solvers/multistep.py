@@ -35,7 +35,9 @@ class LinearMultistep(DiffusionSolver):
     def orders(self, grid: SamplingGrid) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def weights(self, grid: SamplingGrid, i: int, k: int) -> tuple[float, list[float]]:  # pragma: no cover
+    def weights(
+        self, grid: SamplingGrid, i: int, k: int
+    ) -> tuple[float, list[float]]:  # pragma: no cover
         raise NotImplementedError
 
     def coefficients(self, grid: SamplingGrid) -> dict[str, list]:

@@ -27,14 +27,21 @@ from ..diffusion.grids import SamplingGrid
 from .base import DiffusionSolver, lincomb, ve_sigmas
 from .expint import first_order_at
 
-ADAMS_BASHFORTH = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
+ADAMS_BASHFORTH = (
+    (1.0,),
+    (1.5, -0.5),
+    (23 / 12, -16 / 12, 5 / 12),
+    (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+)
 PRK_STEPS = 3
 
 
 def transfer_table(grid: SamplingGrid) -> tuple[list, list]:
     """Per step ``(alpha_{i+1} / alpha_i, -alpha_{i+1} (rho_i - rho_{i+1}))``: the DDIM transfer."""
     rho = ve_sigmas(grid)
-    return (grid.alpha[1:] / grid.alpha[:-1]).tolist(), (-grid.alpha[1:] * (rho[:-1] - rho[1:])).tolist()
+    return (grid.alpha[1:] / grid.alpha[:-1]).tolist(), (
+        -grid.alpha[1:] * (rho[:-1] - rho[1:])
+    ).tolist()
 
 
 class _PseudoLinearMultistep(DiffusionSolver):
@@ -105,4 +112,3 @@ class PNDM(_PseudoLinearMultistep):
         k4 = term.noise_prediction(lincomb(x, cx, [(ce, k3)]), i + 1)
         eps = lincomb(k1, 1 / 6, [(1 / 3, k2), (1 / 3, k3), (1 / 6, k4)])
         return lincomb(x, cx, [(ce, eps)]), state.advance(((k1,) + state.history)[:3]), None
-

@@ -40,7 +40,9 @@ from .expint import check_choice, check_order, first_order_at, lambda_offsets, t
 VARIANTS = ("bh1", "bh2")
 
 
-def unipc_weights(grid, s: int, t: int, order: int, variant: str, corrector: bool) -> tuple[float, list[float]]:
+def unipc_weights(
+    grid, s: int, t: int, order: int, variant: str, corrector: bool
+) -> tuple[float, list[float]]:
     """``(cx, w)`` of UniP (``corrector=False``: ``w`` on ``m_s, m_{s-1}, ..., m_{s-order+1}``) or
     UniC (``w`` on ``m_t, m_s, m_{s-1}, ..., m_{s-order+1}``)."""
     cx, e = taylor_weights(grid, s, t, "data", 1)
@@ -57,10 +59,15 @@ def unipc_weights(grid, s: int, t: int, order: int, variant: str, corrector: boo
         rho = [0.5]
     else:
         rks = r + [1.0]
-        big_r = torch.tensor([[rk ** j for rk in rks[:n]] for j in range(n)], dtype=torch.float64) if not corrector \
-            else torch.tensor([[rk ** j for rk in rks] for j in range(n)], dtype=torch.float64)
-        b = torch.tensor([hh * float(phi(j + 2, hh)) * math.factorial(j + 1) / b_h for j in range(n)],
-                         dtype=torch.float64)
+        big_r = (
+            torch.tensor([[rk**j for rk in rks[:n]] for j in range(n)], dtype=torch.float64)
+            if not corrector
+            else torch.tensor([[rk**j for rk in rks] for j in range(n)], dtype=torch.float64)
+        )
+        b = torch.tensor(
+            [hh * float(phi(j + 2, hh)) * math.factorial(j + 1) / b_h for j in range(n)],
+            dtype=torch.float64,
+        )
         rho = torch.linalg.solve(big_r, b).tolist()
     scale = -a_t * b_h
     w_hist = [scale * rho[k] / r[k] for k in range(k_hist)]
@@ -73,7 +80,10 @@ def unipc_weights(grid, s: int, t: int, order: int, variant: str, corrector: boo
 
 def unipc_orders(steps: int, order: int, lower_order_final: bool) -> list[int]:
     """Predictor order at each step: warm-up and diffusers' ``lower_order_final`` rule."""
-    return [min(order, i + 1, steps - i) if lower_order_final else min(order, i + 1) for i in range(steps)]
+    return [
+        min(order, i + 1, steps - i) if lower_order_final else min(order, i + 1)
+        for i in range(steps)
+    ]
 
 
 class UniPC(DiffusionSolver):
@@ -91,8 +101,13 @@ class UniPC(DiffusionSolver):
 
     nfe_per_step = 1
 
-    def __init__(self, order: int = 2, variant: str = "bh2", lower_order_final: bool = True,
-                 disable_corrector: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        order: int = 2,
+        variant: str = "bh2",
+        lower_order_final: bool = True,
+        disable_corrector: tuple[int, ...] = (),
+    ) -> None:
         self.predictor_order = check_order(order, (1, 2, 3))
         self.order = self.predictor_order + 1
         self.variant = check_choice(variant, VARIANTS, "variant")
@@ -129,7 +144,12 @@ class UniPC(DiffusionSolver):
 class UniPCBH1(UniPC):
     """UniPC with ``B(h) = h`` (Zhao et al. 2023, eq. 17)."""
 
-    def __init__(self, order: int = 2, lower_order_final: bool = True, disable_corrector: tuple[int, ...] = ()):
+    def __init__(
+        self,
+        order: int = 2,
+        lower_order_final: bool = True,
+        disable_corrector: tuple[int, ...] = (),
+    ):
         super().__init__(order, "bh1", lower_order_final, disable_corrector)
 
 
@@ -137,5 +157,10 @@ class UniPCBH1(UniPC):
 class UniPCBH2(UniPC):
     """UniPC with ``B(h) = e^h - 1`` (Zhao et al. 2023, eq. 17)."""
 
-    def __init__(self, order: int = 2, lower_order_final: bool = True, disable_corrector: tuple[int, ...] = ()):
+    def __init__(
+        self,
+        order: int = 2,
+        lower_order_final: bool = True,
+        disable_corrector: tuple[int, ...] = (),
+    ):
         super().__init__(order, "bh2", lower_order_final, disable_corrector)
