@@ -32,12 +32,10 @@ class NoiseLevelMultistep(LinearMultistep):
     prediction = "noise"
     log_variable = True
 
-    def weights(self, grid, i, k):
+    def weights(self, grid, i, k, phis):
         rho = ve_sigmas(grid).tolist()
         a1 = float(grid.alpha[i + 1])
-        c = lagrange_integral_weights(
-            [rho[i - j] for j in range(k)], rho[i], rho[i + 1], self.log_variable
-        )
+        c = lagrange_integral_weights([rho[i - j] for j in range(k)], rho[i], rho[i + 1], self.log_variable, phis)
         return a1 / float(grid.alpha[i]), [a1 * cj for cj in c]
 
 

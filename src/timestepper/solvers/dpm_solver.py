@@ -34,12 +34,14 @@ from .base import DiffusionSolver, lincomb
 from .dpmpp import SOLVER_TYPES
 from .expint import (
     PREDICTIONS,
+    PhiTable,
     check_choice,
     check_order,
     combine,
     first_order_at,
     lambda_offsets,
     polynomial_basis,
+    step_phis,
     taylor_weights,
 )
 from .multistep import predict
@@ -88,11 +90,13 @@ class DPMSolverSinglestep(DiffusionSolver):
         self.solver_type = check_choice(solver_type, SOLVER_TYPES, "solver_type")
         self.lower_order_final = bool(lower_order_final)
 
-    def weights(self, grid, s: int, k: int, t: int | None = None) -> tuple[float, list[float]]:
+    def weights(
+        self, grid, s: int, k: int, t: int | None = None, phis: PhiTable | None = None
+    ) -> tuple[float, list[float]]:
         """``(cx, w)``: the order-``k`` step from point ``s`` to ``t`` (default ``s + k``) using the
         predictions at ``s, s + 1, ..., s + k - 1`` (``w`` on those)."""
         t = s + k if t is None else t
-        cx, e = taylor_weights(grid, s, t, self.prediction, k)
+        cx, e = taylor_weights(grid, s, t, self.prediction, k, phis)
         if k == 1:
             return cx, e
         u = lambda_offsets(grid, s, t, range(s, s + k))
@@ -106,11 +110,11 @@ class DPMSolverSinglestep(DiffusionSolver):
 
     def coefficients(self, grid):
         orders = singlestep_orders(grid.steps, self.order, self.lower_order_final)
+        orders = [1 if first_order_at(grid, i) else k for i, k in enumerate(orders)]
+        phis = step_phis(grid, [(i - k + 1, i + 1) for i, k in enumerate(orders)], self.order)
         cx, w, start = [], [], []
         for i, k in enumerate(orders):
-            if first_order_at(grid, i):
-                k = 1
-            c, wi = self.weights(grid, i - k + 1, k)
+            c, wi = self.weights(grid, i - k + 1, k, phis=phis)
             cx.append(c)
             w.append(wi)
             start.append(k == 1)

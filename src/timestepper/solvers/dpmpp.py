@@ -78,8 +78,8 @@ class DPMSolverMultistep(LinearMultistep):
     def orders(self, grid):
         return multistep_orders(grid.steps, self.max_order, self.lower_order_final)
 
-    def weights(self, grid, i, k):
-        cx, e = taylor_weights(grid, i, i + 1, self.prediction, k)
+    def weights(self, grid, i, k, phis):
+        cx, e = taylor_weights(grid, i, i + 1, self.prediction, k, phis)
         if k == 1:
             return cx, e
         basis = polynomial_basis(lambda_offsets(grid, i, i + 1, [i - j for j in range(k)]))

@@ -45,12 +45,64 @@ def check_choice(value: str, allowed: Sequence[str], name: str) -> str:
     return value
 
 
+def solve_small(a: Sequence[Sequence[float]], b: Sequence[float]) -> list[float]:
+    """Solve the small dense system ``a x = b`` (Gaussian elimination with partial pivoting, float64
+    Python floats: the systems here are at most 4 x 4, where a tensor call costs more than the work)."""
+    n = len(b)
+    m = [list(map(float, row)) + [float(v)] for row, v in zip(a, b)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        if m[p][c] == 0.0:
+            raise ZeroDivisionError("singular system (repeated nodes)")
+        m[c], m[p] = m[p], m[c]
+        for r in range(c + 1, n):
+            f = m[r][c] / m[c][c]
+            if f != 0.0:
+                m[r] = [x - f * y for x, y in zip(m[r], m[c])]
+    x = [0.0] * n
+    for r in reversed(range(n)):
+        x[r] = (m[r][n] - sum(m[r][j] * x[j] for j in range(r + 1, n))) / m[r][r]
+    return x
+
+
 def polynomial_basis(nodes: Sequence[float]) -> list[list[float]]:
     """``B`` with ``a_k = sum_j B[k][j] m_j`` the coefficients of the polynomial through
-    ``(nodes[j], m_j)``: ``p(u) = sum_k a_k u^k`` (the inverse Vandermonde matrix, float64)."""
+    ``(nodes[j], m_j)``: ``p(u) = sum_k a_k u^k`` (the inverse Vandermonde matrix, float64).
+    Column ``j`` holds the monomial coefficients of the Lagrange basis polynomial ``L_j``."""
     n = len(nodes)
-    v = torch.tensor([[float(u) ** k for k in range(n)] for u in nodes], dtype=torch.float64)
-    return torch.linalg.inv(v).tolist()
+    cols = []
+    for j, uj in enumerate(nodes):
+        poly, denom = [1.0], 1.0
+        for m, um in enumerate(nodes):
+            if m != j:
+                poly = [(poly[k - 1] if k > 0 else 0.0) - um * (poly[k] if k < len(poly) else 0.0)
+                        for k in range(len(poly) + 1)]
+                denom *= uj - um
+        cols.append([c / denom for c in poly])
+    return [[cols[j][k] for j in range(n)] for k in range(n)]
+
+
+class PhiTable:
+    """``phi_k(z)`` (:func:`timestepper.core.phi.phi`) for all the arguments one grid needs,
+    evaluated in one vectorized float64 call per ``k``; non-finite arguments are skipped."""
+
+    def __init__(self, zs: Sequence[float], kmax: int) -> None:
+        keys = sorted({float(z) for z in zs if math.isfinite(z)})
+        z = torch.tensor(keys, dtype=torch.float64)
+        self._values = {k: dict(zip(keys, phi(k, z).tolist())) for k in range(1, kmax + 1)} if keys else {}
+
+    def __call__(self, k: int, z: float) -> float:
+        table = self._values.get(k)
+        if table is None or z not in table:
+            return float(phi(k, z))  # an argument outside the table (not on the fast path)
+        return table[z]
+
+
+def step_phis(grid: SamplingGrid, pairs: Sequence[tuple[int, int]], kmax: int) -> PhiTable:
+    """The :class:`PhiTable` of ``+-h`` for the steps ``(s, t)`` of a grid."""
+    lam = grid.log_snr.tolist()
+    hs = [lam[t] - lam[s] for s, t in pairs]
+    return PhiTable(hs + [-h for h in hs], kmax)
 
 
 def combine(coeffs: Sequence[float], basis: Sequence[Sequence[float]]) -> list[float]:
@@ -60,15 +112,16 @@ def combine(coeffs: Sequence[float], basis: Sequence[Sequence[float]]) -> list[f
 
 
 def taylor_weights(
-    grid: SamplingGrid, s: int, t: int, prediction: str, terms: int
+    grid: SamplingGrid, s: int, t: int, prediction: str, terms: int, phis: PhiTable | None = None
 ) -> tuple[float, list[float]]:
     """``(cx, E)`` for the exponential-integrator step from grid point ``s`` to ``t``.
 
     ``x_t = cx x_s + sum_k E[k] a_k`` is exact when the prediction (``"data"`` or ``"noise"``)
     is the polynomial ``sum_k a_k u^k`` in ``u = (lambda - lambda_s) / h``. ``E[0]`` is finite on
     a step to zero noise (``h = inf``); the higher terms are not (``nan``): methods take a first
-    order step there.
+    order step there. ``phis`` holds the phi values of the grid's steps (:func:`step_phis`).
     """
+    phis = phis or PhiTable([], 0)
     h = float(grid.log_snr[t] - grid.log_snr[s])
     a_s, a_t = float(grid.alpha[s]), float(grid.alpha[t])
     s_s, s_t = float(grid.sigma[s]), float(grid.sigma[t])
@@ -83,9 +136,9 @@ def taylor_weights(
         if not math.isfinite(h):
             out.append(math.nan)
         elif prediction == "data":
-            out.append(a_t * h * float(phi(k + 1, -h)) * math.factorial(k))
+            out.append(a_t * h * phis(k + 1, -h) * math.factorial(k))
         else:
-            out.append(-s_t * h * float(phi(k + 1, h)) * math.factorial(k))
+            out.append(-s_t * h * phis(k + 1, h) * math.factorial(k))
     return cx, out
 
 
@@ -127,7 +180,7 @@ def multistep_orders(
 
 
 def lagrange_integral_weights(
-    values: Sequence[float], start: float, end: float, log: bool
+    values: Sequence[float], start: float, end: float, log: bool, phis: PhiTable | None = None
 ) -> list[float]:
     """``int_{start}^{end} L_j(v(r)) dr`` for the Lagrange basis ``L_j`` through the nodes
     ``r_j = values[j]``, in the variable ``v = r`` (``log=False``; k-diffusion's and diffusers'
@@ -150,7 +203,7 @@ def lagrange_integral_weights(
     else:
         d = math.log(end) - v0
         moments = [
-            start * math.factorial(k) * d ** (k + 1) * math.exp(d) * float(phi(k + 1, -d))
+            start * math.factorial(k) * d ** (k + 1) * math.exp(d) * (phis or PhiTable([], 0))(k + 1, -d)
             for k in range(n)
         ]
     return [sum(basis[k][j] * moments[k] for k in range(n)) for j in range(n)]

@@ -30,18 +30,24 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from ..core.phi import phi
 from ..core.solver import register
 from .base import DiffusionSolver, lincomb
-from .expint import check_choice, check_order, first_order_at, lambda_offsets, taylor_weights
+from .expint import (
+    PhiTable,
+    check_choice,
+    check_order,
+    first_order_at,
+    lambda_offsets,
+    solve_small,
+    step_phis,
+    taylor_weights,
+)
 
 VARIANTS = ("bh1", "bh2")
 
 
 def unipc_weights(
-    grid, s: int, t: int, order: int, variant: str, corrector: bool
+    grid, s: int, t: int, order: int, variant: str, corrector: bool, phis: PhiTable
 ) -> tuple[float, list[float]]:
     """``(cx, w)`` of UniP (``corrector=False``: ``w`` on ``m_s, m_{s-1}, ..., m_{s-order+1}``) or
     UniC (``w`` on ``m_t, m_s, m_{s-1}, ..., m_{s-order+1}``)."""
@@ -58,17 +64,10 @@ def unipc_weights(
     if (corrector and order == 1) or (not corrector and order == 2):
         rho = [0.5]
     else:
-        rks = r + [1.0]
-        big_r = (
-            torch.tensor([[rk**j for rk in rks[:n]] for j in range(n)], dtype=torch.float64)
-            if not corrector
-            else torch.tensor([[rk**j for rk in rks] for j in range(n)], dtype=torch.float64)
-        )
-        b = torch.tensor(
-            [hh * float(phi(j + 2, hh)) * math.factorial(j + 1) / b_h for j in range(n)],
-            dtype=torch.float64,
-        )
-        rho = torch.linalg.solve(big_r, b).tolist()
+        rks = (r + [1.0])[:n]  # the predictor's system leaves out the new point (r = 1)
+        big_r = [[rk**j for rk in rks] for j in range(n)]
+        b = [hh * phis(j + 2, hh) * math.factorial(j + 1) / b_h for j in range(n)]
+        rho = solve_small(big_r, b)
     scale = -a_t * b_h
     w_hist = [scale * rho[k] / r[k] for k in range(k_hist)]
     w_s = e[0] - sum(w_hist)
@@ -116,14 +115,15 @@ class UniPC(DiffusionSolver):
 
     def coefficients(self, grid):
         orders = unipc_orders(grid.steps, self.predictor_order, self.lower_order_final)
+        phis = step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.predictor_order + 2)
         pcx, pw, ccx, cw = [], [], [], []
         for i, k in enumerate(orders):
             k = 1 if first_order_at(grid, i) else k
-            c, w = unipc_weights(grid, i, i + 1, k, self.variant, corrector=False)
+            c, w = unipc_weights(grid, i, i + 1, k, self.variant, False, phis)
             pcx.append(c)
             pw.append(w)
             if i > 0 and (i - 1) not in self.disable_corrector:
-                c, w = unipc_weights(grid, i - 1, i, orders[i - 1], self.variant, corrector=True)
+                c, w = unipc_weights(grid, i - 1, i, orders[i - 1], self.variant, True, phis)
             else:
                 c, w = 1.0, []
             ccx.append(c)
