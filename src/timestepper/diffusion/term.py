@@ -74,13 +74,18 @@ class DiffusionTerm(Term):
 
     def data_prediction(self, x: Tensor, i: int) -> Tensor:
         """``x0`` predicted at grid point ``i``."""
-        m = self.model_output(x, i)
-        return torch.add(x * self._a[i], m, alpha=self._b[i]) if self._a[i] != 0.0 else m * self._b[i]
+        return _affine(x, self._a[i], self.model_output(x, i), self._b[i])
 
     def noise_prediction(self, x: Tensor, i: int) -> Tensor:
         """``eps`` predicted at grid point ``i``."""
-        m = self.model_output(x, i)
-        return torch.add(x * self._c[i], m, alpha=self._d[i]) if self._c[i] != 0.0 else m * self._d[i]
+        return _affine(x, self._c[i], self.model_output(x, i), self._d[i])
 
     def vf(self, t, x):  # pragma: no cover - diffusion solvers use the predictions above
         raise NotImplementedError("DiffusionTerm is advanced by diffusion solvers through data/noise predictions")
+
+
+def _affine(x: Tensor, a: float, m: Tensor, b: float) -> Tensor:
+    """``a x + b m`` with the Python-float coefficients; the network output itself when ``a = 0, b = 1``."""
+    if a == 0.0:
+        return m if b == 1.0 else m * b
+    return torch.add(x * a, m, alpha=b)

@@ -59,9 +59,18 @@ class DiffusionSolver(Solver):
 
 
 def lincomb(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
-    """``cx * x + sum(c * y)``, skipping zero coefficients (the coefficients are Python floats)."""
-    out = x * cx if cx != 1.0 else x
+    """``cx * x + sum(c * y)``, skipping zero coefficients (the coefficients are Python floats).
+
+    One new tensor is allocated and accumulated in place (inputs are never modified)."""
+    terms = [(c, y) for c, y in terms if c != 0.0]
+    if cx == 0.0 and terms:
+        (c0, y0), terms = terms[0], terms[1:]
+        out = y0 * c0
+    elif cx == 1.0 and terms:
+        (c0, y0), terms = terms[0], terms[1:]
+        out = torch.add(x, y0, alpha=c0)
+    else:
+        out = x * cx
     for c, y in terms:
-        if c != 0.0:
-            out = torch.add(out, y, alpha=c)
+        out.add_(y, alpha=c)
     return out
