@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from ..core.solver import register
 from ..diffusion.grids import SamplingGrid
-from .base import DiffusionSolver, lincomb, ve_sigmas
+from .base import lincomb, ve_sigmas
 from .expint import first_order_at
+from .multistep import LinearMultistep
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -44,31 +45,40 @@ def transfer_table(grid: SamplingGrid) -> tuple[list, list]:
     ).tolist()
 
 
-class _PseudoLinearMultistep(DiffusionSolver):
-    """PLMS after a warm-up of ``warmup_steps`` special steps (implemented by subclasses)."""
+class _PseudoLinearMultistep(LinearMultistep):
+    """PLMS after a warm-up of ``warmup_steps`` special steps (implemented by subclasses).
+
+    A PLMS step is the transfer of the Adams-Bashforth combination, i.e. the linear multistep step
+    ``x_{i+1} = cx_i x_i + sum_j ce_i ab_j e_{i-j}`` of :class:`LinearMultistep`; step ``i`` combines
+    ``min(i + 1, 4)`` predictions (the warm-up steps leave one prediction each in the history).
+    """
 
     order = 2
-    nfe_per_step = 1
+    prediction = "noise"
+    max_order = 4
+    first_order_to_zero = False  # the transfer to rho = 0 is finite at every order
     warmup_steps = 1
 
-    def coefficients(self, grid):
-        cx, ce = transfer_table(grid)
-        ab = [ADAMS_BASHFORTH[min(i, 3)] for i in range(grid.steps)]
-        # a warm-up step needs the model at its end point: not on a step to zero noise
-        warm = [i < self.warmup_steps and not first_order_at(grid, i) for i in range(grid.steps)]
-        return {"cx": cx, "ce": ce, "ab": ab, "warm": warm}
+    def orders(self, grid):
+        return [4] * grid.steps
 
-    def plms_step(self, term, x, state):
-        i, c = state.i, state.coeffs
-        e = term.noise_prediction(x, i)
-        hist = (e,) + state.history
-        eps = lincomb(hist[0], c["ab"][i][0], list(zip(c["ab"][i][1:], hist[1:])))
-        return lincomb(x, c["cx"][i], [(c["ce"][i], eps)]), state.advance(hist[:3]), None
+    def weights(self, grid, i, k, phis):
+        rho = ve_sigmas(grid)
+        a0, a1 = float(grid.alpha[i]), float(grid.alpha[i + 1])
+        ce = -a1 * float(rho[i] - rho[i + 1])
+        return a1 / a0, [ce * w for w in ADAMS_BASHFORTH[k - 1]]
+
+    def coefficients(self, grid):
+        c = super().coefficients(grid)
+        c["cx1"], c["ce1"] = transfer_table(grid)
+        # a warm-up step needs the model at its end point: not on a step to zero noise
+        c["warm"] = [i < self.warmup_steps and not first_order_at(grid, i) for i in range(grid.steps)]
+        return c
 
     def step(self, term, t0, t1, x, state):
         if state.coeffs["warm"][state.i]:
             return self.warmup_step(term, x, state)
-        return self.plms_step(term, x, state)
+        return super().step(term, t0, t1, x, state)
 
 
 @register("plms")
@@ -79,10 +89,10 @@ class PLMS(_PseudoLinearMultistep):
     def warmup_step(self, term, x, state):
         i, c = state.i, state.coeffs
         e0 = term.noise_prediction(x, i)
-        x1 = lincomb(x, c["cx"][i], [(c["ce"][i], e0)])
+        x1 = lincomb(x, c["cx1"][i], [(c["ce1"][i], e0)])
         e1 = term.noise_prediction(x1, i + 1)
         eps = lincomb(e0, 0.5, [(0.5, e1)])
-        return lincomb(x, c["cx"][i], [(c["ce"][i], eps)]), state.advance((e0,)), None
+        return lincomb(x, c["cx1"][i], [(c["ce1"][i], eps)]), state.advance((e0,)), None
 
 
 @register("pndm")
@@ -105,7 +115,7 @@ class PNDM(_PseudoLinearMultistep):
     def warmup_step(self, term, x, state):
         i, c = state.i, state.coeffs
         j = c["stage"] + i
-        cm, em, cx, ce = c["cx_mid"][i], c["ce_mid"][i], c["cx"][i], c["ce"][i]
+        cm, em, cx, ce = c["cx_mid"][i], c["ce_mid"][i], c["cx1"][i], c["ce1"][i]
         k1 = term.noise_prediction(x, i)
         k2 = term.noise_prediction(lincomb(x, cm, [(em, k1)]), j)
         k3 = term.noise_prediction(lincomb(x, cm, [(em, k2)]), j)
