@@ -47,18 +47,20 @@ class DiffusionTerm(Term):
 
     def add_points(self, points: SamplingGrid) -> int:
         """Append evaluation points (e.g. the stages of a Runge-Kutta step) after the grid's own;
-        returns the index of the first one. Called once per grid, from a solver's ``init``."""
+        returns the index of the first one. Called once per grid, from a solver's ``init``.
+
+        The model is called at ``points.model_t`` where a compatibility grid sets it
+        (:meth:`SamplingGrid.with_model_times`), at ``points.t`` otherwise."""
         first = len(self._a)
         evaluable = points.sigma > 0  # the model is never evaluated at zero noise
         t = torch.where(evaluable, points.t, points.t[0])
         kind, sch = self.denoiser.prediction, self.schedule
         a, b = data_coefficients(kind, sch, t)
         c, d = noise_coefficients(kind, sch, t)
-        for lst, v in zip((self._a, self._b, self._c, self._d), (a, b, c, d)):
-            lst.extend(v.tolist())
-        mt = points.t if points.model_t is None else points.model_t
-        self._model_t.extend(torch.full((self._batch,), float(v), dtype=self._tdtype, device=self._device)
-                             for v in mt.tolist())
+        for table, v in zip((self._a, self._b, self._c, self._d), (a, b, c, d)):
+            table.extend(v.tolist())
+        mt = t if points.model_t is None else torch.where(evaluable, points.model_t, points.model_t[0])
+        self._model_t.extend(mt.to(device=self._device, dtype=self._tdtype)[:, None].repeat(1, self._batch).unbind(0))
         return first
 
     def model_output(self, x: Tensor, i: int) -> Tensor:
@@ -85,7 +87,7 @@ class DiffusionTerm(Term):
 
 
 def _affine(x: Tensor, a: float, m: Tensor, b: float) -> Tensor:
-    """``a x + b m`` with the Python-float coefficients; the network output itself when ``a = 0, b = 1``."""
+    """``a x + b m`` with one allocation (in-place accumulation into the fresh product)."""
     if a == 0.0:
         return m if b == 1.0 else m * b
-    return torch.add(x * a, m, alpha=b)
+    return (x * a).add_(m, alpha=b)

@@ -61,16 +61,17 @@ class DiffusionSolver(Solver):
 def lincomb(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
     """``cx * x + sum(c * y)``, skipping zero coefficients (the coefficients are Python floats).
 
-    One new tensor is allocated and accumulated in place (inputs are never modified)."""
-    terms = [(c, y) for c, y in terms if c != 0.0]
-    if cx == 0.0 and terms:
-        (c0, y0), terms = terms[0], terms[1:]
-        out = y0 * c0
-    elif cx == 1.0 and terms:
-        (c0, y0), terms = terms[0], terms[1:]
-        out = torch.add(x, y0, alpha=c0)
-    else:
+    One new tensor is allocated and the sum accumulates into it in place, which keeps a step's
+    memory traffic to one pass per operand.
+    """
+    live = [(c, y) for c, y in terms if c != 0.0]
+    if cx != 0.0:
         out = x * cx
-    for c, y in terms:
+    elif live:
+        c0, y0 = live.pop(0)
+        out = y0 * c0
+    else:
+        return torch.zeros_like(x)
+    for c, y in live:
         out.add_(y, alpha=c)
     return out
