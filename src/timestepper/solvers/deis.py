@@ -16,11 +16,12 @@ stage at the geometric mean of ``rho`` (identical to :class:`~timestepper.solver
 
 from __future__ import annotations
 
+import math
+
 from ..core.solver import register
-from .base import ve_sigmas
 from .dpm2 import DPM2
 from .edm import Heun
-from .expint import check_choice, check_order, lagrange_integral_weights, multistep_orders
+from .expint import PhiTable, check_choice, check_order, grid_floats, lagrange_integral_weights, multistep_orders
 from .multistep import LinearMultistep
 
 METHODS = ("tab", "rho-heun", "rho-midpoint")
@@ -32,11 +33,18 @@ class NoiseLevelMultistep(LinearMultistep):
     prediction = "noise"
     log_variable = True
 
+    def phi_table(self, grid):
+        if not self.log_variable:
+            return PhiTable([], 0)
+        rho = grid_floats(grid).rho
+        d = [-(math.log(rho[i + 1]) - math.log(rho[i])) for i in range(grid.steps) if rho[i + 1] > 0]
+        return PhiTable(d, self.max_order)
+
     def weights(self, grid, i, k, phis):
-        rho = ve_sigmas(grid).tolist()
-        a1 = float(grid.alpha[i + 1])
+        f = grid_floats(grid)
+        rho, a1 = f.rho, f.alpha[i + 1]
         c = lagrange_integral_weights([rho[i - j] for j in range(k)], rho[i], rho[i + 1], self.log_variable, phis)
-        return a1 / float(grid.alpha[i]), [a1 * cj for cj in c]
+        return a1 / f.alpha[i], [a1 * cj for cj in c]
 
 
 class DEIS(NoiseLevelMultistep):

@@ -31,6 +31,25 @@ from ..diffusion.grids import SamplingGrid
 PREDICTIONS = ("data", "noise")
 
 
+class GridFloats:
+    """A grid's ``log_snr``, ``alpha``, ``sigma`` and ``rho = sigma / alpha`` as Python float lists,
+    converted once per grid (coefficient code indexes them many times)."""
+
+    def __init__(self, grid: SamplingGrid) -> None:
+        self.lam = grid.log_snr.tolist()
+        self.alpha = grid.alpha.tolist()
+        self.sigma = grid.sigma.tolist()
+        self.rho = (grid.sigma / grid.alpha).tolist()
+
+
+def grid_floats(grid: SamplingGrid) -> GridFloats:
+    """The :class:`GridFloats` of ``grid`` (cached on the grid object)."""
+    f = grid.__dict__.get("_floats")
+    if f is None:
+        f = grid.__dict__["_floats"] = GridFloats(grid)
+    return f
+
+
 def check_order(order: int, allowed: Sequence[int], name: str = "order") -> int:
     """Validate an integer option against its allowed values."""
     if isinstance(order, bool) or not isinstance(order, int) or order not in allowed:
@@ -100,7 +119,7 @@ class PhiTable:
 
 def step_phis(grid: SamplingGrid, pairs: Sequence[tuple[int, int]], kmax: int) -> PhiTable:
     """The :class:`PhiTable` of ``+-h`` for the steps ``(s, t)`` of a grid."""
-    lam = grid.log_snr.tolist()
+    lam = grid_floats(grid).lam
     hs = [lam[t] - lam[s] for s, t in pairs]
     return PhiTable(hs + [-h for h in hs], kmax)
 
@@ -122,9 +141,9 @@ def taylor_weights(
     order step there. ``phis`` holds the phi values of the grid's steps (:func:`step_phis`).
     """
     phis = phis or PhiTable([], 0)
-    h = float(grid.log_snr[t] - grid.log_snr[s])
-    a_s, a_t = float(grid.alpha[s]), float(grid.alpha[t])
-    s_s, s_t = float(grid.sigma[s]), float(grid.sigma[t])
+    f = grid_floats(grid)
+    h = f.lam[t] - f.lam[s]
+    a_s, a_t, s_s, s_t = f.alpha[s], f.alpha[t], f.sigma[s], f.sigma[t]
     if prediction == "data":
         cx = s_t / s_s
         e0 = -a_t * math.expm1(-h)
@@ -144,14 +163,14 @@ def taylor_weights(
 
 def lambda_offsets(grid: SamplingGrid, s: int, t: int, points: Sequence[int]) -> list[float]:
     """``(lambda_p - lambda_s) / (lambda_t - lambda_s)`` for each grid point ``p``."""
-    lam = grid.log_snr.tolist()
+    lam = grid_floats(grid).lam
     h = lam[t] - lam[s]
     return [(lam[p] - lam[s]) / h for p in points]
 
 
 def first_order_at(grid: SamplingGrid, i: int) -> bool:
     """Whether step ``i`` ends at zero noise (``h = inf``): every method is first order there."""
-    return not math.isfinite(float(grid.log_snr[i + 1]))
+    return not math.isfinite(grid_floats(grid).lam[i + 1])
 
 
 def multistep_orders(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..diffusion.grids import SamplingGrid
 from .base import DiffusionSolver, lincomb
-from .expint import first_order_at, step_phis
+from .expint import PhiTable, first_order_at, step_phis
 
 
 def predict(term, x, i: int, prediction: str):
@@ -40,9 +40,13 @@ class LinearMultistep(DiffusionSolver):
     ) -> tuple[float, list[float]]:  # pragma: no cover
         raise NotImplementedError
 
+    def phi_table(self, grid: SamplingGrid) -> PhiTable:
+        """The phi values the weights need: ``phi_k(+-h)`` of every step (one call per ``k``)."""
+        return step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.max_order + 1)
+
     def coefficients(self, grid: SamplingGrid) -> dict[str, list]:
         cx, w, used = [], [], []
-        phis = step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.max_order + 1)
+        phis = self.phi_table(grid)
         for i, k in enumerate(self.orders(grid)):
             k = 1 if (self.first_order_to_zero and first_order_at(grid, i)) else min(k, i + 1)
             c, wi = self.weights(grid, i, k, phis)

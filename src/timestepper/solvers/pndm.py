@@ -25,7 +25,7 @@ from __future__ import annotations
 from ..core.solver import register
 from ..diffusion.grids import SamplingGrid
 from .base import lincomb, ve_sigmas
-from .expint import first_order_at
+from .expint import first_order_at, grid_floats
 from .multistep import LinearMultistep
 
 ADAMS_BASHFORTH = (
@@ -63,9 +63,9 @@ class _PseudoLinearMultistep(LinearMultistep):
         return [4] * grid.steps
 
     def weights(self, grid, i, k, phis):
-        rho = ve_sigmas(grid)
-        a0, a1 = float(grid.alpha[i]), float(grid.alpha[i + 1])
-        ce = -a1 * float(rho[i] - rho[i + 1])
+        f = grid_floats(grid)
+        a0, a1 = f.alpha[i], f.alpha[i + 1]
+        ce = -a1 * (f.rho[i] - f.rho[i + 1])
         return a1 / a0, [ce * w for w in ADAMS_BASHFORTH[k - 1]]
 
     def coefficients(self, grid):

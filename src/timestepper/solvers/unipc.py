@@ -37,6 +37,7 @@ from .expint import (
     check_choice,
     check_order,
     first_order_at,
+    grid_floats,
     lambda_offsets,
     solve_small,
     step_phis,
@@ -55,10 +56,10 @@ def unipc_weights(
     k_hist = order - 1
     if not corrector and k_hist == 0:
         return cx, e
-    h = float(grid.log_snr[t] - grid.log_snr[s])
-    hh = -h
+    f = grid_floats(grid)
+    hh = f.lam[s] - f.lam[t]
     b_h = hh if variant == "bh1" else math.expm1(hh)
-    a_t = float(grid.alpha[t])
+    a_t = f.alpha[t]
     r = lambda_offsets(grid, s, t, [s - k for k in range(1, order)])
     n = order if corrector else order - 1
     if (corrector and order == 1) or (not corrector and order == 2):
