@@ -40,12 +40,16 @@ class SamplingGrid:
     """Float64 grid of ``N + 1`` points: the times and the schedule at them.
 
     ``t[:-1]`` are where steps start (the model is evaluated there); ``t[-1]`` is the end.
+    ``model_t`` is ``None`` except on grids built by :meth:`with_model_times`, a compatibility
+    constructor for reproducing peers that evaluate the network at a time other than the one whose
+    ``alpha, sigma`` they step with.
     """
 
     t: Tensor
     alpha: Tensor
     sigma: Tensor
     log_snr: Tensor
+    model_t: Tensor | None = None
 
     @classmethod
     def from_times(cls, schedule: NoiseSchedule, t: Tensor) -> SamplingGrid:
@@ -56,6 +60,31 @@ class SamplingGrid:
         si = torch.where(is_end, torch.zeros_like(t), si)
         lam = torch.log(al) - torch.log(si)  # +inf where sigma = 0
         return cls(t=t, alpha=al, sigma=si, log_snr=lam)
+
+    @classmethod
+    def with_model_times(cls, schedule: NoiseSchedule, sigmas: Tensor, model_t: Tensor) -> SamplingGrid:
+        """Peer-compatibility grid: step with the noise levels ``sigmas`` but call the network at
+        ``model_t``.
+
+        ``sigmas`` are the noise levels of the scaled state, ``s = sigma / alpha`` (the ``sigmas``
+        of k-diffusion and of diffusers' schedulers), from noise to data, the last one may be 0.
+        ``model_t`` holds the time handed to the network at each of ``sigmas[:-1]``. This is how
+        diffusers' ``use_karras_sigmas=True`` works (it steps with the Karras sigmas but evaluates
+        the model at the timestep rounded to an integer) and how ``LMSDiscreteScheduler`` works
+        (sigma interpolated linearly between integer steps while the model gets the fractional
+        timestep). Our own grids never do this: they evaluate the model exactly at the step's time.
+        """
+        s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        mt = torch.as_tensor(model_t, dtype=torch.float64).flatten()
+        if mt.numel() != s.numel() - 1:
+            raise ValueError(f"model_t must have one time per step start: {s.numel() - 1}, got {mt.numel()}")
+        if not bool((s[1:] < s[:-1]).all()) or not bool((s >= 0).all()):
+            raise ValueError("sigmas must be >= 0 and strictly decreasing (from noise to data)")
+        lam = torch.where(s > 0, -torch.log(s), torch.full_like(s, math.inf))
+        t = torch.where(s > 0, schedule.t_from_log_snr(lam), torch.full_like(s, schedule.t_data))
+        grid = cls.from_times(schedule, t)
+        grid.model_t = torch.cat([mt, t[-1:]])
+        return grid
 
     @property
     def steps(self) -> int:
@@ -148,14 +177,17 @@ def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr"
         schedule: the noise schedule.
         steps: number of steps (>= 1).
         grid: a spacing name (``uniform``, ``logsnr``, ``karras``, ``quadratic``, ``sigmoid``,
-            or for discrete schedules ``linspace``/``leading``/``trailing``) or a 1-D tensor of
-            model-evaluation times ordered from noise to data.
+            or for discrete schedules ``linspace``/``leading``/``trailing``), a 1-D tensor of
+            model-evaluation times ordered from noise to data, or a ready :class:`SamplingGrid`
+            (returned as is; ``steps`` and ``final`` are then ignored).
         final: ``"zero"`` (default) or ``"sigma_min"``; see the module docstring.
         shift: optional flow time shift factor.
         options: spacing options (``rho`` for karras, ``scale`` for sigmoid).
     """
     if final not in FINALS:
         raise ValueError(f"unknown final {final!r}; choose from {', '.join(FINALS)}")
+    if isinstance(grid, SamplingGrid):
+        return grid
     if isinstance(grid, Tensor) or isinstance(grid, (list, tuple)):
         times = torch.as_tensor(grid, dtype=torch.float64).flatten()
         if times.numel() < 1:

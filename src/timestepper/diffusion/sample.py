@@ -12,7 +12,7 @@ from ..core.solution import Solution
 from ..core.solver import Solver, get
 from ..core.terms import check_state
 from .denoiser import Denoiser
-from .grids import make_grid
+from .grids import SamplingGrid, make_grid
 from .term import DiffusionTerm
 
 
@@ -66,7 +66,25 @@ def sample(
     term = DiffusionTerm(denoiser, generator=generator)
     scale = float(torch.sqrt(sgrid.alpha[0] ** 2 + sgrid.sigma[0] ** 2))
     x0 = noise * scale if scale != 1.0 else noise
-    sol = integrate(term, solver, sgrid, x0, save=save, check_finite=check_finite, progress=progress,
-                    callback=callback)
+    if getattr(solver, "adaptive", False):
+        sol = _sample_adaptive(term, solver, sgrid, x0, save, progress, callback)
+    else:
+        sol = integrate(term, solver, sgrid, x0, save=save, check_finite=check_finite, progress=progress,
+                        callback=callback)
     sol.extras["grid"] = sgrid
     return sol if return_solution else sol.x
+
+
+def _sample_adaptive(term, solver, sgrid, x0, save, progress, callback) -> Solution:
+    """An adaptive solver (``solver.adaptive``) integrates in log-SNR with its own controller from
+    the grid's first to its last noisy point; a final step to zero noise is the data prediction."""
+    term.prepare(sgrid, x0)
+    sol = integrate(term, solver, solver.controller, x0, t_span=solver.log_snr_span(sgrid), save=save,
+                    progress=progress, callback=callback)
+    if float(sgrid.sigma[-1]) == 0.0:
+        nfe = term.nfe
+        last = SamplingGrid.from_times(term.schedule, sgrid.t[-2:])
+        x = term.data_prediction(sol.x, term.add_points(last)) * float(sgrid.alpha[-1])
+        sol.stats.nfe += term.nfe - nfe
+        sol.x = x
+    return sol

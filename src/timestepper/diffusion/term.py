@@ -39,16 +39,29 @@ class DiffusionTerm(Term):
         if not isinstance(grid, SamplingGrid):
             raise TypeError(f"grid must be a SamplingGrid, got {type(grid).__name__}")
         self.grid = grid
-        evaluable = grid.sigma > 0  # the model is never evaluated at zero noise
-        t = torch.where(evaluable, grid.t, grid.t[0])
+        self._a, self._b, self._c, self._d, self._model_t = [], [], [], [], []
+        self._dtype, self._device = x.dtype, x.device
+        self._batch = x.shape[0] if x.ndim > 0 else 1
+        self._tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
+        self.add_points(grid)
+
+    def add_points(self, points: SamplingGrid) -> int:
+        """Append evaluation points (e.g. the stages of a Runge-Kutta step) after the grid's own;
+        returns the index of the first one. Called once per grid, from a solver's ``init``.
+
+        The model is called at ``points.model_t`` where a compatibility grid sets it
+        (:meth:`SamplingGrid.with_model_times`), at ``points.t`` otherwise."""
+        first = len(self._a)
+        evaluable = points.sigma > 0  # the model is never evaluated at zero noise
+        t = torch.where(evaluable, points.t, points.t[0])
         kind, sch = self.denoiser.prediction, self.schedule
         a, b = data_coefficients(kind, sch, t)
         c, d = noise_coefficients(kind, sch, t)
-        self._a, self._b, self._c, self._d = (v.tolist() for v in (a, b, c, d))
-        tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
-        batch = x.shape[0] if x.ndim > 0 else 1
-        self._model_t = t.to(device=x.device, dtype=tdtype)[:, None].repeat(1, batch).unbind(0)
-        self._dtype, self._device = x.dtype, x.device
+        for table, v in zip((self._a, self._b, self._c, self._d), (a, b, c, d)):
+            table.extend(v.tolist())
+        mt = t if points.model_t is None else torch.where(evaluable, points.model_t, points.model_t[0])
+        self._model_t.extend(mt.to(device=self._device, dtype=self._tdtype)[:, None].repeat(1, self._batch).unbind(0))
+        return first
 
     def model_output(self, x: Tensor, i: int) -> Tensor:
         """The raw network output at grid point ``i``."""
