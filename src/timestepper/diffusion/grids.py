@@ -16,8 +16,9 @@ Spacings: ``uniform`` in ``t``, ``logsnr`` (uniform in ``lambda``; Lu et al. 202
 ``karras`` (Karras et al. 2022, eq. 5, ``rho = 7``), ``quadratic`` (Song et al. 2021, DDIM
 Appendix D.2), ``sigmoid`` (``t`` follows a logistic curve of a uniform ramp, normalised to the range:
 dense at both ends; the idea of Lumina-Next's sigmoid time discretization, Zhuo et al. 2024, whose
-exact parameterisation is not reproduced here; ``scale`` sets the steepness), and diffusers' ``linspace`` / ``leading`` / ``trailing`` spacings of integer timesteps for
-discrete schedules. Any spacing takes ``shift``: the flow time shift
+exact parameterisation is not reproduced here; ``scale`` sets the steepness), and diffusers'
+``linspace`` / ``leading`` / ``trailing`` spacings of integer timesteps for discrete schedules.
+Any spacing takes ``shift``: the flow time shift
 ``t' = shift t / (1 + (shift - 1) t)`` (Esser et al. 2024, eq. 23; Lumina-Next's time shifting)
 applied on the range normalised to ``[0, 1]``.
 """
