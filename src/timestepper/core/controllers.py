@@ -26,10 +26,12 @@ NORMS = ("rms", "max")
 class StepSizeController:
     """Base class: ``initial_step`` and ``adapt``."""
 
-    def initial_step(self, term, solver, t0: float, t1: float, x0: Tensor) -> float:  # pragma: no cover
+    def initial_step(self, term, solver, t0: float, t1: float,
+                     x0: Tensor) -> float:  # pragma: no cover
         raise NotImplementedError
 
-    def adapt(self, x0: Tensor, x1: Tensor, err: Tensor, dt: float, order: int) -> tuple[bool, float]:  # pragma: no cover
+    def adapt(self, x0: Tensor, x1: Tensor, err: Tensor, dt: float,
+              order: int) -> tuple[bool, float]:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -43,6 +45,7 @@ def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: fl
                       norm: str = "rms", batched: bool = False) -> Tensor:
     """The scaled error as a tensor: 0-d, or ``(B,)`` over all but the first dim when
     ``batched``. Non-finite values give ``inf`` (so the step is rejected)."""
+    x0, x1, err = x0.detach(), x1.detach(), err.detach()
     scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
     r = (err / scale).abs()
     if batched:
@@ -152,6 +155,8 @@ class PIDController(StepSizeController):
         if self.dt0 is not None:
             return float(self.dt0)
 
+        scale = self.atol + self.rtol * x0.detach().abs()
+
         def nrm(v):
             r = (v / scale).abs()
             if batched:
@@ -160,9 +165,13 @@ class PIDController(StepSizeController):
             return torch.sqrt(torch.mean(r * r)).to(torch.float64)
 
         span = abs(t1 - t0) if not batched else (t1 - t0).abs()
-        scale = self.atol + self.rtol * x0.abs()
+        with torch.no_grad():
+            return self._hairer(term, solver, t0, t1, x0.detach(), f0, batched, span, nrm)
+
+    def _hairer(self, term, solver, t0, t1, x0, f0, batched, span, nrm):
         if f0 is None:
             f0 = term.vf(t0, x0)
+        f0 = f0.detach()
         d0, d1 = nrm(x0), nrm(f0)
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
         h0 = torch.minimum(h0, torch.as_tensor(span, dtype=torch.float64))

@@ -51,7 +51,8 @@ class ButcherTableau:
     def __post_init__(self) -> None:
         s = len(self.b)
         if len(self.c) != s or len(self.a) != s - 1:
-            raise ValueError(f"tableau {self.name}: c has {len(self.c)}, b {s}, a {len(self.a)} rows")
+            raise ValueError(f"tableau {self.name}: c has {len(self.c)}, b {s}, "
+                             f"a {len(self.a)} rows")
         for i, row in enumerate(self.a):
             if len(row) != i + 1:
                 raise ValueError(f"tableau {self.name}: row {i + 1} of a must have {i + 1} entries")

@@ -1,0 +1,120 @@
+"""The adaptive loop with one step size per sample (torchode's layout: ``[batch, features]``).
+
+Every sample of the batch has its own time, step size, controller history, accept/reject
+decision and counters; the vector field is still called once per stage on the whole batch
+(finished samples take zero-length steps). Statistics are ``(B,)`` tensors. One host
+synchronisation per step decides whether every sample has finished.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .adaptive import ON_FAILURE, STATUSES, AdaptiveError
+from .solution import Solution, Stats
+
+
+def _merge_state(accept: Tensor, new, old, x: Tensor):
+    """Per-sample choice between the solver state of the new and the old step."""
+    from ..solvers.rk import RKState
+
+    if isinstance(new, RKState):
+        m = accept.reshape((-1,) + (1,) * (x.ndim - 1))
+        f = None
+        if new.f is not None and old is not None and old.f is not None:
+            f = torch.where(m, new.f, old.f)
+        return RKState(x=x, f=f)
+    return new
+
+
+def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, saveat=None,
+                               max_steps: int = 100_000, on_failure: str = "raise") -> Solution:
+    """Adaptive solve of a batch ``x0`` of shape ``(B, ...)`` with per-sample step sizes.
+
+    Args:
+        t0, t1: floats or ``(B,)`` tensors (per-sample intervals, one direction for all).
+        saveat: save times shared by all samples (inside every sample's interval).
+
+    Returns a :class:`Solution` whose ``stats`` fields are ``(B,)`` int64 tensors and whose
+    ``extras`` hold ``status`` (``(B,)`` codes indexing ``STATUSES``), ``t`` (the time each sample
+    reached) and ``nfe_calls`` (batched calls of the vector field).
+    """
+    if on_failure not in ON_FAILURE:
+        raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
+    if x0.ndim < 1:
+        raise ValueError("per-sample mode needs a leading batch dimension in y0")
+    B, dev = x0.shape[0], x0.device
+    t = torch.as_tensor(t0, dtype=torch.float64, device=dev).expand(B).clone()
+    t_end = torch.as_tensor(t1, dtype=torch.float64, device=dev).expand(B).clone()
+    direction = torch.sign(t_end - t)
+    if bool((direction == 0).any()) or not bool((direction == direction[0]).all()):
+        raise ValueError("per-sample intervals must be non-empty and share one direction")
+    error_order = getattr(solver, "error_order", solver.order + 1)
+    calls0 = term.nfe
+    state = solver.init(term, None, x0)
+    f0 = None
+    if hasattr(solver, "first_derivative"):
+        f0, state = solver.first_derivative(term, t, x0, state)
+    dt = controller.initial_step(term, solver, t, t_end, x0, f0=f0, batched=True)
+    dt = torch.as_tensor(dt, dtype=torch.float64, device=dev).expand(B).clone()
+    cstate = controller.init_state()
+    zeros = torch.zeros(B, dtype=torch.int64, device=dev)
+    nfe = zeros + (term.nfe - calls0)
+    acc, rej, status = zeros.clone(), zeros.clone(), zeros.clone()
+    st = None if saveat is None else torch.as_tensor(saveat, dtype=torch.float64, device=dev)
+    ys = None
+    if st is not None:
+        ys = x0.new_zeros((st.numel(),) + tuple(x0.shape))
+        at0 = (st[:, None] == t[None, :])
+        ys = torch.where(at0.reshape(at0.shape + (1,) * (x0.ndim - 1)), x0, ys)
+    dense = st is not None and getattr(solver, "has_dense_output", False)
+    if st is not None and not dense:
+        raise ValueError("per-sample saveat needs a solver with dense output")
+    x = x0
+    done = t == t_end
+    bshape = (-1,) + (1,) * (x0.ndim - 1)
+    while not bool(done.all()):
+        if int(acc.max() + rej.max()) >= max_steps:
+            if on_failure == "raise":
+                raise AdaptiveError(f"max_steps={max_steps} reached in per-sample mode; pass "
+                                    "on_failure='return' to get the states")
+            status = torch.where(done, status, 1)
+            break
+        h = torch.where(done, 0.0, torch.minimum(dt, (t_end - t).abs()) * direction)
+        t_next = torch.where((t_end - (t + h)).abs() <= 1e-14 * t_end.abs().clamp(min=1.0),
+                             t_end, t + h)
+        x_new, state_new, err = solver.step(term, t, t_next, x, state)
+        norm = controller.error_norm(x, x_new, err, batched=True)
+        active = ~done
+        accept, dt_next, cstate_new = controller.propose(norm, (t_next - t).abs(), cstate,
+                                                         error_order)
+        accept = accept & active
+        nfe += active.long() * solver.nfe_per_step
+        acc += accept.long()
+        rej += (active & ~accept).long()
+        if st is not None:
+            cross = (accept[None, :] & (direction * (st[:, None] - t[None, :]) > 0)
+                     & (direction * (st[:, None] - t_next[None, :]) <= 0))
+            for j in cross.any(dim=1).nonzero().flatten().tolist():
+                theta = torch.where(cross[j], (st[j] - t) / (t_next - t).clamp(min=1e-300), 0.0)
+                ys[j] = torch.where(cross[j].reshape(bshape),
+                                    solver.interpolate(state_new, theta), ys[j])
+        x = torch.where(accept.reshape(bshape), x_new, x)
+        t = torch.where(accept, t_next, t)
+        state = _merge_state(accept, state_new, state, x)
+        cstate = type(cstate_new)(torch.where(active, cstate_new.prev, cstate.prev),
+                                  torch.where(active, cstate_new.prev2, cstate.prev2)) \
+            if isinstance(cstate.prev, Tensor) else cstate_new
+        dt = torch.where(active, dt_next, dt)
+        done = t == t_end
+        under = (~done) & (dt < 1e-14 * t.abs().clamp(min=1.0))
+        if bool(under.any()):
+            if on_failure == "raise":
+                i = int(under.nonzero()[0])
+                raise AdaptiveError(f"step size underflow for sample {i} at t={float(t[i]):.6g}")
+            status = torch.where(under, 2, status)
+            done = done | under
+    stats = Stats(nfe=nfe, steps=acc + rej, accepted=acc, rejected=rej)
+    extras = {"status": status, "statuses": STATUSES, "t": t, "nfe_calls": term.nfe - calls0}
+    return Solution(x=x, ts=st if st is not None else t, ys=ys, stats=stats, extras=extras)
