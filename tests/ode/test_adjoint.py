@@ -29,7 +29,8 @@ def loss_and_grads(f, mode, y0=Y0):
                    adjoint=mode)
     loss = (sol.ys**2).sum() + sol.x.sum()
     loss.backward()
-    return loss.detach(), torch.cat([y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in f.parameters()])
+    grads = [y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in f.parameters()]
+    return loss.detach(), torch.cat(grads)
 
 
 @pytest.mark.parametrize("mode", ["checkpoint", "backsolve"])

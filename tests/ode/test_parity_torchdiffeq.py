@@ -51,7 +51,8 @@ def test_parity_torchdiffeq_rk4_fixed_step():
 
 def test_parity_torchdiffeq_adjoint_gradients():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+    lin = torch.nn.Linear
+    net = torch.nn.Sequential(lin(2, 8), torch.nn.Tanh(), lin(8, 2)).double()
 
     class F(torch.nn.Module):
         def __init__(self):
