@@ -4,7 +4,7 @@
 """
 
 from ..core.solver import available, get
-from . import ddim, dpmpp, edm, rk, rk_tableaux, sde  # noqa: F401  (registration)
+from . import ddim, dpmpp, edm, rk, rk_tableaux, rosenbrock, sde  # noqa: F401  (registration)
 from .ddim import DDIM
 from .dpmpp import DPMSolverPP2M
 from .edm import Euler, Heun
