@@ -125,3 +125,15 @@ def test_bad_arguments():
         ts.solve(decay, torch.ones(1), 0.0, 1.0, saveat=[0.5, 2.0])
     with pytest.raises(ValueError, match="unknown solver"):
         ts.solve(decay, torch.ones(1), 0.0, 1.0, solver="nope")
+
+
+def test_regularisation_statistics_are_differentiable():
+    """Pal et al. 2021: the accumulated error and stiffness estimates carry gradients, and the
+    stiffness estimate of y' = -lam y approaches lam."""
+    lam = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    sol = ts.solve(lambda t, y: -lam * y, torch.ones(2, dtype=torch.float64), 0.0, 1.0,
+                   solver="dopri5", rtol=1e-6, atol=1e-9, regularise=True)
+    steps = sol.stats.accepted
+    assert abs(float(sol.extras["reg_stiffness"].detach()) / steps - 3.0) < 0.1
+    (g,) = torch.autograd.grad(sol.extras["reg_error"], lam)
+    assert torch.isfinite(g) and float(g) != 0.0

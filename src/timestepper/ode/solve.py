@@ -71,6 +71,7 @@ def solve(
     adjoint_params: Sequence[Tensor] | None = None,
     adjoint_rtol: float | None = None,
     adjoint_atol: float | None = None,
+    regularise: bool = False,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y, *args)`` from ``t0`` to ``t1``.
 
@@ -98,6 +99,9 @@ def solve(
         adjoint_params: tensors to differentiate in the checkpoint/backsolve modes (default: the
             parameters of ``f`` when it is an ``nn.Module``).
         adjoint_rtol, adjoint_atol: tolerances of the backward solve (default: rtol, atol).
+        regularise: accumulate the solver heuristics of Pal et al. (2021) into
+            ``extras["reg_error"]`` and ``extras["reg_stiffness"]`` (differentiable; shared-step
+            adaptive solves with ``adjoint="direct"``).
     """
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
@@ -124,7 +128,17 @@ def solve(
     else:
         t0f, t1f = (float(t.detach()) if isinstance(t, Tensor) else float(t) for t in (t0, t1))
         st = None if saveat is None else torch.as_tensor(saveat, dtype=torch.float64).reshape(-1)
-        if adjoint == "direct":
+        if regularise:
+            if adjoint != "direct" or ctrl is None:
+                raise ValueError("regularise=True needs an adaptive solve with adjoint='direct'")
+            from ..core.adaptive import integrate_adaptive
+            from .regularise import SolverHeuristics
+
+            heur = SolverHeuristics()
+            sol = integrate_adaptive(ODETerm(field), slv, ctrl, x0, (t0f, t1f), saveat=st,
+                                     collect=heur, **opts)
+            sol.extras.update(reg_error=heur.error, reg_stiffness=heur.stiffness)
+        elif adjoint == "direct":
             sol = _direct(field, slv, ctrl, x0, t0f, t1f, st, dt, opts)
         else:
             from .adjoint import adjoint_solve
