@@ -44,8 +44,12 @@ def rms_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float
 def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float,
                       norm: str = "rms", batched: bool = False) -> Tensor:
     """The scaled error as a tensor: 0-d, or ``(B,)`` over all but the first dim when
-    ``batched``. Non-finite values give ``inf`` (so the step is rejected)."""
+    ``batched``. A non-finite error gives ``inf`` or ``nan``; both reject the step."""
     x0, x1, err = x0.detach(), x1.detach(), err.detach()
+    if not batched and norm == "rms" and not err.is_complex():
+        scale = torch.maximum(x0.abs(), x1.abs()).mul_(rtol).add_(atol)
+        r = err / scale
+        return torch.linalg.vector_norm(r).to(torch.float64) / (r.numel() ** 0.5)
     scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
     r = (err / scale).abs()
     if batched:

@@ -98,10 +98,15 @@ def bcast(h: float | Tensor, x: Tensor) -> float | Tensor:
 def weighted_sum(x: Tensor | None, h: float | Tensor, ws, ks) -> Tensor | None:
     """``x + h * sum(w_i k_i)`` skipping zero weights (``x=None`` starts from zero)."""
     out = x
+    scalar = not isinstance(h, Tensor)
     for w, k in zip(ws, ks):
         if w != 0.0:
-            term = (h * w) * k
-            out = term if out is None else out + term
+            if out is None:
+                out = (h * w) * k
+            elif scalar:
+                out = torch.add(out, k, alpha=h * w)  # one fused op per stage
+            else:
+                out = out + (h * w) * k
     return out
 
 
