@@ -137,3 +137,13 @@ def test_regularisation_statistics_are_differentiable():
     assert abs(float(sol.extras["reg_stiffness"].detach()) / steps - 3.0) < 0.1
     (g,) = torch.autograd.grad(sol.extras["reg_error"], lam)
     assert torch.isfinite(g) and float(g) != 0.0
+
+
+def test_per_sample_float32_time():
+    """Per-sample mode with float32 times (devices without float64) solves a float32 problem."""
+    y0 = torch.ones(4, 1)
+    k = torch.tensor([[0.5], [1.0], [2.0], [4.0]])
+    sol = ts.solve(lambda t, y: -k * y, y0, 0.0, 1.0, rtol=1e-5, atol=1e-6,
+                   per_sample_steps=True, time_dtype=torch.float32)
+    assert sol.extras["t"].dtype == torch.float32
+    assert torch.allclose(sol.x, torch.exp(-k), rtol=1e-4)

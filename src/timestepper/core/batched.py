@@ -29,12 +29,15 @@ def _merge_state(accept: Tensor, new, old, x: Tensor):
 
 
 def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, saveat=None,
-                               max_steps: int = 100_000, on_failure: str = "raise") -> Solution:
+                               max_steps: int = 100_000, on_failure: str = "raise",
+                               time_dtype: torch.dtype = torch.float64) -> Solution:
     """Adaptive solve of a batch ``x0`` of shape ``(B, ...)`` with per-sample step sizes.
 
     Args:
         t0, t1: floats or ``(B,)`` tensors (per-sample intervals, one direction for all).
         saveat: save times shared by all samples (inside every sample's interval).
+        time_dtype: dtype of the per-sample times and step sizes on the device (``float32``
+            for devices without float64, e.g. MPS).
 
     Returns a :class:`Solution` whose ``stats`` fields are ``(B,)`` int64 tensors and whose
     ``extras`` hold ``status`` (``(B,)`` codes indexing ``STATUSES``), ``t`` (the time each sample
@@ -45,8 +48,8 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
     if x0.ndim < 1:
         raise ValueError("per-sample mode needs a leading batch dimension in y0")
     B, dev = x0.shape[0], x0.device
-    t = torch.as_tensor(t0, dtype=torch.float64, device=dev).expand(B).clone()
-    t_end = torch.as_tensor(t1, dtype=torch.float64, device=dev).expand(B).clone()
+    t = torch.as_tensor(t0, dtype=time_dtype, device=dev).expand(B).clone()
+    t_end = torch.as_tensor(t1, dtype=time_dtype, device=dev).expand(B).clone()
     direction = torch.sign(t_end - t)
     if bool((direction == 0).any()) or not bool((direction == direction[0]).all()):
         raise ValueError("per-sample intervals must be non-empty and share one direction")
@@ -57,12 +60,12 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
     if hasattr(solver, "first_derivative"):
         f0, state = solver.first_derivative(term, t, x0, state)
     dt = controller.initial_step(term, solver, t, t_end, x0, f0=f0, batched=True)
-    dt = torch.as_tensor(dt, dtype=torch.float64, device=dev).expand(B).clone()
+    dt = torch.as_tensor(dt, dtype=time_dtype, device=dev).expand(B).clone()
     cstate = controller.init_state()
     zeros = torch.zeros(B, dtype=torch.int64, device=dev)
     nfe = zeros + (term.nfe - calls0)
     acc, rej, status = zeros.clone(), zeros.clone(), zeros.clone()
-    st = None if saveat is None else torch.as_tensor(saveat, dtype=torch.float64, device=dev)
+    st = None if saveat is None else torch.as_tensor(saveat, dtype=time_dtype, device=dev)
     ys = None
     if st is not None:
         ys = x0.new_zeros((st.numel(),) + tuple(x0.shape))
@@ -82,12 +85,14 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
             status = torch.where(done, status, 1)
             break
         h = torch.where(done, 0.0, torch.minimum(dt, (t_end - t).abs()) * direction)
-        t_next = torch.where((t_end - (t + h)).abs() <= 1e-14 * t_end.abs().clamp(min=1.0),
+        eps = 4 * torch.finfo(time_dtype).eps
+        t_next = torch.where((t_end - (t + h)).abs() <= eps * t_end.abs().clamp(min=1.0),
                              t_end, t + h)
         x_new, state_new, err = solver.step(term, t, t_next, x, state)
         norm = controller.error_norm(x, x_new, err, batched=True)
         active = ~done
-        accept, dt_next, cstate_new = controller.propose(norm, (t_next - t).abs(), cstate,
+        accept, dt_next, cstate_new = controller.propose(norm.to(time_dtype), (t_next - t).abs(),
+                                                         cstate,
                                                          error_order)
         accept = accept & active
         nfe += active.long() * solver.nfe_per_step
@@ -97,7 +102,8 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
             cross = (accept[None, :] & (direction * (st[:, None] - t[None, :]) > 0)
                      & (direction * (st[:, None] - t_next[None, :]) <= 0))
             for j in cross.any(dim=1).nonzero().flatten().tolist():
-                theta = torch.where(cross[j], (st[j] - t) / (t_next - t).clamp(min=1e-300), 0.0)
+                theta = torch.where(cross[j], (st[j] - t) / (t_next - t).abs().clamp(
+                    min=torch.finfo(time_dtype).tiny) * direction, 0.0)
                 ys[j] = torch.where(cross[j].reshape(bshape),
                                     solver.interpolate(state_new, theta), ys[j])
         x = torch.where(accept.reshape(bshape), x_new, x)
@@ -108,7 +114,7 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
             if isinstance(cstate.prev, Tensor) else cstate_new
         dt = torch.where(active, dt_next, dt)
         done = t == t_end
-        under = (~done) & (dt < 1e-14 * t.abs().clamp(min=1.0))
+        under = (~done) & (dt < eps * t.abs().clamp(min=1.0))
         if bool(under.any()):
             if on_failure == "raise":
                 i = int(under.nonzero()[0])

@@ -61,7 +61,9 @@ def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: fl
         out = torch.amax(r, dim=dims) if dims else torch.amax(r)
     if torch.is_complex(out):
         out = out.real
-    return torch.nan_to_num(out.to(torch.float64), nan=math.inf, posinf=math.inf)
+    if not batched:
+        out = out.to(torch.float64)
+    return torch.nan_to_num(out, nan=math.inf, posinf=math.inf)
 
 
 @dataclass
@@ -155,7 +157,8 @@ class PIDController(StepSizeController):
     def initial_step(self, term, solver, t0, t1, x0, f0: Tensor | None = None,
                      batched: bool = False):
         """Hairer's starting step (HNW I, II.4, p. 169): two evaluations of ``f`` (one when
-        ``f0`` is given). Returns a float, or a ``(B,)`` float64 tensor when ``batched``."""
+        ``f0`` is given). Returns a float, or a ``(B,)`` tensor (dtype of the times) when
+        ``batched``."""
         if self.dt0 is not None:
             return float(self.dt0)
 
@@ -165,7 +168,7 @@ class PIDController(StepSizeController):
             r = (v / scale).abs()
             if batched:
                 r = r.reshape(r.shape[0], -1)
-                return torch.sqrt(torch.mean(r * r, dim=1)).to(torch.float64)
+                return torch.sqrt(torch.mean(r * r, dim=1)).to(span.dtype)
             return torch.sqrt(torch.mean(r * r)).to(torch.float64)
 
         span = abs(t1 - t0) if not batched else (t1 - t0).abs()
@@ -173,13 +176,14 @@ class PIDController(StepSizeController):
             return self._hairer(term, solver, t0, t1, x0.detach(), f0, batched, span, nrm)
 
     def _hairer(self, term, solver, t0, t1, x0, f0, batched, span, nrm):
+        tdt = span.dtype if isinstance(span, Tensor) else torch.float64
         if f0 is None:
             f0 = term.vf(t0, x0)
         f0 = f0.detach()
         d0, d1 = nrm(x0), nrm(f0)
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
-        h0 = torch.minimum(h0, torch.as_tensor(span, dtype=torch.float64))
-        direction = torch.sign(torch.as_tensor(t1 - t0, dtype=torch.float64))
+        h0 = torch.minimum(h0, torch.as_tensor(span, dtype=tdt))
+        direction = torch.sign(torch.as_tensor(t1 - t0, dtype=tdt))
         hs = h0 * direction
         hx = hs.reshape((-1,) + (1,) * (x0.ndim - 1)).to(x0.dtype) if batched else hs.to(x0.dtype)
         t_probe = t0 + hs if batched else t0 + float(hs)
@@ -187,9 +191,9 @@ class PIDController(StepSizeController):
         d2 = nrm(f1 - f0) / h0
         dmax = torch.maximum(d1, d2)
         h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6),
-                         (0.01 / torch.clamp(dmax, min=1e-300))
+                         (0.01 / torch.clamp(dmax, min=torch.finfo(tdt).tiny))
                          ** (1.0 / getattr(solver, "error_order", solver.order + 1)))
-        h = torch.minimum(torch.minimum(100 * h0, h1), torch.as_tensor(span, dtype=torch.float64))
+        h = torch.minimum(torch.minimum(100 * h0, h1), torch.as_tensor(span, dtype=tdt))
         return h if batched else float(h)
 
     def adapt(self, x0, x1, err, dt, order):

@@ -71,13 +71,18 @@ class SDETerm(Term):
 
 def sdeint(drift: Callable, diffusion: Callable, y0: Tensor, ts: Sequence[float] | Tensor, *,
            solver: str | Solver = "sde-euler", dt: float | None = None, bm: Callable | None = None,
-           noise: str = "diagonal", sde_type: str | None = None, seed: int = 0) -> Solution:
+           noise: str = "diagonal", sde_type: str | None = None, seed: int = 0,
+           adjoint: str = "direct", adjoint_params: Sequence[Tensor] = ()) -> Solution:
     """Solve an SDE on the fixed grid ``ts`` (refined to steps of at most ``dt``).
 
     Returns a :class:`Solution` whose ``ys`` holds the state at the times of ``ts``. ``bm``
     defaults to a :class:`VirtualBrownianTree` with ``seed`` over ``[ts[0], ts[-1]]`` and the
-    shape of ``y0`` (diagonal noise; give ``bm`` for general noise).
+    shape of ``y0`` (diagonal noise; give ``bm`` for general noise). ``adjoint="reversible"``
+    (with ``solver="reversible-heun"``) backpropagates by reconstructing the path backwards
+    (O(1) memory; gradients for ``y0`` and ``adjoint_params``).
     """
+    if adjoint not in ("direct", "reversible"):
+        raise ValueError(f"adjoint must be 'direct' or 'reversible', got {adjoint!r}")
     check_state("y0", y0)
     slv = get(solver)
     ts = torch.as_tensor(ts, dtype=torch.float64).reshape(-1)
@@ -101,6 +106,14 @@ def sdeint(drift: Callable, diffusion: Callable, y0: Tensor, ts: Sequence[float]
     keep.append(len(grid))
     grid.append(tl[-1])
     term = SDETerm(drift, diffusion, bm, noise=noise, sde_type=sde_type)
+    if adjoint == "reversible":
+        from ..core.solution import Stats
+        from .sde_adjoint import reversible_sdeint
+
+        ys = reversible_sdeint(term, slv, grid, keep, y0, tuple(adjoint_params))
+        n = len(grid) - 1
+        return Solution(x=ys[-1], ts=ts, ys=ys, stats=Stats(nfe=term.nfe, steps=n, accepted=n),
+                        extras={"nfe_diffusion": term.nfe_diffusion})
     sol = integrate(term, slv, torch.tensor(grid, dtype=torch.float64), y0, save="all")
     sol.ys = sol.ys[keep]
     sol.ts = ts

@@ -72,6 +72,7 @@ def solve(
     adjoint_rtol: float | None = None,
     adjoint_atol: float | None = None,
     regularise: bool = False,
+    time_dtype: torch.dtype = torch.float64,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y, *args)`` from ``t0`` to ``t1``.
 
@@ -102,6 +103,8 @@ def solve(
         regularise: accumulate the solver heuristics of Pal et al. (2021) into
             ``extras["reg_error"]`` and ``extras["reg_stiffness"]`` (differentiable; shared-step
             adaptive solves with ``adjoint="direct"``).
+        time_dtype: per-sample mode only: dtype of the times and step sizes kept on the device
+            (``torch.float32`` on devices without float64). Shared-step times are host floats.
     """
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
@@ -124,7 +127,7 @@ def solve(
             raise NotImplementedError("per_sample_steps supports adaptive solves with "
                                       "adjoint='direct' only")
         sol = integrate_adaptive_batched(ODETerm(field), slv, ctrl, x0, t0, t1, saveat=saveat,
-                                         **opts)
+                                         time_dtype=time_dtype, **opts)
     else:
         t0f, t1f = (float(t.detach()) if isinstance(t, Tensor) else float(t) for t in (t0, t1))
         st = None if saveat is None else torch.as_tensor(saveat, dtype=torch.float64).reshape(-1)
