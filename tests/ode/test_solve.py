@@ -147,3 +147,16 @@ def test_per_sample_float32_time():
                    per_sample_steps=True, time_dtype=torch.float32)
     assert sol.extras["t"].dtype == torch.float32
     assert torch.allclose(sol.x, torch.exp(-k), rtol=1e-4)
+
+
+def test_cli_detest(capsys):
+    import argparse
+
+    from timestepper.ode import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_commands(parser.add_subparsers())
+    args = parser.parse_args(["detest", "--problems", "A1,B2", "--tol", "1e-6"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "A1" in out and "B2" in out and "total" in out
