@@ -160,3 +160,12 @@ def test_cli_detest(capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "A1" in out and "B2" in out and "total" in out
+
+
+def test_per_sample_max_steps_status():
+    k = torch.tensor([[0.1], [50.0]], dtype=torch.float64)
+    sol = ts.solve(lambda t, y: -k * torch.sin(k * t) * torch.ones_like(y),
+                   torch.zeros(2, 1, dtype=torch.float64), 0.0, 5.0, rtol=1e-8, atol=1e-8,
+                   per_sample_steps=True, max_steps=40, on_failure="return")
+    assert sol.extras["status"].tolist() == [0, 1]  # the slow sample finished, the fast did not
+    assert float(sol.extras["t"][0]) == 5.0 and float(sol.extras["t"][1]) < 5.0

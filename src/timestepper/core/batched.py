@@ -77,8 +77,13 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
     x = x0
     done = t == t_end
     bshape = (-1,) + (1,) * (x0.ndim - 1)
-    while not bool(done.all()):
-        if int(acc.max() + rej.max()) >= max_steps:
+    stopped = torch.zeros_like(done)
+    it = 0
+    all_done = bool(done.all())
+    while not all_done:
+        # Every unfinished sample attempts a step in every iteration, so the iteration count is
+        # the largest number of attempts of any sample (no device sync needed).
+        if it >= max_steps:
             if on_failure == "raise":
                 raise AdaptiveError(f"max_steps={max_steps} reached in per-sample mode; pass "
                                     "on_failure='return' to get the states")
@@ -88,6 +93,7 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
         eps = 4 * torch.finfo(time_dtype).eps
         t_next = torch.where((t_end - (t + h)).abs() <= eps * t_end.abs().clamp(min=1.0),
                              t_end, t + h)
+        it += 1
         x_new, state_new, err = solver.step(term, t, t_next, x, state)
         norm = controller.error_norm(x, x_new, err, batched=True)
         active = ~done
@@ -109,18 +115,19 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
         x = torch.where(accept.reshape(bshape), x_new, x)
         t = torch.where(accept, t_next, t)
         state = _merge_state(accept, state_new, state, x)
-        cstate = type(cstate_new)(torch.where(active, cstate_new.prev, cstate.prev),
-                                  torch.where(active, cstate_new.prev2, cstate.prev2)) \
-            if isinstance(cstate.prev, Tensor) else cstate_new
+        cstate = cstate_new  # the controller advances its history only where accepted
         dt = torch.where(active, dt_next, dt)
-        done = t == t_end
+        done = (t == t_end) | stopped
         under = (~done) & (dt < eps * t.abs().clamp(min=1.0))
-        if bool(under.any()):
+        all_done, any_under = torch.stack([done.all(), under.any()]).tolist()  # one sync
+        if any_under:
             if on_failure == "raise":
                 i = int(under.nonzero()[0])
                 raise AdaptiveError(f"step size underflow for sample {i} at t={float(t[i]):.6g}")
             status = torch.where(under, 2, status)
+            stopped = stopped | under
             done = done | under
+            all_done = bool(done.all())
     stats = Stats(nfe=nfe, steps=acc + rej, accepted=acc, rejected=rej)
     extras = {"status": status, "statuses": STATUSES, "t": t, "nfe_calls": term.nfe - calls0}
     return Solution(x=x, ts=st if st is not None else t, ys=ys, stats=stats, extras=extras)

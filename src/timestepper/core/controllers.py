@@ -46,9 +46,13 @@ def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: fl
     """The scaled error as a tensor: 0-d, or ``(B,)`` over all but the first dim when
     ``batched``. A non-finite error gives ``inf`` or ``nan``; both reject the step."""
     x0, x1, err = x0.detach(), x1.detach(), err.detach()
-    if not batched and norm == "rms" and not err.is_complex():
+    if norm == "rms" and not err.is_complex():
         scale = torch.maximum(x0.abs(), x1.abs()).mul_(rtol).add_(atol)
         r = err / scale
+        if batched:
+            r = r.reshape(r.shape[0], -1)
+            out = torch.linalg.vector_norm(r, dim=1) / (r.shape[1] ** 0.5)
+            return torch.nan_to_num(out, nan=math.inf, posinf=math.inf)
         return torch.linalg.vector_norm(r).to(torch.float64) / (r.numel() ** 0.5)
     scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
     r = (err / scale).abs()
