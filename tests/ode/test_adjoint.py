@@ -82,3 +82,29 @@ def test_checkpoint_with_fixed_steps():
         ts.solve(f, y0, 0.0, 1.0, solver="rk4", dt=0.05, adjoint=mode).x.pow(2).sum().backward()
         outs.append(y0.grad)
     assert float((outs[0] - outs[1]).abs().max()) < 1e-12
+
+
+def test_backsolve_seminorm_saves_backward_steps():
+    f = Field()
+
+    class Count(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f, self.n = f, 0
+
+        def forward(self, t, y):
+            self.n += 1
+            return self.f(t, y)
+
+    c = Count()
+    grads, nfe = [], []
+    for semi in (False, True):
+        c.zero_grad()
+        sol = ts.solve(c, Y0, 0.0, 3.0, solver="dopri5", rtol=1e-8, atol=1e-8,
+                       adjoint="backsolve", adjoint_seminorm=semi)
+        n = c.n
+        sol.x.pow(2).sum().backward()
+        nfe.append(c.n - n)
+        grads.append(torch.cat([p.grad.reshape(-1) for p in c.parameters()]))
+    assert nfe[1] <= nfe[0]
+    assert float((grads[0] - grads[1]).abs().max()) < 1e-6

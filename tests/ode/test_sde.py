@@ -126,3 +126,16 @@ def test_reversible_adjoint_matches_direct_backprop():
         grads.append(torch.autograd.grad(loss, (x0, *params)))
     for a, b in zip(*grads):
         assert float((a - b).abs().max()) < 1e-10
+
+
+def test_general_noise_matches_diagonal_when_diffusion_is_diagonal():
+    bm = VirtualBrownianTree(0.0, 1.0, (5, 2), seed=9, dtype=torch.float64)
+    y0 = torch.full((5, 2), 0.5, dtype=torch.float64)
+
+    def drift(t, x):
+        return -x
+
+    diag = sdeint(drift, lambda t, x: 0.3 * torch.sin(x), y0, [0.0, 1.0], dt=0.1, bm=bm)
+    gen = sdeint(drift, lambda t, x: torch.diag_embed(0.3 * torch.sin(x)), y0, [0.0, 1.0],
+                 dt=0.1, bm=bm, noise="general")
+    assert torch.allclose(diag.x, gen.x, atol=1e-14)
