@@ -36,6 +36,8 @@ class ButcherTableau:
         interp: dense output: ``interp[i][j]`` is the coefficient of ``theta^(j+1)`` in the
             weight of stage ``i``, so ``x(t0 + theta h) = x0 + h sum_i k_i P_i(theta)``.
             ``None``: no interpolant (adaptive saving then steps onto the save times).
+        extra_c, extra_a: extra stages evaluated only when the interpolant is used (DOP853's
+            dense output); ``interp`` then has ``stages + len(extra_c)`` rows.
     """
 
     name: str
@@ -47,6 +49,8 @@ class ButcherTableau:
     b_err2: tuple[float, ...] | None = None
     error_order: int | None = None
     interp: tuple[tuple[float, ...], ...] | None = None
+    extra_c: tuple[float, ...] = ()
+    extra_a: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         s = len(self.b)
@@ -56,10 +60,15 @@ class ButcherTableau:
         for i, row in enumerate(self.a):
             if len(row) != i + 1:
                 raise ValueError(f"tableau {self.name}: row {i + 1} of a must have {i + 1} entries")
-        for nm in ("b_err", "b_err2", "interp"):
+        for nm in ("b_err", "b_err2"):
             v = getattr(self, nm)
             if v is not None and len(v) != s:
                 raise ValueError(f"tableau {self.name}: {nm} must have {s} entries, got {len(v)}")
+        n_int = s + len(self.extra_c)
+        if self.interp is not None and len(self.interp) != n_int:
+            raise ValueError(f"tableau {self.name}: interp must have {n_int} rows")
+        if len(self.extra_a) != len(self.extra_c):
+            raise ValueError(f"tableau {self.name}: extra_a and extra_c differ in length")
 
     @property
     def stages(self) -> int:
@@ -86,6 +95,8 @@ class RKState:
     x0: Tensor | None = None
     ks: tuple[Tensor, ...] | None = None
     h: float | Tensor | None = None
+    t0: float | Tensor | None = None
+    term: object = None
 
 
 def bcast(h: float | Tensor, x: Tensor) -> float | Tensor:
@@ -171,7 +182,7 @@ class ExplicitRK(Solver):
                 denom = torch.sqrt(err * err + 0.01 * e3 * e3)
                 err = torch.where(denom > 0, err * err / torch.where(denom > 0, denom, 1.0), 0.0)
         f1 = ks[-1] if bt.fsal else None
-        return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h), err
+        return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
 
     def interpolate(self, state: RKState, theta: float | Tensor) -> Tensor:
         """Dense output inside the last step: ``x(t0 + theta * h)``, ``0 <= theta <= 1``."""
@@ -179,9 +190,15 @@ class ExplicitRK(Solver):
         if P is None:
             raise ValueError(f"solver {self.tableau.name!r} has no dense output")
         x0 = state.x0
+        hb = bcast(state.h, x0)
+        bt = self.tableau
+        if len(state.ks) < len(P):  # extra stages of the interpolant, evaluated once per step
+            ks = list(state.ks)
+            for c, row in zip(bt.extra_c, bt.extra_a):
+                ks.append(state.term.vf(state.t0 + c * state.h, weighted_sum(x0, hb, row, ks)))
+            state.ks = tuple(ks)
         th = bcast(theta, x0)
         out = x0
-        hb = bcast(state.h, x0)
         for coeffs, k in zip(P, state.ks):
             w = 0.0
             for j in reversed(range(len(coeffs))):

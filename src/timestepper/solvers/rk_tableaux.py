@@ -13,33 +13,39 @@ from ..core.solver import register
 from .rk import ButcherTableau, ExplicitRK
 
 
-def hermite_interp(b, d=None) -> tuple[tuple[float, ...], ...]:
-    """Interpolant weights of an FSAL method from Hermite data plus an optional correction.
+def alternating_interp(rows) -> tuple[tuple[float, ...], ...]:
+    """Interpolant weights from the nested form used by DOPRI5 and DOP853 (HNW II.6):
 
-    ``x(theta) = x0 + theta * (D + (1 - theta) * (h k1 - D + theta * (2 D - h k1 - h k_s
-    + (1 - theta) * h sum_i d_i k_i)))`` with ``D = x1 - x0 = h sum_i b_i k_i`` (HNW II.6, the
-    form of DOPRI5's continuous extension by Shampine 1986). ``d=None`` gives the cubic Hermite
-    interpolant of Bogacki & Shampine. Returns per-stage coefficients of ``theta^1..theta^4``.
+        x(theta) = x0 + theta (F0 + (1 - theta) (F1 + theta (F2 + (1 - theta) (F3 + ...))))
+
+    where each ``F_r = h sum_i rows[r][i] k_i``. Returns, per stage, the coefficients of
+    ``theta^1 .. theta^len(rows)``.
     """
-    s = len(b)
-    b = np.asarray(b, dtype=np.float64)
-    e1 = np.zeros(s)
-    e1[0] = 1.0
-    es = np.zeros(s)
-    es[-1] = 1.0
-    d = np.zeros(s) if d is None else np.asarray(d, dtype=np.float64)
     P = np.polynomial.polynomial
-    th, om = np.array([0.0, 1.0]), np.array([1.0, -1.0])
-    rows = []
+    rows = np.asarray(rows, dtype=np.float64)
+    n_f, s = rows.shape
+    out = []
     for i in range(s):
-        inner = P.polyadd(2 * b[i] - e1[i] - es[i], P.polymul(om, [d[i]]))
-        inner = P.polyadd(e1[i] - b[i], P.polymul(th, inner))
-        inner = P.polyadd(b[i], P.polymul(om, inner))
-        full = P.polymul(th, inner)
-        coeffs = np.zeros(5)
-        coeffs[: len(full)] = full
-        rows.append(tuple(float(v) for v in coeffs[1:]))
-    return tuple(rows)
+        acc = np.zeros(1)
+        for r in reversed(range(n_f)):
+            factor = [0.0, 1.0] if r % 2 == 0 else [1.0, -1.0]  # theta or (1 - theta)
+            acc = P.polymul(P.polyadd(acc, [rows[r, i]]), factor)
+        coeffs = np.zeros(n_f + 1)
+        coeffs[: len(acc)] = acc
+        out.append(tuple(float(v) for v in coeffs[1:]))
+    return tuple(out)
+
+
+def hermite_rows(b, n_stages: int | None = None, last: int | None = None):
+    """``F0 = D``, ``F1 = h k1 - D``, ``F2 = 2 D - h k1 - h k_last`` (``D = x1 - x0``): the cubic
+    Hermite part shared by the FSAL interpolants."""
+    s = n_stages or len(b)
+    last = len(b) - 1 if last is None else last
+    bb = np.zeros(s)
+    bb[: len(b)] = b
+    e1, el = np.zeros(s), np.zeros(s)
+    e1[0], el[last] = 1.0, 1.0
+    return [bb, e1 - bb, 2 * bb - e1 - el]
 
 
 EULER = ButcherTableau(name="rk-euler", order=1, c=(0.0,), a=(), b=(1.0,))
@@ -71,7 +77,7 @@ BOSH3 = ButcherTableau(
     b=_BOSH3_B,
     b_err=(7 / 24, 1 / 4, 1 / 3, 1 / 8),
     error_order=3,
-    interp=hermite_interp(_BOSH3_B),
+    interp=alternating_interp(hermite_rows(_BOSH3_B)),
 )
 
 # Dormand & Prince (1980), the 5(4) pair (HNW Table II.5.2) with Shampine's dense output
@@ -96,7 +102,7 @@ DOPRI5 = ButcherTableau(
     b=_DOPRI5_B,
     b_err=(5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40),
     error_order=5,
-    interp=hermite_interp(_DOPRI5_B, _DOPRI5_D),
+    interp=alternating_interp(hermite_rows(_DOPRI5_B) + [np.array(_DOPRI5_D)]),
 )
 
 # Tsitouras (2011), "Runge–Kutta pairs of order 5(4) satisfying only the first column
@@ -138,8 +144,8 @@ TSIT5 = ButcherTableau(
 )
 
 # Hairer's DOP853: Dormand–Prince 8(5,3) (HNW II.10, Table of DOP853). 12 stages plus the FSAL
-# stage; the error combines the 5th- and 3rd-order estimates. Its 7th-order dense output needs
-# three extra stages and is not implemented: adaptive saving steps onto the save times.
+# stage; the error combines the 5th- and 3rd-order estimates. Its 7th-order dense output (CONTD8)
+# needs three extra stages, evaluated only in steps that contain a save time.
 _DOPRI8_A = (
     (0.05260015195876773,),
     (0.0197250569845379, 0.0591751709536137),
@@ -173,6 +179,36 @@ _DOPRI8_E3 = (
     -5.801203960010585, -0.4226823213237919, -0.1521609496625161, 0.20136540080403034,
     0.02265179219836082, 0.0,
 )
+_DOPRI8_EXTRA_C = (0.1, 0.2, 7 / 9)
+_DOPRI8_EXTRA_A = (
+    (0.056167502283047954, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25350021021662483, -0.2462390374708025,
+     -0.12419142326381637, 0.15329179827876568, 0.00820105229563469, 0.007567897660545699,
+     -0.008298),
+    (0.03183464816350214, 0.0, 0.0, 0.0, 0.0, 0.028300909672366776, 0.053541988307438566,
+     -0.05492374857139099, 0.0, 0.0, -0.00010834732869724932, 0.0003825710908356584,
+     -0.00034046500868740456, 0.1413124436746325),
+    (-0.42889630158379194, 0.0, 0.0, 0.0, 0.0, -4.697621415361164, 7.683421196062599,
+     4.06898981839711, 0.3567271874552811, 0.0, 0.0, 0.0, -0.0013990241651590145,
+     2.9475147891527724, -9.15095847217987),
+)
+_DOPRI8_D = (
+    (-8.428938276109013, 0.0, 0.0, 0.0, 0.0, 0.5667149535193777, -3.0689499459498917,
+     2.38466765651207, 2.117034582445028, -0.871391583777973, 2.2404374302607883,
+     0.6315787787694688, -0.08899033645133331, 18.148505520854727, -9.194632392478356,
+     -4.436036387594894),
+    (10.427508642579134, 0.0, 0.0, 0.0, 0.0, 242.28349177525817, 165.20045171727028,
+     -374.5467547226902, -22.113666853125306, 7.733432668472264, -30.674084731089398,
+     -9.332130526430229, 15.697238121770845, -31.139403219565178, -9.35292435884448,
+     35.81684148639408),
+    (19.985053242002433, 0.0, 0.0, 0.0, 0.0, -387.0373087493518, -189.17813819516758,
+     527.8081592054236, -11.57390253995963, 6.8812326946963, -1.0006050966910838,
+     0.7777137798053443, -2.778205752353508, -60.19669523126412, 84.32040550667716,
+     11.99229113618279),
+    (-25.69393346270375, 0.0, 0.0, 0.0, 0.0, -154.18974869023643, -231.5293791760455,
+     357.6391179106141, 93.40532418362432, -37.45832313645163, 104.0996495089623,
+     29.8402934266605, -43.53345659001114, 96.32455395918828, -39.17726167561544,
+     -149.72683625798564),
+)
 DOPRI8 = ButcherTableau(
     name="dopri8",
     order=8,
@@ -183,6 +219,10 @@ DOPRI8 = ButcherTableau(
     b_err=tuple(b - e for b, e in zip(_DOPRI8_B, _DOPRI8_E5)),
     b_err2=tuple(b - e for b, e in zip(_DOPRI8_B, _DOPRI8_E3)),
     error_order=8,
+    interp=alternating_interp(hermite_rows(_DOPRI8_B, n_stages=16, last=12)
+                              + [np.array(r) for r in _DOPRI8_D]),
+    extra_c=_DOPRI8_EXTRA_C,
+    extra_a=_DOPRI8_EXTRA_A,
 )
 
 TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, RK_HEUN, RK4, BOSH3, DOPRI5, TSIT5, DOPRI8)}
