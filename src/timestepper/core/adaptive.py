@@ -42,6 +42,18 @@ def check_saveat(saveat, t0: float, t1: float) -> list[float]:
     return vals
 
 
+def start(term, solver, controller, t0, t1, x0: Tensor, batched: bool = False):
+    """The start of an adaptive solve: the solver state, ``f(t0, x0)`` shared between the first
+    stage and the initial step selection, and the initial step. Returns
+    ``(state, dt, error_order)``."""
+    state = solver.init(term, None, x0)
+    f0 = None
+    if hasattr(solver, "first_derivative"):
+        f0, state = solver.first_derivative(term, t0, x0, state)
+    dt = controller.initial_step(term, solver, t0, t1, x0, f0=f0, batched=batched)
+    return state, dt, getattr(solver, "error_order", solver.order + 1)
+
+
 def integrate_adaptive(term, solver, controller, x0: Tensor, t_span, *, save: str = "final",
                        saveat=None, progress: bool = False, callback=None,
                        max_steps: int = 100_000, on_failure: str = "raise",
@@ -59,13 +71,9 @@ def integrate_adaptive(term, solver, controller, x0: Tensor, t_span, *, save: st
     if save == "all" and saveat is not None:
         raise ValueError("give either save='all' or saveat, not both")
     direction = 1.0 if t1 > t0 else -1.0
-    error_order = getattr(solver, "error_order", solver.order + 1)
     nfe0 = term.nfe
-    state = solver.init(term, None, x0)
-    f0 = None
-    if hasattr(solver, "first_derivative"):
-        f0, state = solver.first_derivative(term, t0, x0, state)
-    dt = abs(controller.initial_step(term, solver, t0, t1, x0, f0=f0))
+    state, dt, error_order = start(term, solver, controller, t0, t1, x0)
+    dt = abs(dt)
     cstate = controller.init_state()
     dt_min = controller.dt_min
 

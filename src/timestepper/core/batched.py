@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .adaptive import ON_FAILURE, STATUSES, AdaptiveError
+from .adaptive import ON_FAILURE, STATUSES, AdaptiveError, start
 from .solution import Solution, Stats
 
 
@@ -53,13 +53,8 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
     direction = torch.sign(t_end - t)
     if bool((direction == 0).any()) or not bool((direction == direction[0]).all()):
         raise ValueError("per-sample intervals must be non-empty and share one direction")
-    error_order = getattr(solver, "error_order", solver.order + 1)
     calls0 = term.nfe
-    state = solver.init(term, None, x0)
-    f0 = None
-    if hasattr(solver, "first_derivative"):
-        f0, state = solver.first_derivative(term, t, x0, state)
-    dt = controller.initial_step(term, solver, t, t_end, x0, f0=f0, batched=True)
+    state, dt, error_order = start(term, solver, controller, t, t_end, x0, batched=True)
     dt = torch.as_tensor(dt, dtype=time_dtype, device=dev).expand(B).clone()
     cstate = controller.init_state()
     zeros = torch.zeros(B, dtype=torch.int64, device=dev)

@@ -12,19 +12,28 @@ from torch import Tensor
 from ..core.solver import Solver, register
 
 
-@register("sde-euler")
-class EulerMaruyama(Solver):
-    """``X1 = X0 + mu(t0, X0) h + sigma(t0, X0) dW`` (Kloeden & Platen 1992, eq. 10.2.2); Itô,
-    strong order 0.5 (1.0 for additive noise)."""
+class SDESolver(Solver):
+    """Base of the fixed-step SDE solvers: ``strong_order`` and the calculus (``sde_type``)
+    they converge in; one drift and one diffusion evaluation per step."""
 
     order = 1
     strong_order = 0.5
     nfe_per_step = 1
     is_stochastic = True
     sde_type = "ito"
+    noise_types = ("diagonal", "general")
 
     def init(self, term, grid, x0):
+        if term.noise not in self.noise_types:
+            raise ValueError(f"{self.name} supports noise in {self.noise_types}, "
+                             f"got {term.noise!r}")
         return None
+
+
+@register("sde-euler")
+class EulerMaruyama(SDESolver):
+    """``X1 = X0 + mu(t0, X0) h + sigma(t0, X0) dW`` (Kloeden & Platen 1992, eq. 10.2.2); Itô,
+    strong order 0.5 (1.0 for additive noise)."""
 
     def step(self, term, t0, t1, x: Tensor, state):
         dw = term.increment(t0, t1)
@@ -33,21 +42,13 @@ class EulerMaruyama(Solver):
 
 
 @register("milstein")
-class Milstein(Solver):
+class Milstein(SDESolver):
     """Itô Milstein for diagonal noise (Kloeden & Platen 1992, eq. 10.3.3):
     ``X1 = X0 + mu h + sigma dW + 1/2 sigma sigma' (dW^2 - h)`` with ``sigma' = d sigma_i / d x_i``
     by automatic differentiation (exact for diagonal noise). Strong order 1.0."""
 
-    order = 1
     strong_order = 1.0
-    nfe_per_step = 1
-    is_stochastic = True
-    sde_type = "ito"
-
-    def init(self, term, grid, x0):
-        if term.noise != "diagonal":
-            raise ValueError("milstein supports noise='diagonal' only")
-        return None
+    noise_types = ("diagonal",)
 
     def step(self, term, t0, t1, x: Tensor, state):
         h = t1 - t0
@@ -67,7 +68,7 @@ class Milstein(Solver):
 
 
 @register("reversible-heun")
-class ReversibleHeun(Solver):
+class ReversibleHeun(SDESolver):
     """Reversible Heun (Kidger, Foster, Li & Lyons 2021, "Efficient and accurate gradients for
     neural SDEs", Algorithm 1 / eq. 4): with an auxiliary state ``z``,
 
@@ -78,13 +79,10 @@ class ReversibleHeun(Solver):
     additive noise); algebraically reversible (:meth:`reverse_step` recovers the step exactly),
     which is what makes its adjoint exact."""
 
-    order = 1
-    strong_order = 0.5
-    nfe_per_step = 1
-    is_stochastic = True
     sde_type = "stratonovich"
 
     def init(self, term, grid, x0):
+        super().init(term, grid, x0)
         t0 = float(grid.t[0]) if hasattr(grid, "t") and not isinstance(grid, Tensor) else \
             float(torch.as_tensor(grid)[0])
         return (x0, term.drift(t0, x0), term.diffusion(t0, x0))
