@@ -26,12 +26,10 @@ NORMS = ("rms", "max")
 class StepSizeController:
     """Base class: ``initial_step`` and ``adapt``."""
 
-    def initial_step(self, term, solver, t0: float, t1: float,
-                     x0: Tensor) -> float:  # pragma: no cover
+    def initial_step(self, term, solver, t0: float, t1: float, x0: Tensor) -> float:
         raise NotImplementedError
 
-    def adapt(self, x0: Tensor, x1: Tensor, err: Tensor, dt: float,
-              order: int) -> tuple[bool, float]:  # pragma: no cover
+    def adapt(self, x0: Tensor, x1: Tensor, err: Tensor, dt: float, order: int) -> tuple[bool, float]:
         raise NotImplementedError
 
 

@@ -28,7 +28,7 @@ class NonFiniteError(FloatingPointError):
 
 def as_time_grid(grid: Any) -> Tensor:
     """Validate a 1-D grid of times (tensor, list, or an object with a ``t`` attribute)."""
-    times = grid.t if hasattr(grid, "t") and not isinstance(grid, Tensor) else grid
+    times = grid if isinstance(grid, (Tensor, list, tuple)) else getattr(grid, "t", grid)
     times = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
     if times.ndim != 1 or times.numel() < 2:
         raise ValueError(f"grid must be a 1-D sequence of at least 2 times, got shape {tuple(times.shape)}")
