@@ -169,3 +169,22 @@ def test_per_sample_max_steps_status():
                    per_sample_steps=True, max_steps=40, on_failure="return")
     assert sol.extras["status"].tolist() == [0, 1]  # the slow sample finished, the fast did not
     assert float(sol.extras["t"][0]) == 5.0 and float(sol.extras["t"][1]) < 5.0
+
+
+def test_controller_with_the_original_protocol_still_drives_integrate():
+    """A StepSizeController that only has initial_step(term, solver, t0, t1, x0) and
+    adapt(x0, x1, err, dt, order) (the protocol other areas subclass) still works."""
+    from timestepper.core.controllers import StepSizeController
+    from timestepper.solvers.rk import DOPRI5, ExplicitRK
+
+    class Halving(StepSizeController):
+        def initial_step(self, term, solver, t0, t1, x0):
+            return 0.1
+
+        def adapt(self, x0, x1, err, dt, order):
+            ok = float(err.abs().max()) < 1e-8
+            return ok, dt * (1.5 if ok else 0.5)
+
+    sol = ts.integrate(ts.ODETerm(decay), ExplicitRK(DOPRI5), Halving(),
+                       torch.ones(1, dtype=torch.float64), t_span=(0.0, 2.0))
+    assert abs(float(sol.x[0]) - math.exp(-2)) < 1e-7 and sol.stats.rejected >= 1

@@ -47,11 +47,20 @@ def start(term, solver, controller, t0, t1, x0: Tensor, batched: bool = False):
     stage and the initial step selection, and the initial step. Returns
     ``(state, dt, error_order)``."""
     state = solver.init(term, None, x0)
+    if not is_pid(controller):  # a controller with the original initial_step/adapt protocol
+        return state, controller.initial_step(term, solver, t0, t1, x0), solver.order + 1
     f0 = None
     if hasattr(solver, "first_derivative"):
         f0, state = solver.first_derivative(term, t0, x0, state)
     dt = controller.initial_step(term, solver, t0, t1, x0, f0=f0, batched=batched)
     return state, dt, getattr(solver, "error_order", solver.order + 1)
+
+
+def is_pid(controller) -> bool:
+    """Whether ``controller`` speaks the PID protocol (``error_norm``/``propose_float``); other
+    :class:`StepSizeController` subclasses only implement ``initial_step`` and
+    ``adapt(x0, x1, err, dt, order) -> (accept, dt_next)``, which the loop also accepts."""
+    return hasattr(controller, "propose_float") and hasattr(controller, "error_norm")
 
 
 def integrate_adaptive(term, solver, controller, x0: Tensor, t_span, *, save: str = "final",
@@ -74,8 +83,9 @@ def integrate_adaptive(term, solver, controller, x0: Tensor, t_span, *, save: st
     nfe0 = term.nfe
     state, dt, error_order = start(term, solver, controller, t0, t1, x0)
     dt = abs(dt)
-    cstate = controller.init_state()
-    dt_min = controller.dt_min
+    pid = is_pid(controller)
+    cstate = controller.init_state() if pid else None
+    dt_min = getattr(controller, "dt_min", None)
 
     st = check_saveat(saveat, t0, t1) if saveat is not None else []
     dense = bool(st) and getattr(solver, "has_dense_output", False)
@@ -108,9 +118,14 @@ def integrate_adaptive(term, solver, controller, x0: Tensor, t_span, *, save: st
         if err is None:
             raise TypeError(f"solver {type(solver).__name__} gives no error estimate; "
                             "it cannot be adaptive")
-        norm = float(controller.error_norm(x, x_new, err))
-        accept, dt_next, cstate = controller.propose_float(norm, abs(t_next - t), cstate,
-                                                           error_order)
+        if pid:
+            norm = float(controller.error_norm(x, x_new, err))
+            accept, dt_next, cstate = controller.propose_float(norm, abs(t_next - t), cstate,
+                                                               error_order)
+        else:
+            norm = math.nan
+            accept, dt_next = controller.adapt(x, x_new, err, t_next - t, solver.order)
+            dt_next = abs(dt_next)
         if accept:
             if collect is not None:
                 collect(solver, state_new, err, t_next - t)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .adaptive import ON_FAILURE, STATUSES, AdaptiveError, start
+from .adaptive import ON_FAILURE, STATUSES, AdaptiveError, is_pid, start
 from .solution import Solution, Stats
 
 
@@ -53,6 +53,9 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
     direction = torch.sign(t_end - t)
     if bool((direction == 0).any()) or not bool((direction == direction[0]).all()):
         raise ValueError("per-sample intervals must be non-empty and share one direction")
+    if not is_pid(controller):
+        raise TypeError("per-sample steps need a PIDController (error_norm/propose protocol), "
+                        f"got {type(controller).__name__}")
     calls0 = term.nfe
     state, dt, error_order = start(term, solver, controller, t, t_end, x0, batched=True)
     dt = torch.as_tensor(dt, dtype=time_dtype, device=dev).expand(B).clone()

@@ -208,4 +208,13 @@ class ExplicitRK(Solver):
         return out
 
 
+def __getattr__(name: str):
+    # The tableaux live in rk_tableaux; ``from timestepper.solvers.rk import DOPRI5`` keeps working.
+    from . import rk_tableaux
+
+    if name.isupper() and hasattr(rk_tableaux, name):
+        return getattr(rk_tableaux, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["ButcherTableau", "ExplicitRK", "RKState", "bcast", "weighted_sum"]
