@@ -116,3 +116,11 @@ def test_backsolve_seminorm_saves_backward_steps():
         grads.append(torch.cat([p.grad.reshape(-1) for p in c.parameters()]))
     assert nfe[1] <= nfe[0]
     assert float((grads[0] - grads[1]).abs().max()) < 1e-6
+
+
+def test_checkpoint_recursion_depth_is_logarithmic():
+    f = Field()
+    y0 = Y0.clone().requires_grad_(True)
+    sol = ts.solve(f, y0, 0.0, 1.0, solver="rk4", dt=1 / 64, adjoint="checkpoint")
+    sol.x.sum().backward()
+    assert sol.extras["checkpoint_depth"] == 7  # 64 steps: 6 bisections + the leaf

@@ -107,14 +107,19 @@ class _Checkpoint(torch.autograd.Function):
                     acc.add_(gp)
             return got[0]
 
-        def back(i, j, x_i, g_j):
+        depth = [0]
+
+        def back(i, j, x_i, g_j, d=1):
+            # Each level of the recursion holds one state: the memory is O(depth) = O(log n).
+            depth[0] = max(depth[0], d)
             if j - i == 1:
                 return leaf(i, x_i, g_j)
             mid = (i + j) // 2
-            g_mid = back(mid, j, advance(i, mid, x_i), g_j)
-            return back(i, mid, x_i, g_mid)
+            g_mid = back(mid, j, advance(i, mid, x_i), g_j, d + 1)
+            return back(i, mid, x_i, g_mid, d + 1)
 
         g = back(0, n, x0.detach(), g_x) if n > 0 else g_x
+        ctx.sol.extras["checkpoint_depth"] = depth[0]
         for k, _s in saves.get(-1, []):
             g = g + g_ys[k]
         tg = _grads_t(ctx, field, g, g_x, x0, ctx.sol.x, t0, t1)
