@@ -18,6 +18,7 @@ from .diffusion import (
     make_grid,
     sample,
 )
+from .ode import odeint, odeint_adjoint, solve
 
 __version__ = "0.1.0"
 
@@ -36,8 +37,11 @@ __all__ = [
     "VPLinearSchedule",
     "integrate",
     "make_grid",
+    "odeint",
+    "odeint_adjoint",
     "pde",
     "phi",
     "sample",
+    "solve",
     "solvers",
 ]

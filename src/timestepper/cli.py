@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "timestepper.bench.cli",
     "timestepper.pde.cli",
+    "timestepper.ode.cli",
 ]
 
 

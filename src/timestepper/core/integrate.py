@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .adaptive import integrate_adaptive
 from .controllers import StepSizeController
 from .solution import Solution, Stats
 from .solver import Solver, get
@@ -51,6 +52,8 @@ def integrate(
     progress: bool = False,
     callback: Callable[[int, float, Tensor], None] | None = None,
     max_steps: int = 100_000,
+    saveat: Any = None,
+    on_failure: str = "raise",
 ) -> Solution:
     """Advance ``x0`` with ``solver`` over ``grid``.
 
@@ -67,6 +70,10 @@ def integrate(
         progress: show a tqdm bar.
         callback: called as ``callback(i, t, x)`` after every accepted step.
         max_steps: bound on attempted steps of an adaptive solve.
+        saveat: times at which an adaptive solve saves the state (dense output when the solver
+            has it, else steps land on them); ``Solution.ts``/``ys`` then hold these.
+        on_failure: ``"raise"`` or ``"return"`` (adaptive: return the last state with
+            ``extras["status"]`` set instead of raising on max_steps / step-size underflow).
     """
     solver = get(solver)
     check_state("x0", x0)
@@ -75,7 +82,11 @@ def integrate(
     if isinstance(grid, StepSizeController):
         if t_span is None:
             raise ValueError("t_span=(t0, t1) is required when grid is a step-size controller")
-        return _integrate_adaptive(term, solver, grid, x0, t_span, save, progress, callback, max_steps)
+        return _integrate_adaptive(term, solver, grid, x0, t_span, save, progress, callback,
+                                   max_steps, saveat, on_failure)
+    if saveat is not None:
+        raise ValueError("saveat needs an adaptive solve (grid a StepSizeController); on a fixed "
+                         "grid put the save times in the grid and use save='all'")
     times = as_time_grid(grid)
     return _integrate_fixed(term, solver, grid, times, x0, save, check_finite, progress, callback)
 
@@ -138,43 +149,8 @@ def raise_if_nonfinite(flags: Tensor, times: list[float]) -> None:
     )
 
 
-def _integrate_adaptive(term, solver, controller, x0, t_span, save, progress, callback, max_steps):
-    t0, t1 = (float(t) for t in t_span)
-    if t0 == t1:
-        raise ValueError("t_span must have t0 != t1")
-    direction = 1.0 if t1 > t0 else -1.0
-    nfe0 = term.nfe
-    state = solver.init(term, None, x0)
-    dt = controller.initial_step(term, solver, t0, t1, x0)
-    t, x = t0, x0
-    ts, saved = [t0], ([x0] if save == "all" else None)
-    accepted = rejected = 0
-    bar = _progress(max_steps, progress)
-    while direction * (t1 - t) > 0:
-        if accepted + rejected >= max_steps:
-            raise RuntimeError(f"max_steps={max_steps} reached at t={t:.6g} before t1={t1:.6g}")
-        dt = direction * min(abs(dt), abs(t1 - t))
-        t_next = t1 if abs(t1 - (t + dt)) <= 1e-14 * max(1.0, abs(t1)) else t + dt
-        x_new, state_new, err = solver.step(term, t, t_next, x, state)
-        if err is None:
-            raise TypeError(f"solver {type(solver).__name__} gives no error estimate; it cannot be adaptive")
-        accept, dt = controller.adapt(x, x_new, err, t_next - t, solver.order)
-        if accept:
-            t, x, state = t_next, x_new, state_new
-            accepted += 1
-            ts.append(t)
-            if saved is not None:
-                saved.append(x)
-            if callback is not None:
-                callback(accepted - 1, t, x)
-            if bar is not None:
-                bar.update(1)
-        else:
-            rejected += 1
-            if abs(dt) < 1e-14 * max(1.0, abs(t)):
-                raise RuntimeError(f"step size underflow at t={t:.6g} (dt={dt:.3g})")
-    if bar is not None:
-        bar.close()
-    stats = Stats(nfe=term.nfe - nfe0, steps=accepted + rejected, accepted=accepted, rejected=rejected)
-    ys = torch.stack(saved) if saved is not None else None
-    return Solution(x=x, ts=torch.tensor(ts, dtype=torch.float64), ys=ys, stats=stats)
+def _integrate_adaptive(term, solver, controller, x0, t_span, save, progress, callback, max_steps,
+                        saveat=None, on_failure="raise"):
+    return integrate_adaptive(term, solver, controller, x0, t_span, save=save, saveat=saveat,
+                              progress=progress, callback=callback, max_steps=max_steps,
+                              on_failure=on_failure)

@@ -4,7 +4,23 @@
 """
 
 from ..core.solver import available, get
-from . import ddim, deis, dpm2, dpm_adaptive, dpm_solver, dpmpp, edm, etd, lms, pndm, rk, unipc  # noqa: F401
+from . import (  # noqa: F401  (registration)
+    ddim,
+    deis,
+    dpm2,
+    dpm_adaptive,
+    dpm_solver,
+    dpmpp,
+    edm,
+    etd,
+    lms,
+    pndm,
+    rk,
+    rk_tableaux,
+    rosenbrock,
+    sde,
+    unipc,
+)
 from .ddim import DDIM
 from .deis import DEIS
 from .dpm2 import DPM2

@@ -2,22 +2,43 @@
 
 A new method is a :class:`ButcherTableau`, not a new stepping routine. Tableaux are stored as
 Python floats (float64) and applied with scalar-tensor arithmetic, so a step issues no host
-synchronisation.
+synchronisation. The stepper handles FSAL ("first same as last": the last stage of a step is
+``f(t1, x1)`` and is reused as the first stage of the next), embedded error estimates and dense
+output (the method's own interpolant, as polynomial weights in the step fraction ``theta``).
+
+The tableaux themselves live in :mod:`timestepper.solvers.rk_tableaux`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from ..core.solver import Solver, register
+from ..core.solver import Solver
 
 
 @dataclass(frozen=True)
 class ButcherTableau:
-    """``c`` (nodes), ``a`` (lower-triangular rows), ``b`` (weights), optional ``b_err``
-    (weights of the embedded method; the error estimate is ``h * sum((b - b_err) k)``)."""
+    """An explicit Runge–Kutta method.
+
+    Attributes:
+        name: registry name.
+        order: order of the propagated solution.
+        c: nodes; a: strictly lower-triangular rows (row ``i`` has ``i + 1`` entries for stage
+            ``i + 1``); b: weights.
+        b_err: weights of the embedded method; the error estimate is ``h * sum((b - b_err) k)``.
+        b_err2: optional second embedded method; with it the error is combined as in Hairer's
+            DOP853 (``e5^2 / sqrt(e5^2 + 0.01 e3^2)``, elementwise here).
+        error_order: the exponent denominator of the controller (``q + 1`` for a local error
+            ``O(h^(q+1))``); defaults to ``order``.
+        interp: dense output: ``interp[i][j]`` is the coefficient of ``theta^(j+1)`` in the
+            weight of stage ``i``, so ``x(t0 + theta h) = x0 + h sum_i k_i P_i(theta)``.
+            ``None``: no interpolant (adaptive saving then steps onto the save times).
+        extra_c, extra_a: extra stages evaluated only when the interpolant is used (DOP853's
+            dense output); ``interp`` then has ``stages + len(extra_c)`` rows.
+    """
 
     name: str
     order: int
@@ -25,81 +46,175 @@ class ButcherTableau:
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
     b_err: tuple[float, ...] | None = None
+    b_err2: tuple[float, ...] | None = None
+    error_order: int | None = None
+    interp: tuple[tuple[float, ...], ...] | None = None
+    extra_c: tuple[float, ...] = ()
+    extra_a: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         s = len(self.b)
         if len(self.c) != s or len(self.a) != s - 1:
-            raise ValueError(f"tableau {self.name}: c has {len(self.c)}, b {s}, a {len(self.a)} rows")
+            raise ValueError(f"tableau {self.name}: c has {len(self.c)}, b {s}, "
+                             f"a {len(self.a)} rows")
         for i, row in enumerate(self.a):
             if len(row) != i + 1:
                 raise ValueError(f"tableau {self.name}: row {i + 1} of a must have {i + 1} entries")
+        for nm in ("b_err", "b_err2"):
+            v = getattr(self, nm)
+            if v is not None and len(v) != s:
+                raise ValueError(f"tableau {self.name}: {nm} must have {s} entries, got {len(v)}")
+        n_int = s + len(self.extra_c)
+        if self.interp is not None and len(self.interp) != n_int:
+            raise ValueError(f"tableau {self.name}: interp must have {n_int} rows")
+        if len(self.extra_a) != len(self.extra_c):
+            raise ValueError(f"tableau {self.name}: extra_a and extra_c differ in length")
 
     @property
     def stages(self) -> int:
         return len(self.b)
 
+    @property
+    def fsal(self) -> bool:
+        """True when the last stage is ``f(t1, x1)`` (so it is the next step's first stage)."""
+        return (
+            self.stages > 1
+            and self.c[-1] == 1.0
+            and self.b[-1] == 0.0
+            and tuple(self.a[-1]) == tuple(self.b[:-1])
+        )
+
+
+@dataclass
+class RKState:
+    """What a step leaves behind: the end point and its derivative (FSAL / reuse) and the
+    stages of the last step (for dense output)."""
+
+    x: Tensor | None = None
+    f: Tensor | None = None
+    x0: Tensor | None = None
+    ks: tuple[Tensor, ...] | None = None
+    h: float | Tensor | None = None
+    t0: float | Tensor | None = None
+    term: object = None
+
+
+def bcast(h: float | Tensor, x: Tensor) -> float | Tensor:
+    """A per-sample ``(B,)`` tensor of step sizes reshaped to broadcast against ``x``."""
+    if isinstance(h, Tensor) and h.ndim == 1:
+        return h.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype)
+    return h
+
+
+def weighted_sum(x: Tensor | None, h: float | Tensor, ws, ks) -> Tensor | None:
+    """``x + h * sum(w_i k_i)`` skipping zero weights (``x=None`` starts from zero)."""
+    out = x
+    scalar = not isinstance(h, Tensor)
+    for w, k in zip(ws, ks):
+        if w != 0.0:
+            if out is None:
+                out = (h * w) * k
+            elif scalar:
+                out = torch.add(out, k, alpha=h * w)  # one fused op per stage
+            else:
+                out = out + (h * w) * k
+    return out
+
 
 class ExplicitRK(Solver):
-    """Generic explicit Runge–Kutta step for ``ODETerm``-like terms (anything with ``vf``)."""
+    """Generic explicit Runge–Kutta step (Hairer, Nørsett & Wanner, Solving ODEs I, II.1).
+
+    Works on anything with ``vf(t, x)``. ``t0``/``t1`` may be floats or, in per-sample mode,
+    ``(B,)`` tensors (then ``x`` has a leading batch dimension).
+    """
 
     def __init__(self, tableau: ButcherTableau) -> None:
         self.tableau = tableau
         self.order = tableau.order
-        self.nfe_per_step = tableau.stages
+        self.error_order = tableau.error_order or tableau.order
+        self.nfe_per_step = tableau.stages - (1 if tableau.fsal else 0)
         bt = tableau
         self._err_w = None if bt.b_err is None else tuple(b - e for b, e in zip(bt.b, bt.b_err))
+        self._err_w2 = None if bt.b_err2 is None else tuple(b - e for b, e in zip(bt.b, bt.b_err2))
+
+    @property
+    def adaptive(self) -> bool:
+        return self._err_w is not None
+
+    @property
+    def has_dense_output(self) -> bool:
+        return self.tableau.interp is not None
 
     def init(self, term, grid, x0):
-        return None
+        return RKState()
 
-    def step(self, term, t0: float, t1: float, x: Tensor, state):
-        bt, h = self.tableau, t1 - t0
+    def first_derivative(self, term, t0, x0, state: RKState) -> tuple[Tensor, RKState]:
+        """``f(t0, x0)``, evaluated once and cached in the state (shared with step-size
+        selection and the first stage of the first step)."""
+        if state is not None and state.x is x0 and state.f is not None:
+            return state.f, state
+        f0 = term.vf(t0, x0)
+        return f0, RKState(x=x0, f=f0)
+
+    def step(self, term, t0, t1, x: Tensor, state: RKState | None):
+        bt = self.tableau
+        h = t1 - t0
+        hb = bcast(h, x)
         ks: list[Tensor] = []
         for i in range(bt.stages):
-            xi = x
-            if i > 0:
-                for aij, kj in zip(bt.a[i - 1], ks):
-                    if aij != 0.0:
-                        xi = xi + (h * aij) * kj
+            if i == 0:
+                if state is not None and state.x is x and state.f is not None:
+                    ks.append(state.f)
+                    continue
+                ks.append(term.vf(t0, x))
+                continue
+            xi = weighted_sum(x, hb, bt.a[i - 1], ks)
+            if bt.fsal and i == bt.stages - 1:
+                x1 = xi
             ks.append(term.vf(t0 + bt.c[i] * h, xi))
-        x1 = x
-        for bi, ki in zip(bt.b, ks):
-            if bi != 0.0:
-                x1 = x1 + (h * bi) * ki
+        if not bt.fsal:
+            x1 = weighted_sum(x, hb, bt.b, ks)
         err = None
         if self._err_w is not None:
-            err = x.new_zeros(())
-            for wi, ki in zip(self._err_w, ks):
-                if wi != 0.0:
-                    err = err + (h * wi) * ki
-        return x1, state, err
+            err = weighted_sum(None, hb, self._err_w, ks)
+            if self._err_w2 is not None:
+                e3 = weighted_sum(None, hb, self._err_w2, ks)
+                denom = torch.sqrt(err * err + 0.01 * e3 * e3)
+                err = torch.where(denom > 0, err * err / torch.where(denom > 0, denom, 1.0), 0.0)
+        f1 = ks[-1] if bt.fsal else None
+        return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
+
+    def interpolate(self, state: RKState, theta: float | Tensor) -> Tensor:
+        """Dense output inside the last step: ``x(t0 + theta * h)``, ``0 <= theta <= 1``."""
+        P = self.tableau.interp
+        if P is None:
+            raise ValueError(f"solver {self.tableau.name!r} has no dense output")
+        x0 = state.x0
+        hb = bcast(state.h, x0)
+        bt = self.tableau
+        if len(state.ks) < len(P):  # extra stages of the interpolant, evaluated once per step
+            ks = list(state.ks)
+            for c, row in zip(bt.extra_c, bt.extra_a):
+                ks.append(state.term.vf(state.t0 + c * state.h, weighted_sum(x0, hb, row, ks)))
+            state.ks = tuple(ks)
+        th = bcast(theta, x0)
+        out = x0
+        for coeffs, k in zip(P, state.ks):
+            w = 0.0
+            for j in reversed(range(len(coeffs))):
+                w = (w + coeffs[j]) * th
+            if isinstance(w, Tensor) or w != 0.0:
+                out = out + (hb * w) * k
+        return out
 
 
-RK4 = ButcherTableau(
-    name="rk4",
-    order=4,
-    c=(0.0, 0.5, 0.5, 1.0),
-    a=((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
-    b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
-)
+def __getattr__(name: str):
+    # The tableaux live in rk_tableaux; ``from timestepper.solvers.rk import DOPRI5`` keeps working.
+    from . import rk_tableaux
 
-# Dormand & Prince (1980), the 5(4) pair of Hairer, Nørsett & Wanner, Table II.5.2.
-DOPRI5 = ButcherTableau(
-    name="dopri5",
-    order=5,
-    c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
-    a=(
-        (1 / 5,),
-        (3 / 40, 9 / 40),
-        (44 / 45, -56 / 15, 32 / 9),
-        (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-        (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-        (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-    ),
-    b=(35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0),
-    b_err=(5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40),
-)
+    if name.isupper() and hasattr(rk_tableaux, name):
+        return getattr(rk_tableaux, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-register("rk4", lambda: ExplicitRK(RK4))
-register("dopri5", lambda: ExplicitRK(DOPRI5))
+__all__ = ["ButcherTableau", "ExplicitRK", "RKState", "bcast", "weighted_sum"]

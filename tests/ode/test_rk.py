@@ -1,0 +1,101 @@
+"""Explicit RK tableaux: empirical order of convergence and dense-output order."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from timestepper.core import ODETerm, integrate
+from timestepper.solvers.rk import ExplicitRK, RKState
+from timestepper.solvers.rk_tableaux import TABLEAUX
+
+
+def field(t, y):
+    return y * torch.cos(torch.as_tensor(t, dtype=y.dtype))
+
+
+def exact(t):
+    return math.exp(math.sin(t))
+
+
+# (steps at the coarse level, the fine level is twice as many) chosen in the asymptotic range
+# and above roundoff for each order.
+LEVELS = {"rk-euler": 200, "midpoint": 100, "rk-heun": 100, "rk4": 40, "bosh3": 50,
+          "dopri5": 16, "tsit5": 16, "dopri8": 8}
+
+
+def end_error(name, n, T=3.0):
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    sol = integrate(ODETerm(field), name, torch.linspace(0, T, n + 1, dtype=torch.float64), y0)
+    return abs(float(sol.x[0]) - exact(T))
+
+
+@pytest.mark.parametrize("name", sorted(TABLEAUX))
+def test_convergence_order(name):
+    n = LEVELS[name]
+    e1, e2 = end_error(name, n), end_error(name, 2 * n)
+    slope = math.log2(e1 / e2)
+    assert abs(slope - TABLEAUX[name].order) < 0.3, (name, slope)
+
+
+@pytest.mark.parametrize("name,q", [("bosh3", 3), ("dopri5", 4), ("tsit5", 4)])
+def test_dense_output_order_conditions(name, q):
+    """The interpolant weights b_i(theta) satisfy the order conditions of every rooted tree up to
+    order q at any theta (HNW II.6, Theorem 6.1): sum b c^(k-1) = theta^k / k, sum b (A c) =
+    theta^3 / 6, sum b c (A c) = theta^4 / 8, sum b (A c^2) = theta^4 / 12,
+    sum b (A A c) = theta^4 / 24 -- and fail one of order q + 1."""
+    tab = TABLEAUX[name]
+    s = tab.stages
+    A = np.zeros((s, s))
+    for i, row in enumerate(tab.a):
+        A[i + 1, : i + 1] = row
+    c = np.array(tab.c)
+    for th in (0.2, 0.5, 0.9):
+        b = np.array([sum(co * th ** (j + 1) for j, co in enumerate(r)) for r in tab.interp])
+        conds = [(b.sum(), th), (b @ c, th**2 / 2), (b @ c**2, th**3 / 3),
+                 (b @ (A @ c), th**3 / 6), (b @ c**3, th**4 / 4), (b @ (c * (A @ c)), th**4 / 8),
+                 (b @ (A @ c**2), th**4 / 12), (b @ (A @ (A @ c)), th**4 / 24)]
+        n_conds = {3: 4, 4: 8}[q]
+        for got, want in conds[:n_conds]:
+            assert abs(got - want) < 1e-12, (name, th)
+        if q == 3:
+            assert max(abs(g - w) for g, w in conds[4:]) > 1e-6
+
+
+@pytest.mark.parametrize("name,q,h0", [("bosh3", 3, 0.1), ("dopri5", 4, 0.1), ("tsit5", 4, 0.1),
+                                      ("dopri8", 7, 0.4)])
+def test_dense_output_converges(name, q, h0):
+    """One step from the exact state: the interpolant's largest error over theta shrinks like
+    h^(q+1) when h halves (q = 3 for bosh3's Hermite, 4 for dopri5 and tsit5, 7 for DOP853's
+    CONTD8 with its three extra stages)."""
+    solver = ExplicitRK(TABLEAUX[name])
+    errs = []
+    for h in (h0, h0 / 2):
+        t0 = 0.3
+        x0 = torch.tensor([exact(t0)], dtype=torch.float64)
+        _, state, _ = solver.step(ODETerm(field), t0, t0 + h, x0, RKState())
+        errs.append(max(abs(float(solver.interpolate(state, th)[0]) - exact(t0 + th * h))
+                        for th in (0.2, 0.35, 0.5, 0.65, 0.8)))
+    assert math.log2(errs[0] / errs[1]) > q + 1 - 0.3, (name, errs)
+
+
+@pytest.mark.parametrize("name", sorted(TABLEAUX))
+def test_tableau_consistency(name):
+    """Row sums of A equal c, weights sum to 1, FSAL methods interpolate to x1 at theta=1."""
+    tab = TABLEAUX[name]
+    for i, row in enumerate(tab.a):
+        assert abs(sum(row) - tab.c[i + 1]) < 1e-12
+    assert abs(sum(tab.b) - 1) < 1e-12
+    if tab.b_err is not None:
+        assert abs(sum(tab.b_err) - 1) < 1e-12
+    if tab.interp is not None:
+        for row, b in zip(tab.interp, tab.b):
+            assert abs(sum(row) - b) < 1e-12
+
+
+def test_fsal_saves_one_evaluation():
+    term = ODETerm(field)
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    integrate(term, "dopri5", torch.linspace(0, 1, 11, dtype=torch.float64), y0)
+    assert term.nfe == 1 + 10 * 6
