@@ -4,10 +4,32 @@
 """
 
 from ..core.solver import available, get
-from . import ddim, dpmpp, edm, rk  # noqa: F401  (registration)
+from . import ancestral, ddim, dpmpp, edm, pc, reverse_sde, rk, sde_dpmpp  # noqa: F401  (registration)
+from .ancestral import DDPM, DPMSolverPP2SAncestral, EulerAncestral
 from .ddim import DDIM
 from .dpmpp import DPMSolverPP2M
 from .edm import Euler, Heun
+from .noise import BrownianPath
+from .pc import PredictorCorrector
+from .reverse_sde import EulerMaruyama
 from .rk import ButcherTableau, ExplicitRK
+from .sde_dpmpp import SDEDPMSolverPP2M, SDEDPMSolverPP3M
 
-__all__ = ["DDIM", "ButcherTableau", "DPMSolverPP2M", "Euler", "ExplicitRK", "Heun", "available", "get"]
+__all__ = [
+    "DDIM",
+    "DDPM",
+    "BrownianPath",
+    "ButcherTableau",
+    "DPMSolverPP2M",
+    "DPMSolverPP2SAncestral",
+    "Euler",
+    "EulerAncestral",
+    "EulerMaruyama",
+    "ExplicitRK",
+    "Heun",
+    "PredictorCorrector",
+    "SDEDPMSolverPP2M",
+    "SDEDPMSolverPP3M",
+    "available",
+    "get",
+]

@@ -1,0 +1,154 @@
+"""SDE-DPM-Solver++ multistep, 2M and 3M (Lu et al. 2022b, DPM-Solver++, Section 5 and Appendix).
+
+The reverse SDE in data prediction, solved exactly in its linear part, gives the first-order step
+(Lu et al. 2022b, eq. for SDE-DPM-Solver-1 in data prediction)
+``x_{i+1} = (sigma_{i+1}/sigma_i) e^{-eta h} x_i + alpha_{i+1} (1 - e^{-(1+eta) h}) x0_i
++ sigma_{i+1} sqrt(1 - e^{-2 eta h}) z`` with ``h = lambda_{i+1} - lambda_i``; ``eta = 1`` is the SDE,
+``eta = 0`` the probability-flow ODE (DPM-Solver++), intermediate values interpolate as in
+k-diffusion's ``sample_dpmpp_2m_sde(eta=...)``. The multistep corrections use divided differences
+of past data predictions with ``H = (1 + eta) h`` and ``r_k = h_{i-k} / h_i``:
+
+* 2M, ``solver_type="midpoint"``: ``+ 0.5 alpha_{i+1} (1 - e^{-H}) (x0_i - x0_{i-1}) / r_1``
+  (diffusers' ``sde-dpmsolver++`` and k-diffusion's default); ``"heun"``:
+  ``+ alpha_{i+1} (1 + expm1(-H)/H) (x0_i - x0_{i-1}) / r_1``.
+* 3M: k-diffusion's ``sample_dpmpp_3m_sde``: first and second divided differences ``d1, d2`` of the
+  last three predictions, ``+ alpha_{i+1} (phi_2 d1 - phi_3 d2)`` with ``phi_2 = 1 + expm1(-H)/H``,
+  ``phi_3 = phi_2 / H - 1/2``.
+
+A step to zero noise (``h = inf``) is first order (it returns ``alpha x0``). All coefficients are
+float64, once per grid; the step is a few fused adds and one noise draw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..core.solver import register
+from .base import DiffusionSolver, lincomb, step_sizes
+from .noise import check_noise_kind, make_noise
+
+
+def sde_first_order(grid, eta: float) -> dict[str, list]:
+    """``cx, cd, cn`` of the first-order SDE-DPM-Solver++ step and ``a1 = alpha_{i+1}``,
+    ``H = (1 + eta) h``, ``h`` (float64 -> floats)."""
+    h = step_sizes(grid)
+    eta_h = eta * h if eta > 0 else torch.zeros_like(h)
+    big_h = h + eta_h
+    cx = grid.sigma[1:] / grid.sigma[:-1] * torch.exp(-eta_h)
+    cd = -grid.alpha[1:] * torch.expm1(-big_h)
+    cn = grid.sigma[1:] * torch.sqrt(-torch.expm1(-2.0 * eta_h))
+    return {"cx": cx.tolist(), "cd": cd.tolist(), "cn": cn.tolist(), "a1": grid.alpha[1:].tolist(),
+            "H": big_h.tolist(), "h": h.tolist()}
+
+
+def _check(eta: float, s_noise: float, noise: str) -> tuple[float, float, str]:
+    eta = float(eta)
+    if not eta >= 0.0:
+        raise ValueError(f"eta must be >= 0 (1: the reverse SDE, 0: the probability-flow ODE), got {eta}")
+    return eta, float(s_noise), check_noise_kind(noise)
+
+
+def _lowered(i: int, n: int, lower_order_final: bool, drop: int) -> bool:
+    """Whether step ``i`` of ``n`` is lowered by ``drop`` orders under diffusers' rule (< 15 steps)."""
+    return lower_order_final and n < 15 and i >= n - drop
+
+
+class _SDEMultistep(DiffusionSolver):
+    is_stochastic = True
+    nfe_per_step = 1
+    history_length = 1
+
+    def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: str = "normal",
+                 lower_order_final: bool = True) -> None:
+        self.eta, self.s_noise, self.noise = _check(eta, s_noise, noise)
+        self.lower_order_final = bool(lower_order_final)
+        self.is_stochastic = self.eta > 0.0
+
+    def init(self, term, grid, x0):
+        state = super().init(term, grid, x0)
+        if self.is_stochastic:
+            state.coeffs["noise"] = make_noise(self.noise, term, grid, x0)
+        return state
+
+    def coefficients(self, grid):
+        c = sde_first_order(grid, self.eta)
+        weights = [self.weights(i, grid.steps, c) for i in range(grid.steps)]
+        return {"cx": c["cx"], "cn": [self.s_noise * v for v in c["cn"]], "w": weights}
+
+    def weights(self, i: int, n: int, c: dict[str, list]) -> list[float]:  # pragma: no cover
+        raise NotImplementedError
+
+    def step(self, term, t0, t1, x, state):
+        i, c = state.i, state.coeffs
+        d = term.data_prediction(x, i)
+        w = c["w"][i]
+        terms = [(w[0], d)] + [(wk, dk) for wk, dk in zip(w[1:], reversed(state.history))]
+        x1 = lincomb(x, c["cx"][i], terms)
+        if self.is_stochastic and c["cn"][i] != 0.0:
+            x1 = torch.add(x1, c["noise"].draw(i, x), alpha=c["cn"][i])
+        history = (state.history + (d,))[-self.history_length:]
+        return x1, state.advance(history), None
+
+
+@register("sde-dpmpp-2m")
+class SDEDPMSolverPP2M(_SDEMultistep):
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022b; diffusers ``algorithm_type="sde-dpmsolver++"``,
+    k-diffusion ``sample_dpmpp_2m_sde``). One model call per step; order 2 at ``eta = 0``.
+
+    Args:
+        eta: 1 (default) the reverse SDE, 0 the ODE (DPM-Solver++ 2M), in between k-diffusion's
+            interpolation.
+        s_noise: multiplier of the added noise.
+        noise: ``"normal"`` or ``"brownian"``.
+        lower_order_final: first order on the last step when there are fewer than 15 steps.
+        solver_type: ``"midpoint"`` (default) or ``"heun"``.
+    """
+
+    order = 2
+
+    def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: str = "normal",
+                 lower_order_final: bool = True, solver_type: str = "midpoint") -> None:
+        super().__init__(eta, s_noise, noise, lower_order_final)
+        if solver_type not in ("midpoint", "heun"):
+            raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
+        self.solver_type = solver_type
+
+    def weights(self, i, n, c):
+        cd, h, big_h = c["cd"][i], c["h"], c["H"][i]
+        if i == 0 or not math.isfinite(h[i]) or _lowered(i, n, self.lower_order_final, 1):
+            return [cd]
+        inv_r = h[i] / h[i - 1]
+        c2 = 0.5 * cd if self.solver_type == "midpoint" else c["a1"][i] * (1.0 + math.expm1(-big_h) / big_h)
+        return [cd + c2 * inv_r, -c2 * inv_r]
+
+
+@register("sde-dpmpp-3m")
+class SDEDPMSolverPP3M(_SDEMultistep):
+    """SDE-DPM-Solver++(3M) (k-diffusion ``sample_dpmpp_3m_sde``). One model call per step; order 3
+    at ``eta = 0``.
+
+    Args:
+        eta, s_noise, noise: as for ``sde-dpmpp-2m``.
+        lower_order_final: with fewer than 15 steps, first order on the last step and second
+            order on the one before (diffusers' rule).
+    """
+
+    order = 3
+    history_length = 2
+
+    def weights(self, i, n, c):
+        cd, h, a1, big_h = c["cd"][i], c["h"], c["a1"][i], c["H"][i]
+        if i == 0 or not math.isfinite(h[i]) or _lowered(i, n, self.lower_order_final, 1):
+            return [cd]
+        phi2 = 1.0 + math.expm1(-big_h) / big_h
+        if i == 1 or _lowered(i, n, self.lower_order_final, 2):
+            inv_r = h[i] / h[i - 1]
+            return [cd + a1 * phi2 * inv_r, -a1 * phi2 * inv_r]
+        phi3 = phi2 / big_h - 0.5
+        r0, r1 = h[i - 1] / h[i], h[i - 2] / h[i]
+        k, m = r0 / (r0 + r1), 1.0 / (r0 + r1)
+        a = phi2 * (1.0 + k) - phi3 * m  # weight of d1_0 = (x0_i - x0_{i-1}) / r0
+        b = -phi2 * k + phi3 * m  # weight of d1_1 = (x0_{i-1} - x0_{i-2}) / r1
+        return [cd + a1 * a / r0, a1 * (-a / r0 + b / r1), -a1 * b / r1]
