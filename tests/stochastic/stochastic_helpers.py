@@ -34,3 +34,8 @@ def k_noise_sampler(seed: int):
 def sample_with_seed(den, x0_noise, solver, steps, seed, grid="logsnr", **kw):
     return ts.sample(den, x0_noise, solver, steps=steps, grid=grid,
                      generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def unet_fn(unet):
+    """``model_fn(x, t)`` of a diffusers UNet."""
+    return lambda x, t: unet(x, t).sample

@@ -14,8 +14,7 @@ import torch
 
 import timestepper as ts
 
-from conftest import unet_model_fn
-from stochastic_helpers import F64, k_noise_sampler
+from stochastic_helpers import F64, k_noise_sampler, unet_fn
 
 SEED = 123
 STEPS = 8
@@ -27,7 +26,7 @@ def _setup(gmm2, unet=None):
         den = gmm2.denoiser(sched, "sample")
         noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     else:
-        den = ts.Denoiser(unet_model_fn(unet), sched, "sample")
+        den = ts.Denoiser(unet_fn(unet), sched, "sample")
         noise = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
     grid = ts.make_grid(sched, STEPS, "karras")
     sigmas = grid.t.clone()  # t = sigma, ends with 0
