@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stochastic_helpers import F64, recorded_noise, unet_fn
 
 import timestepper as ts
-
-from stochastic_helpers import F64, recorded_noise, unet_fn
 
 diffusers = pytest.importorskip("diffusers")
 

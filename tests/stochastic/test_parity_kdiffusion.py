@@ -11,10 +11,9 @@ import math
 
 import pytest
 import torch
+from stochastic_helpers import F64, k_noise_sampler, unet_fn
 
 import timestepper as ts
-
-from stochastic_helpers import F64, k_noise_sampler, unet_fn
 
 SEED = 123
 STEPS = 8
@@ -49,8 +48,9 @@ CASES = [
     ("sde-dpmpp-2m", {"lower_order_final": False, "solver_type": "heun"}, "sample_dpmpp_2m_sde",
      {"solver_type": "heun"}),
     ("sde-dpmpp-2m", {"lower_order_final": False, "eta": 0.5}, "sample_dpmpp_2m_sde", {"eta": 0.5}),
-    ("sde-dpmpp-3m", {"lower_order_final": False}, "sample_dpmpp_3m_sde", {}),
-    ("sde-dpmpp-3m", {"lower_order_final": False, "eta": 0.5}, "sample_dpmpp_3m_sde", {"eta": 0.5}),
+    ("sde-dpmpp-3m", {"lower_order_final": False, "variant": "k-diffusion"}, "sample_dpmpp_3m_sde", {}),
+    ("sde-dpmpp-3m", {"lower_order_final": False, "eta": 0.5, "variant": "k-diffusion"}, "sample_dpmpp_3m_sde",
+     {"eta": 0.5}),
 ]
 
 
