@@ -23,6 +23,7 @@ Nothing here synchronises with the device: seeds and tree positions are Python i
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 from torch import Tensor
@@ -63,7 +64,9 @@ class BrownianPath:
         shape, dtype, device: of ``W(t)``.
         seed: the path's seed (a Python int).
         tol: bisection stops on intervals shorter than ``tol * (t1 - t0)``; inside such a leaf
-            ``W`` is the Brownian-bridge mean (linear interpolation), exact at dyadic points.
+            ``W(t)`` is a Brownian-bridge sample between the leaf's end values, seeded by the leaf
+            and ``t`` (so points in different leaves have the exact joint law of Brownian motion;
+            two distinct points closer than the leaf width are not jointly exact).
     """
 
     def __init__(self, t0: float, t1: float, shape, dtype: torch.dtype, device, seed: int,
@@ -107,7 +110,10 @@ class BrownianPath:
             return wa
         if t == b:
             return wb
-        return wa + ((t - a) / (b - a)) * (wb - wa)
+        f = (t - a) / (b - a)
+        leaf_seed = _child(seed ^ (struct.unpack("<q", struct.pack("<d", t))[0] & _MASK), 1)
+        self.draws += 1
+        return wa + f * (wb - wa) + math.sqrt(f * (b - t)) * self._normal(leaf_seed)
 
 
 class BrownianNoise:
