@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from gmm_conditional import conditional_sample
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture, sliced_wasserstein
 from timestepper.diffusion.inpaint import Inpaint, inpaint
-
-from gmm_conditional import conditional_sample
 
 F64 = torch.float64
 N = 2000

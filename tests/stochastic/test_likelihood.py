@@ -33,7 +33,8 @@ def _case(d, sched, prediction):
 ])
 def test_exact_trace_matches_closed_form(d, sched, prediction, exact_prior):
     gmm, den, x, exact, prior = _case(d, sched, prediction)
-    res = likelihood(den, x, trace="exact", rtol=1e-5, atol=1e-5, prior=prior if exact_prior else None)
+    res = likelihood(den, x, trace="exact", rtol=1e-5, atol=1e-5,
+                     prior=prior if exact_prior else None)
     assert res.stderr is None
     assert float((res.log_prob - exact).abs().max()) / d <= 1e-3
     assert torch.allclose(res.bits_per_dim, -res.log_prob / (d * math.log(2.0)))

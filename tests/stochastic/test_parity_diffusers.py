@@ -99,7 +99,8 @@ def test_parity_diffusers_sde_dpmsolverpp(kind, solver_type, gmm2, tiny_unet, vp
     sched.sigmas = grid.sigma / grid.alpha
     draws = recorded_noise(SEED, noise.shape, STEPS)
     ref = _run(sched, den, noise.clone(), lambda k: {"variance_noise": draws[k]})
-    x = ts.sample(den, noise, "sde-dpmpp-2m", steps=STEPS, grid=sched.timesteps.to(F64), generator=SEED,
+    x = ts.sample(den, noise, "sde-dpmpp-2m", steps=STEPS, grid=sched.timesteps.to(F64),
+                  generator=SEED,
                   solver_options={"solver_type": solver_type})
     scale = float(torch.max(torch.abs(ref)))
     assert torch.max(torch.abs(x - ref)) <= 2e-6 * max(1.0, scale)

@@ -48,8 +48,10 @@ CASES = [
     ("sde-dpmpp-2m", {"lower_order_final": False, "solver_type": "heun"}, "sample_dpmpp_2m_sde",
      {"solver_type": "heun"}),
     ("sde-dpmpp-2m", {"lower_order_final": False, "eta": 0.5}, "sample_dpmpp_2m_sde", {"eta": 0.5}),
-    ("sde-dpmpp-3m", {"lower_order_final": False, "variant": "k-diffusion"}, "sample_dpmpp_3m_sde", {}),
-    ("sde-dpmpp-3m", {"lower_order_final": False, "eta": 0.5, "variant": "k-diffusion"}, "sample_dpmpp_3m_sde",
+    ("sde-dpmpp-3m", {"lower_order_final": False, "variant": "k-diffusion"},
+     "sample_dpmpp_3m_sde", {}),
+    ("sde-dpmpp-3m", {"lower_order_final": False, "eta": 0.5, "variant": "k-diffusion"},
+     "sample_dpmpp_3m_sde",
      {"eta": 0.5}),
 ]
 
@@ -63,7 +65,8 @@ def test_parity_kdiffusion_gmm(k_sampling, gmm2, name, opts, k_name, k_opts):
                                       noise_sampler=k_noise_sampler(SEED)(x_init), **k_opts)
     assert torch.max(torch.abs(sol.x - ref)) <= 1e-6
     # sanity: the noise matters (a different seed gives a different result)
-    other = ts.sample(den, noise, name, steps=STEPS, grid="karras", solver_options=opts, generator=SEED + 1)
+    other = ts.sample(den, noise, name, steps=STEPS, grid="karras", solver_options=opts,
+                      generator=SEED + 1)
     assert torch.max(torch.abs(other - ref)) > 1e-3
 
 

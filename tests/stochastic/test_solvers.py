@@ -37,14 +37,16 @@ def test_bit_reproducible_with_generator(setup, name):
 
 @pytest.mark.parametrize("name,opts,nfe", [
     ("ddpm", {}, 7), ("dpmpp-2s-ancestral", {}, 13), ("sde-dpmpp-3m", {}, 7),
-    ("pc", {"n_corrector": 2}, 21), ("pc", {"predictor": "dpmpp-2s-ancestral", "n_corrector": 1}, 20),
+    ("pc", {"n_corrector": 2}, 21),
+    ("pc", {"predictor": "dpmpp-2s-ancestral", "n_corrector": 1}, 20),
     ("pc", {"n_corrector": 0}, 7),
 ])
 def test_nfe_counted_honestly(setup, name, opts, nfe):
     den, noise = setup
     calls = []
     counted = ts.Denoiser(lambda x, t: calls.append(1) or den(x, t), den.schedule, "epsilon")
-    sol = ts.sample(counted, noise, name, steps=7, solver_options=opts, generator=0, return_solution=True)
+    sol = ts.sample(counted, noise, name, steps=7, solver_options=opts, generator=0,
+                    return_solution=True)
     assert sol.stats.nfe == len(calls) == nfe
 
 
@@ -66,7 +68,8 @@ def test_ddpm_is_euler_ancestral_and_ddim_eta_one(setup):
 
 
 @pytest.mark.parametrize("name,opts,match", [
-    ("ddim", {"eta": -0.1}, "eta"), ("ddim", {"eta": 1.5}, "eta"), ("ddpm", {"noise": "pink"}, "noise"),
+    ("ddim", {"eta": -0.1}, "eta"), ("ddim", {"eta": 1.5}, "eta"),
+    ("ddpm", {"noise": "pink"}, "noise"),
     ("sde-dpmpp-2m", {"solver_type": "rk"}, "solver_type"), ("sde-dpmpp-2m", {"eta": -1}, "eta"),
     ("pc", {"snr": 0.0}, "snr"), ("pc", {"n_corrector": -1}, "n_corrector"),
     ("pc", {"corrector": "hmc"}, "corrector"), ("pc", {"predictor": "rk4"}, "predictor"),
@@ -83,7 +86,8 @@ def _order(gmm2, name, opts, steps=(16, 32, 64)):
     noise = torch.randn(32, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
     s0 = float(sched.sigma(sched.t_max) / sched.alpha(sched.t_max))
     s1 = float(sched.sigma(sched.t_min) / sched.alpha(sched.t_min))
-    ref = gmm2.reference_solution(noise / float(sched.alpha(sched.t_max)), s0, s1) * float(sched.alpha(sched.t_min))
+    ref = gmm2.reference_solution(noise / float(sched.alpha(sched.t_max)), s0, s1)
+    ref = ref * float(sched.alpha(sched.t_min))
     errs = []
     for n in steps:
         x = ts.sample(den, noise, name, steps=n, final="sigma_min", solver_options=opts)

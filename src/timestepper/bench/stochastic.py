@@ -1,4 +1,4 @@
-"""Stochastic samplers on the exact Gaussian mixture: sliced W2 to exact samples per sampler and NFE.
+"""Stochastic samplers on the exact Gaussian mixture: SW2 to exact samples per sampler and NFE.
 
 Called by ``timestepper bench gmm --stochastic`` (the rows are added to its table, SW2 only: a
 stochastic sampler has no single reference trajectory to compare against).
@@ -67,9 +67,11 @@ def stochastic_rows(
     names = list(STOCHASTIC_SAMPLERS) if solvers is None else list(solvers)
     unknown = [n for n in names if n not in STOCHASTIC_SAMPLERS]
     if unknown:
-        raise ValueError(f"unknown stochastic samplers {unknown}; choose from {', '.join(STOCHASTIC_SAMPLERS)}")
+        raise ValueError(f"unknown stochastic samplers {unknown}; "
+                         f"choose from {', '.join(STOCHASTIC_SAMPLERS)}")
     den = gmm.denoiser(schedule, prediction)
-    noise = torch.randn(n_samples, gmm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    noise = torch.randn(n_samples, gmm.dim, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
     ref = gmm.sample(n_samples, torch.Generator().manual_seed(seed + 2))
     base = sliced_wasserstein(gmm.sample(n_samples, torch.Generator().manual_seed(seed + 3)), ref)
     rows = [{"solver": "exact (baseline)", "nfe_budget": 0, "nfe": 0, "steps": 0, "sw2": base,

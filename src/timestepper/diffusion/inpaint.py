@@ -1,8 +1,8 @@
 """Conditional sampling with a known mask: inpainting by replacement (Song et al. 2021, Score SDE,
 Appendix I.2; the "replacement" baseline of Ho et al. 2022, Video Diffusion, Section 3.1).
 
-Given known values ``y`` on a mask ``m``, before every step from ``t_i`` the known coordinates of the
-state are replaced by a fresh sample of the forward process ``alpha_i y + sigma_i z``
+Given known values ``y`` on a mask ``m``, before every step from ``t_i`` the known coordinates of
+the state are replaced by a fresh sample of the forward process ``alpha_i y + sigma_i z``
 (``q(x_{t_i} | x_0 = y)``), and after the last step by ``alpha_end y``. The unknown coordinates are
 then evolved by the solver, which sees a state consistent with the observation at every noise
 level. :class:`Inpaint` wraps *any* diffusion solver (ODE or SDE) in this projection, so no solver
@@ -65,8 +65,8 @@ class Inpaint(Solver):
         try:
             torch.broadcast_shapes(self.known.shape, self.mask.shape, x0.shape)
         except RuntimeError as exc:
-            raise ValueError(f"known {tuple(self.known.shape)} and mask {tuple(self.mask.shape)} must "
-                             f"broadcast to the state {tuple(x0.shape)}") from exc
+            raise ValueError(f"known {tuple(self.known.shape)} and mask {tuple(self.mask.shape)} "
+                             f"must broadcast to the state {tuple(x0.shape)}") from exc
         known = self.known.to(dtype=x0.dtype, device=x0.device)
         mask = self.mask.to(device=x0.device)
         state = self.inner.init(term, grid, x0)
@@ -75,7 +75,7 @@ class Inpaint(Solver):
 
     def step(self, term, t0, t1, x, state):
         inner0, table, known, mask, noise = state
-        i = inner0.i
+        i, x1, inner, err = inner0.i, x, inner0, None
         for r in range(self.resample):
             if r > 0:  # RePaint: diffuse back from t_{i+1} to t_i with q(x_i | x_{i+1})
                 a, s = table["alpha"], table["sigma"]
@@ -99,7 +99,8 @@ class Inpaint(Solver):
 
 def inpaint(denoiser: Denoiser, noise: Tensor, known: Tensor, mask: Tensor,
             solver: str | Solver = "ddpm", steps: int = 50, *,
-            solver_options: dict[str, Any] | None = None, **sample_options: Any) -> Tensor | Solution:
+            solver_options: dict[str, Any] | None = None,
+            **sample_options: Any) -> Tensor | Solution:
     """Sample ``x`` with ``x[mask] = known[mask]`` by replacement at every step (see module doc).
 
     Args:

@@ -10,16 +10,17 @@ of variables (Chen et al. 2018, Theorem 1) gives
 evaluation) or estimated with Hutchinson's estimator ``v^T (dD/dy) v`` with Rademacher or Gaussian
 probes ``v`` held fixed along the path (Grathwohl et al. 2019, FFJORD, eq. 7). The augmented state
 ``(y, int div F)`` is integrated from the data up to ``s_max`` by an adaptive Dormand–Prince 5(4)
-solve through the core ``integrate`` loop with an :class:`~timestepper.core.controllers.IController`.
+solve through the core ``integrate`` loop with an
+:class:`~timestepper.core.controllers.IController`.
 
 The default prior at ``s_max`` is the Gaussian that ``sample`` draws from,
 ``N(0, (1 + s_max^2) I)`` in ``y`` (unit-variance data). It is not the exact marginal: for data of
 mean ``mu`` its log-density is off by ``O(|mu| / s_max)`` per dimension (e.g. 1e-3 nats/dim at
 ``s_max = 1000`` for ``|mu| ~ 1``), so pass ``prior=`` the exact ``log p_{s_max}`` when it is known
-or use a schedule with a large ``s_max``. The model is evaluated down to the schedule's ``t_min``, so what is
-returned is the log-density of ``x0 + s_min eps`` (``s_min = sigma / alpha`` at ``t_min``): choose a
-schedule with a small ``t_min`` to approach the density of the data itself. No dequantisation
-offset is applied for discrete data.
+or use a schedule with a large ``s_max``. The model is evaluated down to the schedule's ``t_min``,
+so what is returned is the log-density of ``x0 + s_min eps`` (``s_min = sigma / alpha`` at
+``t_min``): choose a schedule with a small ``t_min`` to approach the density of the data
+itself. No dequantisation offset is applied for discrete data.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def likelihood(
     t_lo = sched.t_min if t_min is None else float(t_min)
     t_hi = sched.t_max if t_max is None else float(t_max)
     if not sched.t_min <= t_lo < t_hi <= sched.t_max:
-        raise ValueError(f"need t_min <= {t_lo} < {t_hi} <= t_max within [{sched.t_min}, {sched.t_max}]")
+        raise ValueError(
+            f"need t_min <= {t_lo} < {t_hi} <= t_max within [{sched.t_min}, {sched.t_max}]")
     u_lo = -float(sched.log_snr(t_lo))
     u_hi = -float(sched.log_snr(t_hi))
 

@@ -2,7 +2,8 @@
 
 ``dx = -beta(t)/2 x dt + sqrt(beta(t) (1 - e^{-2 int_0^t beta})) dw`` with the linear
 ``beta(t) = beta_min + t (beta_max - beta_min)`` has marginals ``x_t = alpha x0 + sigma eps`` with
-``alpha = e^{-int beta / 2}`` (as VP) and ``sigma = 1 - alpha^2`` (below VP's ``sqrt(1 - alpha^2)``).
+``alpha = e^{-int beta / 2}`` (as VP) and ``sigma = 1 - alpha^2`` (below VP's
+``sqrt(1 - alpha^2)``).
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ class DPMSolverPP2SAncestral(DiffusionSolver):
     2022b, Algorithm 1, ``r = 1/2``): with ``h = lambda_down - lambda_i`` and the midpoint
     ``lambda_m = lambda_i + h / 2``,
     ``u = (sigma_m / sigma_i) x_i - alpha_m expm1(-h/2) x0(x_i, t_i)``, then
-    ``x_{i+1} = cx x_i + cd x0(u, t_m) + cn z`` with the ancestral coefficients ``cx, cd, cn``. A step
-    to zero noise is the first-order (Euler) step. Order 2 for ``eta = 0``.
+    ``x_{i+1} = cx x_i + cd x0(u, t_m) + cn z`` with the ancestral coefficients ``cx, cd, cn``.
+    A step to zero noise is the first-order (Euler) step. Order 2 for ``eta = 0``.
 
     Args:
         eta: ancestral noise scale in ``[0, 1]`` (default 1).

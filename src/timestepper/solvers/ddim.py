@@ -9,7 +9,8 @@ first step of every multistep method here. It equals Euler's method on the scale
 With ``eta > 0`` (DDIM eq. 12 with the noise scale of eq. 16) the step adds fresh noise of standard
 deviation ``c = eta * sigma_{i+1} sqrt(1 - e^{-2 h})`` and takes the deterministic step to the
 reduced noise level ``sigma_down = sqrt(sigma_{i+1}^2 - c^2)``:
-``x_{i+1} = (sigma_down / sigma_i) x_i + alpha_{i+1} (1 - (sigma_down / sigma_{i+1}) e^{-h}) x0 + c z``.
+``x_{i+1} = (sigma_down / sigma_i) x_i + alpha_{i+1} (1 - (sigma_down / sigma_{i+1}) e^{-h}) x0
++ c z``.
 ``eta = 1`` is the DDPM ancestral step (Ho et al. 2020, eqs. 6-7: the posterior
 ``q(x_{i+1} | x_i, x0)``), and in the scaled state it is exactly k-diffusion's Euler-ancestral
 step with ``(sigma_down, sigma_up) = get_ancestral_step(s_i, s_{i+1}, eta)`` for ``eta <= 1``.
@@ -33,7 +34,7 @@ def first_order_coefficients(grid) -> tuple[list, list]:
 
 
 def ancestral_coefficients(grid, eta: float) -> tuple[list, list, list]:
-    """``(cx, cd, cn)`` of the stochastic DDIM step ``x' = cx x + cd x0 + cn z`` (float64 -> floats).
+    """``(cx, cd, cn)`` of the stochastic DDIM step ``x' = cx x + cd x0 + cn z`` (float64).
 
     ``cn = eta sigma_{i+1} sqrt(-expm1(-2h))``; ``rho = sigma_down / sigma_{i+1} =
     sqrt(1 - eta^2 (1 - e^{-2h}))``; ``cx = rho sigma_{i+1} / sigma_i``;

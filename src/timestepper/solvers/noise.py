@@ -45,7 +45,8 @@ class GeneratorNoise:
         self.generator = generator
 
     def draw(self, i: int, like: Tensor) -> Tensor:
-        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype,
+                           device=like.device)
 
 
 def _child(seed: int, side: int) -> int:
@@ -57,7 +58,7 @@ def _child(seed: int, side: int) -> int:
 
 
 class BrownianPath:
-    """A reproducible Brownian motion ``W`` on ``[t0, t1]`` with ``W(t0) = 0`` (virtual Brownian tree).
+    """A reproducible Brownian motion ``W`` on ``[t0, t1]``, ``W(t0) = 0`` (virtual Brownian tree).
 
     Args:
         t0, t1: the interval (``t0 < t1``).
@@ -75,7 +76,8 @@ class BrownianPath:
             raise ValueError(f"BrownianPath needs t0 < t1, got {t0}, {t1}")
         if not 0 < tol < 1:
             raise ValueError(f"tol must be in (0, 1), got {tol}")
-        self.t0, self.t1, self.shape, self.dtype, self.device = float(t0), float(t1), tuple(shape), dtype, device
+        self.t0, self.t1 = float(t0), float(t1)
+        self.shape, self.dtype, self.device = tuple(shape), dtype, device
         self.seed = int(seed) & _MASK
         self.min_width = tol * (self.t1 - self.t0)
         self._gen = torch.Generator(device=device)

@@ -6,8 +6,9 @@ current marginal ``p_{t_i}`` (Algorithm 4): with ``g = score(x, t_i)`` and ``z ~
 diffusion solver: ``euler-maruyama``, ``ddpm``, ``ddim``, ``dpmpp-2m``, ...) advances from ``t_i``
 to ``t_{i+1}``. As in Score SDE's reference code, ``||g||`` and ``||z||`` are per-sample norms
 averaged over the batch: a per-sample ratio is heavy-tailed in low dimension (``||g||`` can be
-near 0) and makes single steps explode. Score SDE's VP variant (Algorithm 5) also multiplies the step by
-``1 - beta_i`` of its 1000-step discretisation; here Algorithm 4's rule is used for every schedule.
+near 0) and makes single steps explode. Score SDE's VP variant (Algorithm 5) also multiplies the
+step by ``1 - beta_i`` of its 1000-step discretisation; here Algorithm 4's rule is used for every
+schedule.
 
 With ``score = -eps / sigma`` the corrector update is, without any host synchronisation,
 ``x <- x + 2 snr rho sigma (z - snr rho eps)``, ``rho = mean ||z|| / mean ||eps||``.
@@ -51,9 +52,11 @@ class PredictorCorrector(Solver):
                  predictor_options: dict[str, Any] | None = None) -> None:
         self.predictor = get(predictor, **(predictor_options or {}))
         if not isinstance(self.predictor, DiffusionSolver):
-            raise TypeError(f"predictor must be a diffusion solver, got {type(self.predictor).__name__}")
+            raise TypeError(
+                f"predictor must be a diffusion solver, got {type(self.predictor).__name__}")
         if corrector not in CORRECTORS:
-            raise ValueError(f"unknown corrector {corrector!r}; choose from {', '.join(CORRECTORS)}")
+            raise ValueError(
+                f"unknown corrector {corrector!r}; choose from {', '.join(CORRECTORS)}")
         if not snr > 0:
             raise ValueError(f"snr must be > 0, got {snr}")
         if not isinstance(n_corrector, int) or isinstance(n_corrector, bool) or n_corrector < 0:
@@ -77,5 +80,6 @@ class PredictorCorrector(Solver):
     def langevin(self, x: Tensor, eps: Tensor, z: Tensor, sigma: float) -> Tensor:
         """One Langevin step (Algorithm 4) written with ``eps = -sigma * score``."""
         dims = tuple(range(1, x.ndim))
-        rho = torch.linalg.vector_norm(z, dim=dims).mean() / torch.linalg.vector_norm(eps, dim=dims).mean()
+        znorm = torch.linalg.vector_norm(z, dim=dims).mean()
+        rho = znorm / torch.linalg.vector_norm(eps, dim=dims).mean()
         return torch.addcmul(x, (2.0 * self.snr * sigma) * rho, z - (self.snr * rho) * eps)

@@ -2,8 +2,8 @@
 
 A schedule ``x_t = alpha(t) x0 + sigma(t) eps`` is the marginal law of the forward SDE
 ``dx = f(t) x dt + g(t) dw`` with ``f = dlog(alpha)/dt`` and
-``g^2 = d(sigma^2)/dt - 2 f sigma^2 = -2 sigma^2 dlambda/dt`` (Kingma et al. 2021, VDM, Appendix A.1;
-Song et al. 2021, eqs. 9, 11, 12: VE has ``f = 0``, VP ``g^2 = beta``, sub-VP
+``g^2 = d(sigma^2)/dt - 2 f sigma^2 = -2 sigma^2 dlambda/dt`` (Kingma et al. 2021, VDM,
+Appendix A.1; Song et al. 2021, eqs. 9, 11, 12: VE has ``f = 0``, VP ``g^2 = beta``, sub-VP
 ``g^2 = beta (1 - e^{-2 int beta})``). The reverse SDE (Song et al. 2021, eq. 6) is
 ``dx = [f x - g^2 score(x, t)] dt + g dw_bar`` with ``score = -(x - alpha x0_theta) / sigma^2``.
 One Euler–Maruyama step from ``t_i`` to ``t_{i+1}`` (``dt < 0``):

@@ -3,8 +3,8 @@
 The reverse SDE in data prediction, solved exactly in its linear part, gives the first-order step
 (Lu et al. 2022b, eq. for SDE-DPM-Solver-1 in data prediction)
 ``x_{i+1} = (sigma_{i+1}/sigma_i) e^{-eta h} x_i + alpha_{i+1} (1 - e^{-(1+eta) h}) x0_i
-+ sigma_{i+1} sqrt(1 - e^{-2 eta h}) z`` with ``h = lambda_{i+1} - lambda_i``; ``eta = 1`` is the SDE,
-``eta = 0`` the probability-flow ODE (DPM-Solver++), intermediate values interpolate as in
++ sigma_{i+1} sqrt(1 - e^{-2 eta h}) z`` with ``h = lambda_{i+1} - lambda_i``; ``eta = 1`` is the
+SDE, ``eta = 0`` the probability-flow ODE (DPM-Solver++), intermediate values interpolate as in
 k-diffusion's ``sample_dpmpp_2m_sde(eta=...)``. The multistep corrections use divided differences
 of past data predictions with ``H = (1 + eta) h`` and ``r_k = h_{i-k} / h_i``:
 
@@ -13,9 +13,9 @@ of past data predictions with ``H = (1 + eta) h`` and ``r_k = h_{i-k} / h_i``:
   ``+ alpha_{i+1} (1 + expm1(-H)/H) (x0_i - x0_{i-1}) / r_1``.
 * 3M: with the divided differences of the last three predictions (``d1 ~ h x0'`` and
   ``d2 ~ h^2 x0'' / 2``, Lu et al. 2022b, Appendix, DPM-Solver++(3M)),
-  ``+ alpha_{i+1} (phi_2 d1 - 2 phi_3 d2)``, ``phi_2 = 1 + expm1(-H)/H``, ``phi_3 = phi_2 / H - 1/2``:
-  the integral of the quadratic interpolant, exact when ``x0(lambda)`` is quadratic. k-diffusion's
-  ``sample_dpmpp_3m_sde`` and diffusers' third-order DPM-Solver++ use ``- phi_3 d2`` (half of the
+  ``+ alpha_{i+1} (phi_2 d1 - 2 phi_3 d2)``, ``phi_2 = 1 + expm1(-H)/H``,
+  ``phi_3 = phi_2 / H - 1/2``: the integral of the quadratic interpolant, exact when
+  ``x0(lambda)`` is quadratic. k-diffusion's ``sample_dpmpp_3m_sde`` and diffusers' third-order DPM-Solver++ use ``- phi_3 d2`` (half of the
   second-derivative term), which is exact only to first order in ``x0''``: their 3M is a
   second-order method (measured slope ~2.2 on refined log-SNR grids, 3.0 with the full term).
   ``variant="k-diffusion"`` reproduces it for parity.
@@ -51,12 +51,13 @@ def sde_first_order(grid, eta: float) -> dict[str, list]:
 def _check(eta: float, s_noise: float, noise: str) -> tuple[float, float, str]:
     eta = float(eta)
     if not eta >= 0.0:
-        raise ValueError(f"eta must be >= 0 (1: the reverse SDE, 0: the probability-flow ODE), got {eta}")
+        raise ValueError(
+            f"eta must be >= 0 (1: the reverse SDE, 0: the probability-flow ODE), got {eta}")
     return eta, float(s_noise), check_noise_kind(noise)
 
 
 def _lowered(i: int, n: int, lower_order_final: bool, drop: int) -> bool:
-    """Whether step ``i`` of ``n`` is lowered by ``drop`` orders under diffusers' rule (< 15 steps)."""
+    """Whether step ``i`` of ``n`` is lowered by ``drop`` orders (diffusers' rule, < 15 steps)."""
     return lower_order_final and n < 15 and i >= n - drop
 
 
@@ -125,7 +126,10 @@ class SDEDPMSolverPP2M(_SDEMultistep):
         if i == 0 or not math.isfinite(h[i]) or _lowered(i, n, self.lower_order_final, 1):
             return [cd]
         inv_r = h[i] / h[i - 1]
-        c2 = 0.5 * cd if self.solver_type == "midpoint" else c["a1"][i] * (1.0 + math.expm1(-big_h) / big_h)
+        if self.solver_type == "midpoint":
+            c2 = 0.5 * cd
+        else:
+            c2 = c["a1"][i] * (1.0 + math.expm1(-big_h) / big_h)
         return [cd + c2 * inv_r, -c2 * inv_r]
 
 
