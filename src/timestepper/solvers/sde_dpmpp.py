@@ -15,9 +15,10 @@ of past data predictions with ``H = (1 + eta) h`` and ``r_k = h_{i-k} / h_i``:
   ``d2 ~ h^2 x0'' / 2``, Lu et al. 2022b, Appendix, DPM-Solver++(3M)),
   ``+ alpha_{i+1} (phi_2 d1 - 2 phi_3 d2)``, ``phi_2 = 1 + expm1(-H)/H``,
   ``phi_3 = phi_2 / H - 1/2``: the integral of the quadratic interpolant, exact when
-  ``x0(lambda)`` is quadratic. k-diffusion's ``sample_dpmpp_3m_sde`` and diffusers' third-order DPM-Solver++ use ``- phi_3 d2`` (half of the
-  second-derivative term), which is exact only to first order in ``x0''``: their 3M is a
-  second-order method (measured slope ~2.2 on refined log-SNR grids, 3.0 with the full term).
+  ``x0(lambda)`` is quadratic. k-diffusion's ``sample_dpmpp_3m_sde`` and diffusers' third-order
+  DPM-Solver++ use ``- phi_3 d2`` (half of the second-derivative term), which leaves an
+  ``O(h^3 x0'')`` local error: their 3M is a second-order method (measured slope ~2.2 on refined
+  log-SNR grids, 3.0 with the full term).
   ``variant="k-diffusion"`` reproduces it for parity.
 
 A step to zero noise (``h = inf``) is first order (it returns ``alpha x0``). All coefficients are
