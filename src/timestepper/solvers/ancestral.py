@@ -23,9 +23,9 @@ import torch
 from ..core.solver import register
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import DiffusionTerm
-from .base import DiffusionSolver, lincomb, step_sizes
-from .ddim import DDIM, ancestral_coefficients, check_eta
-from .noise import check_noise_kind, make_noise
+from .base import lincomb, step_sizes
+from .ddim import DDIM, ancestral_coefficients
+from .noise import StochasticDiffusionSolver
 
 
 @register("ddpm")
@@ -57,7 +57,7 @@ class EulerAncestral(DDIM):
 
 
 @register("dpmpp-2s-ancestral")
-class DPMSolverPP2SAncestral(DiffusionSolver):
+class DPMSolverPP2SAncestral(StochasticDiffusionSolver):
     """DPM-Solver++(2S) ancestral (k-diffusion ``sample_dpmpp_2s_ancestral``).
 
     From ``x_i`` the step goes deterministically to ``sigma_down`` with DPM-Solver++(2S) (Lu et al.
@@ -77,10 +77,7 @@ class DPMSolverPP2SAncestral(DiffusionSolver):
     nfe_per_step = 2
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: str = "normal") -> None:
-        self.eta = check_eta(eta)
-        self.s_noise = float(s_noise)
-        self.noise = check_noise_kind(noise)
-        self.is_stochastic = self.eta > 0.0
+        super().__init__(eta, s_noise, noise)
 
     def init(self, term, grid, x0):
         state = super().init(term, grid, x0)
@@ -91,7 +88,6 @@ class DPMSolverPP2SAncestral(DiffusionSolver):
         mid = DiffusionTerm(term.denoiser)
         mid.prepare(mid_grid, x0)
         state.coeffs["mid"] = mid
-        state.coeffs["noise"] = make_noise(self.noise, term, grid, x0)
         return state
 
     def coefficients(self, grid):
@@ -106,9 +102,7 @@ class DPMSolverPP2SAncestral(DiffusionSolver):
             d = c["mid"].data_prediction(u, i)
             term.nfe += 1
         x1 = lincomb(x, c["cx"][i], [(c["cd"][i], d)])
-        if c["cn"][i] != 0.0:
-            x1 = torch.add(x1, c["noise"].draw(i, x), alpha=c["cn"][i])
-        return x1, state.advance(), None
+        return self.add_noise(x1, x, state), state.advance(), None
 
 
 def _midpoints(grid: SamplingGrid, schedule, eta: float) -> tuple[SamplingGrid, dict[str, list]]:

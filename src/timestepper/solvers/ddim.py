@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 
 from ..core.solver import register
-from .base import DiffusionSolver, lincomb, step_sizes
-from .noise import check_noise_kind, make_noise
+from .base import lincomb, step_sizes
+from .noise import StochasticDiffusionSolver
 
 
 def first_order_coefficients(grid) -> tuple[list, list]:
@@ -50,15 +50,8 @@ def ancestral_coefficients(grid, eta: float) -> tuple[list, list, list]:
     return cx.tolist(), cd.tolist(), cn.tolist()
 
 
-def check_eta(eta: float) -> float:
-    eta = float(eta)
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM), got {eta}")
-    return eta
-
-
 @register("ddim")
-class DDIM(DiffusionSolver):
+class DDIM(StochasticDiffusionSolver):
     """DDIM (Song et al. 2021, eq. 12). Order 1, one model call per step.
 
     Args:
@@ -73,16 +66,7 @@ class DDIM(DiffusionSolver):
     nfe_per_step = 1
 
     def __init__(self, eta: float = 0.0, s_noise: float = 1.0, noise: str = "normal") -> None:
-        self.eta = check_eta(eta)
-        self.s_noise = float(s_noise)
-        self.noise = check_noise_kind(noise)
-        self.is_stochastic = self.eta > 0.0
-
-    def init(self, term, grid, x0):
-        state = super().init(term, grid, x0)
-        if self.is_stochastic:
-            state.coeffs["noise"] = make_noise(self.noise, term, grid, x0)
-        return state
+        super().__init__(eta, s_noise, noise)
 
     def coefficients(self, grid):
         if not self.is_stochastic:
@@ -95,6 +79,4 @@ class DDIM(DiffusionSolver):
         i, c = state.i, state.coeffs
         d = term.data_prediction(x, i)
         x1 = lincomb(x, c["cx"][i], [(c["cd"][i], d)])
-        if self.is_stochastic and c["cn"][i] != 0.0:
-            x1 = torch.add(x1, c["noise"].draw(i, x), alpha=c["cn"][i])
-        return x1, state.advance(), None
+        return self.add_noise(x1, x, state), state.advance(), None

@@ -28,6 +28,8 @@ import struct
 import torch
 from torch import Tensor
 
+from .base import DiffusionSolver
+
 NOISE_KINDS = ("normal", "brownian")
 _MASK = (1 << 63) - 1
 
@@ -143,3 +145,42 @@ def make_noise(kind: str, term, grid, x0: Tensor):
     seed = gen.initial_seed() if gen is not None else int(torch.randint(0, 2**62, (1,)))
     s = (grid.sigma / grid.alpha).tolist()
     return BrownianNoise(s, x0, seed)
+
+
+class StochasticDiffusionSolver(DiffusionSolver):
+    """Base of the diffusion solvers that add noise ``cn[i] * z`` to a step.
+
+    Subclasses put the per-step noise scale ``cn`` (float64 -> floats) in their coefficient table
+    and call :meth:`add_noise`. ``eta = 0`` makes the solver deterministic (no noise source).
+
+    Args:
+        eta: the noise scale of the method (validated by :meth:`validate_eta`).
+        s_noise: multiplier of the added noise (k-diffusion's ``s_noise``; 1 is the algorithm).
+        noise: ``"normal"`` or ``"brownian"`` (see the module docstring).
+    """
+
+    def __init__(self, eta: float, s_noise: float = 1.0, noise: str = "normal") -> None:
+        self.eta = self.validate_eta(float(eta))
+        self.s_noise = float(s_noise)
+        self.noise = check_noise_kind(noise)
+        self.is_stochastic = self.eta > 0.0
+
+    @staticmethod
+    def validate_eta(eta: float) -> float:
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(
+                f"eta must be in [0, 1] (0: deterministic, 1: the full noise), got {eta}")
+        return eta
+
+    def init(self, term, grid, x0):
+        state = super().init(term, grid, x0)
+        if self.is_stochastic:
+            state.coeffs["noise"] = make_noise(self.noise, term, grid, x0)
+        return state
+
+    def add_noise(self, x1: Tensor, x: Tensor, state) -> Tensor:
+        """``x1 + cn[i] z`` with ``z`` shaped like ``x`` (nothing on a step without noise)."""
+        i, c = state.i, state.coeffs
+        if self.is_stochastic and c["cn"][i] != 0.0:
+            x1 = torch.add(x1, c["noise"].draw(i, x), alpha=c["cn"][i])
+        return x1

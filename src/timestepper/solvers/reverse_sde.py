@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 
 from ..core.solver import register
-from .base import DiffusionSolver, lincomb
-from .noise import check_noise_kind, make_noise
+from .base import lincomb
+from .noise import StochasticDiffusionSolver
 
 
 def reverse_sde_coefficients(schedule, grid) -> dict[str, list]:
@@ -45,7 +45,7 @@ def reverse_sde_coefficients(schedule, grid) -> dict[str, list]:
 
 
 @register("euler-maruyama")
-class EulerMaruyama(DiffusionSolver):
+class EulerMaruyama(StochasticDiffusionSolver):
     """Euler–Maruyama on the reverse SDE of the model's schedule (Song et al. 2021, eq. 6).
     Strong order 1/2, weak order 1; one model call per step.
 
@@ -56,18 +56,15 @@ class EulerMaruyama(DiffusionSolver):
 
     order = 1
     nfe_per_step = 1
-    is_stochastic = True
 
     def __init__(self, s_noise: float = 1.0, noise: str = "normal") -> None:
-        self.s_noise = float(s_noise)
-        self.noise = check_noise_kind(noise)
+        super().__init__(1.0, s_noise, noise)  # the SDE's own noise: no eta
 
     def init(self, term, grid, x0):
         state = super().init(term, grid, x0)
         table = reverse_sde_coefficients(term.schedule, grid)
         table["cn"] = [self.s_noise * c for c in table["cn"]]
         state.coeffs.update(table)
-        state.coeffs["noise"] = make_noise(self.noise, term, grid, x0)
         return state
 
     def coefficients(self, grid):
@@ -77,6 +74,4 @@ class EulerMaruyama(DiffusionSolver):
         i, c = state.i, state.coeffs
         d = term.data_prediction(x, i)
         x1 = lincomb(x, c["cx"][i], [(c["cd"][i], d)])
-        if c["cn"][i] != 0.0:
-            x1 = torch.add(x1, c["noise"].draw(i, x), alpha=c["cn"][i])
-        return x1, state.advance(), None
+        return self.add_noise(x1, x, state), state.advance(), None

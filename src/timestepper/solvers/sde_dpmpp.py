@@ -32,8 +32,8 @@ import math
 import torch
 
 from ..core.solver import register
-from .base import DiffusionSolver, lincomb, step_sizes
-from .noise import check_noise_kind, make_noise
+from .base import lincomb, step_sizes
+from .noise import StochasticDiffusionSolver
 
 
 def sde_first_order(grid, eta: float) -> dict[str, list]:
@@ -49,35 +49,26 @@ def sde_first_order(grid, eta: float) -> dict[str, list]:
             "H": big_h.tolist(), "h": h.tolist()}
 
 
-def _check(eta: float, s_noise: float, noise: str) -> tuple[float, float, str]:
-    eta = float(eta)
-    if not eta >= 0.0:
-        raise ValueError(
-            f"eta must be >= 0 (1: the reverse SDE, 0: the probability-flow ODE), got {eta}")
-    return eta, float(s_noise), check_noise_kind(noise)
-
-
 def _lowered(i: int, n: int, lower_order_final: bool, drop: int) -> bool:
     """Whether step ``i`` of ``n`` is lowered by ``drop`` orders (diffusers' rule, < 15 steps)."""
     return lower_order_final and n < 15 and i >= n - drop
 
 
-class _SDEMultistep(DiffusionSolver):
-    is_stochastic = True
+class _SDEMultistep(StochasticDiffusionSolver):
     nfe_per_step = 1
     history_length = 1
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: str = "normal",
                  lower_order_final: bool = True) -> None:
-        self.eta, self.s_noise, self.noise = _check(eta, s_noise, noise)
+        super().__init__(eta, s_noise, noise)
         self.lower_order_final = bool(lower_order_final)
-        self.is_stochastic = self.eta > 0.0
 
-    def init(self, term, grid, x0):
-        state = super().init(term, grid, x0)
-        if self.is_stochastic:
-            state.coeffs["noise"] = make_noise(self.noise, term, grid, x0)
-        return state
+    @staticmethod
+    def validate_eta(eta: float) -> float:
+        if not eta >= 0.0:
+            raise ValueError(
+                f"eta must be >= 0 (1: the reverse SDE, 0: the probability-flow ODE), got {eta}")
+        return eta
 
     def coefficients(self, grid):
         c = sde_first_order(grid, self.eta)
@@ -92,9 +83,7 @@ class _SDEMultistep(DiffusionSolver):
         d = term.data_prediction(x, i)
         w = c["w"][i]
         terms = [(w[0], d)] + [(wk, dk) for wk, dk in zip(w[1:], reversed(state.history))]
-        x1 = lincomb(x, c["cx"][i], terms)
-        if self.is_stochastic and c["cn"][i] != 0.0:
-            x1 = torch.add(x1, c["noise"].draw(i, x), alpha=c["cn"][i])
+        x1 = self.add_noise(lincomb(x, c["cx"][i], terms), x, state)
         history = (state.history + (d,))[-self.history_length:]
         return x1, state.advance(history), None
 
