@@ -35,8 +35,9 @@ def _product_mixture():
     return GaussianMixture(torch.stack(w), torch.stack(mu), torch.stack(cov))
 
 
-@pytest.mark.parametrize("solver,steps", [("ddpm", 100), ("sde-dpmpp-2m", 50), ("ddim", 50)])
-def test_replacement_matches_exact_conditional_for_independent_blocks(solver, steps):
+@pytest.mark.parametrize("solver,steps,per_step", [("ddpm", 100, 1), ("sde-dpmpp-2m", 50, 1),
+                                                    ("ddim", 50, 1), ("pc", 50, 2)])
+def test_replacement_matches_exact_conditional_for_independent_blocks(solver, steps, per_step):
     gmm = _product_mixture()
     value = torch.tensor([0.7], dtype=F64)
     known = torch.tensor([0.7, 0.0, 0.0], dtype=F64)
@@ -48,7 +49,7 @@ def test_replacement_matches_exact_conditional_for_independent_blocks(solver, st
     noise = torch.randn(N, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
     sol = inpaint(den, noise, known, mask, solver, steps=steps, generator=4, return_solution=True)
     assert torch.equal(sol.x[:, 0], value.expand(N))
-    assert sol.stats.nfe == steps
+    assert sol.stats.nfe == steps * per_step
     assert _sw(sol.x[:, 1:], e1) <= 2.0 * base
 
 

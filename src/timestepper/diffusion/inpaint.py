@@ -29,6 +29,7 @@ from ..core.solution import Solution
 from ..core.solver import Solver, get
 from ..solvers.base import DiffusionSolver
 from ..solvers.noise import GeneratorNoise
+from ..solvers.pc import PredictorCorrector
 from .denoiser import Denoiser
 from .sample import sample
 
@@ -48,8 +49,9 @@ class Inpaint(Solver):
     def __init__(self, solver: str | Solver, known: Tensor, mask: Tensor,
                  solver_options: dict[str, Any] | None = None, resample: int = 1) -> None:
         self.inner = get(solver, **(solver_options or {}))
-        if not isinstance(self.inner, DiffusionSolver):
-            raise TypeError(f"solver must be a diffusion solver, got {type(self.inner).__name__}")
+        if not isinstance(self.inner, (DiffusionSolver, PredictorCorrector)):
+            raise TypeError(f"solver must be a diffusion solver (or 'pc'), got "
+                            f"{type(self.inner).__name__}")
         if not isinstance(known, Tensor) or not isinstance(mask, Tensor):
             raise TypeError("known and mask must be tensors")
         if mask.dtype != torch.bool:
@@ -71,11 +73,11 @@ class Inpaint(Solver):
         mask = self.mask.to(device=x0.device)
         state = self.inner.init(term, grid, x0)
         table = {"alpha": grid.alpha.tolist(), "sigma": grid.sigma.tolist(), "n": grid.steps}
-        return state, table, known, mask, GeneratorNoise(term.generator)
+        return state, 0, table, known, mask, GeneratorNoise(term.generator)
 
     def step(self, term, t0, t1, x, state):
-        inner0, table, known, mask, noise = state
-        i, x1, inner, err = inner0.i, x, inner0, None
+        inner0, i, table, known, mask, noise = state
+        x1, inner, err = x, inner0, None
         for r in range(self.resample):
             if r > 0:  # RePaint: diffuse back from t_{i+1} to t_i with q(x_i | x_{i+1})
                 a, s = table["alpha"], table["sigma"]
@@ -86,7 +88,7 @@ class Inpaint(Solver):
             x1, inner, err = self.inner.step(term, t0, t1, x, inner0)
         if i + 1 == table["n"]:
             x1 = self._project(x1, i + 1, table, known, mask, noise)
-        return x1, (inner, table, known, mask, noise), err
+        return x1, (inner, i + 1, table, known, mask, noise), err
 
     @staticmethod
     def _project(x, i, table, known, mask, noise):
