@@ -53,7 +53,7 @@ def load_k_sampling():
     return mod
 
 
-def best_of(fn, repeats=3):
+def best_of(fn, repeats=5):
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -107,7 +107,7 @@ def overhead_rows(k, steps: int = 20) -> list[dict]:
 def overhead_table(k) -> tuple[list[str], list[dict]]:
     rows = overhead_rows(k)
     lines = [
-        "### Per-step cost, model excluded (float32, 1 thread, 20 Karras steps, best of 3)", "",
+        "### Per-step cost, model excluded (float32, 1 thread, 20 Karras steps, best of 5)", "",
         "Ours: `dpmpp-2m` (ODE) vs `sde-dpmpp-2m` with a plain generator and with the "
         "reproducible Brownian path; `randn` is one `torch.randn` of the state's shape alone (the "
         "floor of any SDE step on this CPU). k-diffusion: `sample_dpmpp_2m` vs "

@@ -45,8 +45,6 @@ class PredictorCorrector(Solver):
         predictor_options: options for a predictor given by name.
     """
 
-    is_stochastic = True
-
     def __init__(self, predictor: str | Solver = "euler-maruyama", corrector: str = "langevin",
                  snr: float = 0.16, n_corrector: int = 1,
                  predictor_options: dict[str, Any] | None = None) -> None:
@@ -63,6 +61,7 @@ class PredictorCorrector(Solver):
             raise ValueError(f"n_corrector must be an integer >= 0, got {n_corrector!r}")
         self.corrector, self.snr, self.n_corrector = corrector, float(snr), n_corrector
         self.order = self.predictor.order
+        self.is_stochastic = n_corrector > 0 or self.predictor.is_stochastic
         self.nfe_per_step = self.predictor.nfe_per_step + n_corrector
 
     def init(self, term, grid, x0) -> tuple[DiffusionState, GeneratorNoise, list]:
