@@ -179,8 +179,14 @@ class StochasticDiffusionSolver(DiffusionSolver):
         return state
 
     def add_noise(self, x1: Tensor, x: Tensor, state) -> Tensor:
-        """``x1 + cn[i] z`` with ``z`` shaped like ``x`` (nothing on a step without noise)."""
+        """``x1 + cn[i] z`` with ``z`` shaped like ``x`` (nothing on a step without noise).
+
+        ``x1`` is updated in place when it is a fresh result of the step (not ``x`` itself) and
+        autograd does not track it, saving one allocation per step."""
         i, c = state.i, state.coeffs
         if self.is_stochastic and c["cn"][i] != 0.0:
-            x1 = torch.add(x1, c["noise"].draw(i, x), alpha=c["cn"][i])
+            z = c["noise"].draw(i, x)
+            if x1 is not x and not x1.requires_grad:
+                return x1.add_(z, alpha=c["cn"][i])
+            x1 = torch.add(x1, z, alpha=c["cn"][i])
         return x1
