@@ -2,6 +2,8 @@
 
 from .denoiser import Denoiser
 from .grids import SamplingGrid, make_grid
+from .inpaint import Inpaint, inpaint
+from .likelihood import LikelihoodResult, likelihood
 from .predictions import PREDICTIONS, convert
 from .sample import sample
 from .schedules import (
@@ -13,6 +15,7 @@ from .schedules import (
     VPDiscreteSchedule,
     VPLinearSchedule,
 )
+from .subvp import SubVPSchedule
 from .term import DiffusionTerm
 
 __all__ = [
@@ -20,14 +23,19 @@ __all__ = [
     "Denoiser",
     "DiffusionTerm",
     "EDMSchedule",
+    "Inpaint",
+    "LikelihoodResult",
     "NoiseSchedule",
     "RectifiedFlowSchedule",
     "SamplingGrid",
+    "SubVPSchedule",
     "VESchedule",
     "VPCosineSchedule",
     "VPDiscreteSchedule",
     "VPLinearSchedule",
     "convert",
+    "inpaint",
+    "likelihood",
     "make_grid",
     "sample",
 ]

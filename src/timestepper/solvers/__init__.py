@@ -5,6 +5,7 @@
 
 from ..core.solver import available, get
 from . import (  # noqa: F401  (registration)
+    ancestral,
     ddim,
     deis,
     dpm2,
@@ -14,13 +15,17 @@ from . import (  # noqa: F401  (registration)
     edm,
     etd,
     lms,
+    pc,
     pndm,
+    reverse_sde,
     rk,
     rk_tableaux,
     rosenbrock,
     sde,
+    sde_dpmpp,
     unipc,
 )
+from .ancestral import DDPM, DPMSolverPP2SAncestral, EulerAncestral
 from .ddim import DDIM
 from .deis import DEIS
 from .dpm2 import DPM2
@@ -29,12 +34,17 @@ from .dpmpp import DPMSolverMultistep, DPMSolverPP2M, DPMSolverPP3M
 from .edm import Euler, Heun
 from .etd import ETD1, ETDRK2, ETDRK4, IMEXEuler
 from .lms import LMS
+from .noise import BrownianPath
+from .pc import PredictorCorrector
 from .pndm import PLMS, PNDM
+from .reverse_sde import EulerMaruyama
 from .rk import ButcherTableau, ExplicitRK
+from .sde_dpmpp import SDEDPMSolverPP2M, SDEDPMSolverPP3M
 from .unipc import UniPC
 
 __all__ = [
     "DDIM",
+    "DDPM",
     "DEIS",
     "DPM2",
     "ETD1",
@@ -43,15 +53,22 @@ __all__ = [
     "LMS",
     "PLMS",
     "PNDM",
+    "BrownianPath",
     "ButcherTableau",
     "DPMSolverMultistep",
     "DPMSolverPP2M",
+    "DPMSolverPP2SAncestral",
     "DPMSolverPP3M",
     "DPMSolverSinglestep",
     "Euler",
+    "EulerAncestral",
+    "EulerMaruyama",
     "ExplicitRK",
     "Heun",
     "IMEXEuler",
+    "PredictorCorrector",
+    "SDEDPMSolverPP2M",
+    "SDEDPMSolverPP3M",
     "UniPC",
     "available",
     "get",
