@@ -157,8 +157,6 @@ class GaussianMixture:
             shape, dtype = x.shape, x.dtype
             xf = x.reshape(shape[0], -1).to(F64)
             tt = t.to(F64).reshape(-1)
-            if tt.numel() > 1 and bool((tt == tt[0]).all()):
-                tt = tt[:1]  # one time for the batch (as in every sampler): (1, K, d) variances
             al, si = schedule.alpha(tt).unsqueeze(1), schedule.sigma(tt).unsqueeze(1)
             x0 = self.posterior_mean_at(xf, al.squeeze(1), si.squeeze(1))
             if kind == "sample":
