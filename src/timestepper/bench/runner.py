@@ -48,7 +48,8 @@ def deterministic_solvers() -> list[str]:
             s = get(name)
         except TypeError:
             continue
-        if isinstance(s, DiffusionSolver) and not s.is_stochastic:
+        # adaptive solvers choose their own steps and ignore an NFE budget
+        if isinstance(s, DiffusionSolver) and not s.is_stochastic and not getattr(s, "adaptive", False):
             out.append(name)
     return out
 
@@ -182,3 +183,37 @@ def save(result: dict, out_dir: Path) -> Path:
     p = out_dir / "gmm.json"
     p.write_text(json.dumps(result, indent=1))
     return p
+
+
+def stochastic_results(dims, nfes, n_samples: int, n_components: int = 8, seed: int = 0) -> dict:
+    """Sliced W2 of the stochastic samplers on the same mixtures and schedule (``--stochastic``)."""
+    from .stochastic import stochastic_rows
+
+    schedule = VPDiscreteSchedule.from_betas("linear")
+    return {d: stochastic_rows(GaussianMixture.random(d, n_components, seed=seed), nfes, schedule=schedule,
+                               n_samples=n_samples, seed=seed) for d in dims}
+
+
+def format_stochastic(rows: list[dict], markdown: bool = False) -> str:
+    """Stochastic samplers: one row per sampler, ``SW2 (ratio to exact-vs-exact)`` per NFE budget."""
+    base = rows[0]
+    body = rows[1:]
+    nfes = list(dict.fromkeys(r["nfe_budget"] for r in body))
+    by = {(r["solver"], r["nfe_budget"]): r for r in body}
+    head = ["sampler"] + [f"NFE {n}" for n in nfes]
+    lines = []
+    for name in dict.fromkeys(r["solver"] for r in body):
+        cells = [name]
+        for n in nfes:
+            r = by[(name, n)]
+            used = "" if r["nfe"] == n else f" ({r['nfe']})"
+            cells.append(f"{r['sw2']:.3f} ({r['sw2_ratio']:.1f}x){used}")
+        lines.append(cells)
+    title = f"exact-vs-exact SW2 baseline: {base['sw2']:.3f}"
+    if markdown:
+        out = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(out + ["| " + " | ".join(c) + " |" for c in lines])
+    widths = [max(len(row[i]) for row in [head] + lines) for i in range(len(head))]
+    fmt = "  ".join("{:<" + str(w) + "}" for w in widths)
+    return "\n".join([title, fmt.format(*head), fmt.format(*["-" * w for w in widths])]
+                     + [fmt.format(*c) for c in lines])
