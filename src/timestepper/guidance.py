@@ -26,8 +26,14 @@ from .diffusion.denoiser import Denoiser
 
 
 class _Guided:
-    def __init__(self, base: Denoiser, scale: float, cond: dict[str, Any], uncond: dict[str, Any],
-                 t_interval: tuple[float, float] | None) -> None:
+    def __init__(
+        self,
+        base: Denoiser,
+        scale: float,
+        cond: dict[str, Any],
+        uncond: dict[str, Any],
+        t_interval: tuple[float, float] | None,
+    ) -> None:
         self.base, self.scale, self.cond, self.uncond = base, scale, cond, uncond
         self.t_interval = t_interval
 
@@ -45,9 +51,16 @@ class _Guided:
         return torch.where(inside, guided, m_c)
 
 
-def cfg(denoiser: Denoiser, scale: float, cond: dict[str, Any] | None = None,
-        uncond: dict[str, Any] | None = None, *, interval: tuple[float, float] | None = None,
-        labels: Tensor | None = None, null_label: int | None = None) -> Denoiser:
+def cfg(
+    denoiser: Denoiser,
+    scale: float,
+    cond: dict[str, Any] | None = None,
+    uncond: dict[str, Any] | None = None,
+    *,
+    interval: tuple[float, float] | None = None,
+    labels: Tensor | None = None,
+    null_label: int | None = None,
+) -> Denoiser:
     """Classifier-free guidance over ``denoiser``.
 
     Args:
@@ -77,8 +90,10 @@ def cfg(denoiser: Denoiser, scale: float, cond: dict[str, Any] | None = None,
         labels = torch.as_tensor(labels)
         cond, uncond = {"labels": labels}, {"labels": torch.full_like(labels, int(null_label))}
     if cond is None or uncond is None:
-        raise ValueError("cfg needs the conditional and unconditional inputs: cond= and uncond= "
-                         "(or labels= and null_label=)")
+        raise ValueError(
+            "cfg needs the conditional and unconditional inputs: cond= and uncond= "
+            "(or labels= and null_label=)"
+        )
     t_interval = None
     if interval is not None:
         lo, hi = (float(v) for v in interval)

@@ -38,7 +38,12 @@ from .networks import build_network
 
 FORMAT = "timestepper-checkpoint"
 VERSION = 1
-CONFIG, WEIGHTS, RAW, TRAIN_STATE = "config.json", "model.safetensors", "raw.safetensors", "train_state.pt"
+CONFIG, WEIGHTS, RAW, TRAIN_STATE = (
+    "config.json",
+    "model.safetensors",
+    "raw.safetensors",
+    "train_state.pt",
+)
 
 _SCHEDULE_FIELDS = {
     VPLinearSchedule: ("beta_min", "beta_max", "t_min", "t_max"),
@@ -54,8 +59,10 @@ def schedule_to_config(schedule: NoiseSchedule) -> dict[str, Any]:
     names = {cls: name for name, cls in SCHEDULES.items()}
     cls = type(schedule)
     if cls not in names:
-        raise ValueError(f"cannot serialise schedule of type {cls.__name__}; supported: "
-                         f"{', '.join(c.__name__ for c in names)}")
+        raise ValueError(
+            f"cannot serialise schedule of type {cls.__name__}; supported: "
+            f"{', '.join(c.__name__ for c in names)}"
+        )
     if cls is VPDiscreteSchedule:
         kwargs = {"alphas_cumprod": schedule.alphas_cumprod.tolist()}
     else:
@@ -84,15 +91,23 @@ def model_config(model: DenoisingModel, prediction: str, **extra: Any) -> dict[s
         "network": {"name": network["name"], "kwargs": dict(network.get("kwargs", {}))},
         "schedule": schedule_to_config(model.schedule),
         "prediction": prediction,
-        "model": {"time_transform": model.time_transform, "time_scale": model.time_scale,
-                  "sigma_data": model.sigma_data},
+        "model": {
+            "time_transform": model.time_transform,
+            "time_scale": model.time_scale,
+            "sigma_data": model.sigma_data,
+        },
     }
     cfg.update(extra)
     return cfg
 
 
-def save_checkpoint(directory: str | os.PathLike, config: dict[str, Any], weights: nn.Module,
-                    raw: nn.Module | None = None, train_state: dict | None = None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike,
+    config: dict[str, Any],
+    weights: nn.Module,
+    raw: nn.Module | None = None,
+    train_state: dict | None = None,
+) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (and the resume files when given)."""
     from safetensors.torch import save_file
 
@@ -101,9 +116,14 @@ def save_checkpoint(directory: str | os.PathLike, config: dict[str, Any], weight
     tmp = d / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
     os.replace(tmp, d / CONFIG)
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.state_dict().items()}, str(d / WEIGHTS))
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in weights.state_dict().items()},
+        str(d / WEIGHTS),
+    )
     if raw is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items()}, str(d / RAW))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items()}, str(d / RAW)
+        )
     if train_state is not None:
         torch.save(train_state, d / TRAIN_STATE)
     return d
@@ -117,18 +137,25 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if cfg.get("format") != FORMAT:
         raise ValueError(f"{path} is not a timestepper checkpoint (format={cfg.get('format')!r})")
     if cfg.get("version", 0) > VERSION:
-        raise ValueError(f"{path} has version {cfg['version']}, newer than this library's {VERSION}")
+        raise ValueError(
+            f"{path} has version {cfg['version']}, newer than this library's {VERSION}"
+        )
     return cfg
 
 
 def build_model(cfg: dict[str, Any]) -> DenoisingModel:
     """An untrained :class:`DenoisingModel` as described by a config."""
-    return make_model(cfg["network"]["name"], cfg["network"].get("kwargs", {}),
-                      schedule_from_config(cfg["schedule"]), **cfg.get("model", {}))
+    return make_model(
+        cfg["network"]["name"],
+        cfg["network"].get("kwargs", {}),
+        schedule_from_config(cfg["schedule"]),
+        **cfg.get("model", {}),
+    )
 
 
-def make_model(network: str, network_kwargs: dict[str, Any], schedule: NoiseSchedule,
-               **model_options: Any) -> DenoisingModel:
+def make_model(
+    network: str, network_kwargs: dict[str, Any], schedule: NoiseSchedule, **model_options: Any
+) -> DenoisingModel:
     """Build network ``network`` (``mlp``, ``unet``) wrapped in a :class:`DenoisingModel`; the
     model remembers its spec (``model.network_spec``) so checkpoints can describe it."""
     net = build_network(network, **network_kwargs)
@@ -137,8 +164,9 @@ def make_model(network: str, network_kwargs: dict[str, Any], schedule: NoiseSche
     return model
 
 
-def load_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
-               weights: str = WEIGHTS) -> tuple[DenoisingModel, dict[str, Any]]:
+def load_model(
+    directory: str | os.PathLike, map_location: str | torch.device = "cpu", weights: str = WEIGHTS
+) -> tuple[DenoisingModel, dict[str, Any]]:
     """``(model, config)`` from a checkpoint directory; the model is in eval mode."""
     from safetensors.torch import load_file
 
@@ -148,8 +176,9 @@ def load_model(directory: str | os.PathLike, map_location: str | torch.device = 
     return model.to(map_location).eval(), cfg
 
 
-def load_denoiser(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
-                  **model_kwargs: Any) -> Denoiser:
+def load_denoiser(
+    directory: str | os.PathLike, map_location: str | torch.device = "cpu", **model_kwargs: Any
+) -> Denoiser:
     """A :class:`Denoiser` ready for :func:`timestepper.sample` from a checkpoint directory.
 
     ``model_kwargs`` (e.g. ``labels=``) are passed to every model call.

@@ -9,6 +9,8 @@ the generative models, the metric's classifier and the benchmark all see the sam
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -21,7 +23,9 @@ def _sklearn():
         import sklearn.datasets
         import sklearn.model_selection
     except ImportError as e:  # pragma: no cover - optional dependency
-        raise ImportError("the shipped data sets need scikit-learn: pip install scikit-learn") from e
+        raise ImportError(
+            "the shipped data sets need scikit-learn: pip install scikit-learn"
+        ) from e
     return sklearn
 
 
@@ -35,17 +39,24 @@ def digits(split: str = "train", dtype: torch.dtype = torch.float32) -> tuple[Te
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    x, y = _digits(split)
+    return x.to(dtype), y.clone()
+
+
+@functools.cache
+def _digits(split: str) -> tuple[Tensor, Tensor]:
     sk = _sklearn()
     d = sk.datasets.load_digits()
     x = torch.tensor(d.images, dtype=torch.float64) / 8.0 - 1.0
     y = torch.tensor(d.target, dtype=torch.int64)
     if split != "all":
         idx = torch.arange(len(y)).numpy()
-        tr, te = sk.model_selection.train_test_split(idx, test_size=0.3, random_state=0,
-                                                     stratify=d.target)
+        tr, te = sk.model_selection.train_test_split(
+            idx, test_size=0.3, random_state=0, stratify=d.target
+        )
         sel = torch.as_tensor(tr if split == "train" else te)
         x, y = x[sel], y[sel]
-    return x.unsqueeze(1).to(dtype), y
+    return x.unsqueeze(1), y
 
 
 def digits_to_unit(x: Tensor) -> Tensor:
@@ -53,8 +64,9 @@ def digits_to_unit(x: Tensor) -> Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def toy_2d(name: str, n: int, seed: int = 0, noise: float | None = None,
-           dtype: torch.dtype = torch.float32) -> Tensor:
+def toy_2d(
+    name: str, n: int, seed: int = 0, noise: float | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """``n`` points of a 2-D toy set, standardised to zero mean and unit variance per axis.
 
     Args:
@@ -70,13 +82,17 @@ def toy_2d(name: str, n: int, seed: int = 0, noise: float | None = None,
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
     sk = _sklearn()
     if name == "moons":
-        pts, _ = sk.datasets.make_moons(n, noise=0.05 if noise is None else noise, random_state=seed)
+        pts, _ = sk.datasets.make_moons(
+            n, noise=0.05 if noise is None else noise, random_state=seed
+        )
     elif name == "circles":
-        pts, _ = sk.datasets.make_circles(n, noise=0.05 if noise is None else noise, factor=0.5,
-                                          random_state=seed)
+        pts, _ = sk.datasets.make_circles(
+            n, noise=0.05 if noise is None else noise, factor=0.5, random_state=seed
+        )
     else:
-        pts3, _ = sk.datasets.make_swiss_roll(n, noise=0.5 if noise is None else noise,
-                                              random_state=seed)
+        pts3, _ = sk.datasets.make_swiss_roll(
+            n, noise=0.5 if noise is None else noise, random_state=seed
+        )
         pts = pts3[:, [0, 2]]
     x = torch.tensor(pts, dtype=torch.float64)
     x = (x - x.mean(0)) / x.std(0)

@@ -33,7 +33,11 @@ class TrainResult:
 
 
 def _objective_config(objective: DenoisingObjective) -> dict[str, Any]:
-    return {f.name: getattr(objective, f.name) for f in dataclasses.fields(objective) if f.name != "schedule"}
+    return {
+        f.name: getattr(objective, f.name)
+        for f in dataclasses.fields(objective)
+        if f.name != "schedule"
+    }
 
 
 def train(
@@ -59,17 +63,20 @@ def train(
     """Train ``model`` on ``data`` with ``objective`` for ``steps`` optimiser steps.
 
     Args:
-        model: a :class:`DenoisingModel` (built with :func:`~timestepper.train.checkpoint.make_model`
+        model: a :class:`DenoisingModel` (built with
+            :func:`~timestepper.train.checkpoint.make_model`
             if it is to be checkpointed).
         objective: a :class:`DenoisingObjective` on the model's schedule.
         data: training set ``(N, ...)``; batches are drawn with replacement by a seeded generator.
         labels: class labels ``(N,)`` for a class-conditional model.
-        noise: paired noise ``(N, ...)`` for reflow (row ``i`` is the noise that produced ``data[i]``).
+        noise: paired noise ``(N, ...)`` for reflow (row ``i`` is the noise that produced
+            ``data[i]``).
         steps: total number of optimiser steps (a resumed run continues up to it).
         batch_size, lr, warmup: Adam with a linear warm-up over ``warmup`` steps.
         ema_decay: EMA decay (``None``: no EMA).
         grad_clip: max gradient norm (``None``: no clipping).
-        seed: seeds the batch, time, noise and label-dropout draws (and the weights are the caller's).
+        seed: seeds the batch, time, noise and label-dropout draws (initial weights are the
+            caller's).
         out: checkpoint directory; written at the end and every ``save_every`` steps.
         resume: continue from the checkpoint in ``out`` (weights, EMA, optimiser, random state).
         progress: show a tqdm bar with the running loss.
@@ -80,7 +87,9 @@ def train(
     if not isinstance(objective, DenoisingObjective):
         raise TypeError(f"objective must be a DenoisingObjective, got {type(objective).__name__}")
     if type(objective.schedule) is not type(model.schedule):
-        raise ValueError(f"objective schedule {objective.schedule!r} differs from the model's {model.schedule!r}")
+        raise ValueError(
+            f"objective schedule {objective.schedule!r} differs from the model's {model.schedule!r}"
+        )
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     for name, t in (("labels", labels), ("noise", noise)):
@@ -98,18 +107,37 @@ def train(
         start, losses = _restore(Path(out), model, ema, opt, sched, gen)
 
     def save(step: int) -> None:
-        cfg = model_config(model, objective.prediction,
-                           objective=_objective_config(objective),
-                           data={"shape": list(data.shape[1:]),
-                                 "num_classes": getattr(model.net.cond, "num_classes", 0)},
-                           training={"step": step, "steps": steps, "batch_size": batch_size, "lr": lr,
-                                     "warmup": warmup, "ema_decay": ema_decay, "grad_clip": grad_clip,
-                                     "seed": seed},
-                           **(extra_config or {}))
-        state = {"step": step, "losses": losses, "optimizer": opt.state_dict(),
-                 "lr_scheduler": sched.state_dict(), "generator": gen.get_state(),
-                 "ema": ema.state_dict() if ema is not None else None}
-        save_checkpoint(out, cfg, ema.module if ema is not None else model, raw=model, train_state=state)
+        cfg = model_config(
+            model,
+            objective.prediction,
+            objective=_objective_config(objective),
+            data={
+                "shape": list(data.shape[1:]),
+                "num_classes": getattr(model.net.cond, "num_classes", 0),
+            },
+            training={
+                "step": step,
+                "steps": steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "warmup": warmup,
+                "ema_decay": ema_decay,
+                "grad_clip": grad_clip,
+                "seed": seed,
+            },
+            **(extra_config or {}),
+        )
+        state = {
+            "step": step,
+            "losses": losses,
+            "optimizer": opt.state_dict(),
+            "lr_scheduler": sched.state_dict(),
+            "generator": gen.get_state(),
+            "ema": ema.state_dict() if ema is not None else None,
+        }
+        save_checkpoint(
+            out, cfg, ema.module if ema is not None else model, raw=model, train_state=state
+        )
 
     model.train()
     dev = next(model.parameters()).device
@@ -157,7 +185,9 @@ def _restore(d: Path, model, ema, opt, sched, gen) -> tuple[int, list[float]]:
     gen.set_state(state["generator"])
     if ema is not None:
         if state["ema"] is None:
-            raise ValueError("the checkpoint was trained without EMA; pass ema_decay=None to resume it")
+            raise ValueError(
+                "the checkpoint was trained without EMA; pass ema_decay=None to resume it"
+            )
         ema.module.load_state_dict(load_file(str(d / WEIGHTS), device=str(dev)))
         ema.load_state_dict(state["ema"])
     return int(state["step"]), list(state["losses"])

@@ -29,14 +29,23 @@ CLASSIFIER_EPOCHS = 30
 
 
 class DigitsClassifier(nn.Module):
-    """Conv(32)-Conv(32)-pool-Conv(64)-pool-FC(64)-FC(10) on ``(N, 1, 8, 8)`` digits in ``[-1, 1]``."""
+    """Conv(32)-Conv(32)-pool-Conv(64)-pool-FC(64)-FC(10) on ``(N, 1, 8, 8)`` digits in
+    ``[-1, 1]``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(256, 64), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(256, 64),
+            nn.ReLU(),
         )
         self.drop = nn.Dropout(0.3)
         self.head = nn.Linear(64, 10)
@@ -58,11 +67,14 @@ def _shift(x: Tensor, gen: torch.Generator) -> Tensor:
     """Random translation by up to one pixel (background value -1), for augmentation."""
     pad = nn.functional.pad(x, (1, 1, 1, 1), value=-1.0)
     dx, dy = torch.randint(0, 3, (2,), generator=gen).tolist()
-    return pad[..., dy:dy + 8, dx:dx + 8]
+    return pad[..., dy : dy + 8, dx : dx + 8]
 
 
-def train_classifier(epochs: int = CLASSIFIER_EPOCHS, seed: int = CLASSIFIER_SEED) -> DigitsClassifier:
-    """Train the classifier on the train split (Adam, batch 64, one-pixel shifts), deterministically."""
+def train_classifier(
+    epochs: int = CLASSIFIER_EPOCHS, seed: int = CLASSIFIER_SEED
+) -> DigitsClassifier:
+    """Train the classifier on the train split (Adam, batch 64, one-pixel shifts);
+    deterministic for a seed."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y = digits("train")
@@ -73,7 +85,7 @@ def train_classifier(epochs: int = CLASSIFIER_EPOCHS, seed: int = CLASSIFIER_SEE
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=gen)
         for i in range(0, x.shape[0], 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             loss = nn.functional.cross_entropy(model(_shift(x[idx], gen)), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -107,8 +119,11 @@ def digits_classifier(retrain: bool = False) -> DigitsClassifier:
         model = train_classifier()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={"test_accuracy": f"{classifier_accuracy(model):.4f}"})
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp),
+            metadata={"test_accuracy": f"{classifier_accuracy(model):.4f}"},
+        )
         os.replace(tmp, path)
     model.requires_grad_(False)
     _CACHED[key] = model
@@ -126,7 +141,7 @@ def digit_features(x: Tensor, batch: int = 1024) -> Tensor:
     """Float64 embeddings ``(N, 64)`` of digits images in ``[-1, 1]``."""
     x = _check_images(x)
     clf = digits_classifier()
-    return torch.cat([clf.features(x[i:i + batch]) for i in range(0, x.shape[0], batch)]).double()
+    return torch.cat([clf.features(x[i : i + batch]) for i in range(0, x.shape[0], batch)]).double()
 
 
 def feature_statistics(f: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,7 +180,7 @@ def split_half_distance(split: str = "test", seed: int = 0) -> float:
     f = reference_features(split)
     perm = torch.randperm(f.shape[0], generator=torch.Generator().manual_seed(seed))
     h = f.shape[0] // 2
-    return frechet_distance(f[perm[:h]], f[perm[h:2 * h]])
+    return frechet_distance(f[perm[:h]], f[perm[h : 2 * h]])
 
 
 @torch.no_grad()
@@ -178,7 +193,7 @@ def digits_report(samples: Tensor, labels: Tensor | None = None, reference: str 
     """
     x = _check_images(samples)
     clf = digits_classifier()
-    feats = torch.cat([clf.features(x[i:i + 1024]) for i in range(0, x.shape[0], 1024)])
+    feats = torch.cat([clf.features(x[i : i + 1024]) for i in range(0, x.shape[0], 1024)])
     probs = torch.softmax(clf.head(feats), dim=1).double()
     pred = probs.argmax(1)
     out = {

@@ -48,15 +48,23 @@ class DenoisingModel(nn.Module):
         sigma_data: data standard deviation used in ``c_in`` (non-VP schedules only).
     """
 
-    def __init__(self, net: nn.Module, schedule: NoiseSchedule, time_transform: str | None = None,
-                 time_scale: float | None = None, sigma_data: float = 1.0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: NoiseSchedule,
+        time_transform: str | None = None,
+        time_scale: float | None = None,
+        sigma_data: float = 1.0,
+    ) -> None:
         super().__init__()
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         dt, ds = default_time_input(schedule)
         self.time_transform = dt if time_transform is None else time_transform
         if self.time_transform not in TIME_TRANSFORMS:
-            raise ValueError(f"unknown time_transform {self.time_transform!r}; choose from {TIME_TRANSFORMS}")
+            raise ValueError(
+                f"unknown time_transform {self.time_transform!r}; choose from {TIME_TRANSFORMS}"
+            )
         self.time_scale = float(ds if time_scale is None else time_scale)
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
@@ -86,4 +94,3 @@ class DenoisingModel(nn.Module):
         if cin is not None:
             x = x * cin.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
         return self.net(x, self.c_noise(t), labels)
-

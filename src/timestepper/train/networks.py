@@ -27,7 +27,9 @@ def timestep_embedding(c: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     if dim % 2:
         raise ValueError(f"embedding dim must be even, got {dim}")
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device, dtype=torch.float32) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=c.device, dtype=torch.float32) / half
+    )
     args = c.to(torch.float32)[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
@@ -66,15 +68,26 @@ class MLP(nn.Module):
         num_classes: number of classes for conditioning (0: unconditional).
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, emb_dim: int = 32,
-                 num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden: int = 128,
+        depth: int = 3,
+        emb_dim: int = 32,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         self.cond = _Conditioning(emb_dim, num_classes)
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(
-            nn.ModuleDict({"emb": nn.Linear(4 * emb_dim, hidden),
-                           "net": nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                                nn.Linear(hidden, hidden))})
+            nn.ModuleDict(
+                {
+                    "emb": nn.Linear(4 * emb_dim, hidden),
+                    "net": nn.Sequential(
+                        nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+                    ),
+                }
+            )
             for _ in range(depth)
         )
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
@@ -118,15 +131,23 @@ class UNet(nn.Module):
         num_classes: number of classes for conditioning (0: unconditional).
     """
 
-    def __init__(self, in_channels: int = 1, size: int = 8, channels: tuple[int, ...] = (32, 64),
-                 emb_dim: int = 32, num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        size: int = 8,
+        channels: tuple[int, ...] = (32, 64),
+        emb_dim: int = 32,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if not channels:
             raise ValueError("channels must name at least one level")
         if size % (2 ** (len(channels) - 1)):
-            raise ValueError(f"size={size} must be divisible by 2^(levels-1)={2 ** (len(channels) - 1)} "
-                             f"for channels={channels}")
+            raise ValueError(
+                f"size={size} must be divisible by 2^(levels-1)={2 ** (len(channels) - 1)} "
+                f"for channels={channels}"
+            )
         self.size = size
         e = 4 * emb_dim
         self.cond = _Conditioning(emb_dim, num_classes)
@@ -136,8 +157,11 @@ class UNet(nn.Module):
         prev = channels[0]
         for i, ch in enumerate(channels):
             self.down.append(_ResBlock(prev, ch, e))
-            self.pool.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1) if i < len(channels) - 1
-                             else nn.Identity())
+            self.pool.append(
+                nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+                if i < len(channels) - 1
+                else nn.Identity()
+            )
             prev = ch
         self.mid = _ResBlock(prev, prev, e)
         self.up = nn.ModuleList()
@@ -150,7 +174,9 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            raise ValueError(f"UNet built for {self.size}x{self.size} images, got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"UNet built for {self.size}x{self.size} images, got {tuple(x.shape[-2:])}"
+            )
         emb = self.cond(c_noise, labels, x.shape[0])
         h = self.inp(x)
         skips = []

@@ -40,7 +40,12 @@ import torch
 from torch import Tensor
 
 from ..diffusion.predictions import canonical_prediction, data_coefficients
-from ..diffusion.schedules import EDMSchedule, NoiseSchedule, RectifiedFlowSchedule, VPDiscreteSchedule
+from ..diffusion.schedules import (
+    EDMSchedule,
+    NoiseSchedule,
+    RectifiedFlowSchedule,
+    VPDiscreteSchedule,
+)
 
 WEIGHTINGS = ("uniform", "min-snr", "edm")
 TIME_DISTRIBUTIONS = ("uniform", "log-normal", "logit-normal", "u-shaped")
@@ -53,10 +58,19 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def sample_times(schedule: NoiseSchedule, n: int, distribution: str = "uniform", *,
-                 generator: torch.Generator | None = None, device=None, p_mean: float = -1.2,
-                 p_std: float = 1.2, logit_mean: float = 0.0, logit_std: float = 1.0,
-                 u_shape_a: float = 4.0) -> Tensor:
+def sample_times(
+    schedule: NoiseSchedule,
+    n: int,
+    distribution: str = "uniform",
+    *,
+    generator: torch.Generator | None = None,
+    device=None,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    u_shape_a: float = 4.0,
+) -> Tensor:
     """``n`` training times (float64, the schedule's own time) drawn from ``distribution``."""
     _choice("time_distribution", distribution, TIME_DISTRIBUTIONS)
     kw = {"generator": generator, "device": device, "dtype": torch.float64}
@@ -65,8 +79,9 @@ def sample_times(schedule: NoiseSchedule, n: int, distribution: str = "uniform",
         s = torch.exp(p_mean + p_std * torch.randn(n, **kw))
         return schedule.t_from_log_snr(-torch.log(s))
     if distribution == "uniform" and isinstance(schedule, VPDiscreteSchedule):
-        return torch.randint(0, schedule.num_train_timesteps, (n,), generator=generator,
-                             device=device).to(torch.float64)
+        return torch.randint(
+            0, schedule.num_train_timesteps, (n,), generator=generator, device=device
+        ).to(torch.float64)
     u = torch.rand(n, **kw)
     if distribution == "logit-normal":
         u = torch.sigmoid(logit_mean + logit_std * torch.randn(n, **kw))
@@ -77,7 +92,9 @@ def sample_times(schedule: NoiseSchedule, n: int, distribution: str = "uniform",
     return lo + (hi - lo) * u
 
 
-def prediction_target(kind: str, schedule: NoiseSchedule, t: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+def prediction_target(
+    kind: str, schedule: NoiseSchedule, t: Tensor, x0: Tensor, eps: Tensor
+) -> Tensor:
     """The regression target of prediction type ``kind`` for ``x_t = alpha x0 + sigma eps``."""
     kind = canonical_prediction(kind)
     shape = (-1,) + (1,) * (x0.ndim - 1)
@@ -97,8 +114,15 @@ def prediction_target(kind: str, schedule: NoiseSchedule, t: Tensor, x0: Tensor,
     return col(schedule.dalpha(t)) * x0 + col(schedule.dsigma(t)) * eps
 
 
-def loss_weight(weighting: str, kind: str, schedule: NoiseSchedule, t: Tensor, *,
-                min_snr_gamma: float = 5.0, sigma_data: float = 0.5) -> Tensor:
+def loss_weight(
+    weighting: str,
+    kind: str,
+    schedule: NoiseSchedule,
+    t: Tensor,
+    *,
+    min_snr_gamma: float = 5.0,
+    sigma_data: float = 0.5,
+) -> Tensor:
     """Float64 per-sample weight on the target's squared error (see the module docstring)."""
     _choice("weighting", weighting, WEIGHTINGS)
     if weighting == "uniform":
@@ -152,7 +176,9 @@ class DenoisingObjective:
         self.prediction = canonical_prediction(self.prediction)
         _choice("weighting", self.weighting, WEIGHTINGS)
         if self.time_distribution is None:
-            self.time_distribution = "log-normal" if isinstance(self.schedule, EDMSchedule) else "uniform"
+            self.time_distribution = (
+                "log-normal" if isinstance(self.schedule, EDMSchedule) else "uniform"
+            )
         _choice("time_distribution", self.time_distribution, TIME_DISTRIBUTIONS)
         _choice("loss", self.loss, LOSSES)
         if not 0.0 <= self.label_dropout < 1.0:
@@ -161,13 +187,27 @@ class DenoisingObjective:
             raise ValueError("label_dropout > 0 needs null_label (the network's num_classes)")
 
     def times(self, n: int, generator=None, device=None) -> Tensor:
-        return sample_times(self.schedule, n, self.time_distribution, generator=generator,
-                            device=device, p_mean=self.p_mean, p_std=self.p_std,
-                            logit_mean=self.logit_mean, logit_std=self.logit_std,
-                            u_shape_a=self.u_shape_a)
+        return sample_times(
+            self.schedule,
+            n,
+            self.time_distribution,
+            generator=generator,
+            device=device,
+            p_mean=self.p_mean,
+            p_std=self.p_std,
+            logit_mean=self.logit_mean,
+            logit_std=self.logit_std,
+            u_shape_a=self.u_shape_a,
+        )
 
-    def __call__(self, model, x0: Tensor, noise: Tensor | None = None, labels: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def __call__(
+        self,
+        model,
+        x0: Tensor,
+        noise: Tensor | None = None,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Scalar loss of ``model(x_t, t, labels=...)`` on a batch of data ``x0``.
 
         Args:
@@ -183,7 +223,9 @@ class DenoisingObjective:
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(dev)
         elif noise.shape != x0.shape:
-            raise ValueError(f"noise shape {tuple(noise.shape)} must match x0 shape {tuple(x0.shape)}")
+            raise ValueError(
+                f"noise shape {tuple(noise.shape)} must match x0 shape {tuple(x0.shape)}"
+            )
         shape = (-1,) + (1,) * (x0.ndim - 1)
         al = self.schedule.alpha(t).to(device=dev, dtype=x0.dtype).view(shape)
         si = self.schedule.sigma(t).to(device=dev, dtype=x0.dtype).view(shape)
@@ -194,8 +236,14 @@ class DenoisingObjective:
         kwargs = {} if labels is None else {"labels": labels}
         out = model(xt, t.to(device=dev, dtype=torch.float32), **kwargs)
         target = prediction_target(self.prediction, self.schedule, t, x0, noise)
-        w = loss_weight(self.weighting, self.prediction, self.schedule, t,
-                        min_snr_gamma=self.min_snr_gamma, sigma_data=self.sigma_data).to(dev, x0.dtype)
+        w = loss_weight(
+            self.weighting,
+            self.prediction,
+            self.schedule,
+            t,
+            min_snr_gamma=self.min_snr_gamma,
+            sigma_data=self.sigma_data,
+        ).to(dev, x0.dtype)
         err = (out - target).flatten(1)
         if self.loss == "mse":
             per = err.pow(2).mean(1)
@@ -208,12 +256,15 @@ class DenoisingObjective:
 def flow_matching(time_distribution: str = "uniform", **kwargs) -> DenoisingObjective:
     """Flow matching with the linear interpolant (rectified flow): velocity target
     ``eps - x_0`` on ``x_t = (1 - t) x_0 + t eps`` (Liu et al. 2022, eq. 1; Lipman et al. 2023)."""
-    return DenoisingObjective(RectifiedFlowSchedule(), "velocity", "uniform", time_distribution, **kwargs)
+    return DenoisingObjective(
+        RectifiedFlowSchedule(), "velocity", "uniform", time_distribution, **kwargs
+    )
 
 
 def reflow(time_distribution: str = "u-shaped", loss: str = "mse", **kwargs) -> DenoisingObjective:
     """Reflow objective (Liu et al. 2022, Sec. 2.3): flow matching on coupled ``(x_0, noise)``
     pairs passed as ``noise=`` to the objective; ``loss="huber"`` and the U-shaped time
     distribution follow Lee et al. (2024)."""
-    return DenoisingObjective(RectifiedFlowSchedule(), "velocity", "uniform", time_distribution,
-                              loss=loss, **kwargs)
+    return DenoisingObjective(
+        RectifiedFlowSchedule(), "velocity", "uniform", time_distribution, loss=loss, **kwargs
+    )
