@@ -1,0 +1,1 @@
+"""Interop with other libraries (imported lazily; the peers are optional dependencies)."""
