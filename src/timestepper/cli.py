@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = [
     "timestepper.bench.cli",
+    "timestepper.train.cli",
 ]
 
 
