@@ -4,7 +4,7 @@ One integrate loop drives diffusion/flow sampling, neural ODE/SDE solving and sp
 solvers. See the README for a tour.
 """
 
-from . import solvers
+from . import guidance, integrations, solvers, train
 from .core import ODETerm, SemilinearTerm, Solution, Stats, integrate, phi
 from .core.integrate import NonFiniteError
 from .diffusion import (
@@ -38,5 +38,8 @@ __all__ = [
     "make_grid",
     "phi",
     "sample",
+    "guidance",
+    "integrations",
     "solvers",
+    "train",
 ]

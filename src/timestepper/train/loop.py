@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     extra_config: dict[str, Any] | None = None,
+    max_seconds: float | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``objective`` for ``steps`` optimiser steps.
 
@@ -81,6 +83,8 @@ def train(
         resume: continue from the checkpoint in ``out`` (weights, EMA, optimiser, random state).
         progress: show a tqdm bar with the running loss.
         extra_config: more entries for ``config.json`` (e.g. the data set's name).
+        max_seconds: wall-clock budget; training stops after the step that exceeds it (the
+            checkpoint and ``len(losses)`` record how many steps were taken).
     """
     if not isinstance(model, DenoisingModel):
         raise TypeError(f"model must be a DenoisingModel, got {type(model).__name__}")
@@ -95,6 +99,9 @@ def train(
     for name, t in (("labels", labels), ("noise", noise)):
         if t is not None and t.shape[0] != data.shape[0]:
             raise ValueError(f"{name} has {t.shape[0]} rows but data has {data.shape[0]}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("the model has no parameters that require grad (an EMA copy? call "
+                         "model.requires_grad_(True) first)")
     if resume and out is None:
         raise ValueError("resume=True needs out= (the checkpoint directory)")
 
@@ -143,6 +150,8 @@ def train(
     dev = next(model.parameters()).device
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
     avg = None
+    t_start = time.perf_counter()
+    done = steps
     for step in bar:
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
         x0 = data[idx].to(dev)
@@ -164,9 +173,13 @@ def train(
             bar.set_postfix(loss=f"{avg:.4f}")
         if out is not None and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
             save(step + 1)
+        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+            done = step + 1
+            break
+    bar.close()
     model.eval()
     if out is not None:
-        save(steps)
+        save(done)
     return TrainResult(model, ema.module if ema is not None else None, losses)
 
 
