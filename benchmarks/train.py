@@ -51,8 +51,16 @@ def moons_reflow(args, log) -> dict:
     torch.manual_seed(0)
     model = make_model("mlp", {"dim": 2, "hidden": 128, "depth": 3}, rf)
     t0 = time.perf_counter()
-    r1 = train(model, flow_matching(), data, steps=args.moons_steps, batch_size=256, lr=2e-3,
-               seed=0, progress=False)
+    r1 = train(
+        model,
+        flow_matching(),
+        data,
+        steps=args.moons_steps,
+        batch_size=256,
+        lr=2e-3,
+        seed=0,
+        progress=False,
+    )
     t_train = time.perf_counter() - t0
     den1 = ts.Denoiser(r1.sampling_model, rf, "velocity")
     z_eval = torch.randn(1000, 2, generator=torch.Generator().manual_seed(7))
@@ -69,16 +77,34 @@ def moons_reflow(args, log) -> dict:
     t0 = time.perf_counter()
     noise, pairs = reflow_pairs(den1, 10000, (2,), "ddim", 100, "uniform", seed=11)
     t_pairs = time.perf_counter() - t0
-    model2 = copy.deepcopy(r1.sampling_model).train().requires_grad_(True)  # initialise from the 1-rectified flow
+    model2 = (
+        copy.deepcopy(r1.sampling_model).train().requires_grad_(True)
+    )  # initialise from the 1-rectified flow
     t0 = time.perf_counter()
-    r2 = train(model2, reflow(), pairs, noise=noise, steps=args.moons_steps, batch_size=256,
-               lr=1e-3, seed=1, progress=False)
+    r2 = train(
+        model2,
+        reflow(),
+        pairs,
+        noise=noise,
+        steps=args.moons_steps,
+        batch_size=256,
+        lr=1e-3,
+        seed=1,
+        progress=False,
+    )
     t_reflow = time.perf_counter() - t0
     after = quality(ts.Denoiser(r2.sampling_model, rf, "velocity"))
     floor = w2_exact(test_b, test_a)
     log(f"moons: before {before} after {after} floor {floor:.4f}")
-    return {"before": before, "after": after, "w2_floor": floor, "train_s": t_train,
-            "pairs_s": t_pairs, "reflow_s": t_reflow, "steps": args.moons_steps}
+    return {
+        "before": before,
+        "after": after,
+        "w2_floor": floor,
+        "train_s": t_train,
+        "pairs_s": t_pairs,
+        "reflow_s": t_reflow,
+        "steps": args.moons_steps,
+    }
 
 
 def digits_bench(args, log) -> dict:
@@ -86,11 +112,20 @@ def digits_bench(args, log) -> dict:
     rf = ts.RectifiedFlowSchedule()
     x, y = digits("train")
     torch.manual_seed(0)
-    model = make_model("unet", {"size": 8, "channels": [32, 64], "num_classes": 10}, rf)
+    model = make_model("unet", {"size": 8, "channels": args.channels, "num_classes": 10}, rf)
     t0 = time.perf_counter()
-    res = train(model, flow_matching(label_dropout=0.1, null_label=10), x, labels=y,
-                steps=10**9, batch_size=128, lr=2e-3, seed=0, progress=False,
-                max_seconds=args.digits_seconds)
+    res = train(
+        model,
+        flow_matching(label_dropout=0.1, null_label=10),
+        x,
+        labels=y,
+        steps=10**9,
+        batch_size=args.batch_size,
+        lr=2e-3,
+        seed=0,
+        progress=False,
+        max_seconds=args.digits_seconds,
+    )
     out["train_s"] = time.perf_counter() - t0
     out["train_steps"] = len(res.losses)
     log(f"digits: {out['train_steps']} steps in {out['train_s']:.0f}s")
@@ -102,11 +137,19 @@ def digits_bench(args, log) -> dict:
     table = []
     for solver, per in (("ddim", 1), ("dpmpp-2m", 1)):
         for nfe in args.nfe:
-            s, measured = generate(den, n, (1, 8, 8), solver, max(1, nfe // per), "uniform",
-                                   seed=1, labels=labels)
+            s, measured = generate(
+                den, n, (1, 8, 8), solver, max(1, nfe // per), "uniform", seed=1, labels=labels
+            )
             rep = digits_report(s, labels)
-            table.append({"solver": solver, "nfe": measured, "frechet": rep["frechet"],
-                          "accuracy": rep["accuracy"], "confidence": rep["confidence"]})
+            table.append(
+                {
+                    "solver": solver,
+                    "nfe": measured,
+                    "frechet": rep["frechet"],
+                    "accuracy": rep["accuracy"],
+                    "confidence": rep["confidence"],
+                }
+            )
             log(f"  {solver} nfe={measured:g} fd={rep['frechet']:.3f}")
     out["table"] = table
 
@@ -117,24 +160,54 @@ def digits_bench(args, log) -> dict:
     half_a, half_b = feats[perm[:h]], feats[perm[h : 2 * h]]
     head = []
     for seed in range(3):
-        s, measured = generate(den, h, (1, 8, 8), "dpmpp-2m", 20, "uniform", seed=100 + seed,
-                               labels=torch.arange(h) % 10)
+        s, measured = generate(
+            den,
+            h,
+            (1, 8, 8),
+            "dpmpp-2m",
+            20,
+            "uniform",
+            seed=100 + seed,
+            labels=torch.arange(h) % 10,
+        )
         head.append(frechet_distance(digit_features(s), half_a))
-    out["headline"] = {"solver": "dpmpp-2m", "nfe": 20, "n": h, "model_vs_half_a": head,
-                       "half_b_vs_half_a": frechet_distance(half_b, half_a),
-                       "split_half_default": split_half_distance()}
-    s, _ = generate(den, 100, (1, 8, 8), "dpmpp-2m", 20, "uniform", seed=5,
-                    labels=torch.arange(100) % 10)
+    out["headline"] = {
+        "solver": "dpmpp-2m",
+        "nfe": 20,
+        "n": h,
+        "model_vs_half_a": head,
+        "half_b_vs_half_a": frechet_distance(half_b, half_a),
+        "split_half_default": split_half_distance(),
+    }
+    s, _ = generate(
+        den, 100, (1, 8, 8), "dpmpp-2m", 20, "uniform", seed=5, labels=torch.arange(100) % 10
+    )
     save_png(s, str(RESULTS / "train_digits.png"))
 
     # classifier-free guidance
     cfg_rows = []
     for scale in (0.0, 1.0, 3.0):
-        s, measured = generate(den, n, (1, 8, 8), "dpmpp-2m", 20, "uniform", seed=2,
-                               labels=labels, cfg_scale=scale, null_label=10)
+        s, measured = generate(
+            den,
+            n,
+            (1, 8, 8),
+            "dpmpp-2m",
+            20,
+            "uniform",
+            seed=2,
+            labels=labels,
+            cfg_scale=scale,
+            null_label=10,
+        )
         rep = digits_report(s, labels)
-        cfg_rows.append({"scale": scale, "accuracy": rep["accuracy"],
-                         "confidence": rep["confidence"], "frechet": rep["frechet"]})
+        cfg_rows.append(
+            {
+                "scale": scale,
+                "accuracy": rep["accuracy"],
+                "confidence": rep["confidence"],
+                "frechet": rep["frechet"],
+            }
+        )
         log(f"  cfg {scale}: acc={rep['accuracy']:.3f}")
     out["cfg"] = cfg_rows
 
@@ -142,13 +215,25 @@ def digits_bench(args, log) -> dict:
     if args.reflow_seconds > 0:
         t0 = time.perf_counter()
         pl = torch.arange(args.pairs) % 10
-        noise, pairs = reflow_pairs(den, args.pairs, (1, 8, 8), "dpmpp-2m", 20, "uniform", seed=21,
-                                    labels=pl)
+        noise, pairs = reflow_pairs(
+            den, args.pairs, (1, 8, 8), "dpmpp-2m", 20, "uniform", seed=21, labels=pl
+        )
         out["pairs_s"] = time.perf_counter() - t0
         m2 = copy.deepcopy(res.sampling_model).train().requires_grad_(True)
         t0 = time.perf_counter()
-        r2 = train(m2, reflow(), pairs, labels=pl, noise=noise, steps=10**9, batch_size=128,
-                   lr=5e-4, seed=3, progress=False, max_seconds=args.reflow_seconds)
+        r2 = train(
+            m2,
+            reflow(),
+            pairs,
+            labels=pl,
+            noise=noise,
+            steps=10**9,
+            batch_size=args.batch_size,
+            lr=5e-4,
+            seed=3,
+            progress=False,
+            max_seconds=args.reflow_seconds,
+        )
         out["reflow_s"] = time.perf_counter() - t0
         out["reflow_steps"] = len(r2.losses)
         den2 = ts.Denoiser(r2.sampling_model, rf, "velocity")
@@ -170,20 +255,25 @@ def digits_bench(args, log) -> dict:
 
 def markdown(res: dict, args) -> str:
     L = ["## Training: digits and reflow", ""]
-    L.append(f"Run on {platform.processor() or platform.machine()}, torch "
-             f"{torch.__version__}, {args.threads} thread(s), a CPU shared with other jobs. "
-             f"Command: `PYTHONPATH=src python benchmarks/train.py --threads {args.threads} "
-             f"--digits-seconds {args.digits_seconds:g} --reflow-seconds {args.reflow_seconds:g} "
-             f"--moons-steps {args.moons_steps} --n {args.n} --pairs {args.pairs}`.")
+    L.append(
+        f"Run on {platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, {args.threads} thread(s), a CPU shared with other jobs. "
+        f"Command: `PYTHONPATH=src python benchmarks/train.py --threads {args.threads} "
+        f"--digits-seconds {args.digits_seconds:g} --reflow-seconds {args.reflow_seconds:g} "
+        f"--moons-steps {args.moons_steps} --n {args.n} --pairs {args.pairs} "
+        f"--channels {','.join(map(str, args.channels))} --batch-size {args.batch_size} "
+        f"--nfe {','.join(map(str, args.nfe))}`."
+    )
     L.append("")
     if "digits" in res:
         d = res["digits"]
         hd = d["headline"]
         m = float(np.mean(hd["model_vs_half_a"]))
         L += [
-            f"**Digits model.** Class-conditional flow matching (U-Net 32/64 channels, label dropout "
-            f"0.1), {d['train_steps']} Adam steps of batch 128 in {d['train_s']:.0f} s of wall time "
-            f"(budget {args.digits_seconds:g} s).",
+            "**Digits model.** Class-conditional flow matching (U-Net "
+            f"{'/'.join(map(str, args.channels))} channels, label dropout 0.1), "
+            f"{d['train_steps']} Adam steps of batch {args.batch_size} in {d['train_s']:.0f} s "
+            f"of wall time (budget {args.digits_seconds:g} s).",
             "",
             "Fréchet distance in the digits classifier's feature space (squared, like FID), "
             f"{hd['n']} samples at {hd['nfe']} NFE ({hd['solver']}, guidance scale 1) against "
@@ -199,43 +289,67 @@ def markdown(res: dict, args) -> str:
             f"{'met' if m <= 2 * hd['half_b_vs_half_a'] else 'NOT met'} on this budget.",
             "",
             f"Per solver and NFE ({args.n} samples, balanced labels, guidance scale 1, uniform "
-            "grid; Fréchet distance against the whole test split, accuracy on the requested label):",
+            "grid; Fréchet distance against the whole test split, accuracy on the requested "
+            "label):",
             "",
             "| solver | NFE | Fréchet | accuracy | confidence |",
             "|---|---|---|---|---|",
         ]
         for r in d["table"]:
-            L.append(f"| {r['solver']} | {r['nfe']:g} | {r['frechet']:.2f} | {r['accuracy']:.3f} "
-                     f"| {r['confidence']:.3f} |")
-        L += ["", "Classifier-free guidance (dpmpp-2m, 20 NFE; scale 0 = unconditional, 1 = "
-              "conditional):", "", "| scale | accuracy on requested label | confidence | Fréchet |",
-              "|---|---|---|---|"]
+            L.append(
+                f"| {r['solver']} | {r['nfe']:g} | {r['frechet']:.2f} | {r['accuracy']:.3f} "
+                f"| {r['confidence']:.3f} |"
+            )
+        L += [
+            "",
+            "Classifier-free guidance (dpmpp-2m, 20 NFE; scale 0 = unconditional, 1 = "
+            "conditional):",
+            "",
+            "| scale | accuracy on requested label | confidence | Fréchet |",
+            "|---|---|---|---|",
+        ]
         for r in d["cfg"]:
-            L.append(f"| {r['scale']:g} | {r['accuracy']:.3f} | {r['confidence']:.3f} | "
-                     f"{r['frechet']:.2f} |")
+            L.append(
+                f"| {r['scale']:g} | {r['accuracy']:.3f} | {r['confidence']:.3f} | "
+                f"{r['frechet']:.2f} |"
+            )
         if "reflow" in d:
-            L += ["", f"**Reflow on digits.** {args.pairs} (noise, sample) pairs from the model "
-                  f"(dpmpp-2m, 20 NFE) in {d['pairs_s']:.0f} s; the 2-rectified flow starts "
-                  f"from the trained weights and trains {d['reflow_steps']} steps "
-                  f"({d['reflow_s']:.0f} s; U-shaped t, MSE). Euler (= DDIM on the linear "
-                  "interpolant) Fréchet distance vs NFE, and straightness (Liu et al. 2022, "
-                  "eq. 7, per dimension, 32 Euler steps):", "",
-                  "| model | NFE 1 | NFE 2 | NFE 20 | straightness |", "|---|---|---|---|---|"]
+            L += [
+                "",
+                f"**Reflow on digits.** {args.pairs} (noise, sample) pairs from the model "
+                f"(dpmpp-2m, 20 NFE) in {d['pairs_s']:.0f} s; the 2-rectified flow starts "
+                f"from the trained weights and trains {d['reflow_steps']} steps "
+                f"({d['reflow_s']:.0f} s; U-shaped t, MSE). Euler (= DDIM on the linear "
+                "interpolant) Fréchet distance vs NFE, and straightness (Liu et al. 2022, "
+                "eq. 7, per dimension, 32 Euler steps):",
+                "",
+                "| model | NFE 1 | NFE 2 | NFE 20 | straightness |",
+                "|---|---|---|---|---|",
+            ]
             for r in d["reflow"]:
-                L.append(f"| {r['model']} | {r['fd_nfe1']:.2f} | {r['fd_nfe2']:.2f} | "
-                         f"{r['fd_nfe20']:.2f} | {r['straightness']:.4f} |")
+                L.append(
+                    f"| {r['model']} | {r['fd_nfe1']:.2f} | {r['fd_nfe2']:.2f} | "
+                    f"{r['fd_nfe20']:.2f} | {r['straightness']:.4f} |"
+                )
         L += ["", "![digits samples](train_digits.png)", ""]
     if "moons" in res:
         mo = res["moons"]
-        L += ["", f"**Reflow on 2-D moons.** MLP flow matching, {mo['steps']} steps "
-              f"({mo['train_s']:.0f} s); 10000 pairs (Euler, 100 steps, {mo['pairs_s']:.0f} s); "
-              f"reflow {mo['steps']} steps from the trained weights ({mo['reflow_s']:.0f} s). "
-              "Exact W2 (optimal assignment) of 1000 samples against 1000 held-out points; the "
-              f"floor (two independent data samples) is {mo['w2_floor']:.3f}.", "",
-              "| model | W2 at NFE 1 | NFE 2 | NFE 20 | straightness |", "|---|---|---|---|---|"]
+        L += [
+            "",
+            f"**Reflow on 2-D moons.** MLP flow matching, {mo['steps']} steps "
+            f"({mo['train_s']:.0f} s); 10000 pairs (Euler, 100 steps, {mo['pairs_s']:.0f} s); "
+            f"reflow {mo['steps']} steps from the trained weights ({mo['reflow_s']:.0f} s). "
+            "Exact W2 (optimal assignment) of 1000 samples against 1000 held-out points; the "
+            f"floor (two independent data samples) is {mo['w2_floor']:.3f}.",
+            "",
+            "| model | W2 at NFE 1 | NFE 2 | NFE 20 | straightness |",
+            "|---|---|---|---|---|",
+        ]
         for name, r in (("1-rectified", mo["before"]), ("2-rectified", mo["after"])):
-            L.append(f"| {name} | {r['w2_nfe1']:.3f} | {r['w2_nfe2']:.3f} | {r['w2_nfe20']:.3f} | "
-                     f"{r['straightness']:.4f} |")
+            L.append(
+                f"| {name} | {r['w2_nfe1']:.3f} | {r['w2_nfe2']:.3f} | {r['w2_nfe20']:.3f} | "
+                f"{r['straightness']:.4f} |"
+            )
     return "\n".join(L) + "\n"
 
 
@@ -248,9 +362,12 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="samples per evaluation")
     p.add_argument("--pairs", type=int, default=4000, help="reflow pairs on digits")
     p.add_argument("--nfe", default="5,10,20")
+    p.add_argument("--channels", default="32,64", help="U-Net widths for digits")
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip", default="", help="comma list: moons,digits")
     args = p.parse_args()
     args.nfe = [int(v) for v in args.nfe.split(",")]
+    args.channels = [int(v) for v in args.channels.split(",")]
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

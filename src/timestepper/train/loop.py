@@ -100,8 +100,10 @@ def train(
         if t is not None and t.shape[0] != data.shape[0]:
             raise ValueError(f"{name} has {t.shape[0]} rows but data has {data.shape[0]}")
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("the model has no parameters that require grad (an EMA copy? call "
-                         "model.requires_grad_(True) first)")
+        raise ValueError(
+            "the model has no parameters that require grad (an EMA copy? call "
+            "model.requires_grad_(True) first)"
+        )
     if resume and out is None:
         raise ValueError("resume=True needs out= (the checkpoint directory)")
 
