@@ -131,6 +131,7 @@ class _Replay:
 
     def __init__(self) -> None:
         self.pending: Tensor | None = None
+        self.at: Tensor | None = None
 
     def __call__(self, x: Tensor, t: Tensor, **_: Any) -> Tensor:
         if self.pending is None:
@@ -138,7 +139,12 @@ class _Replay:
                 "the solver asked for a second model evaluation within one step; the "
                 "diffusers step protocol supplies one per step"
             )
-        out, self.pending = self.pending, None
+        if x is not self.at:
+            raise RuntimeError(
+                "the solver evaluated the model at a state other than the sample the pipeline "
+                "evaluated it at; this solver cannot run under the diffusers step protocol"
+            )
+        out, self.pending, self.at = self.pending, None, None
         return out
 
 
@@ -280,10 +286,10 @@ class Scheduler:
         term.generator = generator
         if self._state is None:
             self._state = self.solver.init(term, self.grid, sample)
-        self._replay.pending = model_output
+        self._replay.pending, self._replay.at = model_output, sample
         t0, t1 = float(self.grid.t[i]), float(self.grid.t[i + 1])
         x1, self._state, _ = self.solver.step(term, t0, t1, sample, self._state)
-        self._replay.pending = None
+        self._replay.pending = self._replay.at = None
         self._step_index += 1
         return SchedulerOutput(x1) if return_dict else (x1,)
 

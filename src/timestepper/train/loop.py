@@ -122,7 +122,7 @@ def train(
             objective=_objective_config(objective),
             data={
                 "shape": list(data.shape[1:]),
-                "num_classes": getattr(model.net.cond, "num_classes", 0),
+                "num_classes": getattr(getattr(model.net, "cond", None), "num_classes", 0),
             },
             training={
                 "step": step,
