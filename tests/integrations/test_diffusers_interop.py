@@ -144,3 +144,14 @@ def test_from_k_diffusion_wraps_a_sigma_denoiser():
     torch.testing.assert_close(out, want, rtol=0, atol=3e-3)
     with pytest.raises(ValueError, match="sigma_min"):
         ts.Denoiser.from_k_diffusion(lambda x, s: x)
+
+
+def test_scheduler_with_a_log_snr_grid_gives_float_timesteps(unet):
+    cfg = diffusers.DDPMScheduler(num_train_timesteps=1000).config
+    sched = Scheduler.from_config(cfg, solver="dpmpp-2m", grid="logsnr")
+    sched.set_timesteps(6)
+    assert sched.timesteps.dtype == torch.float32 and len(sched.timesteps) == 6
+    den = ts.Denoiser.from_diffusers(unet, cfg)
+    with torch.no_grad():
+        direct = ts.sample(den, _noise(), "dpmpp-2m", 6, grid="logsnr")
+    torch.testing.assert_close(_loop(unet, sched, _noise(), 6), direct, rtol=0, atol=0)

@@ -68,7 +68,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="Fréchet distance of a digits checkpoint per solver and NFE")
     p.add_argument("dir", help="checkpoint directory")
-    p.add_argument("--solvers", default="ddim,dpmpp-2m,heun")
+    p.add_argument("--solvers", default="ddim,dpmpp-2m")
     p.add_argument("--nfe", default="5,10,20")
     p.add_argument("--grid", default=None)
     p.add_argument("--n", type=int, default=1000)
