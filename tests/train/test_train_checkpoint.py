@@ -121,3 +121,37 @@ def test_ema_is_the_moving_average():
     ema.update(lin)
     d2 = min(0.5, 3 / 12)
     assert abs(float(ema.module.weight) - (1 - d * d2)) < 1e-6
+
+
+def test_training_under_a_process_group_uses_ddp_and_matches(tmp_path):
+    """In an initialised torch.distributed group (here gloo, one process) the loop trains
+    through DistributedDataParallel; with one rank the result equals a plain run."""
+    import torch.distributed as dist
+
+    x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0))
+
+    def run(out):
+        torch.manual_seed(0)
+        m = make_model("mlp", {"dim": 2, "hidden": 16, "depth": 1}, ts.RectifiedFlowSchedule())
+        return train(
+            m,
+            flow_matching(),
+            x,
+            steps=6,
+            batch_size=16,
+            seed=1,
+            progress=False,
+            out=out,
+            max_seconds=60,
+        )
+
+    plain = run(tmp_path / "plain")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        ddp = run(tmp_path / "ddp")
+    finally:
+        dist.destroy_process_group()
+    assert ddp.losses == plain.losses
+    for p, q in zip(plain.model.parameters(), ddp.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert (tmp_path / "ddp" / "model.safetensors").is_file()

@@ -85,6 +85,11 @@ def train(
         extra_config: more entries for ``config.json`` (e.g. the data set's name).
         max_seconds: wall-clock budget; training stops after the step that exceeds it (the
             checkpoint and ``len(losses)`` record how many steps were taken).
+
+    Under ``torchrun`` (an initialised ``torch.distributed`` group) the model is wrapped in
+    ``DistributedDataParallel``; each rank draws its own batches of ``batch_size`` (seed
+    ``seed + rank``), and rank 0 shows progress and writes checkpoints. A resumed multi-process run
+    continues rank 0's random stream exactly; the other ranks are re-seeded.
     """
     if not isinstance(model, DenoisingModel):
         raise TypeError(f"model must be a DenoisingModel, got {type(model).__name__}")
@@ -107,13 +112,16 @@ def train(
     if resume and out is None:
         raise ValueError("resume=True needs out= (the checkpoint directory)")
 
-    gen = torch.Generator().manual_seed(seed)
+    rank, world = _distributed()
+    gen = torch.Generator().manual_seed(seed + rank)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     start, losses = 0, []
     if resume:
         start, losses = _restore(Path(out), model, ema, opt, sched, gen)
+        if rank > 0:  # only rank 0's stream is saved; give the others fresh, distinct ones
+            gen.manual_seed(seed + rank + 1_000_003 * start)
 
     def save(step: int) -> None:
         cfg = model_config(
@@ -150,7 +158,13 @@ def train(
 
     model.train()
     dev = next(model.parameters()).device
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
+    net = model
+    if world:  # an initialised group (even of one process) trains through DDP
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    show = progress and rank == 0
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not show, desc="train")
     avg = None
     t_start = time.perf_counter()
     done = steps
@@ -159,7 +173,7 @@ def train(
         x0 = data[idx].to(dev)
         nz = noise[idx].to(dev) if noise is not None else None
         lb = labels[idx].to(dev) if labels is not None else None
-        loss = objective(model, x0, noise=nz, labels=lb, generator=gen)
+        loss = objective(net, x0, noise=nz, labels=lb, generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -171,18 +185,38 @@ def train(
         lv = loss.item()  # training loop, not a sampling step: one sync per step is fine
         losses.append(lv)
         avg = lv if avg is None else 0.98 * avg + 0.02 * lv
-        if progress:
+        if show:
             bar.set_postfix(loss=f"{avg:.4f}")
-        if out is not None and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+        saving = out is not None and rank == 0
+        if saving and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
             save(step + 1)
-        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+        if max_seconds is not None and _stop(
+            time.perf_counter() - t_start > max_seconds, world, dev
+        ):
             done = step + 1
             break
     bar.close()
     model.eval()
-    if out is not None:
+    if out is not None and rank == 0:
         save(done)
     return TrainResult(model, ema.module if ema is not None else None, losses)
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialised ``torch.distributed`` group, else ``(0, 0)``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 0
+
+
+def _stop(local: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's decision, shared so that all ranks leave the loop at the same step."""
+    if world == 0:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _restore(d: Path, model, ema, opt, sched, gen) -> tuple[int, list[float]]:
