@@ -169,3 +169,45 @@ def test_unet_shapes_and_conditioning():
         assert out.shape == x.shape
     with pytest.raises(ValueError, match="divisible"):
         make_model("unet", {"size": 10, "channels": (8, 8, 8)}, ts.VPLinearSchedule())
+
+
+@pytest.mark.parametrize(
+    "schedule,prediction,weighting",
+    [
+        (ts.VPLinearSchedule(), "epsilon", "uniform"),
+        (ts.VPLinearSchedule(), "v_prediction", "min-snr"),
+        (ts.VPCosineSchedule(), "sample", "min-snr"),
+        (ts.EDMSchedule(), "sample", "edm"),
+        (ts.EDMSchedule(), "epsilon", "edm"),
+        (ts.RectifiedFlowSchedule(), "velocity", "uniform"),
+    ],
+)
+def test_objective_minimum_is_the_posterior_variance(schedule, prediction, weighting):
+    """For Gaussian data N(0, c^2 I) the minimiser of every objective is the posterior mean
+    E[x0 | x_t] = alpha c^2 x_t / (alpha^2 c^2 + sigma^2) written in the target's
+    parameterisation, and the loss it attains is E_t[w(t) Var(x0 | x_t) / b(t)^2] with
+    Var = c^2 sigma^2 / (alpha^2 c^2 + sigma^2) (x0 = a x + b m)."""
+    c, n, d = 0.7, 20000, 4
+    obj = DenoisingObjective(schedule, prediction, weighting)
+
+    def oracle(x, t):
+        t = t.double()
+        al, si = schedule.alpha(t)[:, None], schedule.sigma(t)[:, None]
+        x0 = al * c * c * x / (al * al * c * c + si * si)
+        a, b = data_coefficients(prediction, schedule, t)
+        return (x0 - a[:, None] * x) / b[:, None]
+
+    x0 = c * torch.randn(n, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss = float(obj(oracle, x0, generator=torch.Generator().manual_seed(2)))
+    t = obj.times(n, generator=torch.Generator().manual_seed(2))  # the same draws as inside
+    al, si = schedule.alpha(t), schedule.sigma(t)
+    var = c * c * si * si / (al * al * c * c + si * si)
+    _, b = data_coefficients(prediction, schedule, t)
+    w = loss_weight(weighting, prediction, schedule, t)
+    expected = float((w * var / b**2).mean())
+    assert abs(loss - expected) < 0.02 * expected, (loss, expected)
+    # and a perturbed predictor does worse
+    assert (
+        float(obj(lambda x, t: oracle(x, t) * 1.1, x0, generator=torch.Generator().manual_seed(2)))
+        > loss
+    )
