@@ -4,7 +4,7 @@ One integrate loop drives diffusion/flow sampling, neural ODE/SDE solving and sp
 solvers. See the README for a tour.
 """
 
-from . import pde, solvers
+from . import guidance, integrations, pde, solvers, train
 from .core import ODETerm, SemilinearTerm, Solution, Stats, integrate, phi
 from .core.integrate import NonFiniteError
 from .diffusion import (
@@ -49,5 +49,8 @@ __all__ = [
     "phi",
     "sample",
     "solve",
+    "guidance",
+    "integrations",
     "solvers",
+    "train",
 ]

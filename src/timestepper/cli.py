@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "timestepper.bench.cli",
     "timestepper.pde.cli",
     "timestepper.ode.cli",
+    "timestepper.train.cli",
 ]
 
 

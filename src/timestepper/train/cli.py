@@ -1,0 +1,297 @@
+"""``timestepper train``, ``timestepper sample`` and ``timestepper eval``.
+
+::
+
+    timestepper train digits --objective flow-matching --steps 4000 --out runs/digits
+    timestepper sample runs/digits --solver dpmpp-2m --steps 10 --out grid.png
+    timestepper sample runs/digits-cond --cfg 3 --label 7 --out sevens.png
+    timestepper eval runs/digits --solvers ddim,dpmpp-2m,heun --nfe 5,10,20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+OBJECTIVES = ("flow-matching", "eps", "v", "x0")
+DATASETS = ("digits", "moons", "circles", "swiss_roll")
+SCHEDULE_CHOICES = ("vp-cosine", "vp-linear", "vp-discrete", "edm")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a reference model on a shipped data set")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--objective", choices=OBJECTIVES, default="flow-matching")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULE_CHOICES,
+        default="vp-cosine",
+        help="noise schedule of the eps/v/x0 objectives (flow matching: the linear interpolant)",
+    )
+    p.add_argument("--weighting", choices=("uniform", "min-snr", "edm"), default="uniform")
+    p.add_argument(
+        "--time-distribution",
+        default=None,
+        choices=("uniform", "log-normal", "logit-normal", "u-shaped"),
+    )
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--channels", default="32,64", help="U-Net widths per level (digits)")
+    p.add_argument("--hidden", type=int, default=128, help="MLP width (2-D sets)")
+    p.add_argument("--conditional", action="store_true", help="class-conditional (digits)")
+    p.add_argument("--label-dropout", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--out", required=True, help="checkpoint directory")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="sample a trained checkpoint to a PNG")
+    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("--solver", default="dpmpp-2m")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--grid", default=None, help="grid spacing (default: logsnr; uniform for flows)")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
+    p.add_argument("--out", default="samples.png")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="Fréchet distance of a digits checkpoint per solver and NFE")
+    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("--solvers", default="ddim,dpmpp-2m")
+    p.add_argument("--nfe", default="5,10,20")
+    p.add_argument("--grid", default=None)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", default=None, help="PNG path (default: DIR/eval.png)")
+    p.set_defaults(func=cmd_eval)
+
+
+def _schedule(name: str):
+    from ..diffusion.schedules import (
+        EDMSchedule,
+        VPCosineSchedule,
+        VPDiscreteSchedule,
+        VPLinearSchedule,
+    )
+
+    return {
+        "vp-cosine": VPCosineSchedule,
+        "vp-linear": VPLinearSchedule,
+        "vp-discrete": VPDiscreteSchedule.from_betas,
+        "edm": EDMSchedule,
+    }[name]()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..diffusion.schedules import RectifiedFlowSchedule
+    from .checkpoint import make_model
+    from .data import digits, toy_2d
+    from .loop import train
+    from .objectives import DenoisingObjective, flow_matching
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    labels, num_classes = None, 0
+    if args.dataset == "digits":
+        data, y = digits("train")
+        if args.conditional:
+            labels, num_classes = y, 10
+        channels = [int(c) for c in args.channels.split(",")]
+        net, net_kw = "unet", {"size": 8, "channels": channels, "num_classes": num_classes}
+    else:
+        if args.conditional:
+            raise SystemExit("--conditional needs a labelled data set (digits)")
+        data = toy_2d(args.dataset, 10000, seed=args.seed)
+        net, net_kw = "mlp", {"dim": 2, "hidden": args.hidden, "depth": 3}
+    extra = {"label_dropout": args.label_dropout, "null_label": 10} if labels is not None else {}
+    if args.time_distribution:
+        extra["time_distribution"] = args.time_distribution
+    if args.objective == "flow-matching":
+        schedule = RectifiedFlowSchedule()
+        objective = flow_matching(**extra)
+    else:
+        schedule = _schedule(args.schedule)
+        pred = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}[args.objective]
+        objective = DenoisingObjective(schedule, pred, args.weighting, **extra)
+    model = make_model(net, net_kw, schedule)
+    t0 = time.perf_counter()
+    res = train(
+        model,
+        objective,
+        data,
+        labels=labels,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
+        out=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        extra_config={"dataset": args.dataset},
+    )
+    k = min(100, len(res.losses))
+    print(
+        f"trained {args.steps} steps in {time.perf_counter() - t0:.1f}s; "
+        f"mean loss of the last {k} steps {sum(res.losses[-k:]) / k:.4f}; saved to {args.out}"
+    )
+    return 0
+
+
+def _load(directory: str):
+    from .checkpoint import load_denoiser, read_config
+
+    cfg = read_config(directory)
+    return load_denoiser(directory), cfg
+
+
+def _labels(cfg: dict, n: int, label: int | None, seed: int):
+    num_classes = cfg.get("data", {}).get("num_classes", 0)
+    if not num_classes:
+        if label is not None:
+            raise SystemExit("--label needs a class-conditional checkpoint")
+        return None, None
+    if label is not None:
+        if not 0 <= label < num_classes:
+            raise SystemExit(f"--label must be in 0..{num_classes - 1}, got {label}")
+        return torch.full((n,), label, dtype=torch.long), num_classes
+    return torch.arange(n) % num_classes, num_classes
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    den, cfg = _load(args.dir)
+    shape = tuple(cfg["data"]["shape"])
+    labels, null = _labels(cfg, args.n, args.label, args.seed)
+    if args.cfg is not None and labels is None:
+        raise SystemExit("--cfg needs a class-conditional checkpoint")
+    x, nfe = generate(
+        den,
+        args.n,
+        shape,
+        args.solver,
+        args.steps,
+        args.grid,
+        seed=args.seed,
+        labels=labels,
+        cfg_scale=args.cfg,
+        null_label=null,
+    )
+    save_png(x, args.out)
+    print(f"{args.n} samples, {args.solver}, {args.steps} steps ({nfe:g} NFE) -> {args.out}")
+    return 0
+
+
+def save_png(x: torch.Tensor, path: str) -> None:
+    """A grid of 8x8 digits, or a scatter plot of 2-D points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x.ndim == 2:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(x[:, 0], x[:, 1], s=2)
+        ax.set_aspect("equal")
+    else:
+        from .data import digits_to_unit
+
+        n = x.shape[0]
+        cols = int(math.ceil(math.sqrt(n)))
+        rows = int(math.ceil(n / cols))
+        img = torch.ones(rows * 9 + 1, cols * 9 + 1)
+        u = digits_to_unit(x[:, 0])
+        for k in range(n):
+            r, c = divmod(k, cols)
+            img[1 + 9 * r : 9 + 9 * r, 1 + 9 * c : 9 + 9 * c] = u[k]
+        fig, ax = plt.subplots(figsize=(cols * 0.5, rows * 0.5))
+        ax.imshow(img.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def evaluate(
+    directory: str,
+    solvers: list[str],
+    nfes: list[int],
+    n: int = 1000,
+    seed: int = 0,
+    grid: str | None = None,
+) -> list[dict]:
+    """Fréchet distance (to the test split) of ``n`` samples per solver and NFE budget; the
+    steps are ``nfe // nfe_per_step`` and the NFE reported is the one measured."""
+    from ..core.solver import get
+    from .generate import generate
+    from .metrics import digits_report
+
+    den, cfg = _load(directory)
+    shape = tuple(cfg["data"]["shape"])
+    if shape != (1, 8, 8):
+        raise SystemExit(f"eval measures digits checkpoints (shape (1, 8, 8)), got {shape}")
+    labels, _ = _labels(cfg, n, None, seed)
+    rows = []
+    for name in solvers:
+        per = get(name).nfe_per_step
+        for budget in nfes:
+            steps = max(1, budget // per)
+            x, nfe = generate(den, n, shape, name, steps, grid, seed=seed, labels=labels)
+            rep = digits_report(x)
+            rows.append(
+                {
+                    "solver": name,
+                    "nfe_budget": budget,
+                    "steps": steps,
+                    "nfe": nfe,
+                    "frechet": rep["frechet"],
+                    "confidence": rep["confidence"],
+                }
+            )
+    return rows
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .metrics import split_half_distance
+
+    solvers = [s for s in args.solvers.split(",") if s]
+    nfes = [int(v) for v in args.nfe.split(",") if v]
+    rows = evaluate(args.dir, solvers, nfes, args.n, args.seed, args.grid)
+    print(f"{'solver':<12} {'NFE':>5} {'steps':>5} {'Fréchet':>9} {'confidence':>10}")
+    for r in rows:
+        print(
+            f"{r['solver']:<12} {r['nfe']:>5g} {r['steps']:>5} {r['frechet']:>9.3f} "
+            f"{r['confidence']:>10.3f}"
+        )
+    print(f"real test split, half vs half: {split_half_distance():.3f}")
+    plot = args.plot or str(Path(args.dir) / "eval.png")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name in solvers:
+        rr = [r for r in rows if r["solver"] == name]
+        ax.plot([r["nfe"] for r in rr], [r["frechet"] for r in rr], "o-", label=name)
+    ax.set_xlabel("NFE")
+    ax.set_ylabel("Fréchet distance (digits)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.savefig(plot, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    (Path(args.dir) / "eval.json").write_text(json.dumps(rows, indent=2))
+    print(f"plot -> {plot}")
+    return 0

@@ -1,0 +1,206 @@
+"""Sample quality on the 8x8 digits: a Fréchet distance in the feature space of a small classifier.
+
+The role Inception-v3 plays in FID (Heusel et al. 2017) is played by :class:`DigitsClassifier`, a
+small convolutional network trained on the digits' train split with a fixed seed. Its penultimate
+activations (64 features) are the embedding; the distance is FID's
+
+``d^2 = |mu_1 - mu_2|^2 + tr(S_1 + S_2 - 2 (S_1^{1/2} S_2 S_1^{1/2})^{1/2})``
+
+(Fréchet 1957 / Dowson & Landau 1982, between Gaussians fitted to the two feature sets; reported,
+like FID, as the squared distance). The classifier is trained on first use (a few seconds on one
+core) and cached as safetensors under ``$TIMESTEPPER_CACHE`` (default ``~/.cache/timestepper``).
+:func:`digits_report` also gives the class histogram of samples and the classifier's confidence
+(mean max softmax probability), and the accuracy on requested labels for conditional samples.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .data import digits
+
+CLASSIFIER_VERSION = 1
+CLASSIFIER_SEED = 0
+CLASSIFIER_EPOCHS = 30
+
+
+class DigitsClassifier(nn.Module):
+    """Conv(32)-Conv(32)-pool-Conv(64)-pool-FC(64)-FC(10) on ``(N, 1, 8, 8)`` digits in
+    ``[-1, 1]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(256, 64),
+            nn.ReLU(),
+        )
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(64, 10)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The 64 penultimate activations (the metric's embedding)."""
+        return self.conv(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.drop(self.features(x)))
+
+
+def cache_dir() -> Path:
+    """``$TIMESTEPPER_CACHE`` or ``~/.cache/timestepper``."""
+    return Path(os.environ.get("TIMESTEPPER_CACHE", Path.home() / ".cache" / "timestepper"))
+
+
+def _shift(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Random translation by up to one pixel (background value -1), for augmentation."""
+    pad = nn.functional.pad(x, (1, 1, 1, 1), value=-1.0)
+    dx, dy = torch.randint(0, 3, (2,), generator=gen).tolist()
+    return pad[..., dy : dy + 8, dx : dx + 8]
+
+
+def train_classifier(
+    epochs: int = CLASSIFIER_EPOCHS, seed: int = CLASSIFIER_SEED
+) -> DigitsClassifier:
+    """Train the classifier on the train split (Adam, batch 64, one-pixel shifts);
+    deterministic for a seed."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = digits("train")
+    model = DigitsClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        for i in range(0, x.shape[0], 64):
+            idx = perm[i : i + 64]
+            loss = nn.functional.cross_entropy(model(_shift(x[idx], gen)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def classifier_accuracy(model: DigitsClassifier, split: str = "test") -> float:
+    x, y = digits(split)
+    return float((model(x).argmax(1) == y).double().mean())
+
+
+_CACHED: dict[str, DigitsClassifier] = {}
+
+
+def digits_classifier(retrain: bool = False) -> DigitsClassifier:
+    """The metric's classifier (eval mode): loaded from the cache, or trained and cached."""
+    from safetensors.torch import load_file, save_file
+
+    path = cache_dir() / f"digits_classifier_v{CLASSIFIER_VERSION}.safetensors"
+    key = str(path)
+    if not retrain and key in _CACHED:
+        return _CACHED[key]
+    model = DigitsClassifier()
+    if path.is_file() and not retrain:
+        model.load_state_dict(load_file(str(path)))
+        model.eval()
+    else:
+        model = train_classifier()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp),
+            metadata={"test_accuracy": f"{classifier_accuracy(model):.4f}"},
+        )
+        os.replace(tmp, path)
+    model.requires_grad_(False)
+    _CACHED[key] = model
+    return model
+
+
+def _check_images(x: Tensor) -> Tensor:
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):
+        raise ValueError(f"digits samples must be shaped (N, 1, 8, 8), got {tuple(x.shape)}")
+    return x.detach().to("cpu", torch.float32)
+
+
+@torch.no_grad()
+def digit_features(x: Tensor, batch: int = 1024) -> Tensor:
+    """Float64 embeddings ``(N, 64)`` of digits images in ``[-1, 1]``."""
+    x = _check_images(x)
+    clf = digits_classifier()
+    return torch.cat([clf.features(x[i : i + batch]) for i in range(0, x.shape[0], batch)]).double()
+
+
+def feature_statistics(f: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (unbiased) covariance of features ``(N, D)``, float64."""
+    f = f.double()
+    if f.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature vectors, got {f.shape[0]}")
+    return f.mean(0), torch.cov(f.T)
+
+
+def _sqrtm_psd(s: Tensor) -> Tensor:
+    w, v = torch.linalg.eigh(s)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def frechet_distance(a: Tensor | tuple[Tensor, Tensor], b: Tensor | tuple[Tensor, Tensor]) -> float:
+    """Squared Fréchet distance between Gaussians fitted to two feature sets (or given as
+    ``(mu, cov)`` pairs); float64, via symmetric eigendecompositions."""
+    mu1, s1 = a if isinstance(a, tuple) else feature_statistics(a)
+    mu2, s2 = b if isinstance(b, tuple) else feature_statistics(b)
+    r1 = _sqrtm_psd(s1)
+    m = r1 @ s2 @ r1
+    tr_sqrt = torch.linalg.eigvalsh(0.5 * (m + m.T)).clamp(min=0).sqrt().sum()
+    d2 = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2.0 * tr_sqrt
+    return float(d2.clamp(min=0))
+
+
+def reference_features(split: str = "train") -> Tensor:
+    """Features of the real digits of ``split`` (the reference set of :func:`digits_report`)."""
+    return digit_features(digits(split)[0])
+
+
+def split_half_distance(split: str = "test", seed: int = 0) -> float:
+    """Fréchet distance between two random halves of the real ``split``: the noise floor a model's
+    distance (to the other split) should be compared with."""
+    f = reference_features(split)
+    perm = torch.randperm(f.shape[0], generator=torch.Generator().manual_seed(seed))
+    h = f.shape[0] // 2
+    return frechet_distance(f[perm[:h]], f[perm[h : 2 * h]])
+
+
+@torch.no_grad()
+def digits_report(samples: Tensor, labels: Tensor | None = None, reference: str = "test") -> dict:
+    """Quality of digits samples ``(N, 1, 8, 8)``.
+
+    Returns a dict with ``frechet`` (distance to the real ``reference`` split), ``histogram``
+    (fraction of samples per predicted class), ``confidence`` (mean max softmax probability) and,
+    with ``labels``, ``accuracy`` (fraction classified as the requested label).
+    """
+    x = _check_images(samples)
+    clf = digits_classifier()
+    feats = torch.cat([clf.features(x[i : i + 1024]) for i in range(0, x.shape[0], 1024)])
+    probs = torch.softmax(clf.head(feats), dim=1).double()
+    pred = probs.argmax(1)
+    out = {
+        "frechet": frechet_distance(feats.double(), reference_features(reference)),
+        "histogram": (torch.bincount(pred, minlength=10).double() / x.shape[0]).tolist(),
+        "confidence": float(probs.max(1).values.mean()),
+    }
+    if labels is not None:
+        out["accuracy"] = float((pred == torch.as_tensor(labels).cpu()).double().mean())
+    return out
