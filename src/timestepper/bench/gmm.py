@@ -24,7 +24,7 @@ from ..core.controllers import IController
 from ..core.integrate import integrate
 from ..core.terms import ODETerm
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.predictions import canonical_prediction
+from ..diffusion.predictions import canonical_prediction, convert
 from ..diffusion.schedules import NoiseSchedule
 
 F64 = torch.float64
@@ -156,22 +156,10 @@ class GaussianMixture:
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
             shape, dtype = x.shape, x.dtype
             xf = x.reshape(shape[0], -1).to(F64)
-            tt = t.to(F64).reshape(-1)
-            al, si = schedule.alpha(tt).unsqueeze(1), schedule.sigma(tt).unsqueeze(1)
+            tt = t.to(F64).reshape(-1, 1)
+            al, si = schedule.alpha_sigma(tt)
             x0 = self.posterior_mean_at(xf, al.squeeze(1), si.squeeze(1))
-            if kind == "sample":
-                out = x0
-            else:
-                eps = (xf - al * x0) / si
-                if kind == "epsilon":
-                    out = eps
-                elif kind == "v_prediction":
-                    out = al * eps - si * x0
-                elif kind == "score":
-                    out = -eps / si
-                else:
-                    da, ds = schedule.dalpha(tt).unsqueeze(1), schedule.dsigma(tt).unsqueeze(1)
-                    out = da * x0 + ds * eps
+            out = x0 if kind == "sample" else convert(x0, xf, tt, schedule, "sample", kind)
             return out.reshape(shape).to(dtype)
 
         return Denoiser(model_fn, schedule, kind)

@@ -135,10 +135,14 @@ def format_table(result: dict, dim: int, markdown: bool = False) -> str:
             used = "" if r["nfe"] == n else f" ({r['nfe']})"
             cells.append(f"{r['error']:.2e} / {r['sw2']:.3f} / {r['ms']:.0f}ms{used}")
         lines.append(cells)
+    return render_table(head, lines, markdown)
+
+
+def render_table(head: list[str], lines: list[list[str]], markdown: bool = False) -> str:
+    """A Markdown table, or aligned plain-text columns for the terminal."""
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(c) + " |" for c in lines]
-        return "\n".join(out)
+        return "\n".join(out + ["| " + " | ".join(c) + " |" for c in lines])
     widths = [max(len(row[i]) for row in [head] + lines) for i in range(len(head))]
     fmt = "  ".join("{:<" + str(w) + "}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*c) for c in lines])
@@ -210,10 +214,4 @@ def format_stochastic(rows: list[dict], markdown: bool = False) -> str:
             cells.append(f"{r['sw2']:.3f} ({r['sw2_ratio']:.1f}x){used}")
         lines.append(cells)
     title = f"exact-vs-exact SW2 baseline: {base['sw2']:.3f}"
-    if markdown:
-        out = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        return "\n".join(out + ["| " + " | ".join(c) + " |" for c in lines])
-    widths = [max(len(row[i]) for row in [head] + lines) for i in range(len(head))]
-    fmt = "  ".join("{:<" + str(w) + "}" for w in widths)
-    return "\n".join([title, fmt.format(*head), fmt.format(*["-" * w for w in widths])]
-                     + [fmt.format(*c) for c in lines])
+    return title + ("\n\n" if markdown else "\n") + render_table(head, lines, markdown)
