@@ -117,11 +117,26 @@ class GaussianMixture:
         """``E[x0 | x0 + s eps = y]`` for ``y`` of shape ``(n, d)`` and ``s`` scalar or ``(n,)``."""
         return y - self.scaled_drift(y, s) * _col(s, y)
 
+    def _shared_diagonal(self, x: Tensor, a: Tensor, sg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Posterior weights ``(n, K)`` for diagonal covariances and one ``(alpha, sigma)`` for the
+        whole batch, with ``(n, d) @ (d, K)`` products instead of ``(n, K, d)`` tensors; also
+        returns the inverse variances ``(K, d)`` and the scaled means ``alpha mu`` ``(K, d)``."""
+        var = a * a * self.eigvals + sg * sg
+        iv = 1.0 / var
+        m = a * self.means
+        quad = (x * x) @ iv.T - 2.0 * (x @ (m * iv).T) + (m * m * iv).sum(-1)
+        logw = torch.log(self.weights) - 0.5 * quad - 0.5 * torch.log(2 * math.pi * var).sum(-1)
+        return torch.softmax(logw, dim=1), iv, m
+
     def posterior_mean_at(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """``E[x0 | alpha x0 + sigma eps = x]`` computed in ``x`` itself, so ``alpha = 0`` (pure
         noise: the mixture mean) is exact too. ``alpha``, ``sigma``: scalars or ``(n,)``."""
         x = torch.as_tensor(x, dtype=F64)
         a, sg = _col(alpha, x), _col(sigma, x)
+        if self.eigvecs is None and a.ndim == 0:
+            w, iv, m = self._shared_diagonal(x, a, sg)
+            gain = a * self.eigvals * iv  # (K, d)
+            return w @ self.means + x * (w @ gain) - w @ (gain * m)
         if a.ndim == 0:
             a, sg = a.reshape(1, 1), sg.reshape(1, 1)
         var = (a * a).unsqueeze(-1) * self.eigvals.unsqueeze(0) + (sg * sg).unsqueeze(-1)
@@ -136,6 +151,9 @@ class GaussianMixture:
         """``(y - D(y, s)) / s = s sum_k w_k (C_k + s^2)^{-1} (y - mu_k)``, finite at ``s = 0``."""
         y = torch.as_tensor(y, dtype=F64)
         sc = _col(s, y)
+        if self.eigvecs is None and sc.ndim == 0:
+            w, iv, _ = self._shared_diagonal(y, torch.ones((), dtype=F64), sc)
+            return sc * (y * (w @ iv) - w @ (iv * self.means))
         var = self.eigvals.unsqueeze(0) + (sc * sc).unsqueeze(-1)
         z = self._rotated(y)
         w = torch.softmax(self._log_weights(z, var), dim=1)
@@ -145,11 +163,14 @@ class GaussianMixture:
         return sc * g.sum(1)
 
     # -- the model and the reference ------------------------------------------------------------
-    def denoiser(self, schedule: NoiseSchedule, prediction: str = "sample") -> Denoiser:
+    def denoiser(self, schedule: NoiseSchedule, prediction: str = "sample", shared_time: bool = True) -> Denoiser:
         """The exact model as a :class:`Denoiser` predicting ``prediction`` under ``schedule``.
 
         The model accepts states of any trailing shape that flattens to ``d`` features and returns
-        the state's dtype (computing in float64).
+        the state's dtype (computing in float64). With ``shared_time`` (default) it reads the time
+        of the first sample for the whole batch, as every sampler calls it (one time per step);
+        this is what makes it fast (matrix products, no ``(n, K, d)`` tensors) without reading
+        values back to the host. Pass ``shared_time=False`` to evaluate per-sample times.
         """
         kind = canonical_prediction(prediction)
 
@@ -157,8 +178,11 @@ class GaussianMixture:
             shape, dtype = x.shape, x.dtype
             xf = x.reshape(shape[0], -1).to(F64)
             tt = t.to(F64).reshape(-1, 1)
+            if shared_time:
+                tt = tt[:1]
             al, si = schedule.alpha_sigma(tt)
-            x0 = self.posterior_mean_at(xf, al.squeeze(1), si.squeeze(1))
+            a_, s_ = (al.reshape(()), si.reshape(())) if shared_time else (al.squeeze(1), si.squeeze(1))
+            x0 = self.posterior_mean_at(xf, a_, s_)
             out = x0 if kind == "sample" else convert(x0, xf, tt, schedule, "sample", kind)
             return out.reshape(shape).to(dtype)
 
