@@ -165,11 +165,17 @@ def plot(result: dict, path: Path) -> Path:
 
     dims = result["config"]["dims"]
     fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.5), squeeze=False)
+    colors = plt.get_cmap("tab20").colors
+    styles = ["-", "--", ":", "-."]
     for ax, d in zip(axes[0], dims):
         rows = [r for r in result["rows"] if r["dim"] == d]
-        for name in dict.fromkeys(r["solver"] for r in rows):
+        for k, name in enumerate(dict.fromkeys(r["solver"] for r in rows)):
             rs = sorted((r for r in rows if r["solver"] == name), key=lambda r: r["nfe"])
-            ax.loglog([r["nfe"] for r in rs], [r["error"] for r in rs], marker="o", label=name)
+            ax.loglog([r["nfe"] for r in rs], [r["error"] for r in rs], marker="o", ms=3, label=name,
+                      color=colors[k % len(colors)], linestyle=styles[(k // len(colors)) % len(styles)])
+        errs = sorted(r["error"] for r in rows)
+        # keep the informative range visible: solvers that diverge at tiny NFE go off the top
+        ax.set_ylim(errs[0] * 0.7, min(errs[-1] * 1.5, 3 * errs[int(0.9 * (len(errs) - 1))]))
         ax.set_xlabel("NFE")
         ax.set_ylabel("mean L2 error vs exact PF-ODE solution")
         ax.set_title(f"Gaussian mixture, d={d} ({result['config']['grid']} grid)")
