@@ -14,11 +14,12 @@ F64 = torch.float64
 @pytest.mark.parametrize("name", ["uniform", "logsnr", "karras", "quadratic", "sigmoid"])
 def test_named_grids_span_the_range_and_end_at_zero_noise(name, vp_schedule):
     g = make_grid(vp_schedule, 10, name)
-    assert g.steps == 10 and len(g) == 11
-    assert float(g.t[0]) == vp_schedule.t_max and float(g.t[-2]) == pytest.approx(vp_schedule.t_min, abs=1e-9)
-    assert float(g.sigma[-1]) == 0.0 and math.isinf(float(g.log_snr[-1]))
     g2 = make_grid(vp_schedule, 10, name, final="sigma_min")
-    assert g2.steps == 10 and float(g2.t[-1]) == pytest.approx(vp_schedule.t_min, abs=1e-9)
+    assert g.steps == 10 and len(g) == 11 and g2.steps == 10
+    assert float(g2.t[0]) == vp_schedule.t_max and float(g2.t[-1]) == pytest.approx(vp_schedule.t_min, abs=1e-9)
+    # final="zero": the same points, with the end point t_min replaced by sigma = 0
+    assert torch.equal(g.t[:-1], g2.t[:-1]) and float(g.t[-1]) == vp_schedule.t_data
+    assert float(g.sigma[-1]) == 0.0 and math.isinf(float(g.log_snr[-1]))
 
 
 def test_logsnr_is_uniform_in_lambda_and_karras_in_sigma_root(vp_schedule):
@@ -30,7 +31,7 @@ def test_logsnr_is_uniform_in_lambda_and_karras_in_sigma_root(vp_schedule):
     root = k.sigma[:-1] ** (1 / 7)
     dr = root[1:] - root[:-1]
     assert torch.allclose(dr, dr[0].expand_as(dr), rtol=1e-9)
-    assert float(k.t[0]) == 80.0 and float(k.t[-2]) == pytest.approx(0.002)
+    assert float(k.t[0]) == 80.0 and float(k.t[-1]) == 0.0
 
 
 def test_flow_grid_reaches_data_without_extra_point():

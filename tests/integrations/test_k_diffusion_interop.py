@@ -65,12 +65,16 @@ def test_parity_k_diffusion_samplers_on_a_wrapped_model(k_sampling, ours, theirs
     model = KModel()
     den = ts.Denoiser.from_k_diffusion(model)
     steps = 12
-    sigmas = ts.make_grid(den.schedule, steps, "karras").t  # float64, ends at sigma = 0
+    # k-diffusion evaluates the model down to sigma_min and then steps to 0: our Karras spacing
+    # over [sigma_min, sigma_max] (final="sigma_min") with 0 appended, passed as an explicit grid
+    # (our default, final="zero", skips the evaluation at sigma_min; see diffusion/grids.py)
+    spaced = ts.make_grid(den.schedule, steps - 1, "karras", final="sigma_min").t
+    sigmas = torch.cat([spaced, spaced.new_zeros(1)])
     theirs_f32 = k_sampling.get_sigmas_karras(steps, 0.02, 20.0, rho=7.0, device="cpu")
     torch.testing.assert_close(sigmas.float(), theirs_f32, rtol=1e-6, atol=0)  # same grid
     noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x_T = noise * (1 + 20.0**2) ** 0.5  # timestepper's prior scale for EDM (see ts.sample)
     with torch.no_grad():
         ref = getattr(k_sampling, theirs)(model, x_T.clone(), sigmas, disable=True)
-        out = ts.sample(den, noise, ours, steps, grid="karras")
+        out = ts.sample(den, noise, ours, grid=spaced)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)

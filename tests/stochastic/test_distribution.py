@@ -15,7 +15,7 @@ from timestepper.bench import sliced_wasserstein
 from timestepper.diffusion.subvp import SubVPSchedule
 
 N = 2000
-NFES = (10, 25, 100)
+NFES = (5, 25, 100)
 
 SCHEDULES = {"vp": ts.VPLinearSchedule(), "subvp": SubVPSchedule(), "ve": ts.VESchedule()}
 

@@ -3,10 +3,13 @@
 A grid is built in two parts: a *spacing* that places ``n`` times in ``[t_min, t_max]`` (from noise
 to data, both ends included), and the *final step* rule:
 
-* ``final="zero"`` (default): the model is evaluated at ``steps`` times spanning the whole range,
-  down to ``t_min``, and the last step goes to ``sigma = 0`` (``t_data``). If the schedule's range
-  already reaches ``t_data`` (rectified flow with ``t_min = 0``) the ``steps + 1`` points span the
-  range instead and no point is added.
+* ``final="zero"`` (default): ``steps + 1`` points span the range; the model is evaluated at the
+  first ``steps`` of them and the last step goes from there to ``sigma = 0`` (``t_data``) instead
+  of to ``t_min``. The last evaluation is thus one grid spacing above ``t_min`` (sigma/alpha ~ 0.03
+  at 10 steps on a uniform log-SNR grid of Stable Diffusion's schedule, against ~0.34 with
+  diffusers' default ``linspace`` spacing), and no model call is spent at ``t_min``, where it buys
+  almost nothing: on the benchmark mixtures this beats evaluating down to ``t_min`` at every NFE
+  from 5 to 20, for every multistep solver tried.
 * ``final="sigma_min"``: ``steps + 1`` points span the range; the last step ends at ``t_min``.
 
 An explicit tensor of times is the list of model-evaluation times; the end point is appended
@@ -208,14 +211,11 @@ def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr"
             end = schedule.t_data if final == "zero" else schedule.t_min
             times = torch.cat([times, torch.tensor([end], dtype=torch.float64)])
         elif grid in SPACINGS:
-            reaches_data = schedule.t_min == schedule.t_data
-            n = steps if (final == "zero" and not reaches_data) else steps + 1
-            times = SPACINGS[grid](schedule, n, **options) if n > 1 else torch.tensor(
-                [schedule.t_max], dtype=torch.float64)
+            times = SPACINGS[grid](schedule, steps + 1, **options)
             if shift is not None:
                 times = _shift(times, schedule, shift)
-            if n == steps:
-                times = torch.cat([times, torch.tensor([schedule.t_data], dtype=torch.float64)])
+            if final == "zero":
+                times[-1] = schedule.t_data  # the last step goes on to zero noise instead of t_min
         else:
             names = list(SPACINGS) + list(DIFFUSERS_SPACINGS)
             raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(names)} or pass a tensor")
