@@ -65,3 +65,26 @@ def test_flow_model_euler_is_the_flow_euler_step(gmm2):
     for t0, t1 in zip(ts_[:-1], ts_[1:]):
         y = y + (t1 - t0) * den(y, torch.full((8,), t0, dtype=F64))
     assert torch.allclose(x, y, atol=1e-12)
+
+
+def test_every_deterministic_solver_samples_a_flow_from_pure_noise():
+    """A flow model starts at t = 1 where alpha = 0 (log-SNR = -inf): every solver must still
+    converge to the exact flow solution (the first step is the exact DDIM limit there)."""
+    from timestepper.bench import GaussianMixture, trajectory_error
+    from timestepper.bench.runner import deterministic_solvers
+
+    gmm = GaussianMixture.random(3, 3, seed=1)
+    den = gmm.denoiser(ts.RectifiedFlowSchedule(), "velocity")
+    noise = torch.randn(64, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    ref = ts.sample(den, noise, "dpmpp-2m", steps=2000, grid="uniform")
+    for name in deterministic_solvers():
+        errs = [trajectory_error(ts.sample(den, noise, name, steps=n, grid="uniform"), ref) for n in (10, 40)]
+        assert errs[1] < 0.5 * errs[0], (name, errs)
+    sol = ts.sample(den, noise, "dpmpp-2m", steps=10, grid="uniform", return_solution=True, save="all")
+    assert sol.stats.nfe == 10 and sol.stats.steps == 10 and sol.ys.shape[0] == 11 and sol.ts.shape == (11,)
+
+
+def test_sample_rejects_solvers_that_do_not_sample_diffusion(gmm2, vp_schedule):
+    den = gmm2.denoiser(vp_schedule, "epsilon")
+    with pytest.raises(TypeError, match="does not sample diffusion models; choose a diffusion solver .*dpmpp-2m"):
+        ts.sample(den, torch.randn(4, 2, dtype=F64), "tsit5")

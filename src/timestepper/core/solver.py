@@ -29,6 +29,8 @@ class Solver:
     order: int = 1
     nfe_per_step: int = 1
     is_stochastic: bool = False
+    #: whether ``ts.sample`` can drive it (it advances a diffusion term on a sampling grid)
+    samples_diffusion: ClassVar[bool] = False
 
     def init(self, term: Any, grid: Any, x0: Tensor) -> Any:  # pragma: no cover - interface
         raise NotImplementedError

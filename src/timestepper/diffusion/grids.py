@@ -90,6 +90,12 @@ class SamplingGrid:
         grid.model_t = torch.cat([mt, t[-1:]])
         return grid
 
+    def points(self, start: int, stop: int | None = None) -> SamplingGrid:
+        """The sub-grid of points ``start .. stop - 1`` (Python slice semantics on the points)."""
+        sl = slice(start, stop)
+        mt = None if self.model_t is None else self.model_t[sl]
+        return SamplingGrid(self.t[sl], self.alpha[sl], self.sigma[sl], self.log_snr[sl], mt)
+
     @property
     def steps(self) -> int:
         return self.t.numel() - 1

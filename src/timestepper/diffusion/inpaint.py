@@ -44,6 +44,8 @@ class Inpaint(Solver):
         solver_options: options for a solver given by name.
     """
 
+    samples_diffusion = True
+
     is_stochastic = True
 
     def __init__(self, solver: str | Solver, known: Tensor, mask: Tensor,

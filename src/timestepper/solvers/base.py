@@ -44,6 +44,8 @@ def ve_sigmas(grid: SamplingGrid) -> Tensor:
 class DiffusionSolver(Solver):
     """Base class of solvers that advance a :class:`DiffusionTerm` on a :class:`SamplingGrid`."""
 
+    samples_diffusion = True
+
     def init(self, term: Any, grid: Any, x0: Tensor) -> DiffusionState:
         if not isinstance(term, DiffusionTerm):
             raise TypeError(f"{type(self).__name__} advances a DiffusionTerm, got {type(term).__name__}")

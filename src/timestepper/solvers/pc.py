@@ -45,6 +45,8 @@ class PredictorCorrector(Solver):
         predictor_options: options for a predictor given by name.
     """
 
+    samples_diffusion = True
+
     def __init__(self, predictor: str | Solver = "euler-maruyama", corrector: str = "langevin",
                  snr: float = 0.16, n_corrector: int = 1,
                  predictor_options: dict[str, Any] | None = None) -> None:
