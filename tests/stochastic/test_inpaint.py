@@ -163,3 +163,14 @@ def test_smc_rejects_bad_input(gmm2):
     with pytest.raises(ValueError, match="broadcast"):
         inpaint(den, noise, torch.zeros(3, dtype=F64), torch.ones(3, dtype=torch.bool),
                 method="smc", steps=2)
+
+
+def test_smc_accepts_per_sample_known_values(gmm2):
+    den = gmm2.denoiser(ts.VPLinearSchedule(), "epsilon")
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
+    known = torch.tensor([[0.5, 0.0], [-1.0, 0.0], [2.0, 0.0]], dtype=F64)
+    mask = torch.tensor([True, False])
+    x = inpaint(den, noise, known, mask, steps=4, method="smc", particles=5, generator=0)
+    assert torch.equal(x[:, 0], known[:, 0])
+    with pytest.raises(ValueError, match="broadcast"):
+        inpaint(den, noise, known[:2], mask, steps=4, method="smc", particles=5)

@@ -50,8 +50,9 @@ class SMCInpaint(Solver):
     """SMCDiff particle filter for inpainting with DDPM ancestral transitions (see module doc).
 
     Args:
-        known: the known values ``y`` in data space (broadcastable to one sample).
-        mask: boolean tensor, ``True`` where ``known`` is observed (broadcastable to one sample).
+        known: the known values ``y`` in data space, broadcastable to the batch ``(B, ...)`` (a
+            tensor with as many dimensions as the state has a batch axis) or to one sample.
+        mask: boolean tensor, ``True`` where ``known`` is observed (broadcastable likewise).
         particles: number of particles ``K`` per sample (the state has ``B * K`` rows).
         ess_threshold: resample a sample's particles when their effective sample size is below
             ``ess_threshold * K`` (in ``[0, 1]``; 1 resamples at every weighted step).
@@ -79,13 +80,20 @@ class SMCInpaint(Solver):
         if x0.shape[0] % k:
             raise ValueError(f"the state's batch {x0.shape[0]} must be a multiple of particles={k}")
         shape = (x0.shape[0] // k, 1, *x0.shape[1:])
-        known = self.known.to(dtype=x0.dtype, device=x0.device)
-        mask = self.mask.to(device=x0.device)
+        # A known/mask with the state's number of dimensions carries a batch axis (one row per
+        # sample, or 1): it gains the particle axis; otherwise it is one sample's shape.
+        known, mask = (t if t.ndim < x0.ndim else t.unsqueeze(1) for t in (self.known, self.mask))
+        known = known.to(dtype=x0.dtype, device=x0.device)
+        mask = mask.to(device=x0.device)
+        ok = True
         try:
-            torch.broadcast_shapes(known.shape, mask.shape, x0.shape[1:])
-        except RuntimeError as exc:
-            raise ValueError(f"known {tuple(known.shape)} and mask {tuple(mask.shape)} must "
-                             f"broadcast to one sample {tuple(x0.shape[1:])}") from exc
+            ok = torch.broadcast_shapes(known.shape, mask.shape, shape) == torch.Size(shape)
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"known {tuple(self.known.shape)} and mask {tuple(self.mask.shape)} "
+                             f"must broadcast to the batch {(shape[0], *shape[2:])} (or to one "
+                             f"sample {tuple(shape[2:])})")
         term.prepare(grid, x0)
         cx, cd, cn = ancestral_coefficients(grid, 1.0)
         a, s = grid.alpha.tolist(), grid.sigma.tolist()
