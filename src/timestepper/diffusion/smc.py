@@ -21,11 +21,14 @@ Write the state as ``x = (x^M, x^U)`` (known / unknown coordinates) and the samp
 3. After the last step one particle per sample is drawn from the final weights.
 
 Exactness: when the denoiser is exact, the forward noise of the known coordinates is independent of
-the unknown ones given ``x_0``, so ``p(x^U_0 | y_{0:N}) = p(x^U_0 | y)`` (Trippe et al., Prop. 4.1);
-the particle filter is consistent, so the output converges to the exact conditional as ``K`` and the
-number of steps grow (the remaining errors are the DDPM discretisation and the finite-``K`` bias,
-``O(1/K)``). Replacement (:class:`timestepper.diffusion.inpaint.Inpaint`) is the ``K = 1`` case
-without weights, and is biased on correlated data.
+the unknown ones given ``x_0``, so ``p(x^U_0 | y_{0:N}) = p(x^U_0 | y)`` (the argument of Trippe et
+al., Section 4); the particle filter is consistent, so the output converges to the exact conditional
+as ``K`` and the number of steps grow. The remaining errors are the DDPM discretisation, the
+finite-``K`` bias (``O(1/K)``), and the unweighted last step to ``sigma = 0``, whose weight would be
+a point mass: the filter conditions on ``y_{N-1}``, the observation at the last noisy grid point.
+With ``K = 1`` there are no weights and the method is replacement
+(:class:`timestepper.diffusion.inpaint.Inpaint`) with a forward-chained noise of the known
+coordinates, biased on correlated data (tested).
 
 Cost: every step evaluates the model on ``K`` particles per sample, so the NFE per sample is ``K x
 steps`` (counted so in ``Solution.stats.nfe``: each model call adds ``K``), and memory is ``K``
