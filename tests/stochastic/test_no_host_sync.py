@@ -28,6 +28,19 @@ class _SyncRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _run_steps(den, solver, grid, x):
+    """Run every step of ``solver`` (``init`` outside the recorder); the syncs and the result."""
+    term = DiffusionTerm(den, generator=torch.Generator().manual_seed(1))
+    state = solver.init(term, grid, x)
+    times = grid.t.tolist()
+    rec = _SyncRecorder()
+    y = x
+    with rec:
+        for i in range(grid.steps):
+            y, state, _ = solver.step(term, times[i], times[i + 1], y, state)
+    return rec.syncs, y
+
+
 SOLVERS = [
     ("ddpm", {}), ("ddim", {"eta": 0.5}), ("euler-ancestral", {}), ("dpmpp-2s-ancestral", {}),
     ("sde-dpmpp-2m", {}), ("sde-dpmpp-3m", {}), ("euler-maruyama", {}), ("pc", {"n_corrector": 2}),
@@ -43,15 +56,8 @@ def test_steps_do_not_sync(gmm2, name, opts):
     for solver in (ts.solvers.get(name, **opts),
                    Inpaint(name, torch.zeros(2, dtype=torch.float64), torch.tensor([True, False]),
                            solver_options=opts)):
-        term = DiffusionTerm(den, generator=torch.Generator().manual_seed(1))
-        state = solver.init(term, grid, x)
-        times = grid.t.tolist()
-        rec = _SyncRecorder()
-        y = x
-        with rec:
-            for i in range(grid.steps):
-                y, state, _ = solver.step(term, times[i], times[i + 1], y, state)
-        assert rec.syncs == 0
+        syncs, y = _run_steps(den, solver, grid, x)
+        assert syncs == 0
         assert torch.isfinite(y).all()
 
 
@@ -63,14 +69,7 @@ def test_smc_inpaint_steps_do_not_sync(gmm2):
     x = torch.randn(8 * k, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     solver = SMCInpaint(torch.full((2,), 0.3, dtype=torch.float64), torch.tensor([True, False]),
                         particles=k, ess_threshold=0.9)
-    term = DiffusionTerm(den, generator=torch.Generator().manual_seed(1))
-    state = solver.init(term, grid, x)
-    times = grid.t.tolist()
-    rec = _SyncRecorder()
-    y = x
-    with rec:
-        for i in range(grid.steps):
-            y, state, _ = solver.step(term, times[i], times[i + 1], y, state)
-    assert rec.syncs == 0
+    syncs, y = _run_steps(den, solver, grid, x)
+    assert syncs == 0
     assert torch.isfinite(y).all()
     assert torch.equal(y.view(8, k, 2), y.view(8, k, 2)[:, :1].expand(8, k, 2))
