@@ -112,26 +112,23 @@ class SMCInpaint(Solver):
             z = torch.randn(shape, generator=gen, dtype=x0.dtype, device=x0.device)
             traj[i] = torch.add(traj[i + 1] * ratio, z, alpha=var ** 0.5)
         table = {"cx": cx, "cd": cd, "cn": cn, "n": grid.steps}
-        logw = torch.zeros(shape[0], k, dtype=torch.float64, device=x0.device)
+        # Log-weights in the state's precision, at least float32 (normalised at every step).
+        wdtype = torch.promote_types(x0.dtype, torch.float32)
+        logw = torch.zeros(shape[0], k, dtype=wdtype, device=x0.device)
         return 0, table, traj, mask, logw
-
-    def prepare_state(self, x0: Tensor, state) -> Tensor:
-        """The initial particles with their known coordinates set to ``y_0``."""
-        _, _, traj, mask, logw = state
-        return _put(x0, mask, traj[0], logw.shape[1])
 
     def step(self, term, t0, t1, x, state):
         i, c, traj, mask, logw = state
         k, gen = self.particles, term.generator
-        if i == 0:
-            x = self.prepare_state(x, state)
+        if i == 0:  # the initial particles with their known coordinates set to y_0
+            x = _put(x, mask, traj[0], k)
         mean = torch.add(x * c["cx"][i], term.data_prediction(x, i), alpha=c["cd"][i])
         term.nfe += k - 1  # the call evaluated K particles per sample: NFE per sample is K
         view = mean.view(logw.shape[0], k, *mean.shape[1:])
         std = c["cn"][i]
         if std > 0.0:
             resid = torch.where(mask, traj[i + 1] - view, 0.0)
-            logw = logw - 0.5 * (resid.flatten(2).double() ** 2).sum(-1) / std ** 2
+            logw = logw - 0.5 * (resid.flatten(2).to(logw.dtype) ** 2).sum(-1) / std ** 2
             logw, idx = _resample(logw, self.ess_threshold, gen)
             view = torch.gather(view, 1, idx.view(*idx.shape, *[1] * (view.ndim - 2))
                                 .expand_as(view))
