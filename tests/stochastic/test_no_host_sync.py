@@ -13,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import timestepper as ts
 from timestepper.diffusion.inpaint import Inpaint
+from timestepper.diffusion.smc import SMCInpaint
 from timestepper.diffusion.term import DiffusionTerm
 
 
@@ -25,6 +26,19 @@ class _SyncRecorder(TorchDispatchMode):
         if func is torch.ops.aten._local_scalar_dense.default:
             self.syncs += 1
         return func(*args, **(kwargs or {}))
+
+
+def _run_steps(den, solver, grid, x):
+    """Run every step of ``solver`` (``init`` outside the recorder); the syncs and the result."""
+    term = DiffusionTerm(den, generator=torch.Generator().manual_seed(1))
+    state = solver.init(term, grid, x)
+    times = grid.t.tolist()
+    rec = _SyncRecorder()
+    y = x
+    with rec:
+        for i in range(grid.steps):
+            y, state, _ = solver.step(term, times[i], times[i + 1], y, state)
+    return rec.syncs, y
 
 
 SOLVERS = [
@@ -42,13 +56,20 @@ def test_steps_do_not_sync(gmm2, name, opts):
     for solver in (ts.solvers.get(name, **opts),
                    Inpaint(name, torch.zeros(2, dtype=torch.float64), torch.tensor([True, False]),
                            solver_options=opts)):
-        term = DiffusionTerm(den, generator=torch.Generator().manual_seed(1))
-        state = solver.init(term, grid, x)
-        times = grid.t.tolist()
-        rec = _SyncRecorder()
-        y = x
-        with rec:
-            for i in range(grid.steps):
-                y, state, _ = solver.step(term, times[i], times[i + 1], y, state)
-        assert rec.syncs == 0
+        syncs, y = _run_steps(den, solver, grid, x)
+        assert syncs == 0
         assert torch.isfinite(y).all()
+
+
+def test_smc_inpaint_steps_do_not_sync(gmm2):
+    # The SMC weights, ESS test, resampling and final selection run without host reads.
+    den = gmm2.denoiser(ts.VPLinearSchedule(), "epsilon")
+    grid = ts.make_grid(den.schedule, 6, "logsnr")
+    k = 4
+    x = torch.randn(8 * k, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    solver = SMCInpaint(torch.full((2,), 0.3, dtype=torch.float64), torch.tensor([True, False]),
+                        particles=k, ess_threshold=0.9)
+    syncs, y = _run_steps(den, solver, grid, x)
+    assert syncs == 0
+    assert torch.isfinite(y).all()
+    assert torch.equal(y.view(8, k, 2), y.view(8, k, 2)[:, :1].expand(8, k, 2))

@@ -15,6 +15,7 @@ from .schedules import (
     VPDiscreteSchedule,
     VPLinearSchedule,
 )
+from .smc import SMCInpaint
 from .subvp import SubVPSchedule
 from .term import DiffusionTerm
 
@@ -27,6 +28,7 @@ __all__ = [
     "LikelihoodResult",
     "NoiseSchedule",
     "RectifiedFlowSchedule",
+    "SMCInpaint",
     "SamplingGrid",
     "SubVPSchedule",
     "VESchedule",

@@ -16,6 +16,10 @@ and NFE). ``resample=U`` applies RePaint's resampling (Lugmayr et al. 2022, Algo
 length 1): each step is repeated ``U`` times, diffusing the result back to ``t_i`` with
 ``q(x_i | x_{i+1})`` in between, which harmonises the two parts (and costs ``U`` times the model
 calls). Deterministic solvers see fresh noise in the known part and become stochastic through it.
+
+``inpaint(..., method="smc", particles=K)`` is the asymptotically exact alternative: SMCDiff
+(Trippe et al. 2022), a particle filter over a forward-noised trajectory of the known coordinates,
+at ``K`` times the model calls (:mod:`timestepper.diffusion.smc`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ from ..solvers.noise import GeneratorNoise
 from ..solvers.pc import PredictorCorrector
 from .denoiser import Denoiser
 from .sample import sample
+from .smc import SMCInpaint
+
+
+def _bool_mask(mask: Tensor) -> Tensor:
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must be boolean or hold only 0 and 1")
+    return mask != 0
 
 
 class Inpaint(Solver):
@@ -57,9 +68,7 @@ class Inpaint(Solver):
         if not isinstance(known, Tensor) or not isinstance(mask, Tensor):
             raise TypeError("known and mask must be tensors")
         if mask.dtype != torch.bool:
-            if not bool(((mask == 0) | (mask == 1)).all()):
-                raise ValueError("mask must be boolean or hold only 0 and 1")
-            mask = mask != 0
+            mask = _bool_mask(mask)
         if not isinstance(resample, int) or resample < 1:
             raise ValueError(f"resample must be an integer >= 1, got {resample!r}")
         self.known, self.mask, self.resample = known, mask, resample
@@ -102,19 +111,46 @@ class Inpaint(Solver):
 
 
 def inpaint(denoiser: Denoiser, noise: Tensor, known: Tensor, mask: Tensor,
-            solver: str | Solver = "ddpm", steps: int = 50, *,
+            solver: str | Solver = "ddpm", steps: int = 50, *, method: str = "replace",
+            particles: int = 16, ess_threshold: float = 0.5,
             solver_options: dict[str, Any] | None = None,
             **sample_options: Any) -> Tensor | Solution:
-    """Sample ``x`` with ``x[mask] = known[mask]`` by replacement at every step (see module doc).
+    """Sample ``x`` with ``x[mask] = known[mask]`` (see the module doc).
 
     Args:
         denoiser, noise, steps: as :func:`timestepper.sample`.
         known: observed values (data space), broadcastable to ``noise``.
         mask: ``True`` where observed.
-        solver: any diffusion solver (default ``"ddpm"``).
+        solver: any diffusion solver (default ``"ddpm"``); ``method="smc"`` needs ``"ddpm"``.
+        method: ``"replace"`` (replacement at every step, default) or ``"smc"`` (SMCDiff,
+            asymptotically exact, :mod:`timestepper.diffusion.smc`; NFE ``particles x steps``).
+        particles: particles per sample for ``method="smc"``.
+        ess_threshold: resampling threshold (fraction of ``particles``) for ``method="smc"``.
         solver_options: options of the wrapped solver.
         sample_options: passed to :func:`timestepper.sample` (``grid``, ``generator``,
             ``return_solution``, ...).
     """
-    wrapped = Inpaint(solver, known, mask, solver_options)
-    return sample(denoiser, noise, wrapped, steps=steps, **sample_options)
+    if method == "replace":
+        wrapped = Inpaint(solver, known, mask, solver_options)
+        return sample(denoiser, noise, wrapped, steps=steps, **sample_options)
+    if method != "smc":
+        raise ValueError(f"method must be 'replace' or 'smc', got {method!r}")
+    if solver != "ddpm" or solver_options:
+        raise ValueError(f"method='smc' uses the DDPM ancestral transition: solver must be 'ddpm' "
+                         f"without solver_options, got {solver!r}")
+    if isinstance(mask, Tensor) and mask.dtype != torch.bool:
+        mask = _bool_mask(mask)
+    smc = SMCInpaint(known, mask, particles, ess_threshold)
+    generator = sample_options.pop("generator", None)
+    if isinstance(generator, int):
+        generator = torch.Generator(device=noise.device).manual_seed(generator)
+    # Particle 0 of each sample starts from ``noise``, the others from the generator.
+    extra = torch.randn((noise.shape[0], particles - 1, *noise.shape[1:]), generator=generator,
+                        dtype=noise.dtype, device=noise.device)
+    start = torch.cat([noise.unsqueeze(1), extra], 1).flatten(0, 1)
+    out = sample(denoiser, start, smc, steps=steps, generator=generator, **sample_options)
+    if isinstance(out, Solution):
+        out.x = out.x[::particles]
+        out.extras["particles"] = particles
+        return out
+    return out[::particles]
