@@ -61,6 +61,8 @@ class SMCInpaint(Solver):
             ``ess_threshold * K`` (in ``[0, 1]``; 1 resamples at every weighted step).
     """
 
+    samples_diffusion = True
+
     is_stochastic = True
     order = 1
 
