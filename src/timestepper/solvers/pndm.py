@@ -25,7 +25,7 @@ from __future__ import annotations
 from ..core.solver import register
 from ..diffusion.grids import SamplingGrid
 from .base import lincomb, ve_sigmas
-from .expint import first_order_at, grid_floats
+from .expint import PhiTable, first_order_at, grid_floats
 from .multistep import LinearMultistep
 
 ADAMS_BASHFORTH = (
@@ -61,6 +61,9 @@ class _PseudoLinearMultistep(LinearMultistep):
 
     def orders(self, grid):
         return [4] * grid.steps
+
+    def phi_table(self, grid):
+        return PhiTable([], 0)  # Adams-Bashforth weights on the noise: no phi functions
 
     def weights(self, grid, i, k, phis):
         f = grid_floats(grid)
