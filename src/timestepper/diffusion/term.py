@@ -74,6 +74,11 @@ class DiffusionTerm(Term):
             )
         return m
 
+    def data_coefficients(self, i: int) -> tuple[float, float]:
+        """``(a, b)`` with ``x0 = a x + b m`` at grid point ``i`` (``m`` the raw model output), for
+        solvers that fold the conversion into their own update."""
+        return self._a[i], self._b[i]
+
     def data_prediction(self, x: Tensor, i: int) -> Tensor:
         """``x0`` predicted at grid point ``i``."""
         return _affine(x, self._a[i], self.model_output(x, i), self._b[i])

@@ -77,6 +77,8 @@ class DDIM(StochasticDiffusionSolver):
 
     def step(self, term, t0, t1, x, state):
         i, c = state.i, state.coeffs
-        d = term.data_prediction(x, i)
-        x1 = lincomb(x, c["cx"][i], [(c["cd"][i], d)])
+        # x1 = cx x + cd (a x + b m): the prediction's conversion folded in, one new tensor
+        a, b = term.data_coefficients(i)
+        cx, cd = c["cx"][i], c["cd"][i]
+        x1 = lincomb(x, cx + cd * a, [(cd * b, term.model_output(x, i))])
         return self.add_noise(x1, x, state), state.advance(), None
