@@ -123,19 +123,23 @@ def run_gmm_benchmark(dims=(2, 64), nfes=DEFAULT_NFES, solvers: list[str] | None
 def format_table(result: dict, dim: int, markdown: bool = False) -> str:
     """A per-dimension table: one row per solver, error (and SW2) per NFE budget."""
     rows = [r for r in result["rows"] if r["dim"] == dim]
-    nfes = result["config"]["nfes"]
-    solvers = list(dict.fromkeys(r["solver"] for r in rows))
+    head, lines = _pivot(rows, "solver", lambda r: f"{r['error']:.2e} / {r['sw2']:.3f} / {r['ms']:.0f}ms")
+    return render_table(head, lines, markdown)
+
+
+def _pivot(rows: list[dict], label: str, cell) -> tuple[list[str], list[list[str]]]:
+    """One line per solver, one column per NFE budget; ``cell(row)`` formats a cell, followed by the
+    NFE actually used when it is below the budget."""
+    nfes = list(dict.fromkeys(r["nfe_budget"] for r in rows))
     by = {(r["solver"], r["nfe_budget"]): r for r in rows}
-    head = ["solver"] + [f"NFE {n}" for n in nfes]
     lines = []
-    for name in solvers:
+    for name in dict.fromkeys(r["solver"] for r in rows):
         cells = [name]
         for n in nfes:
             r = by[(name, n)]
-            used = "" if r["nfe"] == n else f" ({r['nfe']})"
-            cells.append(f"{r['error']:.2e} / {r['sw2']:.3f} / {r['ms']:.0f}ms{used}")
+            cells.append(cell(r) + ("" if r["nfe"] == n else f" ({r['nfe']})"))
         lines.append(cells)
-    return render_table(head, lines, markdown)
+    return [label] + [f"NFE {n}" for n in nfes], lines
 
 
 def render_table(head: list[str], lines: list[list[str]], markdown: bool = False) -> str:
@@ -207,17 +211,6 @@ def stochastic_results(dims, nfes, n_samples: int, n_components: int = 8, seed: 
 def format_stochastic(rows: list[dict], markdown: bool = False) -> str:
     """Stochastic samplers: one row per sampler, ``SW2 (ratio to exact-vs-exact)`` per NFE budget."""
     base = rows[0]
-    body = rows[1:]
-    nfes = list(dict.fromkeys(r["nfe_budget"] for r in body))
-    by = {(r["solver"], r["nfe_budget"]): r for r in body}
-    head = ["sampler"] + [f"NFE {n}" for n in nfes]
-    lines = []
-    for name in dict.fromkeys(r["solver"] for r in body):
-        cells = [name]
-        for n in nfes:
-            r = by[(name, n)]
-            used = "" if r["nfe"] == n else f" ({r['nfe']})"
-            cells.append(f"{r['sw2']:.3f} ({r['sw2_ratio']:.1f}x){used}")
-        lines.append(cells)
+    head, lines = _pivot(rows[1:], "sampler", lambda r: f"{r['sw2']:.3f} ({r['sw2_ratio']:.1f}x)")
     title = f"exact-vs-exact SW2 baseline: {base['sw2']:.3f}"
     return title + ("\n\n" if markdown else "\n") + render_table(head, lines, markdown)
