@@ -71,3 +71,22 @@ def test_parity_torchdiffeq_adjoint_gradients():
         odeint(f, y0, t, rtol=1e-9, atol=1e-9).pow(2).sum().backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in f.parameters()]))
     assert float((grads[0] - grads[1]).abs().max()) < 1e-6
+
+
+def test_parity_torchdiffeq_dopri5_nfe_per_detest_problem(tol=1e-6):
+    """The odeint shim takes torchdiffeq's steps: on each of the 25 DETEST problems its NFE is
+    within 10% of torchdiffeq's dopri5 (or lower) and the end states agree to the tolerance
+    (1e-9 too, in benchmarks/ode.py; 1e-6 here to stay fast)."""
+    from timestepper.bench.detest import PROBLEMS
+
+    worse = {}
+    for name, p in PROBLEMS.items():
+        t = torch.tensor([0.0, p.t1], dtype=torch.float64)
+        a, b = Counter(p.f), Counter(p.f)
+        ours = ts.odeint(a, p.initial(), t, rtol=tol, atol=tol, method="dopri5")[-1]
+        ref = torchdiffeq.odeint(b, p.initial(), t, rtol=tol, atol=tol, method="dopri5")[-1]
+        scale = tol + tol * ref.abs()
+        assert float(((ours - ref).abs() / scale).max()) < 20, name
+        if a.n > 1.1 * b.n:
+            worse[name] = (a.n, b.n)
+    assert not worse, worse

@@ -3,6 +3,12 @@
 ``odeint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None)`` returns the solution at
 every time of ``t`` stacked along dim 0 (the first entry is ``y0``), like
 ``torchdiffeq.odeint``. ``odeint_adjoint`` is the same with the continuous adjoint.
+
+The shim reproduces torchdiffeq's steps, not only its interface: ``"dopri5"`` maps to
+``dopri5-shampine`` (the embedded error estimate torchdiffeq uses) and the step-size controller
+follows torchdiffeq's convention that an accepted step never shrinks the next one
+(``factor_min_accept=1``). ``ts.solve(solver="dopri5")`` keeps Hairer's DOPRI5 estimate and
+controller, which make a smaller error per tolerance for a few percent more evaluations.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.controllers import PIDController
 from .solve import solve
 
 # torchdiffeq method names -> registry names.
 METHODS = {
-    "dopri5": "dopri5", "dopri8": "dopri8", "bosh3": "bosh3", "tsit5": "tsit5",
+    "dopri5": "dopri5-shampine", "dopri8": "dopri8", "bosh3": "bosh3", "tsit5": "tsit5",
     "adaptive_heun": "rk-heun", "heun2": "rk-heun", "euler": "rk-euler", "midpoint": "midpoint",
     "rk4": "rk4",
 }
@@ -47,8 +54,9 @@ def odeint(func, y0: Any, t: Tensor, rtol: float = 1e-7, atol: float = 1e-9,
     dt = None
     if method in _FIXED:
         dt = step_size if step_size is not None else float((tl[1:] - tl[:-1]).abs().min())
+    controller = PIDController(rtol, atol, dt0=first_step, factor_min_accept=1.0)
     sol = solve(func, y0, float(tl[0]), float(tl[-1]), solver=METHODS[method], rtol=rtol,
-                atol=atol, saveat=tl, dt=dt, dt0=first_step, max_steps=max_steps,
+                atol=atol, saveat=tl, dt=dt, controller=controller, max_steps=max_steps,
                 adjoint=adjoint, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
                 adjoint_atol=adjoint_atol)
     return sol.ys

@@ -26,6 +26,7 @@ from ..core.terms import ODETerm
 from .pytree import Flattener
 
 ADJOINTS = ("direct", "checkpoint", "backsolve")
+ERROR_CONTROLS = ("local", "global")
 
 
 def fixed_grid(t0: float, t1: float, dt: float, saveat: Sequence[float] | None) -> Tensor:
@@ -74,6 +75,7 @@ def solve(
     regularise: bool = False,
     time_dtype: torch.dtype = torch.float64,
     adjoint_seminorm: bool = True,
+    error_control: str = "local",
 ) -> Solution:
     """Solve ``dy/dt = f(t, y, *args)`` from ``t0`` to ``t1``.
 
@@ -103,6 +105,11 @@ def solve(
         adjoint_rtol, adjoint_atol: tolerances of the backward solve (default: rtol, atol).
         adjoint_seminorm: measure the backsolve error on the state and adjoint only, not on
             the parameter-gradient integrals (Kidger et al. 2021; fewer backward steps).
+        error_control: ``"local"`` (the controller bounds each step's error) or ``"global"``
+            (solve again with tighter tolerances until the estimated error of the returned
+            solution, at the end and at every ``saveat`` time, is within ``atol + rtol |y|``;
+            :mod:`timestepper.ode.global_error`). ``stats`` then sum every solve and
+            ``extras`` hold ``global_error``, ``tolerance_scale`` and ``rounds``.
         regularise: accumulate the solver heuristics of Pal et al. (2021) into
             ``extras["reg_error"]`` and ``extras["reg_stiffness"]`` (differentiable; shared-step
             adaptive solves with ``adjoint="direct"``).
@@ -111,6 +118,22 @@ def solve(
     """
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
+    if error_control not in ERROR_CONTROLS:
+        raise ValueError(f"error_control must be one of {ERROR_CONTROLS}, got {error_control!r}")
+    if error_control == "global":
+        if dt is not None or regularise:
+            raise ValueError("error_control='global' needs an adaptive solve without "
+                             "regularise (it re-solves with tighter tolerances)")
+        from .global_error import scaled_controller, solve_to_global_tolerance
+
+        kw = dict(solver=solver, saveat=saveat, adjoint=adjoint, args=args,
+                  per_sample_steps=per_sample_steps, norm=norm, dt0=dt0, max_steps=max_steps,
+                  on_failure=on_failure, adjoint_params=adjoint_params,
+                  adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, time_dtype=time_dtype,
+                  adjoint_seminorm=adjoint_seminorm)
+        return solve_to_global_tolerance(
+            lambda k: solve(f, y0, t0, t1, rtol=rtol * k, atol=atol * k,
+                            controller=scaled_controller(controller, k), **kw), rtol, atol)
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)

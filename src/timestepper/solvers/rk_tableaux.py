@@ -7,6 +7,8 @@ Hairer, Nørsett & Wanner, *Solving ODEs I* (HNW); Bogacki & Shampine (1989); Do
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..core.solver import register
@@ -103,6 +105,15 @@ DOPRI5 = ButcherTableau(
     b_err=(5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40),
     error_order=5,
     interp=alternating_interp(hermite_rows(_DOPRI5_B) + [np.array(_DOPRI5_D)]),
+)
+
+# The same Dormand–Prince 5 with the other embedded 4th-order solution Shampine (1986, "Some
+# practical Runge-Kutta formulas", Math. Comp. 46) gives, which torchdiffeq's "dopri5" uses: its
+# error estimate is about 2/3 of DOPRI5's, so it takes larger steps at the same tolerance (and
+# makes a larger error). The ``odeint`` shim uses it to reproduce torchdiffeq's steps.
+DOPRI5_SHAMPINE = replace(
+    DOPRI5, name="dopri5-shampine",
+    b_err=(1951 / 21600, 0.0, 22642 / 50085, 451 / 720, -12231 / 42400, 649 / 6300, 1 / 60),
 )
 
 # Tsitouras (2011), "Runge–Kutta pairs of order 5(4) satisfying only the first column
@@ -225,7 +236,8 @@ DOPRI8 = ButcherTableau(
     extra_a=_DOPRI8_EXTRA_A,
 )
 
-TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, RK_HEUN, RK4, BOSH3, DOPRI5, TSIT5, DOPRI8)}
+TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, RK_HEUN, RK4, BOSH3, DOPRI5, DOPRI5_SHAMPINE,
+                                 TSIT5, DOPRI8)}
 
 # "euler" and "heun" are the diffusion (EDM) solvers; the RK ones are "rk-euler" and "rk-heun".
 for _name, _tab in TABLEAUX.items():
