@@ -22,7 +22,7 @@ def exact(t):
 # (steps at the coarse level, the fine level is twice as many) chosen in the asymptotic range
 # and above roundoff for each order.
 LEVELS = {"rk-euler": 200, "midpoint": 100, "rk-heun": 100, "rk4": 40, "bosh3": 50,
-          "dopri5": 16, "tsit5": 16, "dopri8": 8}
+          "dopri5": 16, "dopri5-shampine": 16, "tsit5": 16, "dopri8": 8}
 
 
 def end_error(name, n, T=3.0):
@@ -99,3 +99,22 @@ def test_fsal_saves_one_evaluation():
     y0 = torch.tensor([1.0], dtype=torch.float64)
     integrate(term, "dopri5", torch.linspace(0, 1, 11, dtype=torch.float64), y0)
     assert term.nfe == 1 + 10 * 6
+
+
+@pytest.mark.parametrize("name", ["dopri5", "dopri5-shampine"])
+def test_embedded_weights_are_fourth_order(name):
+    """Both embedded solutions of Dormand–Prince 5 (DOPRI5's and Shampine's, 1986) satisfy the
+    eight order conditions up to order 4 and violate one of order 5 (so the difference to the
+    5th-order solution is a genuine h^5 error estimate)."""
+    tab = TABLEAUX[name]
+    s = tab.stages
+    A = np.zeros((s, s))
+    for i, row in enumerate(tab.a):
+        A[i + 1, : i + 1] = row
+    c, bh = np.array(tab.c), np.array(tab.b_err)
+    conds = [(bh.sum(), 1), (bh @ c, 1 / 2), (bh @ c**2, 1 / 3), (bh @ (A @ c), 1 / 6),
+             (bh @ c**3, 1 / 4), (bh @ (c * (A @ c)), 1 / 8), (bh @ (A @ c**2), 1 / 12),
+             (bh @ (A @ (A @ c)), 1 / 24)]
+    for got, want in conds:
+        assert abs(got - want) < 1e-12, name
+    assert abs(bh @ c**4 - 1 / 5) > 1e-6
