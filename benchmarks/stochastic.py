@@ -1,6 +1,8 @@
 """Stochastic samplers, likelihood and inpainting -> benchmarks/results/stochastic.md.
 
 Run: ``PYTHONPATH=src python benchmarks/stochastic.py`` (about 3-5 minutes on 2 CPU cores).
+``--device cuda --only overhead`` measures the per-step costs on a GPU (CUDA-synchronised timing)
+and writes ``results/stochastic_cuda.md``, a section of its own.
 
 1. Per-step overhead (model cost excluded: the model is the identity), float32, one thread,
    measured side by side in one run: our SDE steps with a plain generator and with the
@@ -56,44 +58,53 @@ def load_k_sampling():
 
 def best_of(fn, repeats=5):
     best = math.inf
+    fn()  # warm-up (CUDA context, kernels, allocator)
     for _ in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _ms(seconds: float) -> str:
     return f"{1e3 * seconds:.3f} ms"
 
 
-def overhead_rows(k, steps: int = 20) -> list[dict]:
+def overhead_rows(k, steps: int = 20, device: str = "cpu") -> list[dict]:
     sched = ts.EDMSchedule(0.002, 80.0)
     den = ts.Denoiser(lambda x, t: x, sched, "sample")
-    sigmas = ts.make_grid(sched, steps, "karras").t.to(torch.float32)
+    sigmas = ts.make_grid(sched, steps, "karras").t.to(torch.float32).to(device)
     rows = []
     for shape in [(1, 4, 64, 64), (16, 4, 64, 64)]:
-        noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
 
         def ours(name, x0=noise, **opts):
             return lambda: ts.sample(den, x0, name, steps=steps, grid="karras", generator=1,
                                      solver_options=opts, check_finite=False)
 
-        g = torch.Generator().manual_seed(1)
+        g = torch.Generator(device).manual_seed(1)
         r = {"shape": "x".join(map(str, shape)),
              "ode": best_of(ours("dpmpp-2m")) / steps,
              "sde": best_of(ours("sde-dpmpp-2m")) / steps,
              "sde_brownian": best_of(ours("sde-dpmpp-2m", noise="brownian")) / steps,
              "ddim": best_of(ours("ddim")) / steps,
              "ddpm": best_of(ours("ddpm")) / steps,
-             "randn": best_of(lambda shape=shape, g=g: [torch.randn(shape, generator=g)
+             "randn": best_of(lambda shape=shape, g=g: [torch.randn(shape, generator=g,
+                                                                     device=device)
                                                          for _ in range(steps)]) / steps}
         if k is not None:
             def model(x, s):
                 return x
 
             def plain(s, sn, shape=shape, g=g):
-                return torch.randn(shape, generator=g)
+                return torch.randn(shape, generator=g, device=device)
 
             def k_run(fn, noise=noise, **kw):
                 return lambda: fn(model, noise.clone(), sigmas, disable=True, **kw)
@@ -105,10 +116,12 @@ def overhead_rows(k, steps: int = 20) -> list[dict]:
     return rows
 
 
-def overhead_table(k) -> tuple[list[str], list[dict]]:
-    rows = overhead_rows(k)
+def overhead_table(k, device: str = "cpu") -> tuple[list[str], list[dict]]:
+    rows = overhead_rows(k, device=device)
+    where = "1 thread" if device == "cpu" else (
+        f"{device}: {torch.cuda.get_device_name()}" if device.startswith("cuda") else device)
     lines = [
-        "### Per-step cost, model excluded (float32, 1 thread, 20 Karras steps, best of 5)", "",
+        f"### Per-step cost, model excluded (float32, {where}, 20 Karras steps, best of 5)", "",
         "Ours: `dpmpp-2m` (ODE) vs `sde-dpmpp-2m` with a plain generator and with the "
         "reproducible Brownian path; `randn` is one `torch.randn` of the state's shape alone (the "
         "floor of any SDE step on this CPU). k-diffusion: `sample_dpmpp_2m` vs "
@@ -236,23 +249,36 @@ def inpaint_table() -> tuple[list[str], list[dict]]:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--only", choices=["overhead", "sw2", "likelihood", "inpaint"], nargs="*",
+                    help="run these sections only")
+    args = ap.parse_args()
     torch.set_num_threads(1)
     k = load_k_sampling()
     sections, data = [], {}
-    for name, fn in [("overhead", lambda: overhead_table(k)), ("sw2", sw2_table),
-                     ("likelihood", likelihood_table), ("inpaint", inpaint_table)]:
+    out = OUT if args.device == "cpu" else OUT.with_name(f"stochastic_{args.device.split(':')[0]}.md")
+    todo = [("overhead", lambda: overhead_table(k, args.device)), ("sw2", sw2_table),
+            ("likelihood", likelihood_table), ("inpaint", inpaint_table)]
+    for name, fn in [(n, f) for n, f in todo if not args.only or n in args.only]:
         print(f"[stochastic] {name} ...", flush=True)
         lines, rows = fn()
         sections += lines + [""]
         data[name] = rows
         print("\n".join(lines), flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    header = ["## Stochastic samplers, likelihood, inpainting", "",
+    if args.device == "cpu" and args.only:
+        print("--only on the CPU prints the sections and writes nothing")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    title = "Stochastic samplers, likelihood, inpainting"
+    header = [f"## {title}" + ("" if args.device == "cpu" else f" ({args.device})"), "",
               "Generated by `benchmarks/stochastic.py` "
               f"(torch {torch.__version__}, {torch.get_num_threads()} thread).", ""]
-    OUT.write_text("\n".join(header + sections))
-    OUT.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
-    print(f"wrote {OUT}")
+    out.write_text("\n".join(header + sections))
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
