@@ -160,6 +160,10 @@ def test_cli_detest(capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "A1" in out and "B2" in out and "total" in out
+    args = parser.parse_args(["detest", "--problems", "D1", "--error-control", "global"])
+    assert args.func(args) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("D1")][0]
+    assert float(row.split()[4]) <= 10  # err/tol: the local solve gives 59
 
 
 def test_per_sample_max_steps_status():

@@ -12,6 +12,9 @@ def add_commands(sub) -> None:
     p.add_argument("--tol", type=float, default=1e-6, help="rtol = atol (default: 1e-6)")
     p.add_argument("--controller", default="i", choices=["i", "pi", "pid"])
     p.add_argument("--problems", default=None, help="comma-separated names, e.g. A1,D5")
+    p.add_argument("--error-control", default="local", choices=["local", "global"],
+                   help="global: re-solve with tighter tolerances until the estimated end error "
+                        "is within the tolerance (default: local)")
     p.set_defaults(func=run_detest)
 
 
@@ -32,7 +35,7 @@ def run_detest(args: argparse.Namespace) -> int:
         p = PROBLEMS[name]
         t0 = time.perf_counter()
         sol = solve(p.f, p.initial(), 0.0, p.t1, solver=args.solver, rtol=args.tol,
-                    atol=args.tol, controller=args.controller)
+                    atol=args.tol, controller=args.controller, error_control=args.error_control)
         e = scaled_error(sol.x, reference(name), args.tol, args.tol)
         st = sol.stats
         total += st.nfe
