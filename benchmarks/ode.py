@@ -384,7 +384,13 @@ Per problem (err/tol = max_i |y_i - ref_i| / (atol + rtol |ref_i|)):
 
 {detest_md}
 
-### Solver-heuristic regularisation (Pal et al. 2021), damped oscillator, tsit5 rtol = 1e-5
+### Solver-heuristic regularisation (Pal et al. 2021): digits classifier, tsit5 rtol = atol = 1e-8
+
+8x8 digits (1257 train / 540 test, standardised pixels) -> neural ODE dz/dt = f(t, z) in 64-d on
+t in [0, 1] (MLP 65-64-64, tanh; float64) -> linear read-out, trained 150 Adam steps (batch 128,
+lr 0.02) with loss = cross-entropy + lambda * `sol.extras["reg_error"]` (ERNODE,
+sum_j E_j |h_j|). Same initialisation and batches for every lambda. Test NFE: one solve of the
+whole test set at the training tolerance.
 
 {reg_md}
 
