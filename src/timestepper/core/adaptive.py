@@ -69,8 +69,9 @@ def integrate_adaptive(term, solver, controller, x0: Tensor, t_span, *, save: st
                        collect=None) -> Solution:
     """Adaptive solve over ``t_span`` with a shared step size (see module docstring).
 
-    ``collect(solver, state, err, dt)`` is called after each accepted step when given (used by
-    the regularisation statistics of :mod:`timestepper.ode.regularise`).
+    ``collect(solver, state, err, dt, x0, x1)`` is called after each accepted step from ``x0``
+    to ``x1`` when given (used by the regularisation statistics of
+    :mod:`timestepper.ode.regularise`).
     """
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
@@ -128,7 +129,7 @@ def integrate_adaptive(term, solver, controller, x0: Tensor, t_span, *, save: st
             dt_next = abs(dt_next)
         if accept:
             if collect is not None:
-                collect(solver, state_new, err, t_next - t)
+                collect(solver, state_new, err, t_next - t, x, x_new)
             t_prev, x_prev = t, x
             t, x, state = t_next, x_new, state_new
             accepted += 1

@@ -1,43 +1,85 @@
 """Solver heuristics as training regularisers (Pal, Ma, Shah & Rackauckas 2021, "Opening the
 Blackbox: Accelerating Neural Differential Equations by Regularizing Internal Solver
-Heuristics", eqs. 5 and 7).
+Heuristics", ICML; arXiv:2105.03918).
 
 During a solve with direct backpropagation, :class:`SolverHeuristics` accumulates over the
-accepted steps ``j``
+accepted steps ``j`` (step size ``h_j``)
 
-* ``error = sum_j E_j |h_j|`` with ``E_j`` the norm of the embedded local error estimate
-  (ERNODE), and
-* ``stiffness = sum_j S_j`` with ``S_j = ||k_s - k_{s-1}|| / ||x_s - x_{s-1}||`` the stiffness
-  (dominant eigenvalue) estimate from the last two stages of an FSAL Runge–Kutta step (Shampine
-  1977; Hairer & Wanner, Solving ODEs II, IV.2) (SRNODE).
+* ``R_E = sum_j E_j |h_j|``, the paper's accumulated local error (ERNODE). ``E_j`` is the
+  local error estimate as the step-size controller sees it: the embedded error scaled by
+  ``atol + rtol * max(|x_j|, |x_{j+1}|)`` and reduced by the controller's norm (RMS by
+  default; Hairer, Nørsett & Wanner, Solving ODEs I, eq. II.4.11), so ``E_j <= 1`` on accepted
+  steps. The authors' code saves the same quantity (OrdinaryDiffEq's ``EEst * dt``) at every
+  accepted step.
+* ``R_S = sum_j S_j``, the paper's total stiffness (SRNODE), with
+  ``S_j = ||k_s - k_{s-1}|| / ||x_s - x_{s-1}||`` the estimate of the dominant Jacobian
+  eigenvalue from the last two stages of an FSAL Runge–Kutta pair whose last two stages sit at
+  the same time (``c_s = c_{s-1} = 1``: dopri5, tsit5; Shampine 1977; Hairer & Wanner, Solving
+  ODEs II, Sec. IV.2). Solvers without such stages contribute 0.
 
-Both are differentiable tensors: add ``lambda * sol.extras["reg_error"]`` to the loss.
+Both are differentiable tensors: add ``lam * sol.extras["reg_error"]`` (or ``reg_stiffness``)
+to the loss. Gradients flow through the stages and the error scale; the step sizes the
+controller picks are constants, so the gradient lowers the local error of the learned field at
+the current steps and the controller takes larger steps afterwards. Because the controller
+keeps ``E_j`` near its target, the *value* of ``R_E`` stays of the order of ``|t1 - t0|``
+while the model gets cheaper; watch the NFE, not ``R_E``.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from ..solvers.rk import ExplicitRK, bcast, weighted_sum
 
 
-class SolverHeuristics:
-    """Accumulates the local error and stiffness estimates of accepted steps."""
+def scaled_error(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float,
+                 norm: str = "rms") -> Tensor:
+    """The controller's scaled error norm of one step (HNW I, eq. II.4.11), differentiable in
+    ``x0``, ``x1`` and ``err`` (the controller's own copy is detached)."""
+    scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
+    r = err / scale
+    if norm == "rms":
+        return torch.linalg.vector_norm(r) / (r.numel() ** 0.5)
+    if norm == "max":
+        return torch.linalg.vector_norm(r, ord=float("inf"))
+    raise ValueError(f"norm must be 'rms' or 'max', got {norm!r}")
 
-    def __init__(self) -> None:
-        self.error = torch.zeros(())
-        self.stiffness = torch.zeros(())
+
+class SolverHeuristics:
+    """Accumulates ``R_E`` and ``R_S`` (module docstring) over the accepted steps.
+
+    Args:
+        rtol, atol, norm: the tolerances and norm of the step-size controller of the solve.
+    """
+
+    def __init__(self, rtol: float, atol: float, norm: str = "rms") -> None:
+        self.rtol, self.atol, self.norm = float(rtol), float(atol), norm
+        self.error: Tensor = torch.zeros(())
+        self.stiffness: Tensor = torch.zeros(())
         self.steps = 0
 
-    def __call__(self, solver, state, err, dt) -> None:
+    def __call__(self, solver, state, err: Tensor, dt: float, x0: Tensor, x1: Tensor) -> None:
         self.steps += 1
-        self.error = self.error + torch.linalg.vector_norm(err) * abs(dt)
-        if isinstance(solver, ExplicitRK) and solver.tableau.fsal and state.ks is not None:
-            tab, ks = solver.tableau, state.ks
-            # x_s - x_{s-1} = h sum_j (a_{s,j} - a_{s-1,j}) k_j (rows of A; a_s = b for FSAL).
-            diff_w = [a - b for a, b in zip(tab.a[-1], tab.a[-2] + (0.0,))]
-            dx = weighted_sum(None, bcast(state.h, ks[0]), diff_w, ks)
-            num = torch.linalg.vector_norm(ks[-1] - ks[-2])
-            den = torch.linalg.vector_norm(dx)
-            self.stiffness = self.stiffness + torch.where(den > 0, num / den.clamp(min=1e-300),
-                                                          0.0)
+        e = scaled_error(x0, x1, err, self.rtol, self.atol, self.norm)
+        self.error = self.error + e * abs(dt)
+        s = stiffness_estimate(solver, state)
+        if s is not None:
+            self.stiffness = self.stiffness + s
+
+
+def stiffness_estimate(solver, state) -> Tensor | None:
+    """``||k_s - k_{s-1}|| / ||x_s - x_{s-1}||`` of the last step of an FSAL explicit RK pair
+    with ``c_s = c_{s-1}`` (else ``None``); 0 where the two stage points coincide."""
+    if not isinstance(solver, ExplicitRK) or getattr(state, "ks", None) is None:
+        return None
+    tab, ks = solver.tableau, state.ks
+    if not tab.fsal or tab.stages < 3 or tab.c[-1] != tab.c[-2]:
+        return None
+    # x_s - x_{s-1} = h sum_j (a_{s,j} - a_{s-1,j}) k_j (rows of A; a_s = b for FSAL).
+    diff_w = [a - b for a, b in zip(tab.a[-1], tuple(tab.a[-2]) + (0.0,))]
+    dx = weighted_sum(None, bcast(state.h, ks[0]), diff_w, ks)
+    num = torch.linalg.vector_norm(ks[-1] - ks[-2])
+    den = torch.linalg.vector_norm(dx)
+    tiny = torch.finfo(den.dtype).tiny
+    return torch.where(den > tiny, num / den.clamp(min=tiny), torch.zeros_like(num))

@@ -111,8 +111,10 @@ def solve(
             :mod:`timestepper.ode.global_error`). ``stats`` then sum every solve and
             ``extras`` hold ``global_error``, ``tolerance_scale`` and ``rounds``.
         regularise: accumulate the solver heuristics of Pal et al. (2021) into
-            ``extras["reg_error"]`` and ``extras["reg_stiffness"]`` (differentiable; shared-step
-            adaptive solves with ``adjoint="direct"``).
+            ``extras["reg_error"]`` (``sum_j E_j |h_j|``, ``E_j`` the controller's scaled error
+            norm) and ``extras["reg_stiffness"]`` (``sum_j S_j``, the RK stiffness estimate);
+            differentiable; shared-step adaptive solves with ``adjoint="direct"``
+            (:mod:`timestepper.ode.regularise`).
         time_dtype: per-sample mode only: dtype of the times and step sizes kept on the device
             (``torch.float32`` on devices without float64). Shared-step times are host floats.
     """
@@ -160,10 +162,13 @@ def solve(
         if regularise:
             if adjoint != "direct" or ctrl is None:
                 raise ValueError("regularise=True needs an adaptive solve with adjoint='direct'")
+            if not all(hasattr(ctrl, a) for a in ("rtol", "atol", "norm")):
+                raise ValueError("regularise=True needs a controller with rtol, atol and norm "
+                                 "(a PIDController)")
             from ..core.adaptive import integrate_adaptive
             from .regularise import SolverHeuristics
 
-            heur = SolverHeuristics()
+            heur = SolverHeuristics(ctrl.rtol, ctrl.atol, ctrl.norm)
             sol = integrate_adaptive(ODETerm(field), slv, ctrl, x0, (t0f, t1f), saveat=st,
                                      collect=heur, **opts)
             sol.extras.update(reg_error=heur.error, reg_stiffness=heur.stiffness)
