@@ -121,6 +121,15 @@ def weighted_sum(x: Tensor | None, h: float | Tensor, ws, ks) -> Tensor | None:
     return out
 
 
+def _combine_errors(e5: Tensor, e3: Tensor) -> Tensor:
+    """DOP853's combination of its 5th- and 3rd-order error estimates (elementwise)."""
+    denom = torch.sqrt(e5 * e5 + 0.01 * e3 * e3)
+    return torch.where(denom > 0, e5 * e5 / torch.where(denom > 0, denom, 1.0), 0.0)
+
+
+_PER_SAMPLE_DTYPES = (torch.float32, torch.float64)
+
+
 class ExplicitRK(Solver):
     """Generic explicit Runge–Kutta step (Hairer, Nørsett & Wanner, Solving ODEs I, II.1).
 
@@ -132,10 +141,24 @@ class ExplicitRK(Solver):
         self.tableau = tableau
         self.order = tableau.order
         self.error_order = tableau.error_order or tableau.order
-        self.nfe_per_step = tableau.stages - (1 if tableau.fsal else 0)
         bt = tableau
+        self._fsal = bt.fsal
+        self.nfe_per_step = bt.stages - (1 if self._fsal else 0)
         self._err_w = None if bt.b_err is None else tuple(b - e for b, e in zip(bt.b, bt.b_err))
         self._err_w2 = None if bt.b_err2 is None else tuple(b - e for b, e in zip(bt.b, bt.b_err2))
+        # Per-sample steps: every nonzero weight of the step in one flat list (stage rows, then
+        # b unless FSAL, then the error weights), so that all products h * w are one tensor op.
+        rows = list(bt.a) + ([] if self._fsal else [bt.b])
+        rows += [w for w in (self._err_w, self._err_w2) if w is not None]
+        self._rows: list[tuple[tuple[int, int], ...]] = []  # (stage j, index into the flat list)
+        flat: list[float] = []
+        for row in rows:
+            self._rows.append(tuple((j, len(flat) + n) for n, j in
+                                    enumerate(j for j, w in enumerate(row) if w != 0.0)))
+            flat.extend(w for w in row if w != 0.0)
+        self._flat_w = tuple(flat)
+        self._c = tuple(bt.c[1:])
+        self._consts: dict = {}
 
     @property
     def adaptive(self) -> bool:
@@ -159,29 +182,67 @@ class ExplicitRK(Solver):
     def step(self, term, t0, t1, x: Tensor, state: RKState | None):
         bt = self.tableau
         h = t1 - t0
+        if (isinstance(h, Tensor) and h.ndim == 1 and x.dtype in _PER_SAMPLE_DTYPES
+                and h.dtype in _PER_SAMPLE_DTYPES):
+            return self._step_per_sample(term, t0, h, x, state)
         hb = bcast(h, x)
-        ks: list[Tensor] = []
-        for i in range(bt.stages):
-            if i == 0:
-                if state is not None and state.x is x and state.f is not None:
-                    ks.append(state.f)
-                    continue
-                ks.append(term.vf(t0, x))
-                continue
+        ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
+        for i in range(1, bt.stages):
             xi = weighted_sum(x, hb, bt.a[i - 1], ks)
-            if bt.fsal and i == bt.stages - 1:
+            if self._fsal and i == bt.stages - 1:
                 x1 = xi
             ks.append(term.vf(t0 + bt.c[i] * h, xi))
-        if not bt.fsal:
+        if not self._fsal:
             x1 = weighted_sum(x, hb, bt.b, ks)
         err = None
         if self._err_w is not None:
             err = weighted_sum(None, hb, self._err_w, ks)
             if self._err_w2 is not None:
-                e3 = weighted_sum(None, hb, self._err_w2, ks)
-                denom = torch.sqrt(err * err + 0.01 * e3 * e3)
-                err = torch.where(denom > 0, err * err / torch.where(denom > 0, denom, 1.0), 0.0)
-        f1 = ks[-1] if bt.fsal else None
+                err = _combine_errors(err, weighted_sum(None, hb, self._err_w2, ks))
+        f1 = ks[-1] if self._fsal else None
+        return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
+
+    @staticmethod
+    def _first_stage(term, t0, x: Tensor, state: RKState | None) -> Tensor:
+        if state is not None and state.x is x and state.f is not None:
+            return state.f  # FSAL, or f(t0, x0) cached by the initial step selection
+        return term.vf(t0, x)
+
+    def _step_per_sample(self, term, t0: Tensor, h: Tensor, x: Tensor, state: RKState | None):
+        """:meth:`step` with ``(B,)`` times: the products ``h * w`` of all nonzero weights and
+        the stage times ``t0 + c h`` are two tensor ops per step instead of one or two per term;
+        each stage then adds ``(h w) k`` term by term, the same arithmetic (to the last bit) as
+        :func:`weighted_sum`."""
+        key = (x.dtype, h.dtype, x.device, x.ndim)
+        if key not in self._consts:
+            w = torch.tensor(self._flat_w, dtype=x.dtype, device=x.device)
+            c = torch.tensor(self._c, dtype=h.dtype, device=x.device)
+            self._consts[key] = (w.reshape((-1,) + (1,) * x.ndim), c.reshape(-1, 1))
+        w, c = self._consts[key]
+        hw = (w * h.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype)).unbind(0)
+        tc = (c * h + t0).unbind(0)
+        ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
+
+        def comb(out, row):
+            for j, n in row:
+                out = hw[n] * ks[j] if out is None else out + hw[n] * ks[j]
+            return out
+
+        s, rows = self.tableau.stages, self._rows
+        for i in range(1, s):
+            xi = comb(x, rows[i - 1])
+            ks.append(term.vf(tc[i - 1], xi))
+        r = s - 1
+        if self._fsal:
+            x1 = xi
+        else:
+            x1, r = comb(x, rows[r]), r + 1
+        err = None
+        if self._err_w is not None:
+            err = comb(None, rows[r])
+            if self._err_w2 is not None:
+                err = _combine_errors(err, comb(None, rows[r + 1]))
+        f1 = ks[-1] if self._fsal else None
         return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
 
     def interpolate(self, state: RKState, theta: float | Tensor) -> Tensor:
