@@ -146,15 +146,19 @@ class ExplicitRK(Solver):
         self.nfe_per_step = bt.stages - (1 if self._fsal else 0)
         self._err_w = None if bt.b_err is None else tuple(b - e for b, e in zip(bt.b, bt.b_err))
         self._err_w2 = None if bt.b_err2 is None else tuple(b - e for b, e in zip(bt.b, bt.b_err2))
-        # Per-sample steps: every nonzero weight of the step in one flat list (stage rows, then
-        # b unless FSAL, then the error weights), so that all products h * w are one tensor op.
-        rows = list(bt.a) + ([] if self._fsal else [bt.b])
-        rows += [w for w in (self._err_w, self._err_w2) if w is not None]
-        self._rows: list[tuple[tuple[int, int], ...]] = []  # (stage j, index into the flat list)
+        # Per-sample steps: the nonzero weights of all rows in one flat list (stage rows, then b
+        # unless FSAL, then the error weights), so that all products h * w are one tensor op. A
+        # row that starts from x gets a leading entry whose product is exactly 1.
+        rows = [(r, True) for r in bt.a] + ([] if self._fsal else [(bt.b, True)])
+        rows += [(w, False) for w in (self._err_w, self._err_w2) if w is not None]
+        self._rows: list[tuple[tuple[int, ...], int]] = []  # (stages j, offset in the flat list)
         flat: list[float] = []
-        for row in rows:
-            self._rows.append(tuple((j, len(flat) + n) for n, j in
-                                    enumerate(j for j, w in enumerate(row) if w != 0.0)))
+        self._ones: list[int] = []  # positions of the leading 1s
+        for row, from_x in rows:
+            if from_x:
+                self._ones.append(len(flat))
+                flat.append(0.0)
+            self._rows.append((tuple(j for j, w in enumerate(row) if w != 0.0), len(flat)))
             flat.extend(w for w in row if w != 0.0)
         self._flat_w = tuple(flat)
         self._c = tuple(bt.c[1:])
@@ -209,24 +213,49 @@ class ExplicitRK(Solver):
         return term.vf(t0, x)
 
     def _step_per_sample(self, term, t0: Tensor, h: Tensor, x: Tensor, state: RKState | None):
-        """:meth:`step` with ``(B,)`` times: the products ``h * w`` of all nonzero weights and
-        the stage times ``t0 + c h`` are two tensor ops per step instead of one or two per term;
-        each stage then adds ``(h w) k`` term by term, the same arithmetic (to the last bit) as
-        :func:`weighted_sum`."""
+        """:meth:`step` with ``(B,)`` times, in few tensor ops: the products ``h * w`` of all
+        nonzero weights and the stage times ``t0 + c h`` are one op each per step, and a stage
+        ``x + sum_j (h a_ij) k_j`` is three: stack ``[x, k_j...]``, multiply by ``[1, h a_ij...]``
+        and a cumulative sum over the stack, whose last entry is the sum added term by term
+        (for float64 on the CPU, where ``cumsum`` accumulates sequentially in the same dtype,
+        the arithmetic of :func:`weighted_sum` to the last bit; other dtypes add the terms one
+        by one)."""
         key = (x.dtype, h.dtype, x.device, x.ndim)
         if key not in self._consts:
             w = torch.tensor(self._flat_w, dtype=x.dtype, device=x.device)
             c = torch.tensor(self._c, dtype=h.dtype, device=x.device)
-            self._consts[key] = (w.reshape((-1,) + (1,) * x.ndim), c.reshape(-1, 1))
-        w, c = self._consts[key]
-        hw = (w * h.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype)).unbind(0)
+            ones = torch.zeros_like(w)
+            ones[self._ones] = 1.0
+            shape = (-1,) + (1,) * x.ndim
+            self._consts[key] = (w.reshape(shape), c.reshape(-1, 1), ones.reshape(shape))
+        w, c, ones = self._consts[key]
+        # ones + w * h: exactly w * h (its zero-weight entries are exactly 1).
+        hw = torch.addcmul(ones, w, h.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype))
         tc = (c * h + t0).unbind(0)
         ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
+        cumsum = x.dtype == torch.float64 and x.device.type == "cpu"
 
         def comb(out, row):
-            for j, n in row:
-                out = hw[n] * ks[j] if out is None else out + hw[n] * ks[j]
-            return out
+            js, n = row
+            if not js:
+                return out
+            if out is not None:
+                n -= 1  # the leading 1
+            terms = [ks[j] for j in js] if out is None else [out] + [ks[j] for j in js]
+            if len(terms) == 1:
+                return hw[n] * terms[0]
+            shape = terms[0].shape
+            if any(k.shape != shape for k in terms):  # f broadcast its output: add one by one
+                prods = [hw[n + i] * k for i, k in enumerate(terms)]
+            else:
+                prods = hw[n:n + len(terms)] * torch.stack(terms)
+                if cumsum:
+                    return prods.cumsum_(0)[-1]
+                prods = prods.unbind(0)
+            total = prods[0]
+            for p in prods[1:]:
+                total = total + p
+            return total
 
         s, rows = self.tableau.stages, self._rows
         for i in range(1, s):
