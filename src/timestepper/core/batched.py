@@ -105,8 +105,9 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
         x_new, state_new, err = solver.step(term, t, t_next, x, state)
         norm = controller.error_norm(x, x_new, err, batched=True)
         taken = t_next - t if not backward else t - t_next  # |step|, also for -0.0
-        accept, dt_next, cstate = controller.propose(norm.to(time_dtype), taken, cstate,
-                                                     error_order)
+        if norm.dtype != time_dtype:
+            norm = norm.to(time_dtype)
+        accept, dt_next, cstate = controller.propose(norm, taken, cstate, error_order)
         # (the controller advances its history only where accepted)
         accept = accept & active
         tries += active

@@ -150,7 +150,7 @@ class PIDController(StepSizeController):
         else:
             factor = torch.where(accept, factor.clamp(self.factor_min_accept, self.factor_max),
                                  factor.clamp(self.factor_min, self.safety))
-        dt_next = dt * factor.to(dt.dtype)
+        dt_next = dt * (factor if factor.dtype == dt.dtype else factor.to(dt.dtype))
         if self.dt_max is not None:
             dt_next = torch.clamp(dt_next, -self.dt_max, self.dt_max)
         if not track:

@@ -128,6 +128,8 @@ def _combine_errors(e5: Tensor, e3: Tensor) -> Tensor:
 
 
 _PER_SAMPLE_DTYPES = (torch.float32, torch.float64)
+# Stages with at least this many terms (x included) are formed as stack-multiply-cumsum.
+_STACK_FROM = 4
 
 
 class ExplicitRK(Solver):
@@ -151,16 +153,17 @@ class ExplicitRK(Solver):
         # row that starts from x gets a leading entry whose product is exactly 1.
         rows = [(r, True) for r in bt.a] + ([] if self._fsal else [(bt.b, True)])
         rows += [(w, False) for w in (self._err_w, self._err_w2) if w is not None]
-        self._rows: list[tuple[tuple[int, ...], int]] = []  # (stages j, offset in the flat list)
+        self._rows: list[tuple[int, ...]] = []  # the stages j with a nonzero weight, per row
+        self._sizes: list[int] = []  # entries of each row in the flat list
         flat: list[float] = []
-        self._ones: list[int] = []  # positions of the leading 1s
+        ones: list[float] = []
         for row, from_x in rows:
-            if from_x:
-                self._ones.append(len(flat))
-                flat.append(0.0)
-            self._rows.append((tuple(j for j, w in enumerate(row) if w != 0.0), len(flat)))
-            flat.extend(w for w in row if w != 0.0)
-        self._flat_w = tuple(flat)
+            js = tuple(j for j, w in enumerate(row) if w != 0.0)
+            self._rows.append(js)
+            self._sizes.append(len(js) + from_x)
+            flat += [0.0] * from_x + [row[j] for j in js]
+            ones += [1.0] * from_x + [0.0] * len(js)
+        self._flat_w, self._flat_ones = tuple(flat), tuple(ones)
         self._c = tuple(bt.c[1:])
         self._consts: dict = {}
 
@@ -214,63 +217,59 @@ class ExplicitRK(Solver):
 
     def _step_per_sample(self, term, t0: Tensor, h: Tensor, x: Tensor, state: RKState | None):
         """:meth:`step` with ``(B,)`` times, in few tensor ops: the products ``h * w`` of all
-        nonzero weights and the stage times ``t0 + c h`` are one op each per step, and a stage
-        ``x + sum_j (h a_ij) k_j`` is three: stack ``[x, k_j...]``, multiply by ``[1, h a_ij...]``
-        and a cumulative sum over the stack, whose last entry is the sum added term by term
-        (for float64 on the CPU, where ``cumsum`` accumulates sequentially in the same dtype,
-        the arithmetic of :func:`weighted_sum` to the last bit; other dtypes add the terms one
-        by one)."""
+        nonzero weights and the stage times ``t0 + c h`` are one op each per step. A stage
+        ``x + sum_j (h a_ij) k_j`` adds the terms one by one (as :func:`weighted_sum`), except
+        that a long one in float64 on the CPU is three ops: stack ``[x, k_j...]``, multiply by
+        ``[1, h a_ij...]`` and a cumulative sum over the stack; the CPU ``cumsum`` accumulates
+        sequentially in float64, so its last entry is the same sum to the last bit."""
         key = (x.dtype, h.dtype, x.device, x.ndim)
         if key not in self._consts:
-            w = torch.tensor(self._flat_w, dtype=x.dtype, device=x.device)
-            c = torch.tensor(self._c, dtype=h.dtype, device=x.device)
-            ones = torch.zeros_like(w)
-            ones[self._ones] = 1.0
             shape = (-1,) + (1,) * x.ndim
-            self._consts[key] = (w.reshape(shape), c.reshape(-1, 1), ones.reshape(shape))
-        w, c, ones = self._consts[key]
-        # ones + w * h: exactly w * h (its zero-weight entries are exactly 1).
-        hw = torch.addcmul(ones, w, h.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype))
+            w, ones = (torch.tensor(v, dtype=x.dtype, device=x.device).reshape(shape)
+                       for v in (self._flat_w, self._flat_ones))
+            c = torch.tensor(self._c, dtype=h.dtype, device=x.device).reshape(-1, 1)
+            self._consts[key] = (w, ones, c)
+        w, ones, c = self._consts[key]
+        hb = h.reshape((-1,) + (1,) * (x.ndim - 1))
+        if hb.dtype != x.dtype:
+            hb = hb.to(x.dtype)
+        # ones + w * h is exactly w * h, and exactly 1 at the leading entries of the rows.
+        hw = torch.addcmul(ones, w, hb).split(self._sizes)
         tc = (c * h + t0).unbind(0)
         ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
         cumsum = x.dtype == torch.float64 and x.device.type == "cpu"
 
-        def comb(out, row):
-            js, n = row
+        def comb(r, out):
+            js = self._rows[r]
             if not js:
                 return out
-            if out is not None:
-                n -= 1  # the leading 1
             terms = [ks[j] for j in js] if out is None else [out] + [ks[j] for j in js]
-            if len(terms) == 1:
-                return hw[n] * terms[0]
-            shape = terms[0].shape
-            if any(k.shape != shape for k in terms):  # f broadcast its output: add one by one
-                prods = [hw[n + i] * k for i, k in enumerate(terms)]
-            else:
-                prods = hw[n:n + len(terms)] * torch.stack(terms)
-                if cumsum:
-                    return prods.cumsum_(0)[-1]
-                prods = prods.unbind(0)
-            total = prods[0]
-            for p in prods[1:]:
-                total = total + p
+            if cumsum and len(terms) >= _STACK_FROM:
+                try:
+                    return (hw[r] * torch.stack(terms)).cumsum_(0).select(0, -1)
+                except RuntimeError:  # f broadcast its output against the state
+                    pass
+            wr = hw[r]
+            total = out
+            for i in range(len(terms) - len(js), len(terms)):
+                p = wr[i] * terms[i]
+                total = p if total is None else total + p
             return total
 
-        s, rows = self.tableau.stages, self._rows
+        s = self.tableau.stages
         for i in range(1, s):
-            xi = comb(x, rows[i - 1])
+            xi = comb(i - 1, x)
             ks.append(term.vf(tc[i - 1], xi))
         r = s - 1
         if self._fsal:
             x1 = xi
         else:
-            x1, r = comb(x, rows[r]), r + 1
+            x1, r = comb(r, x), r + 1
         err = None
         if self._err_w is not None:
-            err = comb(None, rows[r])
+            err = comb(r, None)
             if self._err_w2 is not None:
-                err = _combine_errors(err, comb(None, rows[r + 1]))
+                err = _combine_errors(err, comb(r + 1, None))
         f1 = ks[-1] if self._fsal else None
         return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
 
