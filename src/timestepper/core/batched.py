@@ -93,10 +93,12 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
             status = torch.where(active, 1, status)
             break
         # A finished sample has t == t_end, so its step is min(dt, 0) = 0 (stopped ones need
-        # the explicit zero).
-        h = torch.minimum(dt, (t_end - t).abs())
+        # the explicit zero). t never passes t_end (a step ending within snap lands on it), so
+        # t_end - t has the sign of the direction.
         if backward:
-            h = h.neg()
+            h = torch.minimum(dt, t - t_end).neg()
+        else:
+            h = torch.minimum(dt, t_end - t)
         if any_stopped:
             h = torch.where(active, h, 0.0)
         t_next = t + h
@@ -124,7 +126,7 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
         x = torch.where(accept_b, x_new, x)
         t = torch.where(accept, t_next, t)
         state = _merge_state(accept_b, state_new, state, x)
-        dt = torch.where(active, dt_next, dt)
+        dt = dt_next  # (a finished sample's dt is never used: its steps have length 0)
         active = t != t_end
         if any_stopped:
             active = active & ~stopped
