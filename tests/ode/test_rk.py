@@ -118,3 +118,33 @@ def test_embedded_weights_are_fourth_order(name):
     for got, want in conds:
         assert abs(got - want) < 1e-12, name
     assert abs(bh @ c**4 - 1 / 5) > 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(TABLEAUX))
+def test_per_sample_step_is_the_term_by_term_sum(name, dtype):
+    """A step with (B,) step sizes (per-sample mode forms the products h * w and the stages in
+    few tensor ops) gives, to the last bit, x + sum_j (h a_ij) k_j added term by term."""
+    from timestepper.solvers.rk import weighted_sum
+
+    bt = TABLEAUX[name]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64).to(dtype)
+    t0 = torch.rand(6, generator=g, dtype=torch.float64)
+    t1 = t0 + 0.05 + 0.2 * torch.rand(6, generator=g, dtype=torch.float64)
+
+    def f(t, y):
+        return torch.sin(y) * (1 + t[:, None]).to(y.dtype) - 0.3 * y * y
+
+    x1, state, err = ExplicitRK(bt).step(ODETerm(f), t0, t1, x, None)
+    h = t1 - t0
+    hb = h[:, None].to(dtype)
+    ks = [f(t0, x)]
+    for i in range(1, bt.stages):
+        ks.append(f(t0 + bt.c[i] * h, weighted_sum(x, hb, bt.a[i - 1], ks)))
+    ref = weighted_sum(x, hb, bt.b, ks)
+    assert torch.equal(x1, ref)
+    assert all(torch.equal(a, b) for a, b in zip(state.ks, ks))
+    if bt.b_err is not None and bt.b_err2 is None:
+        ref_err = weighted_sum(None, hb, [b - e for b, e in zip(bt.b, bt.b_err)], ks)
+        assert torch.equal(err, ref_err)

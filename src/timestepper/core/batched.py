@@ -11,19 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..solvers.rk import RKState
 from .adaptive import ON_FAILURE, STATUSES, AdaptiveError, is_pid, start
 from .solution import Solution, Stats
 
 
 def _merge_state(accept: Tensor, new, old, x: Tensor):
-    """Per-sample choice between the solver state of the new and the old step."""
-    from ..solvers.rk import RKState
-
+    """Per-sample choice between the solver state of the new and the old step (``accept``
+    shaped to broadcast against ``x``)."""
     if isinstance(new, RKState):
-        m = accept.reshape((-1,) + (1,) * (x.ndim - 1))
         f = None
         if new.f is not None and old is not None and old.f is not None:
-            f = torch.where(m, new.f, old.f)
+            f = torch.where(accept, new.f, old.f)
         return RKState(x=x, f=f)
     return new
 
@@ -62,7 +61,7 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
     cstate = controller.init_state()
     zeros = torch.zeros(B, dtype=torch.int64, device=dev)
     nfe = zeros + (term.nfe - calls0)
-    acc, rej, status = zeros.clone(), zeros.clone(), zeros.clone()
+    acc, status = zeros.clone(), zeros.clone()
     st = None if saveat is None else torch.as_tensor(saveat, dtype=time_dtype, device=dev)
     ys = None
     if st is not None:
@@ -74,8 +73,14 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
         raise ValueError("per-sample saveat needs a solver with dense output")
     x = x0
     done = t == t_end
+    active = ~done
     bshape = (-1,) + (1,) * (x0.ndim - 1)
-    stopped = torch.zeros_like(done)
+    eps = 4 * torch.finfo(time_dtype).eps
+    snap = eps * t_end.abs().clamp(min=1.0)  # a step ending this close to t_end lands on it
+    backward = bool(direction[0] < 0)
+    nps = solver.nfe_per_step
+    stopped, any_stopped = torch.zeros_like(done), False
+    tries = zeros.clone()  # attempted steps per sample; rejected = tries - accepted
     it = 0
     all_done = bool(done.all())
     while not all_done:
@@ -85,23 +90,30 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
             if on_failure == "raise":
                 raise AdaptiveError(f"max_steps={max_steps} reached in per-sample mode; pass "
                                     "on_failure='return' to get the states")
-            status = torch.where(done, status, 1)
+            status = torch.where(active, 1, status)
             break
-        h = torch.where(done, 0.0, torch.minimum(dt, (t_end - t).abs()) * direction)
-        eps = 4 * torch.finfo(time_dtype).eps
-        t_next = torch.where((t_end - (t + h)).abs() <= eps * t_end.abs().clamp(min=1.0),
-                             t_end, t + h)
+        # A finished sample has t == t_end, so its step is min(dt, 0) = 0 (stopped ones need
+        # the explicit zero). t never passes t_end (a step ending within snap lands on it), so
+        # t_end - t has the sign of the direction.
+        if backward:
+            h = torch.minimum(dt, t - t_end).neg()
+        else:
+            h = torch.minimum(dt, t_end - t)
+        if any_stopped:
+            h = torch.where(active, h, 0.0)
+        t_next = t + h
+        t_next = torch.where((t_end - t_next).abs() <= snap, t_end, t_next)
         it += 1
         x_new, state_new, err = solver.step(term, t, t_next, x, state)
         norm = controller.error_norm(x, x_new, err, batched=True)
-        active = ~done
-        accept, dt_next, cstate_new = controller.propose(norm.to(time_dtype), (t_next - t).abs(),
-                                                         cstate,
-                                                         error_order)
+        taken = t_next - t if not backward else t - t_next  # |step|, also for -0.0
+        if norm.dtype != time_dtype:
+            norm = norm.to(time_dtype)
+        accept, dt_next, cstate = controller.propose(norm, taken, cstate, error_order)
+        # (the controller advances its history only where accepted)
         accept = accept & active
-        nfe += active.long() * solver.nfe_per_step
-        acc += accept.long()
-        rej += (active & ~accept).long()
+        tries += active
+        acc += accept
         if st is not None:
             cross = (accept[None, :] & (direction * (st[:, None] - t[None, :]) > 0)
                      & (direction * (st[:, None] - t_next[None, :]) <= 0))
@@ -110,22 +122,27 @@ def integrate_adaptive_batched(term, solver, controller, x0: Tensor, t0, t1, *, 
                     min=torch.finfo(time_dtype).tiny) * direction, 0.0)
                 ys[j] = torch.where(cross[j].reshape(bshape),
                                     solver.interpolate(state_new, theta), ys[j])
-        x = torch.where(accept.reshape(bshape), x_new, x)
+        accept_b = accept.reshape(bshape)
+        x = torch.where(accept_b, x_new, x)
         t = torch.where(accept, t_next, t)
-        state = _merge_state(accept, state_new, state, x)
-        cstate = cstate_new  # the controller advances its history only where accepted
-        dt = torch.where(active, dt_next, dt)
-        done = (t == t_end) | stopped
-        under = (~done) & (dt < eps * t.abs().clamp(min=1.0))
-        all_done, any_under = torch.stack([done.all(), under.any()]).tolist()  # one sync
+        state = _merge_state(accept_b, state_new, state, x)
+        dt = dt_next  # (a finished sample's dt is never used: its steps have length 0)
+        active = t != t_end
+        if any_stopped:
+            active = active & ~stopped
+        under = active & (dt < eps * t.abs().clamp(min=1.0))
+        any_active, any_under = torch.stack([active, under]).any(dim=1).tolist()  # one sync
+        all_done = not any_active
         if any_under:
             if on_failure == "raise":
                 i = int(under.nonzero()[0])
                 raise AdaptiveError(f"step size underflow for sample {i} at t={float(t[i]):.6g}")
             status = torch.where(under, 2, status)
-            stopped = stopped | under
-            done = done | under
-            all_done = bool(done.all())
+            stopped, any_stopped = stopped | under, True
+            active = active & ~under
+            all_done = not bool(active.any())
+    rej = tries - acc
+    nfe = nfe + tries * nps
     stats = Stats(nfe=nfe, steps=acc + rej, accepted=acc, rejected=rej)
     extras = {"status": status, "statuses": STATUSES, "t": t, "nfe_calls": term.nfe - calls0}
     return Solution(x=x, ts=st if st is not None else t, ys=ys, stats=stats, extras=extras)

@@ -43,7 +43,8 @@ def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: fl
                       norm: str = "rms", batched: bool = False) -> Tensor:
     """The scaled error as a tensor: 0-d, or ``(B,)`` over all but the first dim when
     ``batched``. A non-finite error gives ``inf`` or ``nan``; both reject the step."""
-    x0, x1, err = x0.detach(), x1.detach(), err.detach()
+    if x0.requires_grad or x1.requires_grad or err.requires_grad:
+        x0, x1, err = x0.detach(), x1.detach(), err.detach()
     if norm == "rms" and not err.is_complex():
         scale = torch.maximum(x0.abs(), x1.abs()).mul_(rtol).add_(atol)
         r = err / scale
@@ -121,24 +122,39 @@ class PIDController(StepSizeController):
         return ((self.pcoeff + self.icoeff + self.dcoeff) / k, -(self.pcoeff + 2 * self.dcoeff) / k,
                 self.dcoeff / k)
 
+    def _one_clamp(self, track: bool, b1: float) -> bool:
+        return (not track and b1 > 0 and self.safety <= self.factor_max
+                and max(self.factor_min, self.factor_min_accept) < 0.999 * self.safety)
+
     def propose(self, norm: Tensor, dt: Tensor, state: PIDState, error_order: int):
         """Accept/reject and the next step from the scaled error ``norm`` as tensors (0-d or
         per-sample ``(B,)``). Returns ``(accept, dt_next, state)``; the error history advances
-        only where a step is accepted. Same rule as :meth:`propose_float`."""
+        only where a step is accepted (it is passed through unchanged when its gains are zero,
+        e.g. for the I controller). Same rule as :meth:`propose_float`."""
         b1, b2, b3 = self._gains(error_order)
         accept = norm <= 1.0
-        # norm = 0 gives the largest factor; a NaN/inf error (inv = 0) the smallest.
-        inv = torch.where(torch.isfinite(norm), 1.0 / torch.clamp(norm, min=1e-10), 0.0)
-        prev = torch.as_tensor(state.prev, dtype=inv.dtype)
-        prev2 = torch.as_tensor(state.prev2, dtype=inv.dtype)
-        factor = self.safety * inv**b1 * prev**b2 * prev2**b3
+        # norm = 0 gives the largest factor; a NaN/inf error (inv = 0) the smallest. ``1 / inf``
+        # is 0 and a NaN norm gives a NaN reciprocal, mapped to 0.
+        inv = torch.clamp(norm, min=1e-10).reciprocal_().nan_to_num_(nan=0.0)
+        factor = self.safety * inv**b1
+        track = b2 != 0.0 or b3 != 0.0
+        if track:
+            prev = torch.as_tensor(state.prev, dtype=inv.dtype)
+            prev2 = torch.as_tensor(state.prev2, dtype=inv.dtype)
+            factor = factor * prev**b2 * prev2**b3
         # Accepted: ratio in [factor_min_accept, factor_max]; rejected: in [factor_min, safety].
-        hi = torch.where(accept, self.factor_max, self.safety).to(factor.dtype)
-        lo = torch.where(accept, self.factor_min_accept, self.factor_min).to(factor.dtype)
-        factor = torch.minimum(torch.maximum(factor, lo), hi)
-        dt_next = dt * factor.to(dt.dtype)
+        if self._one_clamp(track, b1):
+            # safety * inv**b1 is >= safety (above both lower bounds) when accepted (inv >= 1)
+            # and <= safety when rejected, so one clamp gives the same ratio.
+            factor = factor.clamp(self.factor_min, self.factor_max)
+        else:
+            factor = torch.where(accept, factor.clamp(self.factor_min_accept, self.factor_max),
+                                 factor.clamp(self.factor_min, self.safety))
+        dt_next = dt * (factor if factor.dtype == dt.dtype else factor.to(dt.dtype))
         if self.dt_max is not None:
             dt_next = torch.clamp(dt_next, -self.dt_max, self.dt_max)
+        if not track:
+            return accept, dt_next, state
         new = PIDState(torch.where(accept, inv, prev), torch.where(accept, prev, prev2))
         return accept, dt_next, new
 

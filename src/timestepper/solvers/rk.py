@@ -121,6 +121,17 @@ def weighted_sum(x: Tensor | None, h: float | Tensor, ws, ks) -> Tensor | None:
     return out
 
 
+def _combine_errors(e5: Tensor, e3: Tensor) -> Tensor:
+    """DOP853's combination of its 5th- and 3rd-order error estimates (elementwise)."""
+    denom = torch.sqrt(e5 * e5 + 0.01 * e3 * e3)
+    return torch.where(denom > 0, e5 * e5 / torch.where(denom > 0, denom, 1.0), 0.0)
+
+
+_PER_SAMPLE_DTYPES = (torch.float32, torch.float64)
+# Stages with at least this many terms (x included) are formed as stack-multiply-cumsum.
+_STACK_FROM = 4
+
+
 class ExplicitRK(Solver):
     """Generic explicit Runge–Kutta step (Hairer, Nørsett & Wanner, Solving ODEs I, II.1).
 
@@ -132,10 +143,29 @@ class ExplicitRK(Solver):
         self.tableau = tableau
         self.order = tableau.order
         self.error_order = tableau.error_order or tableau.order
-        self.nfe_per_step = tableau.stages - (1 if tableau.fsal else 0)
         bt = tableau
+        self._fsal = bt.fsal
+        self.nfe_per_step = bt.stages - (1 if self._fsal else 0)
         self._err_w = None if bt.b_err is None else tuple(b - e for b, e in zip(bt.b, bt.b_err))
         self._err_w2 = None if bt.b_err2 is None else tuple(b - e for b, e in zip(bt.b, bt.b_err2))
+        # Per-sample steps: the nonzero weights of all rows in one flat list (stage rows, then b
+        # unless FSAL, then the error weights), so that all products h * w are one tensor op. A
+        # row that starts from x gets a leading entry whose product is exactly 1.
+        rows = [(r, True) for r in bt.a] + ([] if self._fsal else [(bt.b, True)])
+        rows += [(w, False) for w in (self._err_w, self._err_w2) if w is not None]
+        self._rows: list[tuple[int, ...]] = []  # the stages j with a nonzero weight, per row
+        self._sizes: list[int] = []  # entries of each row in the flat list
+        flat: list[float] = []
+        ones: list[float] = []
+        for row, from_x in rows:
+            js = tuple(j for j, w in enumerate(row) if w != 0.0)
+            self._rows.append(js)
+            self._sizes.append(len(js) + from_x)
+            flat += [0.0] * from_x + [row[j] for j in js]
+            ones += [1.0] * from_x + [0.0] * len(js)
+        self._flat_w, self._flat_ones = tuple(flat), tuple(ones)
+        self._c = tuple(bt.c[1:])
+        self._consts: dict = {}
 
     @property
     def adaptive(self) -> bool:
@@ -159,29 +189,88 @@ class ExplicitRK(Solver):
     def step(self, term, t0, t1, x: Tensor, state: RKState | None):
         bt = self.tableau
         h = t1 - t0
+        if (isinstance(h, Tensor) and h.ndim == 1 and x.dtype in _PER_SAMPLE_DTYPES
+                and h.dtype in _PER_SAMPLE_DTYPES):
+            return self._step_per_sample(term, t0, h, x, state)
         hb = bcast(h, x)
-        ks: list[Tensor] = []
-        for i in range(bt.stages):
-            if i == 0:
-                if state is not None and state.x is x and state.f is not None:
-                    ks.append(state.f)
-                    continue
-                ks.append(term.vf(t0, x))
-                continue
+        ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
+        for i in range(1, bt.stages):
             xi = weighted_sum(x, hb, bt.a[i - 1], ks)
-            if bt.fsal and i == bt.stages - 1:
+            if self._fsal and i == bt.stages - 1:
                 x1 = xi
             ks.append(term.vf(t0 + bt.c[i] * h, xi))
-        if not bt.fsal:
+        if not self._fsal:
             x1 = weighted_sum(x, hb, bt.b, ks)
         err = None
         if self._err_w is not None:
             err = weighted_sum(None, hb, self._err_w, ks)
             if self._err_w2 is not None:
-                e3 = weighted_sum(None, hb, self._err_w2, ks)
-                denom = torch.sqrt(err * err + 0.01 * e3 * e3)
-                err = torch.where(denom > 0, err * err / torch.where(denom > 0, denom, 1.0), 0.0)
-        f1 = ks[-1] if bt.fsal else None
+                err = _combine_errors(err, weighted_sum(None, hb, self._err_w2, ks))
+        f1 = ks[-1] if self._fsal else None
+        return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
+
+    @staticmethod
+    def _first_stage(term, t0, x: Tensor, state: RKState | None) -> Tensor:
+        if state is not None and state.x is x and state.f is not None:
+            return state.f  # FSAL, or f(t0, x0) cached by the initial step selection
+        return term.vf(t0, x)
+
+    def _step_per_sample(self, term, t0: Tensor, h: Tensor, x: Tensor, state: RKState | None):
+        """:meth:`step` with ``(B,)`` times, in few tensor ops: the products ``h * w`` of all
+        nonzero weights and the stage times ``t0 + c h`` are one op each per step. A stage
+        ``x + sum_j (h a_ij) k_j`` adds the terms one by one (as :func:`weighted_sum`), except
+        that a long one in float64 on the CPU is three ops: stack ``[x, k_j...]``, multiply by
+        ``[1, h a_ij...]`` and a cumulative sum over the stack; the CPU ``cumsum`` accumulates
+        sequentially in float64, so its last entry is the same sum to the last bit."""
+        key = (x.dtype, h.dtype, x.device, x.ndim)
+        if key not in self._consts:
+            shape = (-1,) + (1,) * x.ndim
+            w, ones = (torch.tensor(v, dtype=x.dtype, device=x.device).reshape(shape)
+                       for v in (self._flat_w, self._flat_ones))
+            c = torch.tensor(self._c, dtype=h.dtype, device=x.device).reshape(-1, 1)
+            self._consts[key] = (w, ones, c)
+        w, ones, c = self._consts[key]
+        hb = h.reshape((-1,) + (1,) * (x.ndim - 1))
+        if hb.dtype != x.dtype:
+            hb = hb.to(x.dtype)
+        # ones + w * h is exactly w * h, and exactly 1 at the leading entries of the rows.
+        hw = torch.addcmul(ones, w, hb).split(self._sizes)
+        tc = (c * h + t0).unbind(0)
+        ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
+        cumsum = x.dtype == torch.float64 and x.device.type == "cpu"
+
+        def comb(r, out):
+            js = self._rows[r]
+            if not js:
+                return out
+            terms = [ks[j] for j in js] if out is None else [out] + [ks[j] for j in js]
+            if cumsum and len(terms) >= _STACK_FROM:
+                try:
+                    return (hw[r] * torch.stack(terms)).cumsum_(0).select(0, -1)
+                except RuntimeError:  # f broadcast its output against the state
+                    pass
+            wr = hw[r]
+            total = out
+            for i in range(len(terms) - len(js), len(terms)):
+                p = wr[i] * terms[i]
+                total = p if total is None else total + p
+            return total
+
+        s = self.tableau.stages
+        for i in range(1, s):
+            xi = comb(i - 1, x)
+            ks.append(term.vf(tc[i - 1], xi))
+        r = s - 1
+        if self._fsal:
+            x1 = xi
+        else:
+            x1, r = comb(r, x), r + 1
+        err = None
+        if self._err_w is not None:
+            err = comb(r, None)
+            if self._err_w2 is not None:
+                err = _combine_errors(err, comb(r + 1, None))
+        f1 = ks[-1] if self._fsal else None
         return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
 
     def interpolate(self, state: RKState, theta: float | Tensor) -> Tensor:
