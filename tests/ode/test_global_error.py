@@ -74,6 +74,19 @@ def test_global_control_warns_when_the_target_is_out_of_reach():
     assert sol.extras["rounds"] == 2 and sol.extras["global_error"] > 1e-3
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_global_control_stops_at_a_failed_round(per_sample):
+    """A round that hits max_steps (on_failure="return") ends the refinement: it is returned
+    with its status, a warning, and no estimate."""
+    y0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="did not reach the end"):
+        sol = solve(_oscillator, y0, 0.0, 50.0, rtol=1e-6, atol=1e-6, max_steps=200,
+                    on_failure="return", error_control="global", per_sample_steps=per_sample)
+    assert sol.extras["rounds"] == 2 and sol.extras["global_error"] == math.inf
+    status = sol.extras["status"]
+    assert (int(status[0]) == 1) if per_sample else status == "max_steps_reached"
+
+
 def _detest_cases():
     for name in PROBLEMS:
         yield pytest.param(name, 1e-6, id=f"{name}-1e-06")

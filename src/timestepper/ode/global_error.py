@@ -84,7 +84,7 @@ def solve_to_global_tolerance(run: Callable[[float], Solution], rtol: float, ato
     sols = [run(1.0)]
     diffs: list[float] = []
     estimate = math.inf
-    while len(sols) < max_rounds:
+    while len(sols) < max_rounds and _succeeded(sols[-1]):
         if len(sols) == 1:
             s_next = 1.0 / first_factor
         else:
@@ -105,7 +105,13 @@ def solve_to_global_tolerance(run: Callable[[float], Solution], rtol: float, ato
         estimate = diffs[-1] * r / (1.0 - r)
         if estimate <= target:
             break
-    if len(sols) == 1:
+    if not _succeeded(sols[-1]):
+        warnings.warn(f"error_control='global': solve {len(sols)} (tolerance scale "
+                      f"{scales[-1]:.3g}) did not reach the end (status "
+                      f"{sols[-1].extras.get('status')}); returning it without an estimate",
+                      RuntimeWarning, stacklevel=3)
+        estimate = math.inf
+    elif len(sols) == 1:
         warnings.warn(f"error_control='global': the tolerances cannot be tightened below "
                       f"min_tol={min_tol:g}, so the global error was not estimated",
                       RuntimeWarning, stacklevel=3)
@@ -118,6 +124,14 @@ def solve_to_global_tolerance(run: Callable[[float], Solution], rtol: float, ato
     extras = dict(last.extras)
     extras.update(global_error=estimate, tolerance_scale=scales[-1], rounds=len(sols))
     return Solution(x=last.x, ts=last.ts, ys=last.ys, stats=stats, extras=extras)
+
+
+def _succeeded(sol: Solution) -> bool:
+    """Whether a solve reached its end (``on_failure="return"`` may hand back a partial one)."""
+    status = sol.extras.get("status", "success")
+    if isinstance(status, Tensor):  # per-sample codes, 0 = success
+        return not bool(status.any())
+    return status == "success"
 
 
 # Tolerance-proportionality exponent assumed by the acceptance test until three solves measure
