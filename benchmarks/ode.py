@@ -486,5 +486,23 @@ Strong order on geometric Brownian motion (2000 paths, one virtual Brownian tree
     print(md)
 
 
+def main_gpu():
+    """Sections (a) and (b) only, on the GPU: ``results/ode_cuda.md`` (with peak GPU memory)."""
+    if DEV.type != "cuda":
+        raise SystemExit("--gpu needs a CUDA device")
+    parts = [f"## Neural differential equations on {torch.cuda.get_device_name()} "
+             f"(`benchmarks/ode.py --gpu`, torch {torch.__version__})", ""]
+    for problem in ("vdp", "lotka-volterra"):
+        md, _ = bench_batch(problem)
+        parts += [f"### (a) 256 {problem} systems, rtol = atol = 1e-6", "", md, ""]
+    parts += ["### (b) Neural ODE (MLP 2-64-2, batch 128), forward + backward", "",
+              bench_neural(), ""]
+    OUT.mkdir(exist_ok=True)
+    (OUT / "ode_cuda.md").write_text("\n".join(parts))
+    print("\n".join(parts))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main_gpu() if "--gpu" in sys.argv[1:] else main()
