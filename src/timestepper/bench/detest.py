@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.controllers import max_scaled_difference
+
 T1 = 20.0
 _F64 = torch.float64
 
@@ -232,4 +234,4 @@ def reference(name: str, recompute: bool = False) -> Tensor:
 
 def scaled_error(y: Tensor, ref: Tensor, rtol: float, atol: float) -> float:
     """``max_i |y_i - ref_i| / (atol + rtol |ref_i|)``: <= 1 means within the tolerance."""
-    return float(((y - ref).abs() / (atol + rtol * ref.abs())).max())
+    return max_scaled_difference(y, ref, rtol, atol)

@@ -39,6 +39,18 @@ def rms_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float
     return float(torch.sqrt(torch.mean((err / scale) ** 2)))
 
 
+def error_ratio(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float) -> Tensor:
+    """``err / (atol + rtol * max(|x0|, |x1|))`` elementwise (HNW I, eq. II.4.11)."""
+    return err / torch.maximum(x0.abs(), x1.abs()).mul_(rtol).add_(atol)
+
+
+def max_scaled_difference(y: Tensor, ref: Tensor, rtol: float, atol: float) -> float:
+    """``max_i |y_i - ref_i| / (atol + rtol |ref_i|)`` (0 for empty tensors): <= 1 means ``y``
+    is within the tolerance of ``ref``."""
+    r = (y - ref).abs() / (atol + rtol * ref.abs())
+    return float(r.max()) if r.numel() else 0.0
+
+
 def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float,
                       norm: str = "rms", batched: bool = False) -> Tensor:
     """The scaled error as a tensor: 0-d, or ``(B,)`` over all but the first dim when
@@ -46,15 +58,13 @@ def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: fl
     if x0.requires_grad or x1.requires_grad or err.requires_grad:
         x0, x1, err = x0.detach(), x1.detach(), err.detach()
     if norm == "rms" and not err.is_complex():
-        scale = torch.maximum(x0.abs(), x1.abs()).mul_(rtol).add_(atol)
-        r = err / scale
+        r = error_ratio(x0, x1, err, rtol, atol)
         if batched:
             r = r.reshape(r.shape[0], -1)
             out = torch.linalg.vector_norm(r, dim=1) / (r.shape[1] ** 0.5)
             return torch.nan_to_num(out, nan=math.inf, posinf=math.inf)
         return torch.linalg.vector_norm(r).to(torch.float64) / (r.numel() ** 0.5)
-    scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
-    r = (err / scale).abs()
+    r = error_ratio(x0, x1, err, rtol, atol).abs()
     if batched:
         r = r.reshape(r.shape[0], -1)
     dims = (1,) if batched else None

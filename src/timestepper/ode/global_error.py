@@ -27,8 +27,9 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from ..core.controllers import max_scaled_difference
 from ..core.solution import Solution, Stats
-from .pytree import _leaves as tree_leaves
+from .pytree import leaves
 
 
 def scaled_difference(a: Solution, b: Solution, rtol: float, atol: float) -> float:
@@ -36,19 +37,8 @@ def scaled_difference(a: Solution, b: Solution, rtol: float, atol: float) -> flo
     pairs = [(a.x, b.x)]
     if a.ys is not None and b.ys is not None:
         pairs.append((a.ys, b.ys))
-    worst = 0.0
-    for u, v in pairs:
-        for p, q in zip(_leaves(u), _leaves(v)):
-            p, q = p.detach(), q.detach()
-            r = (p - q).abs() / (atol + rtol * q.abs())
-            worst = max(worst, float(r.max())) if r.numel() else worst
-    return worst
-
-
-def _leaves(y) -> list[Tensor]:
-    out: list[Tensor] = []
-    tree_leaves(y, out)
-    return out
+    return max((max_scaled_difference(p.detach(), q.detach(), rtol, atol)
+                for u, v in pairs for p, q in zip(leaves(u), leaves(v))), default=0.0)
 
 
 def scaled_controller(controller, scale: float):

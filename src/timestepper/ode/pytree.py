@@ -25,6 +25,13 @@ def _leaves(tree, out: list) -> object:
                     f"found {type(tree).__name__}")
 
 
+def leaves(tree) -> list[Tensor]:
+    """The tensors of a nested tuple/list/dict state, in the order :class:`Flattener` uses."""
+    out: list[Tensor] = []
+    _leaves(tree, out)
+    return out
+
+
 def _build(spec, it):
     if spec is None:
         return next(it)

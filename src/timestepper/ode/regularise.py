@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..core.controllers import error_ratio
 from ..solvers.rk import ExplicitRK, bcast, weighted_sum
 
 
@@ -37,8 +38,7 @@ def scaled_error(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float,
                  norm: str = "rms") -> Tensor:
     """The controller's scaled error norm of one step (HNW I, eq. II.4.11), differentiable in
     ``x0``, ``x1`` and ``err`` (the controller's own copy is detached)."""
-    scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
-    r = err / scale
+    r = error_ratio(x0, x1, err, rtol, atol)
     if norm == "rms":
         return torch.linalg.vector_norm(r) / (r.numel() ** 0.5)
     if norm == "max":
