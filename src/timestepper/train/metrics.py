@@ -74,7 +74,13 @@ def train_classifier(
     epochs: int = CLASSIFIER_EPOCHS, seed: int = CLASSIFIER_SEED
 ) -> DigitsClassifier:
     """Train the classifier on the train split (Adam, batch 64, one-pixel shifts);
-    deterministic for a seed."""
+    deterministic for a seed. Gradients are enabled here, since the metric that needs the
+    classifier usually runs under ``torch.no_grad``."""
+    with torch.enable_grad():
+        return _fit_classifier(epochs, seed)
+
+
+def _fit_classifier(epochs: int, seed: int) -> DigitsClassifier:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y = digits("train")
