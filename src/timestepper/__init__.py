@@ -1,12 +1,35 @@
 """timestepper: the time discretization of learned dynamics.
 
 One integrate loop drives diffusion/flow sampling, neural ODE/SDE solving and spectral PDE
-solvers. See the README for a tour.
+solvers. See the README for a tour; the layers, from the bottom:
+
+* :mod:`timestepper.core` and :mod:`timestepper.diffusion`: terms, the solver contract,
+  controllers, solutions and status codes; schedules, predictions, grids and the diffusion term;
+* :mod:`timestepper.solvers`: every solver and the registry;
+* :mod:`timestepper.loop`: :func:`integrate`, the one loop;
+* the fronts: :mod:`timestepper.sampling` (``sample``, ``inpaint``, ``likelihood``),
+  :mod:`timestepper.ode` (``solve``, ``odeint``, ``sdeint``), :mod:`timestepper.pde`,
+  :mod:`timestepper.train`, and the interop of :mod:`timestepper.integrations`.
 """
 
 from . import guidance, integrations, pde, solvers, train
-from .core import ODETerm, SemilinearTerm, Solution, Stats, integrate, phi
-from .core.integrate import NonFiniteError
+from .core import (
+    FixedGrid,
+    IController,
+    MaxStepsError,
+    NonFiniteError,
+    ODETerm,
+    PIDController,
+    SaveAt,
+    SDETerm,
+    SemilinearTerm,
+    Solution,
+    SolveError,
+    Stats,
+    Status,
+    StepSizeUnderflowError,
+    phi,
+)
 from .diffusion import (
     Denoiser,
     EDMSchedule,
@@ -16,31 +39,41 @@ from .diffusion import (
     VPCosineSchedule,
     VPDiscreteSchedule,
     VPLinearSchedule,
-    inpaint,
-    likelihood,
     make_grid,
-    sample,
 )
-from .ode import odeint, odeint_adjoint, solve
+from .loop import integrate
+from .ode import odeint, odeint_adjoint, sdeint, solve
+from .sampling import inpaint, likelihood, sample
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Denoiser",
     "EDMSchedule",
+    "FixedGrid",
+    "IController",
+    "MaxStepsError",
     "NonFiniteError",
     "ODETerm",
+    "PIDController",
     "RectifiedFlowSchedule",
+    "SDETerm",
+    "SaveAt",
     "SemilinearTerm",
-    "SubVPSchedule",
+    "SolveError",
     "Solution",
     "Stats",
+    "Status",
+    "StepSizeUnderflowError",
+    "SubVPSchedule",
     "VESchedule",
     "VPCosineSchedule",
     "VPDiscreteSchedule",
     "VPLinearSchedule",
+    "guidance",
     "inpaint",
     "integrate",
+    "integrations",
     "likelihood",
     "make_grid",
     "odeint",
@@ -48,9 +81,8 @@ __all__ = [
     "pde",
     "phi",
     "sample",
+    "sdeint",
     "solve",
-    "guidance",
-    "integrations",
     "solvers",
     "train",
 ]

@@ -24,7 +24,7 @@ def test_registry_lists_and_rejects_unknown_names():
 def test_fixed_grid_rk4_exponential_and_stats():
     term = ts.ODETerm(lambda t, y: -y)
     grid = torch.linspace(0, 1, 11, dtype=torch.float64)
-    sol = ts.integrate(term, "rk4", grid, torch.ones(3, dtype=torch.float64), save="all")
+    sol = ts.integrate(term, "rk4", grid, torch.ones(3, dtype=torch.float64), saveat=ts.SaveAt(steps=True))
     assert abs(float(sol.x[0]) - math.exp(-1)) < 1e-6
     assert sol.stats.nfe == 40 and sol.stats.steps == 10
     assert sol.ys.shape == (11, 3)

@@ -64,7 +64,7 @@ def test_parity_diffusers_dpmsolver_multistep_scheduler(unet):
 
 def test_from_diffusers_matches_the_scheduler_path(unet):
     cfg = diffusers.DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction").config
-    den = ts.Denoiser.from_diffusers(unet, cfg)
+    den = ts.integrations.diffusers.denoiser_from_diffusers(unet, cfg)
     assert den.prediction == "v_prediction"
     with torch.no_grad():
         direct = ts.sample(den, _noise(), "dpmpp-2m", 6, grid="leading")
@@ -133,7 +133,7 @@ def test_from_k_diffusion_wraps_a_sigma_denoiser():
             s = sigma.view(-1, *([1] * (x.ndim - 1)))
             return 0.25 * x / (0.25 + s * s)
 
-    den = ts.Denoiser.from_k_diffusion(KModel())
+    den = ts.integrations.k_diffusion.denoiser_from_k_diffusion(KModel())
     assert isinstance(den.schedule, ts.EDMSchedule) and den.prediction == "sample"
     assert den.schedule.t_max == 14.6
     # PF-ODE of a Gaussian: x(0) = x(s_max) * c / sqrt(c^2 + s_max^2) exactly
@@ -143,7 +143,7 @@ def test_from_k_diffusion_wraps_a_sigma_denoiser():
     want = x_T * 0.5 / (0.25 + 14.6**2) ** 0.5
     torch.testing.assert_close(out, want, rtol=0, atol=3e-3)
     with pytest.raises(ValueError, match="sigma_min"):
-        ts.Denoiser.from_k_diffusion(lambda x, s: x)
+        ts.integrations.k_diffusion.denoiser_from_k_diffusion(lambda x, s: x)
 
 
 def test_scheduler_with_a_log_snr_grid_gives_float_timesteps(unet):
@@ -151,7 +151,7 @@ def test_scheduler_with_a_log_snr_grid_gives_float_timesteps(unet):
     sched = Scheduler.from_config(cfg, solver="dpmpp-2m", grid="logsnr")
     sched.set_timesteps(6)
     assert sched.timesteps.dtype == torch.float32 and len(sched.timesteps) == 6
-    den = ts.Denoiser.from_diffusers(unet, cfg)
+    den = ts.integrations.diffusers.denoiser_from_diffusers(unet, cfg)
     with torch.no_grad():
         direct = ts.sample(den, _noise(), "dpmpp-2m", 6, grid="logsnr")
     torch.testing.assert_close(_loop(unet, sched, _noise(), 6), direct, rtol=0, atol=0)

@@ -1,4 +1,4 @@
-"""Parity of ``Denoiser.from_k_diffusion`` with k-diffusion's own samplers.
+"""Parity of ``denoiser_from_k_diffusion`` with k-diffusion's own samplers.
 
 k-diffusion's package ``__init__`` imports torchvision and scikit-image, which the test
 environment lacks; its ``sampling.py`` needs only ``utils.append_dims`` from the package. The
@@ -63,7 +63,7 @@ class KModel(torch.nn.Module):
 )
 def test_parity_k_diffusion_samplers_on_a_wrapped_model(k_sampling, ours, theirs):
     model = KModel()
-    den = ts.Denoiser.from_k_diffusion(model)
+    den = ts.integrations.k_diffusion.denoiser_from_k_diffusion(model)
     steps = 12
     # k-diffusion evaluates the model down to sigma_min and then steps to 0: our Karras spacing
     # over [sigma_min, sigma_max] (final="sigma_min") with 0 appended, passed as an explicit grid

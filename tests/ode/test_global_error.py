@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import timestepper as ts
 from timestepper import solve
 from timestepper.bench.detest import PROBLEMS, reference, scaled_error
 
@@ -83,8 +84,8 @@ def test_global_control_stops_at_a_failed_round(per_sample):
         sol = solve(_oscillator, y0, 0.0, 50.0, rtol=1e-6, atol=1e-6, max_steps=200,
                     on_failure="return", error_control="global", per_sample_steps=per_sample)
     assert sol.extras["rounds"] == 2 and sol.extras["global_error"] == math.inf
-    status = sol.extras["status"]
-    assert (int(status[0]) == 1) if per_sample else status == "max_steps_reached"
+    status = sol.status
+    assert (int(status[0]) == ts.Status.MAX_STEPS) if per_sample else status == ts.Status.MAX_STEPS
 
 
 def _detest_cases():

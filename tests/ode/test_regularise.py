@@ -5,11 +5,10 @@ learned field cheaper to solve."""
 import torch
 
 import timestepper as ts
-from timestepper.core.adaptive import integrate_adaptive
 from timestepper.core.controllers import PIDController
-from timestepper.core.solver import get
 from timestepper.core.terms import ODETerm
 from timestepper.ode.regularise import SolverHeuristics
+from timestepper.solvers import get
 
 
 def _mlp(seed, scale=3.0):
@@ -27,15 +26,16 @@ def test_error_term_is_the_controllers_scaled_error_times_step():
     net = _mlp(0)
     x0 = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     ctrl = PIDController(1e-6, 1e-8)
-    heur = SolverHeuristics(ctrl.rtol, ctrl.atol, ctrl.norm)
+    solver = get("tsit5")
+    heur = SolverHeuristics(ctrl.rtol, ctrl.atol, ctrl.norm, solver)
     seen = []
 
-    def collect(solver, state, err, dt, xa, xb):
-        heur(solver, state, err, dt, xa, xb)
-        seen.append(float(ctrl.error_norm(xa, xb, err)) * abs(dt))
+    def collect(step):
+        heur(step)
+        seen.append(float(ctrl.error_norm(step.x0, step.x1, step.err)) * abs(step.t1 - step.t0))
 
-    sol = integrate_adaptive(ODETerm(lambda t, y: net(y)), get("tsit5"), ctrl, x0, (0.0, 1.0),
-                             collect=collect)
+    sol = ts.integrate(ODETerm(lambda t, y: net(y)), solver, ctrl, x0, t_span=(0.0, 1.0),
+                       on_accept=collect)
     assert sol.stats.accepted == len(seen) == heur.steps > 3
     assert abs(float(heur.error.detach()) - sum(seen)) < 1e-12 * max(1.0, sum(seen))
     assert float(heur.error.detach()) <= 1.0  # accepted steps have E_j <= 1, sum |h_j| = 1

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from timestepper.core.solver import get
 from timestepper.ode import SDETerm, VirtualBrownianTree, sdeint
+from timestepper.solvers import get
 
 MU, SIG, T = 0.5, 0.8, 1.0
 
@@ -61,10 +61,10 @@ def test_reversible_heun_reverses_exactly():
     solver = get("reversible-heun")
     grid = torch.linspace(0, 1, 21, dtype=torch.float64)
     x0 = torch.tensor([0.1, -0.5, 1.0, 2.0], dtype=torch.float64)
-    state = solver.init(term, grid, x0)
+    state, _ = solver.init(term, grid, x0)
     x, states = x0, []
     for a, b in zip(grid[:-1].tolist(), grid[1:].tolist()):
-        x, state, _ = solver.step(term, a, b, x, state)
+        x, state, _, _ = solver.step(term, a, b, x, state, None)
     for a, b in reversed(list(zip(grid[:-1].tolist(), grid[1:].tolist()))):
         x, state = solver.reverse_step(term, a, b, x, state)
     assert float((x - x0).abs().max()) < 1e-12

@@ -48,7 +48,7 @@ def test_max_steps_status_instead_of_raise():
     with pytest.raises(RuntimeError, match="max_steps"):
         ts.solve(decay, y0, 0.0, 10.0, max_steps=5)
     sol = ts.solve(decay, y0, 0.0, 10.0, max_steps=5, on_failure="return")
-    assert sol.extras["status"] == "max_steps_reached"
+    assert sol.status == ts.Status.MAX_STEPS and not sol.succeeded
     assert 0 < sol.extras["t"] < 10 and sol.stats.steps == 5
 
 
@@ -171,24 +171,26 @@ def test_per_sample_max_steps_status():
     sol = ts.solve(lambda t, y: -k * torch.sin(k * t) * torch.ones_like(y),
                    torch.zeros(2, 1, dtype=torch.float64), 0.0, 5.0, rtol=1e-8, atol=1e-8,
                    per_sample_steps=True, max_steps=40, on_failure="return")
-    assert sol.extras["status"].tolist() == [0, 1]  # the slow sample finished, the fast did not
+    assert sol.status.tolist() == [ts.Status.SUCCESS, ts.Status.MAX_STEPS]  # the slow one finished
     assert float(sol.extras["t"][0]) == 5.0 and float(sol.extras["t"][1]) < 5.0
 
 
-def test_controller_with_the_original_protocol_still_drives_integrate():
-    """A StepSizeController that only has initial_step(term, solver, t0, t1, x0) and
-    adapt(x0, x1, err, dt, order) (the protocol other areas subclass) still works."""
+def test_a_custom_controller_drives_integrate():
+    """A controller is init / next_time / adapt (one protocol, for fixed and adaptive steps): a
+    step-halving rule on the raw error drives the same loop as the PID controllers."""
     from timestepper.core.controllers import StepSizeController
-    from timestepper.solvers.rk import DOPRI5, ExplicitRK
 
     class Halving(StepSizeController):
-        def initial_step(self, term, solver, t0, t1, x0):
-            return 0.1
+        def init(self, term, solver, t0, t1, x0, state):
+            return 0.1, state, 0
 
-        def adapt(self, x0, x1, err, dt, order):
+        def next_time(self, t, dt):
+            return t + dt
+
+        def adapt(self, t0, t1, x0, x1, err, dt):
             ok = float(err.abs().max()) < 1e-8
-            return ok, dt * (1.5 if ok else 0.5)
+            return ok, (t1 - t0) * (1.5 if ok else 0.5), False
 
-    sol = ts.integrate(ts.ODETerm(decay), ExplicitRK(DOPRI5), Halving(),
-                       torch.ones(1, dtype=torch.float64), t_span=(0.0, 2.0))
+    sol = ts.integrate(ts.ODETerm(decay), "dopri5", Halving(), torch.ones(1, dtype=torch.float64),
+                       t_span=(0.0, 2.0))
     assert abs(float(sol.x[0]) - math.exp(-2)) < 1e-7 and sol.stats.rejected >= 1

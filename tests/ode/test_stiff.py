@@ -43,7 +43,7 @@ def test_van_der_pol_mu_1000():
     # An explicit method cannot: it hits max_steps and reports it.
     out = ts.solve(vdp1000, torch.tensor(y0, dtype=torch.float64), 0.0, 1000.0,
                    solver="tsit5", rtol=1e-4, atol=1e-6, max_steps=500, on_failure="return")
-    assert out.extras["status"] == "max_steps_reached"
+    assert out.status == ts.Status.MAX_STEPS
 
 
 def test_rosenbrock_order():

@@ -49,6 +49,8 @@ def test_invalid_options_raise(name, options, match):
 
 def test_unknown_option_names_the_solver():
     with pytest.raises(TypeError, match="bad options for solver 'dpmpp-2s'"):
+        ts.solvers.get("dpmpp-2s", steps=3)
+    with pytest.raises(TypeError, match="solver 'dpmpp-2s' fixes order=2; build DPMSolverSinglestep"):
         ts.solvers.get("dpmpp-2s", order=3)
 
 

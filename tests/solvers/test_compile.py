@@ -58,12 +58,12 @@ def test_fixed_grid_loop_compiles_fullgraph(setup, name, options):
 
     def run(x, compiled):
         term = DiffusionTerm(den)
-        state = solver.init(term, grid, x)  # once per grid: coefficients, outside the graph
+        state, table = solver.init(term, grid, x)  # once per grid: coefficients, outside the graph
 
         def loop(x):
             st = state
             for i in range(grid.steps):
-                x, st, _ = solver.step(term, times[i], times[i + 1], x, st)
+                x, st, _, _ = solver.step(term, times[i], times[i + 1], x, st, table[i])
             return x
 
         return (torch.compile(loop, fullgraph=True, backend="eager") if compiled else loop)(x)

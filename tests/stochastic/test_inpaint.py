@@ -7,8 +7,9 @@ import torch
 from gmm_conditional import conditional_sample
 
 import timestepper as ts
+from timestepper import inpaint
 from timestepper.bench import GaussianMixture, sliced_wasserstein
-from timestepper.diffusion.inpaint import Inpaint, inpaint
+from timestepper.solvers.inpaint import Inpaint
 
 F64 = torch.float64
 N = 2000

@@ -9,7 +9,7 @@ import torch
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture
-from timestepper.diffusion.likelihood import likelihood
+from timestepper.sampling.likelihood import likelihood
 
 F64 = torch.float64
 

@@ -12,9 +12,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import timestepper as ts
-from timestepper.diffusion.inpaint import Inpaint
-from timestepper.diffusion.smc import SMCInpaint
 from timestepper.diffusion.term import DiffusionTerm
+from timestepper.solvers.inpaint import Inpaint
+from timestepper.solvers.smc import SMCInpaint
 
 
 class _SyncRecorder(TorchDispatchMode):
@@ -31,13 +31,13 @@ class _SyncRecorder(TorchDispatchMode):
 def _run_steps(den, solver, grid, x):
     """Run every step of ``solver`` (``init`` outside the recorder); the syncs and the result."""
     term = DiffusionTerm(den, generator=torch.Generator().manual_seed(1))
-    state = solver.init(term, grid, x)
+    state, table = solver.init(term, grid, x)
     times = grid.t.tolist()
     rec = _SyncRecorder()
     y = x
     with rec:
         for i in range(grid.steps):
-            y, state, _ = solver.step(term, times[i], times[i + 1], y, state)
+            y, state, _, _ = solver.step(term, times[i], times[i + 1], y, state, table[i])
     return rec.syncs, y
 
 

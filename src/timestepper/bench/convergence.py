@@ -15,7 +15,7 @@ import torch
 from ..core.solver import Solver
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import make_grid
-from ..diffusion.sample import sample
+from ..sampling.sample import sample
 from .gmm import GaussianMixture
 from .metrics import trajectory_error
 

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from ..core.controllers import IController
-from ..core.integrate import integrate
 from ..core.terms import ODETerm
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.predictions import canonical_prediction, convert
 from ..diffusion.schedules import NoiseSchedule
+from ..loop import integrate
 
 F64 = torch.float64
 
@@ -192,11 +192,9 @@ class GaussianMixture:
                            rtol: float = 1e-10, atol: float = 1e-10) -> Tensor:
         """Solve the PF-ODE ``dy/ds = scaled_drift(y, s)`` from ``s_start`` to ``s_end`` in float64
         with Dormand–Prince 5(4) at tight tolerances. ``y`` is the scaled state ``x / alpha``."""
-        from ..solvers.rk import DOPRI5, ExplicitRK
-
         y0 = torch.as_tensor(y_start, dtype=F64).reshape(y_start.shape[0], -1)
         term = ODETerm(lambda s, y: self.scaled_drift(y, s))
-        sol = integrate(term, ExplicitRK(DOPRI5), IController(rtol=rtol, atol=atol), y0,
+        sol = integrate(term, "dopri5", IController(rtol=rtol, atol=atol), y0,
                         t_span=(float(s_start), float(s_end)), max_steps=1_000_000)
         return sol.x.reshape(y_start.shape)
 

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ..core.solver import available, get
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import make_grid
-from ..diffusion.sample import sample
 from ..diffusion.schedules import VPDiscreteSchedule
-from ..solvers.base import DiffusionSolver
+from ..sampling.sample import sample
+from ..solvers.registry import available, get
 from .gmm import GaussianMixture
 from .metrics import sliced_wasserstein, trajectory_error
 
@@ -41,15 +40,12 @@ class Row:
 
 
 def deterministic_solvers() -> list[str]:
-    """Registry names of the deterministic diffusion solvers."""
+    """Registry names of the deterministic fixed-grid diffusion solvers (adaptive ones choose
+    their own steps and ignore an NFE budget)."""
     out = []
-    for name in available():
-        try:
-            s = get(name)
-        except TypeError:
-            continue
-        # adaptive solvers choose their own steps and ignore an NFE budget
-        if isinstance(s, DiffusionSolver) and not s.is_stochastic and not getattr(s, "adaptive", False):
+    for name in available("diffusion"):
+        s = get(name)
+        if not s.is_stochastic and s.error_order is None:
             out.append(name)
     return out
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from ..diffusion.grids import make_grid
-from ..diffusion.sample import sample
 from ..diffusion.schedules import NoiseSchedule, VPLinearSchedule
+from ..sampling.sample import sample
 from .gmm import GaussianMixture
 from .metrics import sliced_wasserstein
 

@@ -1,21 +1,32 @@
-"""The core: terms, solutions, the integrate loop, phi functions and the solver registry."""
+"""Below the solvers: terms, the solver contract, controllers, solutions, status codes, phi
+functions and validation. Nothing here imports a solver, the loop or a front."""
 
-from .integrate import integrate
+from .controllers import FixedGrid, IController, PIDController, StepSizeController
 from .phi import phi
-from .solution import Solution, Stats
-from .solver import Solver, available, get, register
-from .terms import ODETerm, SemilinearTerm, Term
+from .solution import SaveAt, Solution, Stats
+from .solver import Solver
+from .status import MaxStepsError, NonFiniteError, SolveError, Status, StepSizeUnderflowError
+from .terms import ODETerm, SDETerm, SemilinearTerm, SurrogateTerm, Term, VectorFieldTerm
 
 __all__ = [
+    "FixedGrid",
+    "IController",
+    "MaxStepsError",
+    "NonFiniteError",
     "ODETerm",
+    "PIDController",
+    "SDETerm",
+    "SaveAt",
     "SemilinearTerm",
     "Solution",
+    "SolveError",
     "Solver",
     "Stats",
+    "Status",
+    "StepSizeController",
+    "StepSizeUnderflowError",
+    "SurrogateTerm",
     "Term",
-    "available",
-    "get",
-    "integrate",
+    "VectorFieldTerm",
     "phi",
-    "register",
 ]

@@ -1,42 +1,100 @@
-"""Step-size controllers for adaptive solves.
+"""Step-size controllers: one protocol for fixed grids and adaptive stepping.
 
-The error of a step is measured in a scaled norm (Hairer, Nørsett & Wanner 1993, Solving ODEs I,
-eq. II.4.11): ``err_i / (atol + rtol * max(|x0_i|, |x1_i|))`` reduced by RMS (default) or max.
-A step is accepted when that norm is <= 1 and the next step is proposed by a PID rule
-(Söderlind 2003, "Digital filters in adaptive time-stepping", eq. 6 / Söderlind & Wang 2006):
+A controller decides where steps end and whether a step is kept (in the spirit of diffrax's
+``AbstractStepSizeController``). The loop calls
+
+* ``init(term, solver, t0, t1, x0, state) -> (cstate, state, nfe)`` once: the controller's state
+  (initial step size, error history), the solver state (a first derivative shared with the
+  initial step selection goes into it) and the evaluations this made;
+* ``next_time(t, cstate)``: where it proposes the next step to end (the loop then clips to the
+  end time and, without dense output, to save times);
+* ``adapt(t0, t1, x0, x1, err, cstate) -> (accept, cstate, underflow)`` after each step.
+
+Times are Python floats for one shared step size, ``(B,)`` tensors in per-sample mode (then
+``accept`` and ``underflow`` are ``(B,)`` bool tensors). A fixed grid is the controller
+:class:`FixedGrid`: it accepts every step and proposes the next grid point, so a fixed-grid solve
+runs the same loop with no error estimate and no host synchronisation.
+
+Adaptive control measures the error of a step in a scaled norm (Hairer, Nørsett & Wanner 1993,
+Solving ODEs I, eq. II.4.11): ``err_i / (atol + rtol * max(|x0_i|, |x1_i|))`` reduced by RMS
+(default) or max. A step is accepted when that norm is <= 1 and the next step is proposed by a
+PID rule (Söderlind 2003, "Digital filters in adaptive time-stepping", eq. 6; Söderlind & Wang
+2006):
 
     dt_new = dt * safety * e_n^(-b1/k) * e_{n-1}^(-b2/k) * e_{n-2}^(-b3/k)
 
 with ``b1 = p + i + d``, ``b2 = -(p + 2 d)``, ``b3 = d`` (``pcoeff``, ``icoeff``, ``dcoeff``) and
-``k`` the solver's error order. ``icoeff=1`` (others 0) is the classical I controller; the
-controller works on 0-d tensors (one shared step) or ``(B,)`` tensors (per-sample steps).
+``k`` the solver's error order. ``icoeff=1`` (others 0) is the classical I controller.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from .solver import Solver
+from .terms import VectorFieldTerm
+from .validation import check_choice, check_tolerances, time_grid
 
 NORMS = ("rms", "max")
 
 
 class StepSizeController:
-    """Base class: ``initial_step`` and ``adapt``."""
+    """Base class of the controllers (see the module docstring for the protocol).
 
-    def initial_step(self, term, solver, t0: float, t1: float, x0: Tensor) -> float:
+    ``fixed`` declares a controller that never rejects a step and needs no error estimate.
+    """
+
+    fixed: ClassVar[bool] = False
+
+    def init(self, term: Any, solver: Solver, t0: Any, t1: Any, x0: Tensor,
+             state: Any) -> tuple[Any, Any, int]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def adapt(self, x0: Tensor, x1: Tensor, err: Tensor, dt: float, order: int) -> tuple[bool, float]:
+    def next_time(self, t: Any, cstate: Any) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def adapt(self, t0: Any, t1: Any, x0: Tensor, x1: Tensor, err: Tensor | None,
+              cstate: Any) -> tuple[Any, Any, Any]:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-def rms_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float) -> float:
-    """Hairer's scaled RMS error norm (a host sync: adaptive stepping needs the decision)."""
-    scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
-    return float(torch.sqrt(torch.mean((err / scale) ** 2)))
+class FixedGrid(StepSizeController):
+    """Steps from one grid point to the next: a fixed-grid solve as a controller.
+
+    Args:
+        grid: a 1-D tensor (or list) of strictly monotone times, or an object with a ``t``
+            attribute holding one (a diffusion ``SamplingGrid``), kept as ``grid`` for the
+            solver's ``init``.
+    """
+
+    fixed = True
+
+    def __init__(self, grid: Any) -> None:
+        self.grid = grid
+        self.times = time_grid(grid).tolist()
+
+    @property
+    def t_span(self) -> tuple[float, float]:
+        return self.times[0], self.times[-1]
+
+    @property
+    def steps(self) -> int:
+        return len(self.times) - 1
+
+    def init(self, term, solver, t0, t1, x0, state):
+        return 0, state, 0
+
+    def next_time(self, t, cstate):
+        return self.times[cstate + 1]
+
+    def adapt(self, t0, t1, x0, x1, err, cstate):
+        return True, cstate + 1, False
 
 
 def error_ratio(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float) -> Tensor:
@@ -53,27 +111,20 @@ def max_scaled_difference(y: Tensor, ref: Tensor, rtol: float, atol: float) -> f
 
 def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float,
                       norm: str = "rms", batched: bool = False) -> Tensor:
-    """The scaled error as a tensor: 0-d, or ``(B,)`` over all but the first dim when
-    ``batched``. A non-finite error gives ``inf`` or ``nan``; both reject the step."""
+    """The scaled error as a tensor: 0-d float64, or ``(B,)`` over all but the first dim when
+    ``batched``. A non-finite error gives ``inf``; it rejects the step."""
     if x0.requires_grad or x1.requires_grad or err.requires_grad:
         x0, x1, err = x0.detach(), x1.detach(), err.detach()
-    if norm == "rms" and not err.is_complex():
-        r = error_ratio(x0, x1, err, rtol, atol)
-        if batched:
-            r = r.reshape(r.shape[0], -1)
-            out = torch.linalg.vector_norm(r, dim=1) / (r.shape[1] ** 0.5)
-            return torch.nan_to_num(out, nan=math.inf, posinf=math.inf)
-        return torch.linalg.vector_norm(r).to(torch.float64) / (r.numel() ** 0.5)
-    r = error_ratio(x0, x1, err, rtol, atol).abs()
+    r = error_ratio(x0, x1, err, rtol, atol)
+    if r.is_complex():
+        r = r.abs()
     if batched:
         r = r.reshape(r.shape[0], -1)
     dims = (1,) if batched else None
     if norm == "rms":
-        out = torch.sqrt(torch.mean(r * r, dim=dims) if dims else torch.mean(r * r))
+        out = torch.linalg.vector_norm(r, dim=dims) / (r.shape[1] if batched else r.numel()) ** 0.5
     else:
-        out = torch.amax(r, dim=dims) if dims else torch.amax(r)
-    if torch.is_complex(out):
-        out = out.real
+        out = torch.linalg.vector_norm(r, ord=math.inf, dim=dims)
     if not batched:
         out = out.to(torch.float64)
     return torch.nan_to_num(out, nan=math.inf, posinf=math.inf)
@@ -81,10 +132,14 @@ def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: fl
 
 @dataclass
 class PIDState:
-    """Inverse scaled errors of the two previous accepted steps (1 at the start)."""
+    """The controller's state: the next step size (``dt``, a float or ``(B,)`` tensor), the inverse
+    scaled errors of the two previous accepted steps (1 at the start) and the solver's error
+    order."""
 
-    prev: Tensor | float = 1.0
-    prev2: Tensor | float = 1.0
+    dt: Any
+    prev: Any = 1.0
+    prev2: Any = 1.0
+    error_order: int = 1
 
 
 class PIDController(StepSizeController):
@@ -99,32 +154,72 @@ class PIDController(StepSizeController):
         safety, factor_min, factor_max: safeguards on the step-size ratio.
         factor_min_accept: lower bound of the ratio after an accepted step (default
             ``factor_min`` as in Hairer's DOPRI5; torchdiffeq uses 1).
-        dt_min: raise when a rejected step would go below this (default: 1e-14 relative to t).
+        dt_min: the step size below which the solve stops with ``Status.DT_UNDERFLOW`` (default:
+            1e-14 relative to ``t``, or 4 float eps of the time dtype in per-sample mode).
         dt_max: upper bound on ``|dt|``.
     """
 
-    def __init__(self, rtol: float = 1e-6, atol: float = 1e-9, *, pcoeff: float = 0.0,
+    def __init__(self, rtol: float = 1e-6, atol: float = 1e-9, *, pcoeff: float = 0.0,  # noqa: PLR0913
                  icoeff: float = 1.0, dcoeff: float = 0.0, norm: str = "rms",
                  dt0: float | None = None, safety: float = 0.9, factor_min: float = 0.2,
                  factor_max: float = 10.0, factor_min_accept: float | None = None,
                  dt_min: float | None = None, dt_max: float | None = None) -> None:
-        if rtol < 0 or atol < 0 or (rtol == 0 and atol == 0):
-            raise ValueError(f"rtol and atol must be >= 0 and not both 0, got {rtol}, {atol}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.rtol, self.atol = check_tolerances(rtol, atol)
+        self.norm = check_choice(norm, NORMS, "norm")
         if not 0 < factor_min < 1 < factor_max:
-            raise ValueError("need 0 < factor_min < 1 < factor_max")
-        self.rtol, self.atol, self.dt0 = float(rtol), float(atol), dt0
+            raise ValueError(f"need 0 < factor_min < 1 < factor_max, got {factor_min}, {factor_max}")
+        if not 0 < safety <= 1:
+            raise ValueError(f"safety must be in (0, 1], got {safety}")
+        self.dt0 = dt0
         self.pcoeff, self.icoeff, self.dcoeff = float(pcoeff), float(icoeff), float(dcoeff)
-        self.norm = norm
         self.safety, self.factor_min, self.factor_max = safety, factor_min, factor_max
         self.factor_min_accept = factor_min if factor_min_accept is None else factor_min_accept
         self.dt_min, self.dt_max = dt_min, dt_max
 
-    def init_state(self) -> PIDState:
-        return PIDState()
+    def with_tolerances(self, rtol: float, atol: float) -> PIDController:
+        """A copy with other tolerances (same gains and safeguards)."""
+        out = copy.copy(self)
+        out.rtol, out.atol = check_tolerances(rtol, atol)
+        return out
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def init(self, term, solver, t0, t1, x0, state):
+        if solver.error_order is None:
+            raise ValueError(f"solver {solver.display_name!r} has no error estimate; give a fixed "
+                             "grid (or dt=) instead of an adaptive controller")
+        batched = isinstance(t0, Tensor)
+        nfe = 0
+        if self.dt0 is not None:
+            if batched:
+                dt = torch.sign(t1 - t0) * abs(float(self.dt0))
+            else:
+                dt = math.copysign(abs(float(self.dt0)), t1 - t0)
+        else:
+            f0 = None
+            if solver.provides_first_derivative:
+                f0, state = solver.first_derivative(term, t0, x0, state)
+                nfe += 1
+            dt, used = self.initial_step(term, solver.error_order, t0, t1, x0, f0)
+            nfe += used
+        return PIDState(dt=dt, error_order=solver.error_order), state, nfe
+
+    def next_time(self, t, cstate):
+        return t + cstate.dt
+
+    def adapt(self, t0, t1, x0, x1, err, cstate):
+        if err is None:
+            raise ValueError("an adaptive step needs the solver's error estimate")
+        if isinstance(t0, Tensor):
+            norm = self.error_norm(x0, x1, err, batched=True)
+            return self._adapt_tensor(norm, t1 - t0, cstate, t1)
+        norm = float(self.error_norm(x0, x1, err))
+        return self._adapt_float(norm, t1 - t0, cstate, t1)
+
+    # -- the rule -------------------------------------------------------------------------------
 
     def error_norm(self, x0: Tensor, x1: Tensor, err: Tensor, batched: bool = False) -> Tensor:
+        """The scaled error norm of a step (0-d, or ``(B,)`` when ``batched``)."""
         return scaled_error_norm(x0, x1, err, self.rtol, self.atol, self.norm, batched)
 
     def _gains(self, error_order: int) -> tuple[float, float, float]:
@@ -132,123 +227,139 @@ class PIDController(StepSizeController):
         return ((self.pcoeff + self.icoeff + self.dcoeff) / k, -(self.pcoeff + 2 * self.dcoeff) / k,
                 self.dcoeff / k)
 
-    def _one_clamp(self, track: bool, b1: float) -> bool:
-        return (not track and b1 > 0 and self.safety <= self.factor_max
-                and max(self.factor_min, self.factor_min_accept) < 0.999 * self.safety)
-
-    def propose(self, norm: Tensor, dt: Tensor, state: PIDState, error_order: int):
-        """Accept/reject and the next step from the scaled error ``norm`` as tensors (0-d or
-        per-sample ``(B,)``). Returns ``(accept, dt_next, state)``; the error history advances
-        only where a step is accepted (it is passed through unchanged when its gains are zero,
-        e.g. for the I controller). Same rule as :meth:`propose_float`."""
-        b1, b2, b3 = self._gains(error_order)
+    def _adapt_float(self, norm: float, taken: float, cs: PIDState, t: float):
+        """Shared step: Python floats (one host read of the norm, no tensor ops)."""
+        b1, b2, b3 = self._gains(cs.error_order)
         accept = norm <= 1.0
-        # norm = 0 gives the largest factor; a NaN/inf error (inv = 0) the smallest. ``1 / inf``
-        # is 0 and a NaN norm gives a NaN reciprocal, mapped to 0.
+        inv = 1.0 / max(norm, 1e-10) if math.isfinite(norm) else 0.0
+        factor = self.safety * inv**b1 * cs.prev**b2 * cs.prev2**b3
+        lo = self.factor_min_accept if accept else self.factor_min
+        factor = min(max(factor, lo), self.factor_max if accept else self.safety)
+        dt = taken * factor
+        if self.dt_max is not None:
+            dt = math.copysign(min(abs(dt), self.dt_max), dt)
+        new = PIDState(dt, inv, cs.prev, cs.error_order) if accept else replace(cs, dt=dt)
+        floor = self.dt_min if self.dt_min is not None else 1e-14 * max(1.0, abs(t))
+        return accept, new, not abs(dt) >= floor
+
+    def _adapt_tensor(self, norm: Tensor, taken: Tensor, cs: PIDState, t1: Tensor):
+        """Per-sample steps: ``(B,)`` tensors (no host synchronisation). The error history
+        advances only where a step is accepted; it is not tracked when its gains are zero."""
+        b1, b2, b3 = self._gains(cs.error_order)
+        if norm.dtype != taken.dtype:
+            norm = norm.to(taken.dtype)
+        accept = norm <= 1.0
+        # norm = 0 gives the largest factor; a NaN/inf error (inv = 0) the smallest.
         inv = torch.clamp(norm, min=1e-10).reciprocal_().nan_to_num_(nan=0.0)
         factor = self.safety * inv**b1
         track = b2 != 0.0 or b3 != 0.0
+        prev, prev2 = cs.prev, cs.prev2
         if track:
-            prev = torch.as_tensor(state.prev, dtype=inv.dtype)
-            prev2 = torch.as_tensor(state.prev2, dtype=inv.dtype)
+            prev = torch.as_tensor(prev, dtype=inv.dtype, device=inv.device)
+            prev2 = torch.as_tensor(prev2, dtype=inv.dtype, device=inv.device)
             factor = factor * prev**b2 * prev2**b3
-        # Accepted: ratio in [factor_min_accept, factor_max]; rejected: in [factor_min, safety].
-        if self._one_clamp(track, b1):
+        if not track and b1 > 0 and self.safety <= self.factor_max \
+                and max(self.factor_min, self.factor_min_accept) < 0.999 * self.safety:
             # safety * inv**b1 is >= safety (above both lower bounds) when accepted (inv >= 1)
             # and <= safety when rejected, so one clamp gives the same ratio.
             factor = factor.clamp(self.factor_min, self.factor_max)
         else:
             factor = torch.where(accept, factor.clamp(self.factor_min_accept, self.factor_max),
                                  factor.clamp(self.factor_min, self.safety))
-        dt_next = dt * (factor if factor.dtype == dt.dtype else factor.to(dt.dtype))
+        dt = taken * factor
         if self.dt_max is not None:
-            dt_next = torch.clamp(dt_next, -self.dt_max, self.dt_max)
-        if not track:
-            return accept, dt_next, state
-        new = PIDState(torch.where(accept, inv, prev), torch.where(accept, prev, prev2))
-        return accept, dt_next, new
+            dt = dt.clamp(-self.dt_max, self.dt_max)
+        new = PIDState(dt, prev, prev2, cs.error_order)
+        if track:
+            new = PIDState(dt, torch.where(accept, inv, prev), torch.where(accept, prev, prev2),
+                           cs.error_order)
+        if self.dt_min is not None:
+            floor = self.dt_min
+        else:
+            floor = 4 * torch.finfo(t1.dtype).eps * t1.abs().clamp(min=1.0)
+        return accept, new, dt.abs() < floor
 
-    def propose_float(self, norm: float, dt: float, state: PIDState, error_order: int):
-        """:meth:`propose` on Python floats (the shared-step loop: no tensor ops per step)."""
-        b1, b2, b3 = self._gains(error_order)
-        accept = norm <= 1.0
-        inv = 1.0 / max(norm, 1e-10) if math.isfinite(norm) else 0.0
-        factor = self.safety * inv**b1 * state.prev**b2 * state.prev2**b3
-        lo = self.factor_min_accept if accept else self.factor_min
-        factor = min(max(factor, lo), self.factor_max if accept else self.safety)
-        dt_next = dt * factor
-        if self.dt_max is not None:
-            dt_next = math.copysign(min(abs(dt_next), self.dt_max), dt_next)
-        new = PIDState(inv, state.prev) if accept else state
-        return accept, dt_next, new
-
-    def initial_step(self, term, solver, t0, t1, x0, f0: Tensor | None = None,
-                     batched: bool = False):
-        """Hairer's starting step (HNW I, II.4, p. 169): two evaluations of ``f`` (one when
-        ``f0`` is given). Returns a float, or a ``(B,)`` tensor (dtype of the times) when
-        ``batched``."""
-        if self.dt0 is not None:
-            return float(self.dt0)
-
-        scale = self.atol + self.rtol * x0.detach().abs()
-
-        def nrm(v):
-            r = (v / scale).abs()
-            if batched:
-                r = r.reshape(r.shape[0], -1)
-                return torch.sqrt(torch.mean(r * r, dim=1)).to(span.dtype)
-            return torch.sqrt(torch.mean(r * r)).to(torch.float64)
-
-        span = abs(t1 - t0) if not batched else (t1 - t0).abs()
+    def initial_step(self, term: Any, error_order: int, t0: Any, t1: Any, x0: Tensor,
+                     f0: Tensor | None = None) -> tuple[Any, int]:
+        """Hairer's starting step (HNW I, II.4, p. 169), signed towards ``t1``: two evaluations
+        of ``f`` (one when ``f0`` is given). Returns ``(dt, evaluations)``; ``dt`` is a float, or
+        a ``(B,)`` tensor (dtype of the times) in per-sample mode."""
+        if not isinstance(term, VectorFieldTerm):
+            raise TypeError(f"the initial step selection evaluates the term's vector field; "
+                            f"{type(term).__name__} has none: give dt0=")
+        batched = isinstance(t0, Tensor)
         with torch.no_grad():
-            return self._hairer(term, solver, t0, t1, x0.detach(), f0, batched, span, nrm)
+            return _hairer_initial_step(term, error_order, t0, t1, x0.detach(), f0, batched,
+                                        self.rtol, self.atol)
 
-    def _hairer(self, term, solver, t0, t1, x0, f0, batched, span, nrm):
-        tdt = span.dtype if isinstance(span, Tensor) else torch.float64
-        if f0 is None:
-            f0 = term.vf(t0, x0)
-        f0 = f0.detach()
-        d0, d1 = nrm(x0), nrm(f0)
-        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
-        h0 = torch.minimum(h0, torch.as_tensor(span, dtype=tdt))
-        direction = torch.sign(torch.as_tensor(t1 - t0, dtype=tdt))
-        hs = h0 * direction
-        hx = hs.reshape((-1,) + (1,) * (x0.ndim - 1)).to(x0.dtype) if batched else hs.to(x0.dtype)
-        t_probe = t0 + hs if batched else t0 + float(hs)
-        f1 = term.vf(t_probe, x0 + hx * f0)
-        d2 = nrm(f1 - f0) / h0
-        dmax = torch.maximum(d1, d2)
-        h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6),
-                         (0.01 / torch.clamp(dmax, min=torch.finfo(tdt).tiny))
-                         ** (1.0 / getattr(solver, "error_order", solver.order + 1)))
-        h = torch.minimum(torch.minimum(100 * h0, h1), torch.as_tensor(span, dtype=tdt))
-        return h if batched else float(h)
 
-    def adapt(self, x0, x1, err, dt, order):
-        """Backward-compatible single-step decision (floats in, floats out)."""
-        norm = float(self.error_norm(x0, x1, err))
-        accept, dt_next, _ = self.propose_float(norm, dt, self.init_state(), order + 1)
-        return accept, dt_next
+def _hairer_initial_step(term, error_order, t0, t1, x0, f0, batched, rtol, atol):
+    scale = atol + rtol * x0.abs()
+    span = (t1 - t0).abs() if batched else torch.tensor(abs(t1 - t0), dtype=torch.float64)
+    tdt = span.dtype
+
+    def nrm(v):
+        r = (v / scale).abs()
+        if batched:
+            r = r.reshape(r.shape[0], -1)
+            return torch.sqrt(torch.mean(r * r, dim=1)).to(tdt)
+        return torch.sqrt(torch.mean(r * r)).to(tdt)
+
+    nfe = 1
+    if f0 is None:
+        f0, nfe = term.vf(t0, x0), 2
+    f0 = f0.detach()
+    d0, d1 = nrm(x0), nrm(f0)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    h0 = torch.minimum(h0, span)
+    direction = torch.sign(torch.as_tensor(t1 - t0, dtype=tdt))
+    hs = h0 * direction
+    hx = hs.reshape((-1,) + (1,) * (x0.ndim - 1)).to(x0.dtype) if batched else hs.to(x0.dtype)
+    t_probe = t0 + hs if batched else t0 + float(hs)
+    f1 = term.vf(t_probe, x0 + hx * f0)
+    d2 = nrm(f1 - f0) / h0
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6),
+                     (0.01 / torch.clamp(dmax, min=torch.finfo(tdt).tiny)) ** (1.0 / error_order))
+    h = torch.minimum(torch.minimum(100 * h0, h1), span) * direction
+    return (h if batched else float(h)), nfe
 
 
 class IController(PIDController):
     """The elementary (integral) controller ``dt_new = dt * safety * norm^(-1/k)``."""
 
-    def __init__(self, rtol: float = 1e-6, atol: float = 1e-9, dt0: float | None = None,
+    def __init__(self, rtol: float = 1e-6, atol: float = 1e-9, dt0: float | None = None,  # noqa: PLR0913
                  safety: float = 0.9, factor_min: float = 0.2, factor_max: float = 10.0,
                  norm: str = "rms") -> None:
         super().__init__(rtol, atol, dt0=dt0, safety=safety, factor_min=factor_min,
                          factor_max=factor_max, norm=norm)
 
 
+CONTROLLER_PRESETS = {"i": {}, "pi": {"pcoeff": 0.4, "icoeff": 0.3},
+                      "pid": {"pcoeff": 0.4, "icoeff": 0.3, "dcoeff": 0.1}}
+
+
 def controller_from(spec: str | StepSizeController, rtol: float, atol: float,
-                    **options) -> StepSizeController:
-    """Build a controller from ``"i"``, ``"pi"``, ``"pid"`` or pass one through."""
+                    **options: Any) -> StepSizeController:
+    """Build a PID controller from ``"i"``, ``"pi"`` or ``"pid"`` (or pass one through)."""
     if isinstance(spec, StepSizeController):
         return spec
-    presets = {"i": {}, "pi": {"pcoeff": 0.4, "icoeff": 0.3},
-               "pid": {"pcoeff": 0.4, "icoeff": 0.3, "dcoeff": 0.1}}
-    if spec not in presets:
-        raise ValueError(f"controller must be one of {sorted(presets)} or a StepSizeController, "
-                         f"got {spec!r}")
-    return PIDController(rtol, atol, **{**presets[spec], **options})
+    if spec not in CONTROLLER_PRESETS:
+        raise ValueError(f"controller must be one of {sorted(CONTROLLER_PRESETS)} or a "
+                         f"StepSizeController, got {spec!r}")
+    return PIDController(rtol, atol, **{**CONTROLLER_PRESETS[spec], **options})
+
+
+__all__ = [
+    "CONTROLLER_PRESETS",
+    "FixedGrid",
+    "IController",
+    "NORMS",
+    "PIDController",
+    "PIDState",
+    "StepSizeController",
+    "controller_from",
+    "error_ratio",
+    "max_scaled_difference",
+    "scaled_error_norm",
+]

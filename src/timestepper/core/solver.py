@@ -1,93 +1,119 @@
-"""The solver protocol and the registry of solvers by name.
+"""The solver contract: what every solver declares and the methods the loop may call.
 
-A solver is a small class. ``init(term, grid, x0)`` prepares its state once per grid (this is
-where coefficients are computed, in float64, and cast); ``step(term, t0, t1, x, state)`` advances
-from ``t0`` to ``t1`` and returns ``(x1, state, err)`` where ``err`` is a local error estimate or
-``None``. The state carries the step index and any history (multistep methods), never globals.
+A solver advances a state by one step. The loop (:func:`timestepper.integrate`) calls
+
+* ``init(term, grid, x0) -> (state, table)`` once per solve. ``grid`` is the fixed grid (a
+  float64 tensor of times, or a diffusion ``SamplingGrid``) or ``None`` for an adaptive solve.
+  ``table`` is ``None`` or a sequence with one entry per step of the fixed grid: the step's
+  coefficients, computed here once in float64 and handed back to ``step`` (Python floats, bools
+  and tensors whose structure is the same on every step of a kind, so that a compiled step is
+  reused from step to step). ``state`` is what a step carries to the next (history, FSAL
+  derivative); the initial state always comes from here.
+* ``step(term, t0, t1, x, state, row) -> (x1, state, err, nfe)`` advances ``x`` from ``t0`` to
+  ``t1`` (floats; per-sample mode ``(B,)`` tensors). ``row`` is ``table[i]`` on a fixed grid and
+  ``None`` otherwise; ``err`` is the local error estimate (``None`` for solvers without one) and
+  ``nfe`` the number of evaluations of the term the step made (a Python int fixed by the code
+  path, never read from data), which the loop sums into ``Solution.stats.nfe``.
+
+A step makes no host synchronisation and no data-dependent Python branch, and mutates no Python
+state, so it can be captured by ``torch.compile``.
+
+Capabilities are declared as class attributes (set per instance in ``__init__`` where they depend
+on options) and checked once by the loop, which refuses a bad combination with an error naming it;
+nothing is probed with ``hasattr``:
+
+* ``order``: the order of convergence (measured by the tests).
+* ``error_order``: the exponent denominator of an adaptive controller (``q + 1`` for a local
+  error ``O(h^(q+1))``), or ``None``: no error estimate, fixed steps only.
+* ``nfe_per_step``: evaluations of a regular step.
+* ``is_stochastic``: whether a step draws noise.
+* ``term_type``: the term class (or tuple of classes) the solver advances.
+* ``grid_type``: the class a fixed grid must be (``None``: a 1-D tensor of times).
+* ``has_dense_output``: ``interpolate`` is defined (``SaveAt(ts=...)`` between steps, ``dense``).
+* ``provides_first_derivative``: ``first_derivative`` is defined: ``f(t0, x0)`` is shared
+  between the initial step-size selection and the first stage.
+* ``per_sample``: ``step`` takes ``(B,)`` times and ``merge`` picks per-sample states.
+* ``family``: ``"ode"``, ``"sde"``, ``"diffusion"``, ``"pde"`` or ``"surrogate"`` (for listings
+  and error messages).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import Tensor
 
-_REGISTRY: dict[str, Callable[..., Solver]] = {}
+from .terms import Term
+
+StepResult = tuple[Tensor, Any, "Tensor | None", int]
 
 
 class Solver:
-    """Base class of every solver.
-
-    Class attributes every solver declares:
-        order: the order of convergence the solver claims (measured by the tests).
-        nfe_per_step: model evaluations per regular step.
-        is_stochastic: whether the step draws noise.
-    """
+    """Base class of every solver (see the module docstring for the contract)."""
 
     name: ClassVar[str] = ""
+    registry_name: str = ""
+    family: ClassVar[str] = "ode"
     order: int = 1
+    error_order: int | None = None
     nfe_per_step: int = 1
     is_stochastic: bool = False
-    #: whether ``ts.sample`` can drive it (it advances a diffusion term on a sampling grid)
-    samples_diffusion: ClassVar[bool] = False
+    term_type: ClassVar[type | tuple[type, ...]] = Term
+    grid_type: ClassVar[type | None] = None
+    has_dense_output: bool = False
+    provides_first_derivative: ClassVar[bool] = False
+    per_sample: ClassVar[bool] = False
 
-    def init(self, term: Any, grid: Any, x0: Tensor) -> Any:  # pragma: no cover - interface
+    def init(self, term: Any, grid: Any, x0: Tensor) -> tuple[Any, Any]:
+        """``(state, table)`` for a solve from ``x0`` (see the module docstring)."""
+        return None, None
+
+    def step(self, term: Any, t0: Any, t1: Any, x: Tensor, state: Any,
+             row: Any) -> StepResult:  # pragma: no cover - interface
+        """One step from ``t0`` to ``t1``: ``(x1, state, err, nfe)``."""
         raise NotImplementedError
 
-    def step(
-        self, term: Any, t0: float, t1: float, x: Tensor, state: Any
-    ) -> tuple[Tensor, Any, Tensor | None]:  # pragma: no cover - interface
-        raise NotImplementedError
+    def merge(self, accept: Tensor, new: Any, old: Any) -> Any:
+        """Per-sample mode: the state after a step in which only the samples where ``accept``
+        (shaped to broadcast against the state) took their new step."""
+        raise NotImplementedError(f"{self.display_name} does not support per-sample steps")
+
+    def interpolate(self, state: Any, theta: float | Tensor) -> Tensor:
+        """Dense output inside the last step: the state at ``t0 + theta (t1 - t0)``."""
+        raise NotImplementedError(f"{self.display_name} has no dense output")
+
+    def prepare_dense(self, term: Any, state: Any) -> tuple[Any, int]:
+        """Evaluate what ``interpolate`` needs beyond the step itself (extra stages); returns the
+        state and the evaluations made. Called at most once per accepted step."""
+        return state, 0
+
+    def first_derivative(self, term: Any, t0: Any, x0: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """``f(t0, x0)`` and the state that reuses it as the first stage (one evaluation)."""
+        raise NotImplementedError(f"{self.display_name} does not provide a first derivative")
+
+    def default_controller(self, grid: Any) -> Any:
+        """The step-size controller of a solver that chooses its own steps on a sampling grid's
+        range (adaptive diffusion samplers), else ``None``."""
+        return None
+
+    @property
+    def display_name(self) -> str:
+        """The registry name when built from the registry, else the class name."""
+        return self.registry_name or self.name or type(self).__name__
+
+    def accepts_term(self, term: Any) -> bool:
+        return isinstance(term, self.term_type)
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_")
+                         and k != "registry_name")
         return f"{type(self).__name__}({opts})"
 
 
-def register(name: str, factory: Callable[..., Solver] | None = None):
-    """Register a solver class (or factory) under a registry name, e.g. ``"dpmpp-2m"``.
-
-    Usable as a decorator: ``@register("ddim")``.
-    """
-
-    def deco(obj):
-        if name in _REGISTRY:
-            raise ValueError(f"solver name {name!r} is already registered")
-        _REGISTRY[name] = obj
-        if isinstance(obj, type) and not getattr(obj, "name", ""):
-            obj.name = name
-        return obj
-
-    return deco(factory) if factory is not None else deco
+def term_type_names(solver: Solver) -> str:
+    """The names of the term classes a solver advances, for error messages."""
+    kinds = solver.term_type if isinstance(solver.term_type, tuple) else (solver.term_type,)
+    return " or ".join(k.__name__ for k in kinds)
 
 
-def available() -> list[str]:
-    """The registry names of all solvers, sorted."""
-    _load_builtin_solvers()
-    return sorted(_REGISTRY)
-
-
-def get(name: str | Solver, **options: Any) -> Solver:
-    """Build a solver from its registry name and options (``get("dpmpp-3m")``, ``get("deis", order=2)``).
-
-    A :class:`Solver` instance is returned as is (options must then be empty).
-    """
-    if isinstance(name, Solver):
-        if options:
-            raise TypeError("options cannot be given together with a solver instance")
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"solver must be a registry name or a Solver instance, got {type(name).__name__}")
-    _load_builtin_solvers()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown solver {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    try:
-        return _REGISTRY[name](**options)
-    except TypeError as exc:
-        raise TypeError(f"bad options for solver {name!r}: {exc}") from exc
-
-
-def _load_builtin_solvers() -> None:
-    # Importing the package registers every built-in solver.
-    from .. import solvers  # noqa: F401
+__all__ = ["Solver", "StepResult", "term_type_names"]

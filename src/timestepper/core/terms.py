@@ -1,63 +1,73 @@
 """Terms: what is integrated.
 
-A term owns the vector field and counts its evaluations (``nfe``) with a plain Python integer, so
-counting never touches the device.
+A term holds the dynamics and nothing else: no counters, no caches, no Python state that changes
+during a solve, so a step that calls it traces into one graph under ``torch.compile``. Each
+solver declares the term type it advances (``Solver.term_type``) and ``integrate`` refuses any
+other. Evaluations are counted by the steps themselves (``Solver.step`` returns its count).
+
+* :class:`ODETerm`: ``dx/dt = f(t, x)``.
+* :class:`SemilinearTerm`: ``dx/dt = L x + N(t, x)`` with a diagonal ``L`` (stiff PDEs in
+  Fourier space; exponential integrators treat ``L`` exactly).
+* :class:`SDETerm`: ``dX = mu(t, X) dt + sigma(t, X) dW`` with a queryable Brownian motion.
+* :class:`SurrogateTerm`: a learned one-step map ``u(t + dt) = predict(u(t))``.
+* The diffusion term (a denoiser seen through a sampling grid) lives with the schedules in
+  :mod:`timestepper.diffusion.term`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import torch
 from torch import Tensor
+
+from .validation import check_choice
+
+NOISE_TYPES = ("diagonal", "general")
+SDE_TYPES = ("ito", "stratonovich")
 
 
 class Term:
-    """Base class of everything ``integrate`` can advance.
+    """Base class of everything ``integrate`` can advance."""
 
-    Subclasses define ``vf(t, x)``, the time derivative of the state. ``nfe`` counts calls of the
-    underlying function (the model, for learned dynamics).
-    """
 
-    def __init__(self) -> None:
-        self.nfe = 0
+class VectorFieldTerm(Term):
+    """A term with a time derivative ``vf(t, x)``: what explicit Runge–Kutta methods, Rosenbrock
+    methods and the initial step-size selection of adaptive solves evaluate."""
 
     def vf(self, t: float | Tensor, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-class ODETerm(Term):
+class ODETerm(VectorFieldTerm):
     """``dx/dt = f(t, x)``.
 
     Args:
         vector_field: callable ``f(t, x) -> dx/dt`` with the shape and dtype of ``x``.
     """
 
-    def __init__(self, vector_field: Callable[[float | Tensor, Tensor], Tensor]) -> None:
-        super().__init__()
+    def __init__(self, vector_field: Callable[[Any, Tensor], Tensor]) -> None:
         if not callable(vector_field):
             raise TypeError(f"vector_field must be callable, got {type(vector_field).__name__}")
         self.vector_field = vector_field
 
     def vf(self, t: float | Tensor, x: Tensor) -> Tensor:
-        self.nfe += 1
         return self.vector_field(t, x)
 
 
-class SemilinearTerm(Term):
+class SemilinearTerm(VectorFieldTerm):
     """``dx/dt = L * x + N(t, x)`` with a diagonal linear part ``L``.
 
     This is the structure shared by stiff PDEs in Fourier space (``L`` the symbol of the linear
     operator) and by the diffusion probability-flow ODE in log-SNR time; exponential integrators
-    treat ``L`` exactly through the phi functions (:func:`timestepper.core.phi`).
+    treat ``L`` exactly through the phi functions (:func:`timestepper.core.phi.phi`).
 
     Args:
         linear: tensor broadcastable against the state: the diagonal of ``L``.
         nonlinear: callable ``N(t, x)`` returning a tensor shaped like ``x``.
     """
 
-    def __init__(self, linear: Tensor, nonlinear: Callable[[float | Tensor, Tensor], Tensor]) -> None:
-        super().__init__()
+    def __init__(self, linear: Tensor, nonlinear: Callable[[Any, Tensor], Tensor]) -> None:
         if not isinstance(linear, Tensor):
             raise TypeError(f"linear must be a tensor (the diagonal of L), got {type(linear).__name__}")
         if not callable(nonlinear):
@@ -66,21 +76,76 @@ class SemilinearTerm(Term):
         self.nonlinear_fn = nonlinear
 
     def nonlinear(self, t: float | Tensor, x: Tensor) -> Tensor:
-        """Evaluate ``N(t, x)`` (counted as one function evaluation)."""
-        self.nfe += 1
+        """``N(t, x)``."""
         return self.nonlinear_fn(t, x)
 
     def vf(self, t: float | Tensor, x: Tensor) -> Tensor:
-        return self.linear * x + self.nonlinear(t, x)
+        return self.linear * x + self.nonlinear_fn(t, x)
 
 
-def check_state(name: str, x: object) -> Tensor:
-    """Raise a clear error unless ``x`` is a floating-point (or complex) tensor."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not (x.is_floating_point() or x.is_complex()):
-        raise TypeError(f"{name} must have a floating or complex dtype, got {x.dtype}")
-    return x
+class SDETerm(Term):
+    """``dX = drift(t, X) dt + diffusion(t, X) dW``.
+
+    Args:
+        drift: ``mu(t, x)`` shaped like ``x``.
+        diffusion: ``sigma(t, x)``: shaped like ``x`` for ``noise="diagonal"``, ``(..., d, m)``
+            for ``noise="general"`` (then ``dW`` has shape ``(..., m)``).
+        bm: ``bm(ta, tb)`` returning the Brownian increment ``W(tb) - W(ta)`` (``ta < tb``), e.g.
+            a :class:`~timestepper.ode.brownian.VirtualBrownianTree` or torchsde's
+            ``BrownianInterval``, so the same path can be queried again.
+        noise: ``"diagonal"`` or ``"general"``.
+        sde_type: ``"ito"`` or ``"stratonovich"`` (the calculus the solver must match).
+    """
+
+    def __init__(self, drift: Callable, diffusion: Callable, bm: Callable, *,
+                 noise: str = "diagonal", sde_type: str = "ito") -> None:
+        for name, fn in (("drift", drift), ("diffusion", diffusion), ("bm", bm)):
+            if not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+        self.drift_fn, self.diffusion_fn, self.bm = drift, diffusion, bm
+        self.noise = check_choice(noise, NOISE_TYPES, "noise")
+        self.sde_type = check_choice(sde_type, SDE_TYPES, "sde_type")
+
+    def drift(self, t: Any, x: Tensor) -> Tensor:
+        return self.drift_fn(t, x)
+
+    def diffusion(self, t: Any, x: Tensor) -> Tensor:
+        return self.diffusion_fn(t, x)
+
+    def increment(self, t0: float, t1: float) -> Tensor:
+        """``W(t1) - W(t0)`` (also for ``t1 < t0``)."""
+        if t1 >= t0:
+            return self.bm(t0, t1)
+        return -self.bm(t1, t0)
+
+    def noise_term(self, g: Tensor, dw: Tensor) -> Tensor:
+        """``sigma dW``: elementwise (diagonal) or a matrix-vector product (general)."""
+        if self.noise == "diagonal":
+            return g * dw
+        return (g @ dw.unsqueeze(-1)).squeeze(-1)
 
 
-__all__ = ["ODETerm", "SemilinearTerm", "Term", "check_state", "torch"]
+class SurrogateTerm(Term):
+    """A learned one-step map ``u(t + dt) = predict(u(t))`` (a neural PDE surrogate).
+
+    Args:
+        surrogate: anything with ``predict(u, generator)``, e.g.
+            :class:`~timestepper.pde.surrogate.OneStepSurrogate` or
+            :class:`~timestepper.pde.refiner.PDERefiner`.
+        generator: noise source for stochastic surrogates (PDE-Refiner).
+    """
+
+    def __init__(self, surrogate: Any, generator: Any = None) -> None:
+        predict = getattr(surrogate, "predict", None)
+        if not callable(predict):
+            raise TypeError(
+                f"surrogate needs a predict(u, generator) method, got {type(surrogate).__name__}")
+        self.surrogate = surrogate
+        self.generator = generator
+
+    def advance(self, x: Tensor) -> Tensor:
+        return self.surrogate.predict(x, self.generator)
+
+
+__all__ = ["NOISE_TYPES", "SDE_TYPES", "ODETerm", "SDETerm", "SemilinearTerm", "SurrogateTerm", "Term",
+           "VectorFieldTerm"]

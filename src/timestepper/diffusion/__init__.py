@@ -1,11 +1,10 @@
-"""Diffusion and flow models: schedules, prediction types, grids, the denoiser and ``sample``."""
+"""Diffusion and flow models below the solvers: noise schedules, prediction types, sampling grids,
+the denoiser and the diffusion term. The fronts that sample them (``sample``, ``inpaint``,
+``likelihood``) live in :mod:`timestepper.sampling`."""
 
 from .denoiser import Denoiser
 from .grids import SamplingGrid, make_grid
-from .inpaint import Inpaint, inpaint
-from .likelihood import LikelihoodResult, likelihood
 from .predictions import PREDICTIONS, convert
-from .sample import sample
 from .schedules import (
     EDMSchedule,
     NoiseSchedule,
@@ -15,20 +14,17 @@ from .schedules import (
     VPDiscreteSchedule,
     VPLinearSchedule,
 )
-from .smc import SMCInpaint
 from .subvp import SubVPSchedule
-from .term import DiffusionTerm
+from .term import DiffusionTerm, EvalPoint
 
 __all__ = [
     "PREDICTIONS",
     "Denoiser",
     "DiffusionTerm",
     "EDMSchedule",
-    "Inpaint",
-    "LikelihoodResult",
+    "EvalPoint",
     "NoiseSchedule",
     "RectifiedFlowSchedule",
-    "SMCInpaint",
     "SamplingGrid",
     "SubVPSchedule",
     "VESchedule",
@@ -36,8 +32,5 @@ __all__ = [
     "VPDiscreteSchedule",
     "VPLinearSchedule",
     "convert",
-    "inpaint",
-    "likelihood",
     "make_grid",
-    "sample",
 ]

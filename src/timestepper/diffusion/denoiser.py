@@ -13,7 +13,9 @@ from .schedules import NoiseSchedule
 
 class Denoiser:
     """A network ``model_fn(x, t, **model_kwargs)`` together with the schedule it was trained on
-    and what it predicts.
+    and what it predicts. Models of other libraries are wrapped by
+    :func:`timestepper.integrations.diffusers.denoiser_from_diffusers` and
+    :func:`timestepper.integrations.k_diffusion.denoiser_from_k_diffusion`.
 
     Args:
         model_fn: callable taking the noisy state ``x`` (the schedule's own space:
@@ -39,27 +41,6 @@ class Denoiser:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         """The raw network output at ``(x, t)``."""
         return self.model_fn(x, t, **self.model_kwargs)
-
-    @classmethod
-    def from_diffusers(cls, unet: Any, scheduler_or_config: Any,
-                       model_kwargs: dict[str, Any] | None = None) -> Denoiser:
-        """Wrap a diffusers ``UNet2DModel`` (or any ``unet(x, t, **kw)``) with the schedule and
-        prediction type read from a diffusers scheduler or its config; see
-        :mod:`timestepper.integrations.diffusers`."""
-        from ..integrations.diffusers import denoiser_from_diffusers
-
-        return denoiser_from_diffusers(unet, scheduler_or_config, model_kwargs)
-
-    @classmethod
-    def from_k_diffusion(cls, model: Any, sigma_min: float | None = None,
-                         sigma_max: float | None = None,
-                         model_kwargs: dict[str, Any] | None = None) -> Denoiser:
-        """Wrap a k-diffusion denoiser ``model(x, sigma, **kw) -> x0`` (Karras et al. 2022's
-        ``D(x; sigma)``) as a data-predicting model on :class:`EDMSchedule`; the noise range
-        defaults to the model's ``sigma_min`` / ``sigma_max`` attributes."""
-        from ..integrations.k_diffusion import denoiser_from_k_diffusion
-
-        return denoiser_from_k_diffusion(model, sigma_min, sigma_max, model_kwargs)
 
     def __repr__(self) -> str:
         return f"Denoiser(prediction={self.prediction!r}, schedule={self.schedule!r})"

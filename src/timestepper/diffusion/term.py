@@ -1,12 +1,15 @@
-"""The diffusion term: a denoiser seen through a sampling grid.
+"""The diffusion term: a denoiser and the points of a sampling grid where it is evaluated.
 
-``prepare(grid, x)`` runs once per grid: it evaluates, in float64, the coefficients that turn
-the network output at each grid point into a data prediction ``x0 = a x + b m`` and a noise
-prediction ``eps = c x + d m``, and builds the time tensors handed to the model. A step then
-costs one model call and one fused ``add``; nothing in it synchronises with the host.
+``points(grid, x)`` runs once per grid: it evaluates, in float64, the coefficients that turn the
+network output ``m`` at each grid point into a data prediction ``x0 = a x + b m`` and a noise
+prediction ``eps = c x + d m``, and builds the time tensor handed to the model there
+(:class:`EvalPoint`). A solver keeps the points its steps need in its table; a step then costs
+one model call and one fused ``add``, with no host synchronisation and no Python state changed.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -17,56 +20,64 @@ from .grids import SamplingGrid
 from .predictions import data_coefficients, noise_coefficients
 
 
+@dataclass(frozen=True)
+class EvalPoint:
+    """A point where the model is evaluated: ``t`` is the time tensor handed to the network
+    (one entry per sample) and ``x0 = a x + b m``, ``eps = c x + d m`` convert its output ``m``.
+    """
+
+    t: Tensor
+    a: float
+    b: float
+    c: float
+    d: float
+
+
 class DiffusionTerm(Term):
     """Probability-flow dynamics of a :class:`Denoiser` (Song et al. 2021, eq. 13).
 
     Attributes:
         denoiser: the wrapped model.
+        schedule: its noise schedule.
         generator: ``torch.Generator`` used by stochastic solvers (``None``: torch's default).
     """
 
     def __init__(self, denoiser: Denoiser, generator: torch.Generator | None = None) -> None:
-        super().__init__()
         if not isinstance(denoiser, Denoiser):
             raise TypeError(f"denoiser must be a timestepper Denoiser, got {type(denoiser).__name__}")
         self.denoiser = denoiser
         self.schedule = denoiser.schedule
         self.generator = generator
-        self.grid: SamplingGrid | None = None
+        # The conversions are the model output itself for data-predicting models (a = 0, b = 1)
+        # and noise-predicting ones (c = 0, d = 1): decided once here, not per step.
+        self._data_is_output = denoiser.prediction == "sample"
+        self._noise_is_output = denoiser.prediction == "epsilon"
 
-    def prepare(self, grid: SamplingGrid, x: Tensor) -> None:
-        """Precompute per-point coefficients and model times for ``grid`` (float64, then cast)."""
+    def points(self, grid: SamplingGrid, x: Tensor) -> list[EvalPoint]:
+        """The :class:`EvalPoint` of every point of ``grid`` for states like ``x`` (float64
+        coefficients, then Python floats; times cast to the model's dtype and device once).
+
+        The model is called at ``grid.model_t`` where a compatibility grid sets it
+        (:meth:`SamplingGrid.with_model_times`), at ``grid.t`` otherwise. A point at zero noise
+        gets the coefficients of the first point: the model is never evaluated there."""
         if not isinstance(grid, SamplingGrid):
             raise TypeError(f"grid must be a SamplingGrid, got {type(grid).__name__}")
-        self.grid = grid
-        self._a, self._b, self._c, self._d, self._model_t = [], [], [], [], []
-        self._dtype, self._device = x.dtype, x.device
-        self._batch = x.shape[0] if x.ndim > 0 else 1
-        self._tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
-        self.add_points(grid)
-
-    def add_points(self, points: SamplingGrid) -> int:
-        """Append evaluation points (e.g. the stages of a Runge-Kutta step) after the grid's own;
-        returns the index of the first one. Called once per grid, from a solver's ``init``.
-
-        The model is called at ``points.model_t`` where a compatibility grid sets it
-        (:meth:`SamplingGrid.with_model_times`), at ``points.t`` otherwise."""
-        first = len(self._a)
-        evaluable = points.sigma > 0  # the model is never evaluated at zero noise
-        t = torch.where(evaluable, points.t, points.t[0])
+        evaluable = grid.sigma > 0
+        t = torch.where(evaluable, grid.t, grid.t[0])
         kind, sch = self.denoiser.prediction, self.schedule
-        a, b = data_coefficients(kind, sch, t)
-        c, d = noise_coefficients(kind, sch, t)
-        for table, v in zip((self._a, self._b, self._c, self._d), (a, b, c, d)):
-            table.extend(v.tolist())
-        mt = t if points.model_t is None else torch.where(evaluable, points.model_t, points.model_t[0])
-        self._model_t.extend(mt.to(device=self._device, dtype=self._tdtype)[:, None].repeat(1, self._batch).unbind(0))
-        return first
+        with torch.no_grad():
+            a, b = data_coefficients(kind, sch, t)
+            c, d = noise_coefficients(kind, sch, t)
+        mt = t if grid.model_t is None else torch.where(evaluable, grid.model_t, grid.model_t[0])
+        tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
+        batch = x.shape[0] if x.ndim > 0 else 1
+        times = mt.to(device=x.device, dtype=tdtype)[:, None].repeat(1, batch).unbind(0)
+        return [EvalPoint(ti, ai, bi, ci, di) for ti, ai, bi, ci, di in
+                zip(times, a.tolist(), b.tolist(), c.tolist(), d.tolist())]
 
-    def model_output(self, x: Tensor, i: int) -> Tensor:
-        """The raw network output at grid point ``i``."""
-        self.nfe += 1
-        m = self.denoiser(x, self._model_t[i])
+    def model_output(self, x: Tensor, p: EvalPoint) -> Tensor:
+        """The raw network output at point ``p``."""
+        m = self.denoiser(x, p.t)
         if m.dtype != x.dtype or m.device != x.device or m.shape != x.shape:
             raise TypeError(
                 f"model output (dtype={m.dtype}, device={m.device}, shape={tuple(m.shape)}) must match the "
@@ -74,25 +85,19 @@ class DiffusionTerm(Term):
             )
         return m
 
-    def data_coefficients(self, i: int) -> tuple[float, float]:
-        """``(a, b)`` with ``x0 = a x + b m`` at grid point ``i`` (``m`` the raw model output), for
-        solvers that fold the conversion into their own update."""
-        return self._a[i], self._b[i]
+    def data_prediction(self, x: Tensor, p: EvalPoint) -> Tensor:
+        """``x0`` predicted at point ``p``."""
+        m = self.model_output(x, p)
+        return m if self._data_is_output else (x * p.a).add_(m, alpha=p.b)
 
-    def data_prediction(self, x: Tensor, i: int) -> Tensor:
-        """``x0`` predicted at grid point ``i``."""
-        return _affine(x, self._a[i], self.model_output(x, i), self._b[i])
+    def noise_prediction(self, x: Tensor, p: EvalPoint) -> Tensor:
+        """``eps`` predicted at point ``p``."""
+        m = self.model_output(x, p)
+        return m if self._noise_is_output else (x * p.c).add_(m, alpha=p.d)
 
-    def noise_prediction(self, x: Tensor, i: int) -> Tensor:
-        """``eps`` predicted at grid point ``i``."""
-        return _affine(x, self._c[i], self.model_output(x, i), self._d[i])
-
-    def vf(self, t, x):  # pragma: no cover - diffusion solvers use the predictions above
-        raise NotImplementedError("DiffusionTerm is advanced by diffusion solvers through data/noise predictions")
+    def prediction(self, x: Tensor, p: EvalPoint, kind: str) -> Tensor:
+        """The ``"data"`` (``x0``) or ``"noise"`` (``eps``) prediction at point ``p``."""
+        return self.data_prediction(x, p) if kind == "data" else self.noise_prediction(x, p)
 
 
-def _affine(x: Tensor, a: float, m: Tensor, b: float) -> Tensor:
-    """``a x + b m`` with one allocation (in-place accumulation into the fresh product)."""
-    if a == 0.0:
-        return m if b == 1.0 else m * b
-    return (x * a).add_(m, alpha=b)
+__all__ = ["DiffusionTerm", "EvalPoint"]

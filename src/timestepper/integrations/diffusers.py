@@ -3,7 +3,7 @@
 * :func:`schedule_from_config` reads a diffusers scheduler config (``num_train_timesteps``,
   ``beta_schedule``, ``beta_start``, ``beta_end``, ``trained_betas``) into a
   :class:`~timestepper.diffusion.schedules.VPDiscreteSchedule`.
-* :func:`denoiser_from_diffusers` (``Denoiser.from_diffusers``) wraps a ``UNet2DModel`` (or any
+* :func:`denoiser_from_diffusers` wraps a ``UNet2DModel`` (or any
   module called as ``unet(x, t, **kw)`` returning a tensor or an object with ``.sample``).
 * :class:`Scheduler` speaks diffusers' ``set_timesteps`` / ``step`` protocol, so a pipeline can run
   any of our one-evaluation-per-step solvers::
@@ -26,12 +26,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.solver import Solver, available, get
+from ..core.solver import Solver
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import SamplingGrid, make_grid
 from ..diffusion.predictions import canonical_prediction
 from ..diffusion.schedules import VPDiscreteSchedule
 from ..diffusion.term import DiffusionTerm
+from ..solvers.registry import available, get
 
 _PREDICTIONS = ("epsilon", "sample", "v_prediction")
 
@@ -148,17 +149,14 @@ class _Replay:
         return out
 
 
+def _fits_step_protocol(solver: Solver) -> bool:
+    """A fixed-grid diffusion solver with one model evaluation per step."""
+    return solver.family == "diffusion" and solver.nfe_per_step == 1 and solver.error_order is None
+
+
 def single_evaluation_solvers() -> list[str]:
     """Registry names of solvers usable through :class:`Scheduler` (one evaluation per step)."""
-    names = []
-    for name in available():
-        try:
-            s = get(name)
-        except Exception:  # solvers that need options
-            continue
-        if getattr(s, "nfe_per_step", None) == 1 and hasattr(s, "coefficients"):
-            names.append(name)
-    return names
+    return [name for name in available("diffusion") if _fits_step_protocol(get(name))]
 
 
 class Scheduler:
@@ -192,7 +190,7 @@ class Scheduler:
         config: dict[str, Any] | None = None,
     ) -> None:
         self.solver = get(solver, **(solver_options or {}))
-        if self.solver.nfe_per_step != 1 or not hasattr(self.solver, "coefficients"):
+        if not _fits_step_protocol(self.solver):
             raise ValueError(
                 f"solver {solver!r} takes {self.solver.nfe_per_step} model evaluations per step; "
                 "the diffusers step protocol supplies one. Choose from "
@@ -258,6 +256,7 @@ class Scheduler:
         self.num_inference_steps = int(num_inference_steps)
         self._term = DiffusionTerm(Denoiser(self._replay, self.schedule, self.prediction))
         self._state = None
+        self._table = None
         self._step_index = 0
 
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
@@ -284,11 +283,12 @@ class Scheduler:
             )
         term = self._term
         term.generator = generator
-        if self._state is None:
-            self._state = self.solver.init(term, self.grid, sample)
+        if self._table is None:
+            self._state, self._table = self.solver.init(term, self.grid, sample)
         self._replay.pending, self._replay.at = model_output, sample
         t0, t1 = float(self.grid.t[i]), float(self.grid.t[i + 1])
-        x1, self._state, _ = self.solver.step(term, t0, t1, sample, self._state)
+        row = self._table[i] if self._table is not None else None
+        x1, self._state, _, _ = self.solver.step(term, t0, t1, sample, self._state, row)
         self._replay.pending = self._replay.at = None
         self._step_index += 1
         return SchedulerOutput(x1) if return_dict else (x1,)

@@ -29,7 +29,9 @@ def denoiser_from_k_diffusion(
     sigma_max: float | None = None,
     model_kwargs: dict[str, Any] | None = None,
 ) -> Denoiser:
-    """See :meth:`timestepper.Denoiser.from_k_diffusion`."""
+    """Wrap a k-diffusion denoiser ``model(x, sigma, **kw) -> x0`` (Karras et al. 2022's
+    ``D(x; sigma)``) as a data-predicting :class:`Denoiser` on :class:`EDMSchedule`; the noise
+    range defaults to the model's ``sigma_min`` / ``sigma_max`` attributes."""
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, sigma), got {type(model).__name__}")
     lo = sigma_min if sigma_min is not None else _attr_float(model, "sigma_min")

@@ -20,15 +20,14 @@ max norm ``|y_a - y_b| / (atol + rtol |y_b|)`` over the final state and every sa
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Callable
+from functools import reduce
+from operator import add
 
-from torch import Tensor
-
-from ..core.controllers import max_scaled_difference
-from ..core.solution import Solution, Stats
+from ..core.controllers import PIDController, StepSizeController, max_scaled_difference
+from ..core.solution import Solution
 from .pytree import leaves
 
 
@@ -41,13 +40,14 @@ def scaled_difference(a: Solution, b: Solution, rtol: float, atol: float) -> flo
                 for u, v in pairs for p, q in zip(leaves(u), leaves(v))), default=0.0)
 
 
-def scaled_controller(controller, scale: float):
-    """A copy of ``controller`` (preset name or object) with its tolerances times ``scale``."""
+def scaled_controller(controller: str | StepSizeController, scale: float) -> str | StepSizeController:
+    """``controller`` (preset name or object) with its tolerances times ``scale``."""
     if isinstance(controller, str):
         return controller
-    c = copy.copy(controller)
-    c.rtol, c.atol = controller.rtol * scale, controller.atol * scale
-    return c
+    if not isinstance(controller, PIDController):
+        raise TypeError("error_control='global' rescales the controller's tolerances: give a preset "
+                        f"name or a PIDController, got {type(controller).__name__}")
+    return controller.with_tolerances(controller.rtol * scale, controller.atol * scale)
 
 
 def solve_to_global_tolerance(run: Callable[[float], Solution], rtol: float, atol: float, *,
@@ -74,7 +74,7 @@ def solve_to_global_tolerance(run: Callable[[float], Solution], rtol: float, ato
     sols = [run(1.0)]
     diffs: list[float] = []
     estimate = math.inf
-    while len(sols) < max_rounds and _succeeded(sols[-1]):
+    while len(sols) < max_rounds and sols[-1].succeeded:
         if len(sols) == 1:
             s_next = 1.0 / first_factor
         else:
@@ -95,10 +95,10 @@ def solve_to_global_tolerance(run: Callable[[float], Solution], rtol: float, ato
         estimate = diffs[-1] * r / (1.0 - r)
         if estimate <= target:
             break
-    if not _succeeded(sols[-1]):
+    if not sols[-1].succeeded:
         warnings.warn(f"error_control='global': solve {len(sols)} (tolerance scale "
                       f"{scales[-1]:.3g}) did not reach the end (status "
-                      f"{sols[-1].extras.get('status')}); returning it without an estimate",
+                      f"{sols[-1].status}); returning it without an estimate",
                       RuntimeWarning, stacklevel=3)
         estimate = math.inf
     elif len(sols) == 1:
@@ -110,18 +110,10 @@ def solve_to_global_tolerance(run: Callable[[float], Solution], rtol: float, ato
                       f"tolerance after {len(sols)} solves (tolerance scale {scales[-1]:.3g})",
                       RuntimeWarning, stacklevel=3)
     last = sols[-1]
-    stats = _sum_stats([s.stats for s in sols])
+    stats = reduce(add, [s.stats for s in sols])
     extras = dict(last.extras)
     extras.update(global_error=estimate, tolerance_scale=scales[-1], rounds=len(sols))
-    return Solution(x=last.x, ts=last.ts, ys=last.ys, stats=stats, extras=extras)
-
-
-def _succeeded(sol: Solution) -> bool:
-    """Whether a solve reached its end (``on_failure="return"`` may hand back a partial one)."""
-    status = sol.extras.get("status", "success")
-    if isinstance(status, Tensor):  # per-sample codes, 0 = success
-        return not bool(status.any())
-    return status == "success"
+    return Solution(x=last.x, ts=last.ts, ys=last.ys, stats=stats, status=last.status, extras=extras)
 
 
 # Tolerance-proportionality exponent assumed by the acceptance test until three solves measure
@@ -146,13 +138,3 @@ def _order(scales: list[float], diffs: list[float], default: float) -> float:
             return default
         alpha = math.log(ratio) / math.log(sa / sb)
     return min(max(alpha, 0.5), 1.5)
-
-
-def _sum_stats(stats: list[Stats]) -> Stats:
-    out = stats[0]
-    for s in stats[1:]:
-        out = Stats(nfe=out.nfe + s.nfe, steps=out.steps + s.steps,
-                    accepted=out.accepted + s.accepted, rejected=out.rejected + s.rejected)
-    return out
-
-

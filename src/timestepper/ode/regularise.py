@@ -31,6 +31,8 @@ import torch
 from torch import Tensor
 
 from ..core.controllers import error_ratio
+from ..core.solver import Solver
+from ..loop import StepRecord
 from ..solvers.rk import ExplicitRK, bcast, weighted_sum
 
 
@@ -47,23 +49,28 @@ def scaled_error(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float,
 
 
 class SolverHeuristics:
-    """Accumulates ``R_E`` and ``R_S`` (module docstring) over the accepted steps.
+    """Accumulates ``R_E`` and ``R_S`` (module docstring) over the accepted steps; the loop calls
+    it with each accepted :class:`~timestepper.loop.StepRecord` (``integrate(on_accept=...)``).
 
     Args:
         rtol, atol, norm: the tolerances and norm of the step-size controller of the solve.
+        solver: the solver of the solve (its stages give the stiffness estimate).
     """
 
-    def __init__(self, rtol: float, atol: float, norm: str = "rms") -> None:
+    def __init__(self, rtol: float, atol: float, norm: str = "rms", solver: Solver | None = None) -> None:
         self.rtol, self.atol, self.norm = float(rtol), float(atol), norm
+        self.solver = solver
         self.error: Tensor = torch.zeros(())
         self.stiffness: Tensor = torch.zeros(())
         self.steps = 0
 
-    def __call__(self, solver, state, err: Tensor, dt: float, x0: Tensor, x1: Tensor) -> None:
+    def __call__(self, step: StepRecord) -> None:
+        if step.err is None:
+            raise ValueError("the regularisation statistics need the solver's error estimate")
         self.steps += 1
-        e = scaled_error(x0, x1, err, self.rtol, self.atol, self.norm)
-        self.error = self.error + e * abs(dt)
-        s = stiffness_estimate(solver, state)
+        e = scaled_error(step.x0, step.x1, step.err, self.rtol, self.atol, self.norm)
+        self.error = self.error + e * abs(step.t1 - step.t0)
+        s = stiffness_estimate(self.solver, step.state)
         if s is not None:
             self.stiffness = self.stiffness + s
 
@@ -71,7 +78,7 @@ class SolverHeuristics:
 def stiffness_estimate(solver, state) -> Tensor | None:
     """``||k_s - k_{s-1}|| / ||x_s - x_{s-1}||`` of the last step of an FSAL explicit RK pair
     with ``c_s = c_{s-1}`` (else ``None``); 0 where the two stage points coincide."""
-    if not isinstance(solver, ExplicitRK) or getattr(state, "ks", None) is None:
+    if not isinstance(solver, ExplicitRK) or state.ks is None:
         return None
     tab, ks = solver.tableau, state.ks
     if not tab.fsal or tab.stages < 3 or tab.c[-1] != tab.c[-2]:

@@ -10,34 +10,58 @@ is that of the discretised forward solve (up to the roundoff of the reconstructi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
+
+from ..core.terms import SDETerm
+from ..solvers.sde import SDEReversibleHeun
+
+
+@dataclass
+class _ReversibleRun:
+    """One differentiated reversible-Heun solve: the term, solver, grid, the indices of the saved
+    times, the parameters, and (after the forward pass) the final state and evaluation count."""
+
+    term: SDETerm
+    solver: SDEReversibleHeun
+    grid: list[float]
+    keep: list[int]
+    params: tuple[Tensor, ...]
+    final: tuple[Tensor, Any] | None = None
+    nfe: int = 0
 
 
 class ReversibleAdjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cfg, x0: Tensor, *params: Tensor) -> Tensor:
-        term, solver, grid, keep, _ = cfg
+    def forward(ctx, run: _ReversibleRun, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        term, solver, grid = run.term, run.solver, run.grid
         with torch.no_grad():
-            state = solver.init(term, torch.tensor(grid, dtype=torch.float64), x0)
+            state, _ = solver.init(term, torch.tensor(grid, dtype=torch.float64), x0)
             x, saved = x0, [x0]
             for a, b in zip(grid[:-1], grid[1:]):
-                x, state, _ = solver.step(term, a, b, x, state)
+                x, state, _, n = solver.step(term, a, b, x, state, None)
+                run.nfe += n
                 saved.append(x)
-        ctx.cfg, ctx.final = cfg, (x, state)
-        return torch.stack([saved[i] for i in keep])
+        run.final = (x, state)
+        ctx.run = run
+        return torch.stack([saved[i] for i in run.keep])
 
     @staticmethod
-    def backward(ctx, g_ys: Tensor):
-        term, solver, grid, keep, params = ctx.cfg
-        direct = {}
-        for k, i in enumerate(keep):
+    def backward(ctx, g_ys: Tensor):  # type: ignore[override]
+        run: _ReversibleRun = ctx.run
+        term, solver, grid = run.term, run.solver, run.grid
+        direct: dict[int, Any] = {}
+        for k, i in enumerate(run.keep):
             direct[i] = direct.get(i, 0) + g_ys[k]
         n = len(grid) - 1
-        x, state = ctx.final
+        assert run.final is not None
+        x, state = run.final
         a_x = torch.zeros_like(x) + direct.get(n, 0)
         a_z = torch.zeros_like(x)
-        pgrads = [torch.zeros_like(p) for p in params]
+        pgrads = [torch.zeros_like(p) for p in run.params]
         for i in reversed(range(n)):
             t0, t1 = grid[i], grid[i + 1]
             with torch.no_grad():
@@ -45,9 +69,8 @@ class ReversibleAdjoint(torch.autograd.Function):
             with torch.enable_grad():
                 xr = x.detach().requires_grad_(True)
                 zr = state[0].detach().requires_grad_(True)
-                st = (zr, term.drift(t0, zr), term.diffusion(t0, zr))
-                x1, st1, _ = solver.step(term, t0, t1, xr, st)
-                got = torch.autograd.grad((x1, st1[0]), (xr, zr, *params), (a_x, a_z),
+                x1, st1, _, _ = solver.step(term, t0, t1, xr, solver.start(term, t0, zr), None)
+                got = torch.autograd.grad((x1, st1[0]), (xr, zr, *run.params), (a_x, a_z),
                                           allow_unused=True)
             a_x = got[0] + direct.get(i, 0)
             a_z = got[1] if got[1] is not None else torch.zeros_like(a_z)
@@ -57,10 +80,12 @@ class ReversibleAdjoint(torch.autograd.Function):
         return (None, a_x + a_z, *pgrads)
 
 
-def reversible_sdeint(term, solver, grid: list[float], keep: list[int], x0: Tensor,
-                      params: tuple[Tensor, ...]) -> Tensor:
-    """Run reversible Heun over ``grid`` and return the states at the indices ``keep``, with
-    gradients for ``x0`` and ``params`` by the reversible adjoint."""
-    if not hasattr(solver, "reverse_step"):
+def reversible_sdeint(term: SDETerm, solver: Any, grid: list[float], keep: list[int],  # noqa: PLR0913
+                      x0: Tensor, params: tuple[Tensor, ...]) -> tuple[Tensor, int]:
+    """Run reversible Heun over ``grid``; the states at the indices ``keep`` (with gradients for
+    ``x0`` and ``params`` by the reversible adjoint) and the evaluations made."""
+    if not isinstance(solver, SDEReversibleHeun):
         raise ValueError("adjoint='reversible' needs solver='reversible-heun'")
-    return ReversibleAdjoint.apply((term, solver, grid, keep, tuple(params)), x0, *params)
+    run = _ReversibleRun(term, solver, grid, keep, tuple(params))
+    ys = ReversibleAdjoint.apply(run, x0, *params)
+    return ys, run.nfe

@@ -3,7 +3,7 @@
 ``solve(f, y0, t0, t1, solver="tsit5", rtol=..., atol=..., saveat=..., adjoint=...)`` builds an
 :class:`~timestepper.core.terms.ODETerm` from ``f(t, y, *args)`` (``y`` a tensor or a nested
 tuple/dict of tensors), picks fixed steps (``dt=``) or a PID step-size controller, and calls
-:func:`timestepper.integrate` (shared step) or the per-sample loop. Gradients flow by direct
+:func:`timestepper.integrate` (shared or per-sample steps). Gradients flow by direct
 backpropagation, by recursive checkpointing, or by the continuous adjoint
 (:mod:`timestepper.ode.adjoint`).
 """
@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..core.batched import integrate_adaptive_batched
 from ..core.controllers import StepSizeController, controller_from
-from ..core.integrate import integrate
 from ..core.solution import Solution
-from ..core.solver import Solver, get
+from ..core.solver import Solver
 from ..core.terms import ODETerm
+from ..core.validation import check_choice
+from ..loop import integrate
+from ..solvers.registry import get
+from .adjoint import ADJOINTS, AdjointMethod, adjoint_method
 from .pytree import Flattener
 
-ADJOINTS = ("direct", "checkpoint", "backsolve")
 ERROR_CONTROLS = ("local", "global")
 
 
@@ -40,17 +42,55 @@ def fixed_grid(t0: float, t1: float, dt: float, saveat: Sequence[float] | None) 
     return torch.tensor(pts, dtype=torch.float64)
 
 
-class _FlatField:
+class FlatField:
     """``f(t, y, *args)`` seen as a function of the flat state."""
 
-    def __init__(self, f, flat: Flattener, args: tuple) -> None:
+    def __init__(self, f: Callable[..., Any], flat: Flattener, args: tuple) -> None:
         self.f, self.flat, self.args = f, flat, args
 
-    def __call__(self, t, x):
+    def __call__(self, t: Any, x: Tensor) -> Tensor:
         return self.flat.flatten(self.f(t, self.flat.unflatten(x), *self.args))
 
 
-def solve(
+@dataclass(frozen=True)
+class ODEProblem:
+    """A flattened solve: the field on the flat state, the solver, fixed steps or a controller,
+    the interval (floats; per-sample mode: floats or ``(B,)`` tensors) and the save times."""
+
+    field: Callable[[Any, Tensor], Tensor]
+    solver: Solver
+    controller: StepSizeController | None
+    dt: float | None
+    t0: Any
+    t1: Any
+    saveat: Tensor | None
+    max_steps: int = 100_000
+    on_failure: str = "raise"
+    per_sample: bool = False
+    time_dtype: torch.dtype = torch.float64
+
+    def run(self, x0: Tensor, field: Callable | None = None, controller: StepSizeController | None = None,
+            t_span: tuple[Any, Any] | None = None, saveat: Tensor | None | bool = True,
+            on_accept: Callable | None = None) -> Solution:
+        """Integrate from ``x0`` (optionally another field, controller, interval or save times:
+        the backward solves of the adjoints reuse the problem's solver and options)."""
+        term = ODETerm(field or self.field)
+        t0, t1 = t_span if t_span is not None else (self.t0, self.t1)
+        st = self.saveat if saveat is True else (saveat or None)
+        ctrl = controller or self.controller
+        opts: dict[str, Any] = dict(max_steps=self.max_steps, on_failure=self.on_failure,
+                                    on_accept=on_accept)
+        if ctrl is None:  # fixed steps of size dt, with the save times as grid points
+            saves = None if st is None else st.tolist()
+            grid = fixed_grid(float(t0), float(t1), self.dt, saves)  # type: ignore[arg-type]
+            return integrate(term, self.solver, grid, x0, saveat=saves, **opts)
+        if self.per_sample:
+            return integrate(term, self.solver, ctrl, x0, t_span=(t0, t1), saveat=st,
+                             per_sample=True, time_dtype=self.time_dtype, **opts)
+        return integrate(term, self.solver, ctrl, x0, t_span=(t0, t1), saveat=st, **opts)
+
+
+def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
     f: Callable[..., Any],
     y0: Any,
     t0: float | Tensor,
@@ -60,7 +100,7 @@ def solve(
     rtol: float = 1e-6,
     atol: float = 1e-9,
     saveat: Sequence[float] | Tensor | None = None,
-    adjoint: str = "direct",
+    adjoint: str | AdjointMethod = "direct",
     args: tuple = (),
     per_sample_steps: bool = False,
     controller: str | StepSizeController = "i",
@@ -85,12 +125,14 @@ def solve(
         t0, t1: the interval (``t1 < t0`` integrates backwards). Per-sample mode also accepts
             ``(B,)`` tensors.
         solver: registry name (``"tsit5"``, ``"dopri5"``, ``"dopri8"``, ``"bosh3"``,
-            ``"rk-heun"``, ``"rk4"``, ``"midpoint"``, ``"rk-euler"``, ...) or a solver.
+            ``"rk-heun"``, ``"rk4"``, ``"midpoint"``, ``"rk-euler"``, ``"rosenbrock23"``, ...; see
+            ``ts.solvers.available("ode")``) or a solver.
         rtol, atol: tolerances of the adaptive controller.
         saveat: times at which to save; ``Solution.ts``/``ys`` hold them (dense output).
         adjoint: ``"direct"`` (backprop through the steps), ``"checkpoint"`` (recursive
             checkpointing of the accepted steps, O(log n) stored states) or ``"backsolve"`` (the
-            continuous adjoint of Chen et al. 2018, with its own tolerances).
+            continuous adjoint of Chen et al. 2018, with its own tolerances), or an
+            :class:`~timestepper.ode.adjoint.AdjointMethod`.
         args: extra positional arguments passed to ``f``.
         per_sample_steps: each sample of the batch (leading dim) gets its own step size,
             accept/reject and statistics (``Solution.stats`` fields are then ``(B,)`` tensors).
@@ -99,7 +141,7 @@ def solve(
         dt0: initial step (default: Hairer's selection).
         dt: fixed step size (required for solvers without an error estimate, e.g. ``"rk4"``).
         max_steps: bound on attempted steps.
-        on_failure: ``"raise"`` or ``"return"`` (last state + ``extras["status"]``).
+        on_failure: ``"raise"`` or ``"return"`` (last state + ``Solution.status``).
         adjoint_params: tensors to differentiate in the checkpoint/backsolve modes (default: the
             parameters of ``f`` when it is an ``nn.Module``).
         adjoint_rtol, adjoint_atol: tolerances of the backward solve (default: rtol, atol).
@@ -118,10 +160,9 @@ def solve(
         time_dtype: per-sample mode only: dtype of the times and step sizes kept on the device
             (``torch.float32`` on devices without float64). Shared-step times are host floats.
     """
-    if adjoint not in ADJOINTS:
-        raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
-    if error_control not in ERROR_CONTROLS:
-        raise ValueError(f"error_control must be one of {ERROR_CONTROLS}, got {error_control!r}")
+    check_choice(error_control, ERROR_CONTROLS, "error_control")
+    if not isinstance(adjoint, AdjointMethod):
+        check_choice(adjoint, ADJOINTS, "adjoint")
     if error_control == "global":
         if dt is not None or regularise:
             raise ValueError("error_control='global' needs an adaptive solve without "
@@ -139,79 +180,65 @@ def solve(
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-    slv = get(solver)
     flat = Flattener(y0, batch=per_sample_steps)
+    problem = _problem(FlatField(f, flat, args), get(solver), rtol, atol, t0, t1, saveat,
+                       dict(controller=controller, norm=norm, dt0=dt0, dt=dt, max_steps=max_steps,
+                            on_failure=on_failure, per_sample=per_sample_steps,
+                            time_dtype=time_dtype))
+    method = adjoint_method(adjoint, f, adjoint_params, adjoint_rtol if adjoint_rtol is not None else rtol,
+                            adjoint_atol if adjoint_atol is not None else atol, adjoint_seminorm)
     x0 = flat.flatten(y0)
-    field = _FlatField(f, flat, args)
-    fixed = dt is not None or not getattr(slv, "adaptive", True)
-    if fixed and dt is None:
-        raise ValueError(f"solver {getattr(slv, 'name', slv)!r} has no error estimate: give a "
-                         "fixed step size dt=")
-    ctrl = None if fixed else controller_from(controller, rtol, atol, norm=norm, dt0=dt0) \
-        if isinstance(controller, str) else controller
-    opts = dict(max_steps=max_steps, on_failure=on_failure)
-    if per_sample_steps:
-        if adjoint != "direct" or fixed:
-            raise NotImplementedError("per_sample_steps supports adaptive solves with "
-                                      "adjoint='direct' only")
-        sol = integrate_adaptive_batched(ODETerm(field), slv, ctrl, x0, t0, t1, saveat=saveat,
-                                         time_dtype=time_dtype, **opts)
+    if regularise:
+        sol = _regularised(problem, method, x0)
     else:
-        t0f, t1f = (float(t.detach()) if isinstance(t, Tensor) else float(t) for t in (t0, t1))
-        st = None if saveat is None else torch.as_tensor(saveat, dtype=torch.float64).reshape(-1)
-        if regularise:
-            if adjoint != "direct" or ctrl is None:
-                raise ValueError("regularise=True needs an adaptive solve with adjoint='direct'")
-            if not all(hasattr(ctrl, a) for a in ("rtol", "atol", "norm")):
-                raise ValueError("regularise=True needs a controller with rtol, atol and norm "
-                                 "(a PIDController)")
-            from ..core.adaptive import integrate_adaptive
-            from .regularise import SolverHeuristics
-
-            heur = SolverHeuristics(ctrl.rtol, ctrl.atol, ctrl.norm)
-            sol = integrate_adaptive(ODETerm(field), slv, ctrl, x0, (t0f, t1f), saveat=st,
-                                     collect=heur, **opts)
-            sol.extras.update(reg_error=heur.error, reg_stiffness=heur.stiffness)
-        elif adjoint == "direct":
-            sol = _direct(field, slv, ctrl, x0, t0f, t1f, st, dt, opts)
-        else:
-            from .adjoint import adjoint_solve
-
-            params = _params(f, adjoint_params)
-            sol = adjoint_solve(adjoint, field, slv, ctrl, x0, t0f, t1f, st, dt, opts, params,
-                                adjoint_rtol if adjoint_rtol is not None else rtol,
-                                adjoint_atol if adjoint_atol is not None else atol, t0, t1,
-                                adjoint_seminorm)
-    return _restore(sol, flat, saveat is not None)
+        method.check(problem)
+        sol = method.solve(problem, x0, (t0, t1))
+    return _restore(sol, flat)
 
 
-def _direct(field, slv, ctrl, x0, t0, t1, st, dt, opts) -> Solution:
-    term = ODETerm(field)
-    if ctrl is None:
-        saves = None if st is None else st.tolist()
-        grid = fixed_grid(t0, t1, dt, saves)
-        sol = integrate(term, slv, grid, x0, save="all" if st is not None else "final")
-        if st is not None:
-            idx = [grid.tolist().index(s) for s in saves]
-            sol = Solution(x=sol.x, ts=st, ys=sol.ys[idx], stats=sol.stats,
-                           extras={"status": "success", "step_ts": grid})
-        else:
-            sol.extras.update(status="success", step_ts=grid)
-        return sol
-    return integrate(term, slv, ctrl, x0, t_span=(t0, t1), saveat=st, **opts)
+def _problem(field: FlatField, slv: Solver, rtol: float, atol: float, t0: Any, t1: Any,  # noqa: PLR0913
+             saveat: Any, o: dict[str, Any]) -> ODEProblem:
+    fixed = o["dt"] is not None or slv.error_order is None
+    if fixed and o["dt"] is None:
+        raise ValueError(f"solver {slv.display_name!r} has no error estimate: give a fixed step "
+                         "size dt=")
+    ctrl = None
+    if not fixed:
+        ctrl = controller_from(o["controller"], rtol, atol, norm=o["norm"], dt0=o["dt0"]) \
+            if isinstance(o["controller"], str) else o["controller"]
+    if o["per_sample"]:
+        if fixed:
+            raise ValueError("per_sample_steps needs an adaptive solve (no dt=)")
+    else:
+        t0, t1 = (float(t.detach()) if isinstance(t, Tensor) else float(t) for t in (t0, t1))
+    st = None if saveat is None else torch.as_tensor(saveat, dtype=torch.float64).reshape(-1)
+    return ODEProblem(field, slv, ctrl, o["dt"], t0, t1, st, o["max_steps"], o["on_failure"],
+                      o["per_sample"], o["time_dtype"])
 
 
-def _params(f, given) -> tuple[Tensor, ...]:
-    if given is not None:
-        return tuple(given)
-    if isinstance(f, torch.nn.Module):
-        return tuple(p for p in f.parameters() if p.requires_grad)
-    return ()
+def _regularised(problem: ODEProblem, method: AdjointMethod, x0: Tensor) -> Solution:
+    from ..core.controllers import PIDController
+    from .regularise import SolverHeuristics
+
+    ctrl = problem.controller
+    if method.name != "direct" or ctrl is None or problem.per_sample:
+        raise ValueError("regularise=True needs a shared-step adaptive solve with adjoint='direct'")
+    if not isinstance(ctrl, PIDController):
+        raise ValueError("regularise=True needs a controller with rtol, atol and norm "
+                         "(a PIDController)")
+    heur = SolverHeuristics(ctrl.rtol, ctrl.atol, ctrl.norm, problem.solver)
+    sol = problem.run(x0, on_accept=heur)
+    sol.extras.update(reg_error=heur.error, reg_stiffness=heur.stiffness)
+    return sol
 
 
-def _restore(sol: Solution, flat: Flattener, has_saveat: bool) -> Solution:
+def _restore(sol: Solution, flat: Flattener) -> Solution:
     if flat.is_tensor:
         return sol
-    x = flat.unflatten(sol.x)
-    ys = None if sol.ys is None else flat.unflatten(sol.ys, lead=(sol.ys.shape[0],))
-    return Solution(x=x, ts=sol.ts, ys=ys, stats=sol.stats, extras=sol.extras)
+    sol.x = flat.unflatten(sol.x)
+    if sol.ys is not None:
+        sol.ys = flat.unflatten(sol.ys, lead=(sol.ys.shape[0],))
+    return sol
+
+
+__all__ = ["FlatField", "ODEProblem", "fixed_grid", "solve"]

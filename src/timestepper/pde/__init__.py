@@ -1,7 +1,7 @@
 """Time-dependent PDEs: spectral ETD solvers, datasets, neural surrogates and PDE-Refiner.
 
 Equations build a :class:`~timestepper.core.terms.SemilinearTerm` in Fourier space and call the one
-:func:`~timestepper.core.integrate` loop::
+:func:`timestepper.integrate` loop::
 
     ks = ts.pde.KuramotoSivashinsky(length=64.0, n=256)
     u = ks.simulate(u0, t_end=10.0, dt=0.2, solver="etdrk4", save_every=4)

@@ -2,7 +2,7 @@
 
 An equation knows its spatial grid, the diagonal symbol ``L`` of its linear operator and its
 nonlinear term ``N`` in Fourier space; ``simulate`` transforms the initial field, builds a
-:class:`~timestepper.core.terms.SemilinearTerm` and calls :func:`~timestepper.core.integrate`.
+:class:`~timestepper.core.terms.SemilinearTerm` and calls :func:`timestepper.integrate`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..core.integrate import integrate
 from ..core.solver import Solver
 from ..core.terms import SemilinearTerm
+from ..loop import integrate
 from .spectral import complex_dtype_for
 
 

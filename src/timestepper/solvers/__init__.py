@@ -1,11 +1,12 @@
-"""Built-in solvers; importing this package registers them.
+"""Built-in solvers, one module per method family; importing this package registers them all.
 
-``available()`` lists the registry names, ``get(name, **options)`` builds one.
+``available()`` lists the registry names (``available("diffusion")`` one family),
+``get(name, **options)`` builds one, ``entry(name)`` tells what a name is.
 """
 
-from ..core.solver import available, get
 from . import (  # noqa: F401  (registration)
     ancestral,
+    autoregressive,
     ddim,
     deis,
     dpm2,
@@ -25,26 +26,33 @@ from . import (  # noqa: F401  (registration)
     sde_dpmpp,
     unipc,
 )
-from .ancestral import DDPM, DPMSolverPP2SAncestral, EulerAncestral
+from .ancestral import DPMSolverPP2SAncestral
+from .autoregressive import Autoregressive
+from .base import DiffusionSolver
 from .ddim import DDIM
 from .deis import DEIS
 from .dpm2 import DPM2
+from .dpm_adaptive import DPMSolverAdaptive, LuStepSizeController
 from .dpm_solver import DPMSolverSinglestep
-from .dpmpp import DPMSolverMultistep, DPMSolverPP2M, DPMSolverPP3M
-from .edm import Euler, Heun
+from .dpmpp import DPMSolverMultistep
+from .edm import EDMHeun
 from .etd import ETD1, ETDRK2, ETDRK4, IMEXEuler
+from .inpaint import Inpaint
 from .lms import LMS
 from .noise import BrownianPath
 from .pc import PredictorCorrector
 from .pndm import PLMS, PNDM
-from .reverse_sde import EulerMaruyama
+from .registry import available, entry, get, register
+from .reverse_sde import ReverseSDEEulerMaruyama
 from .rk import ButcherTableau, ExplicitRK
-from .sde_dpmpp import SDEDPMSolverPP2M, SDEDPMSolverPP3M
+from .rosenbrock import Rosenbrock23
+from .sde import SDEEulerMaruyama, SDEMilstein, SDEReversibleHeun
+from .sde_dpmpp import SDEDPMSolverPP
+from .smc import SMCInpaint
 from .unipc import UniPC
 
 __all__ = [
     "DDIM",
-    "DDPM",
     "DEIS",
     "DPM2",
     "ETD1",
@@ -53,23 +61,30 @@ __all__ = [
     "LMS",
     "PLMS",
     "PNDM",
+    "Autoregressive",
     "BrownianPath",
     "ButcherTableau",
+    "DPMSolverAdaptive",
     "DPMSolverMultistep",
-    "DPMSolverPP2M",
     "DPMSolverPP2SAncestral",
-    "DPMSolverPP3M",
     "DPMSolverSinglestep",
-    "Euler",
-    "EulerAncestral",
-    "EulerMaruyama",
+    "DiffusionSolver",
+    "EDMHeun",
     "ExplicitRK",
-    "Heun",
     "IMEXEuler",
+    "Inpaint",
+    "LuStepSizeController",
     "PredictorCorrector",
-    "SDEDPMSolverPP2M",
-    "SDEDPMSolverPP3M",
+    "ReverseSDEEulerMaruyama",
+    "Rosenbrock23",
+    "SDEDPMSolverPP",
+    "SDEEulerMaruyama",
+    "SDEMilstein",
+    "SDEReversibleHeun",
+    "SMCInpaint",
     "UniPC",
     "available",
+    "entry",
     "get",
+    "register",
 ]

@@ -1,4 +1,5 @@
-"""Ancestral samplers: DDPM, Euler ancestral, DPM-Solver++(2S) ancestral.
+"""Ancestral samplers: DPM-Solver++(2S) ancestral (DDPM and Euler ancestral are DDIM with
+``eta = 1``, registered in :mod:`timestepper.solvers.ddim`).
 
 An ancestral step (Ho et al. 2020; Song et al. 2021 DDIM eq. 16; Karras et al. 2022 /
 k-diffusion's ``get_ancestral_step``) splits the move from ``sigma_i`` to ``sigma_{i+1}`` into a
@@ -18,42 +19,32 @@ the deterministic part:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..core.solver import register
 from ..diffusion.grids import SamplingGrid
-from ..diffusion.term import DiffusionTerm
-from .base import lincomb, step_sizes
-from .ddim import DDIM, ancestral_coefficients
-from .noise import StochasticDiffusionSolver
+from ..diffusion.term import EvalPoint
+from .base import lincomb, nonzero, step_sizes
+from .ddim import ancestral_coefficients
+from .noise import Draw, StochasticDiffusionSolver, add_noise
+from .registry import register
 
 
-@register("ddpm")
-class DDPM(DDIM):
-    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2 on any grid). Order 1, one model call
-    per step.
+@dataclass(frozen=True)
+class AncestralRow:
+    """Step ``i`` of DPM-Solver++(2S) ancestral: ``u = cu_x x + cu_d x0(x)`` then
+    ``x1 = cx x + cd x0(u at mid) + cn z`` (``mid=None``: the first-order step, ``cd`` on
+    ``x0(x)``)."""
 
-    Args:
-        noise: ``"normal"`` or ``"brownian"`` (:mod:`timestepper.solvers.noise`).
-    """
-
-    def __init__(self, noise: str = "normal") -> None:
-        super().__init__(eta=1.0, noise=noise)
-
-
-@register("euler-ancestral")
-class EulerAncestral(DDIM):
-    """Euler ancestral (k-diffusion ``sample_euler_ancestral``; diffusers
-    ``EulerAncestralDiscreteScheduler``). Order 1, one model call per step.
-
-    Args:
-        eta: ancestral noise scale in ``[0, 1]`` (1 default; 0 is deterministic Euler = DDIM).
-        s_noise: multiplier of the added noise.
-        noise: ``"normal"`` or ``"brownian"``.
-    """
-
-    def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: str = "normal") -> None:
-        super().__init__(eta=eta, s_noise=s_noise, noise=noise)
+    point: EvalPoint
+    mid: EvalPoint | None
+    cu_x: float
+    cu_d: float
+    cx: float | None
+    cd: float
+    cn: float | None
+    draw: Draw | None
 
 
 @register("dpmpp-2s-ancestral")
@@ -79,34 +70,29 @@ class DPMSolverPP2SAncestral(StochasticDiffusionSolver):
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: str = "normal") -> None:
         super().__init__(eta, s_noise, noise)
 
-    def init(self, term, grid, x0):
-        state = super().init(term, grid, x0)
-        mid_grid, table = _midpoints(grid, term.schedule, self.eta)
-        state.coeffs.update(table)
-        # The midpoint model calls go through a second term prepared on the grid of midpoints (its
-        # last entry, unused, repeats the final evaluation time); they are counted on ``term``.
-        mid = DiffusionTerm(term.denoiser)
-        mid.prepare(mid_grid, x0)
-        state.coeffs["mid"] = mid
-        return state
-
-    def coefficients(self, grid):
+    def table(self, term, grid, points, x0):
         cx, cd, cn = ancestral_coefficients(grid, self.eta)
-        return {"cx": cx, "cd": cd, "cn": [self.s_noise * c for c in cn]}
+        mid_grid, two_stage, cu_x, cu_d = _midpoints(grid, term.schedule, self.eta)
+        mids = term.points(mid_grid, x0)
+        draws = self.noise_draws(term, grid, x0)
+        return [AncestralRow(points[i], mids[i] if two_stage[i] else None, cu_x[i], cu_d[i],
+                             nonzero(cx[i]), cd[i], n, draws[i])
+                for i, n in enumerate(self.noise_scales(cn))]
 
-    def step(self, term, t0, t1, x, state):
-        i, c = state.i, state.coeffs
-        d = term.data_prediction(x, i)
-        if c["two_stage"][i]:
-            u = lincomb(x, c["cu_x"][i], [(c["cu_d"][i], d)])
-            d = c["mid"].data_prediction(u, i)
-            term.nfe += 1
-        x1 = lincomb(x, c["cx"][i], [(c["cd"][i], d)])
-        return self.add_noise(x1, x, state), state.advance(), None
+    def advance(self, term, x, state, row):
+        d = term.data_prediction(x, row.point)
+        nfe = 1
+        if row.mid is not None:
+            u = lincomb(x, row.cu_x, ((row.cu_d, d),))
+            d, nfe = term.data_prediction(u, row.mid), 2
+        x1 = lincomb(x, row.cx, ((row.cd, d),))
+        return add_noise(x1, x, row.cn, row.draw), state, None, nfe
 
 
-def _midpoints(grid: SamplingGrid, schedule, eta: float) -> tuple[SamplingGrid, dict[str, list]]:
-    """The log-SNR midpoints of the deterministic sub-steps and the first-stage coefficients."""
+def _midpoints(grid: SamplingGrid, schedule, eta: float) -> tuple[SamplingGrid, list, list, list]:
+    """The log-SNR midpoints of the deterministic sub-steps (as a grid whose last entry, unused,
+    repeats the final evaluation time), which steps have them, and the first-stage
+    coefficients."""
     h1 = step_sizes(grid)
     log_rho = 0.5 * torch.log1p(-(eta * eta) * -torch.expm1(-2.0 * h1))
     h = h1 - log_rho  # lambda_down - lambda_i
@@ -117,4 +103,4 @@ def _midpoints(grid: SamplingGrid, schedule, eta: float) -> tuple[SamplingGrid, 
     hm = mg.log_snr[:-1] - grid.log_snr[:-1]
     cu_x = mg.sigma[:-1] / grid.sigma[:-1]
     cu_d = -mg.alpha[:-1] * torch.expm1(-hm)
-    return mg, {"two_stage": two_stage.tolist(), "cu_x": cu_x.tolist(), "cu_d": cu_d.tolist()}
+    return mg, two_stage.tolist(), cu_x.tolist(), cu_d.tolist()

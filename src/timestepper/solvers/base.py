@@ -1,34 +1,42 @@
 """Shared machinery of the diffusion solvers.
 
-A diffusion solver computes, once per grid, a table of float64 coefficients (returned by
-``coefficients(grid)`` as lists of Python floats) and then applies them with a few fused tensor
-ops per step. Its state is a :class:`DiffusionState`: the step index and the model history of
-multistep methods.
+A diffusion solver advances a :class:`~timestepper.diffusion.term.DiffusionTerm` on a
+:class:`~timestepper.diffusion.grids.SamplingGrid`. In ``init`` it computes, once per grid and in
+float64, one table row per step (:meth:`DiffusionSolver.table`): the evaluation points of the
+step and the coefficients of its update as Python floats. A step (:meth:`DiffusionSolver.advance`)
+then applies them with a few fused tensor ops; its state is the history of model predictions a
+multistep method needs (a tuple of tensors, newest first).
+
+Flow models sampled from pure noise (a grid that starts where ``alpha = 0``, e.g. a rectified
+flow at ``t = 1``): log-SNR is ``-inf`` there, so multistep history, noise-prediction forms
+(``x / alpha``) and sigma-space methods (``sigma / alpha``) are undefined on the first step. That
+step is then the DDIM step, which is the exact limit of every first-order method there, and in
+distribution of every stochastic one too (at ``alpha = 0`` the denoiser does not depend on the
+state, so ``x_1 = alpha_1 D + sigma_1 x_0`` has the law of the ancestral step); the solver's own
+method starts from the second point as if the grid began there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ..core.solver import Solver
+from ..core.solver import Solver, StepResult
 from ..diffusion.grids import SamplingGrid
-from ..diffusion.term import DiffusionTerm
+from ..diffusion.term import DiffusionTerm, EvalPoint
 
 
-@dataclass
-class DiffusionState:
-    """Step index ``i``, the coefficient table, and the history of model outputs (newest last)."""
+@dataclass(frozen=True)
+class PureNoiseStartRow:
+    """The first step of a grid that starts at ``alpha = 0``: ``x1 = cx x + cd x0(x)`` (DDIM)."""
 
-    i: int
-    coeffs: dict[str, list]
-    history: tuple[Tensor, ...] = field(default_factory=tuple)
-
-    def advance(self, history: tuple[Tensor, ...] | None = None) -> DiffusionState:
-        return DiffusionState(self.i + 1, self.coeffs, self.history if history is None else history)
+    point: EvalPoint
+    cx: float
+    cd: float
 
 
 def step_sizes(grid: SamplingGrid) -> Tensor:
@@ -41,39 +49,83 @@ def ve_sigmas(grid: SamplingGrid) -> Tensor:
     return grid.sigma / grid.alpha
 
 
+def nonzero(c: float) -> float | None:
+    """``None`` for a coefficient that is exactly 0 (its term is left out of the step)."""
+    return None if c == 0.0 else c
+
+
+def lincomb(x: Tensor, cx: float | None, terms: Sequence[tuple[float, Tensor]]) -> Tensor:
+    """``cx * x + sum(c * y)`` (``cx=None``: no ``x`` term; at least one term then).
+
+    One new tensor is allocated and the sum accumulates into it in place, which keeps a step's
+    memory traffic to one pass per operand. Which terms are present is decided when the table is
+    built (``None`` coefficients), never by looking at values in the step."""
+    if cx is not None:
+        out = x * cx
+        rest = terms
+    else:
+        c0, y0 = terms[0]
+        out = y0 * c0
+        rest = terms[1:]
+    for c, y in rest:
+        out.add_(y, alpha=c)
+    return out
+
+
 class DiffusionSolver(Solver):
-    """Base class of solvers that advance a :class:`DiffusionTerm` on a :class:`SamplingGrid`."""
+    """Base class of the solvers that advance a :class:`DiffusionTerm` on a :class:`SamplingGrid`.
 
-    samples_diffusion = True
+    Subclasses implement :meth:`table` (the per-step rows, float64 once per grid) and
+    :meth:`advance` (one step from a row); ``handles_pure_noise`` declares a method defined at
+    ``alpha = 0`` itself (DDIM and its stochastic forms), which then needs no special first step.
+    """
 
-    def init(self, term: Any, grid: Any, x0: Tensor) -> DiffusionState:
-        if not isinstance(term, DiffusionTerm):
-            raise TypeError(f"{type(self).__name__} advances a DiffusionTerm, got {type(term).__name__}")
-        if not isinstance(grid, SamplingGrid):
-            raise TypeError(f"{type(self).__name__} needs a SamplingGrid, got {type(grid).__name__}")
-        term.prepare(grid, x0)
+    family = "diffusion"
+    term_type = DiffusionTerm
+    grid_type = SamplingGrid
+    handles_pure_noise: ClassVar[bool] = False
+
+    def init(self, term: DiffusionTerm, grid: SamplingGrid, x0: Tensor) -> tuple[Any, list]:
+        if grid is None:
+            raise ValueError(f"{self.display_name} steps on a fixed sampling grid")
+        points = term.points(grid, x0)
         with torch.no_grad():
-            coeffs = self.coefficients(grid)
-        return DiffusionState(0, coeffs)
+            if self.starts_from_pure_noise(grid):
+                first = pure_noise_start(grid, points)
+                rest = self.table(term, grid.points(1), points[1:], x0)
+                return self.start_state(x0), [first, *rest]
+            return self.start_state(x0), self.table(term, grid, points, x0)
 
-    def coefficients(self, grid: SamplingGrid) -> dict[str, list]:  # pragma: no cover - interface
+    def starts_from_pure_noise(self, grid: SamplingGrid) -> bool:
+        """Whether the first step must be the DDIM step from ``alpha = 0`` (module docstring)."""
+        return float(grid.alpha[0]) == 0.0 and grid.steps > 1 and not self.handles_pure_noise
+
+    def start_state(self, x0: Tensor) -> Any:
+        """The state before the first step (no history)."""
+        return ()
+
+    def step(self, term: Any, t0: Any, t1: Any, x: Tensor, state: Any, row: Any) -> StepResult:
+        if type(row) is PureNoiseStartRow:
+            d = term.data_prediction(x, row.point)
+            return lincomb(x, nonzero(row.cx), ((row.cd, d),)), state, None, 1
+        return self.advance(term, x, state, row)
+
+    def table(self, term: DiffusionTerm, grid: SamplingGrid, points: list[EvalPoint],
+              x0: Tensor) -> list:  # pragma: no cover - interface
+        """One row per step of ``grid`` (``points[i]`` is grid point ``i``)."""
+        raise NotImplementedError
+
+    def advance(self, term: DiffusionTerm, x: Tensor, state: Any,
+                row: Any) -> StepResult:  # pragma: no cover - interface
+        """One step from its table row: ``(x1, state, None, nfe)``."""
         raise NotImplementedError
 
 
-def lincomb(x: Tensor, cx: float, terms: list[tuple[float, Tensor]]) -> Tensor:
-    """``cx * x + sum(c * y)``, skipping zero coefficients (the coefficients are Python floats).
+def pure_noise_start(grid: SamplingGrid, points: list[EvalPoint]) -> PureNoiseStartRow:
+    """The DDIM step from ``alpha = 0``: ``x1 = (sigma_1 / sigma_0) x + alpha_1 x0`` (with
+    ``h = inf``, ``-alpha_1 expm1(-h) = alpha_1``)."""
+    s0, s1, a1 = float(grid.sigma[0]), float(grid.sigma[1]), float(grid.alpha[1])
+    return PureNoiseStartRow(points[0], s1 / s0, a1)
 
-    One new tensor is allocated and the sum accumulates into it in place, which keeps a step's
-    memory traffic to one pass per operand.
-    """
-    live = [(c, y) for c, y in terms if c != 0.0]
-    if cx != 0.0:
-        out = x * cx
-    elif live:
-        c0, y0 = live.pop(0)
-        out = y0 * c0
-    else:
-        return torch.zeros_like(x)
-    for c, y in live:
-        out.add_(y, alpha=c)
-    return out
+
+__all__ = ["DiffusionSolver", "PureNoiseStartRow", "lincomb", "nonzero", "step_sizes", "ve_sigmas"]

@@ -18,11 +18,14 @@ step with ``(sigma_down, sigma_up) = get_ancestral_step(s_i, s_{i+1}, eta)`` for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..core.solver import register
-from .base import lincomb, step_sizes
-from .noise import StochasticDiffusionSolver
+from ..diffusion.term import EvalPoint
+from .base import nonzero, step_sizes
+from .noise import Draw, StochasticDiffusionSolver, add_noise
+from .registry import register
 
 
 def first_order_coefficients(grid) -> tuple[list, list]:
@@ -50,7 +53,18 @@ def ancestral_coefficients(grid, eta: float) -> tuple[list, list, list]:
     return cx.tolist(), cd.tolist(), cn.tolist()
 
 
-@register("ddim")
+@dataclass(frozen=True)
+class DDIMRow:
+    """``x1 = cx x + cm m + cn z``: the prediction's conversion ``x0 = a x + b m`` folded into
+    ``cx`` and ``cm`` (``m`` the raw model output at ``point``)."""
+
+    point: EvalPoint
+    cx: float | None
+    cm: float
+    cn: float | None
+    draw: Draw | None
+
+
 class DDIM(StochasticDiffusionSolver):
     """DDIM (Song et al. 2021, eq. 12). Order 1, one model call per step.
 
@@ -64,21 +78,33 @@ class DDIM(StochasticDiffusionSolver):
 
     order = 1
     nfe_per_step = 1
+    handles_pure_noise = True
 
     def __init__(self, eta: float = 0.0, s_noise: float = 1.0, noise: str = "normal") -> None:
         super().__init__(eta, s_noise, noise)
 
-    def coefficients(self, grid):
-        if not self.is_stochastic:
-            cx, cd = first_order_coefficients(grid)
-            return {"cx": cx, "cd": cd}
-        cx, cd, cn = ancestral_coefficients(grid, self.eta)
-        return {"cx": cx, "cd": cd, "cn": [self.s_noise * c for c in cn]}
+    def table(self, term, grid, points, x0):
+        if self.is_stochastic:
+            cx, cd, cn = ancestral_coefficients(grid, self.eta)
+        else:
+            (cx, cd), cn = first_order_coefficients(grid), [0.0] * grid.steps
+        draws = self.noise_draws(term, grid, x0)
+        return [DDIMRow(p, nonzero(c + d * p.a), d * p.b, n, z)
+                for p, c, d, n, z in zip(points, cx, cd, self.noise_scales(cn), draws)]
 
-    def step(self, term, t0, t1, x, state):
-        i, c = state.i, state.coeffs
-        # x1 = cx x + cd (a x + b m): the prediction's conversion folded in, one new tensor
-        a, b = term.data_coefficients(i)
-        cx, cd = c["cx"][i], c["cd"][i]
-        x1 = lincomb(x, cx + cd * a, [(cd * b, term.model_output(x, i))])
-        return self.add_noise(x1, x, state), state.advance(), None
+    def advance(self, term, x, state, row):
+        m = term.model_output(x, row.point)
+        x1 = (x * row.cx).add_(m, alpha=row.cm) if row.cx is not None else m * row.cm
+        return add_noise(x1, x, row.cn, row.draw), state, None, 1
+
+
+register("ddim", DDIM, summary="DDIM (Song et al. 2021, eq. 12; eta > 0: eq. 16). Order 1.")
+register("euler", DDIM, eta=0.0,
+         summary="Euler's method on dy/ds = (y - D) / s (Karras et al. 2022, Algorithm 1 without "
+                 "line 6; k-diffusion's sample_euler): DDIM's update in the state x. Order 1.")
+register("ddpm", DDIM, eta=1.0,
+         summary="DDPM ancestral sampling (Ho et al. 2020, Algorithm 2 on any grid): DDIM with "
+                 "eta = 1. Order 1.")
+register("euler-ancestral", DDIM, defaults={"eta": 1.0},
+         summary="Euler ancestral (k-diffusion sample_euler_ancestral; diffusers "
+                 "EulerAncestralDiscreteScheduler): the stochastic DDIM step. Order 1.")

@@ -10,7 +10,7 @@ Order ``k`` with warm-up (step ``i`` uses at most ``i + 1`` predictions), diffus
 
 rhoRK-DEIS (Zhang & Chen 2022, Section 4, Runge-Kutta in ``rho``) is a classical two-stage
 Runge-Kutta method on ``dy/drho = eps``: ``method="rho-heun"`` is Heun's method (identical to
-:class:`~timestepper.solvers.edm.Heun`) and ``method="rho-midpoint"`` the midpoint rule with the
+:class:`~timestepper.solvers.edm.EDMHeun`) and ``method="rho-midpoint"`` the midpoint rule with the
 stage at the geometric mean of ``rho`` (identical to :class:`~timestepper.solvers.dpm2.DPM2`).
 """
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 
-from ..core.solver import register
+from ..core.validation import check_choice, check_order
 from .dpm2 import DPM2
-from .edm import Heun
-from .expint import PhiTable, check_choice, check_order, grid_floats, lagrange_integral_weights, multistep_orders
+from .edm import EDMHeun
+from .expint import PhiTable, grid_floats, lagrange_integral_weights, multistep_orders
 from .multistep import LinearMultistep
+from .registry import register
 
 METHODS = ("tab", "rho-heun", "rho-midpoint")
 
@@ -73,7 +74,8 @@ def deis(order: int = 3, method: str = "tab", lower_order_final: bool = True):
         raise ValueError(
             f"rhoRK-DEIS (method={method!r}) is second order: order must be 2, got {order!r}"
         )
-    return Heun() if method == "rho-heun" else DPM2()
+    return EDMHeun() if method == "rho-heun" else DPM2()
 
 
-register("deis", deis)
+register("deis", deis, family="diffusion",
+         summary="DEIS (Zhang & Chen 2022): tAB-DEIS of order 1-3 (eq. 15, log-rho), or rhoRK-DEIS.")

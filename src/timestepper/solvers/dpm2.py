@@ -12,12 +12,28 @@ The stage times are registered with the term once per grid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..core.solver import register
 from ..diffusion.grids import SamplingGrid
+from ..diffusion.term import EvalPoint
 from .base import DiffusionSolver, lincomb, ve_sigmas
 from .expint import first_order_at
+from .registry import register
+
+
+@dataclass(frozen=True)
+class DPM2Row:
+    """``x_mid = cm x + em eps(x)`` at ``mid`` (``None`` on a step to zero noise: Euler), then
+    ``x1 = cx x + ce eps(x_mid)``."""
+
+    point: EvalPoint
+    mid: EvalPoint | None
+    cm: float
+    em: float
+    cx: float
+    ce: float
 
 
 def log_snr_midpoints(schedule, grid: SamplingGrid) -> SamplingGrid:
@@ -35,27 +51,20 @@ class DPM2(DiffusionSolver):
     order = 2
     nfe_per_step = 2
 
-    def init(self, term, grid, x0):
-        state = super().init(term, grid, x0)
+    def table(self, term, grid, points, x0):
         mids = log_snr_midpoints(term.schedule, grid)
-        state.coeffs["stage"] = term.add_points(mids)
+        mid_points = term.points(mids, x0)
+        rho, a = ve_sigmas(grid).tolist(), grid.alpha.tolist()
         rho_m, a_m = ve_sigmas(mids).tolist(), mids.alpha.tolist()
-        state.coeffs["rho_mid"], state.coeffs["alpha_mid"] = rho_m, a_m
-        return state
+        return [DPM2Row(points[i], None if first_order_at(grid, i) else mid_points[i],
+                        a_m[i] / a[i], a_m[i] * (rho_m[i] - rho[i]),
+                        a[i + 1] / a[i], a[i + 1] * (rho[i + 1] - rho[i]))
+                for i in range(grid.steps)]
 
-    def coefficients(self, grid):
-        return {
-            "rho": ve_sigmas(grid).tolist(),
-            "alpha": grid.alpha.tolist(),
-            "euler": [first_order_at(grid, i) for i in range(grid.steps)],
-        }
-
-    def step(self, term, t0, t1, x, state):
-        i, c = state.i, state.coeffs
-        r0, r1, a0, a1 = c["rho"][i], c["rho"][i + 1], c["alpha"][i], c["alpha"][i + 1]
-        eps = term.noise_prediction(x, i)
-        if not c["euler"][i]:
-            rm, am = c["rho_mid"][i], c["alpha_mid"][i]
-            x_mid = lincomb(x, am / a0, [(am * (rm - r0), eps)])
-            eps = term.noise_prediction(x_mid, c["stage"] + i)
-        return lincomb(x, a1 / a0, [(a1 * (r1 - r0), eps)]), state.advance(), None
+    def advance(self, term, x, state, row):
+        eps = term.noise_prediction(x, row.point)
+        nfe = 1
+        if row.mid is not None:
+            x_mid = lincomb(x, row.cm, ((row.em, eps),))
+            eps, nfe = term.noise_prediction(x_mid, row.mid), 2
+        return lincomb(x, row.cx, ((row.ce, eps),)), state, None, nfe

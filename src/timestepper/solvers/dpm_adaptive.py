@@ -1,74 +1,98 @@
 """Adaptive-step DPM-Solver-12 and DPM-Solver-23 (Lu et al. 2022a, Section 3.3 and Algorithm 4).
 
-The step size is chosen in log-SNR ``lambda``. A step of size ``h`` evaluates the model at
-``lambda_s + j h / k`` (``k = 2`` or ``3`` points) and forms two solutions that share these
-evaluations: DPM-Solver-``k`` (``x_high``, the midpoint forms of :mod:`dpm_solver`) and
-DPM-Solver-``(k-1)`` with ``r_1 = 1/k`` (``x_low``). The step is accepted when
-``E = max over the batch of RMS((x_high - x_low) / delta) <= 1`` with
+The step size is chosen in log-SNR ``lambda``, which is the time variable of the solve. A step
+of size ``h`` evaluates the model at ``lambda_s + j h / k`` (``k = 2`` or ``3`` points) and forms
+two solutions that share these evaluations: DPM-Solver-``k`` (``x_high``, the midpoint forms of
+:mod:`dpm_solver`) and DPM-Solver-``(k-1)`` with ``r_1 = 1/k`` (``x_low``). The step is accepted
+when ``E = max over the batch of RMS((x_high - x_low) / delta) <= 1`` with
 ``delta = max(atol, rtol * max(|x_low|, |x_prev|))``, and the next size is
 ``theta h E^{-1/k}`` (``theta = 0.9``), capped by the remaining range; the solve continues from
 ``x_high``. Defaults follow the paper: ``rtol = 0.05``, ``atol = 0.0078`` (for data in [-1, 1]),
 ``h_init = 0.05``.
 
-It runs on :func:`~timestepper.core.integrate.integrate`'s adaptive loop with the time variable
-``lambda``; ``ts.sample(..., solver="dpm-adaptive")`` goes from the first to the last noisy point
-of the grid (``steps`` only fixes those end points) and, when the grid ends at zero noise, takes
-the final step there with the data prediction (one more model call). When the step size underflows
-(e.g. a model that returns NaN from some time on) the solve raises ``RuntimeError`` naming the
-log-SNR ``t`` reached. Being adaptive, the step synchronises with the host (the accept decision).
+It runs on :func:`timestepper.integrate`'s adaptive loop with its own controller
+(:class:`LuStepSizeController`, from :meth:`DPMSolverAdaptive.default_controller`):
+``ts.sample(..., solver="dpm-adaptive")`` goes from the first to the last noisy point of the grid
+(``steps`` only fixes those end points). A grid that ends at zero noise (``lambda = +inf``) ends
+with one more step there, the data prediction (one model call); a grid that starts at pure noise
+(``lambda = -inf``, a flow at ``t = 1``) starts with the DDIM step to its second point. Both are
+accepted without an error estimate. When the step size underflows (e.g. a model that returns NaN
+from some time on) the solve stops naming the log-SNR ``t`` reached. Being adaptive, the step
+synchronises with the host (the accept decision).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..core.controllers import StepSizeController
-from ..core.solver import register
+from ..core.validation import check_choice, check_order
 from ..diffusion.grids import SamplingGrid
 from .base import lincomb
 from .dpm_solver import DPMSolverSinglestep
-from .expint import PREDICTIONS, check_choice, check_order
-from .multistep import predict
+from .expint import PREDICTIONS
+from .registry import register
+
+
+@dataclass(frozen=True)
+class LuState:
+    """The next step size ``h`` and the solver's error order."""
+
+    h: float
+    order: int
 
 
 class LuStepSizeController(StepSizeController):
-    """The step-size rule of Lu et al. (2022a, Algorithm 4) on ``err = x_high - x_low``."""
+    """The step-size rule of Lu et al. (2022a, Algorithm 4) on ``err = x_high - x_low``.
 
-    def __init__(
-        self,
-        rtol: float = 0.05,
-        atol: float = 0.0078,
-        h_init: float = 0.05,
-        theta: float = 0.9,
-        factor_max: float = 10.0,
-    ) -> None:
+    Args:
+        rtol, atol: tolerances of the error estimate.
+        h_init: first step size in log-SNR.
+        theta: safety factor.
+        factor_max: largest growth of the step size.
+        first: the end of a first jump from ``lambda = -inf`` (``None``: the solve starts at a
+            finite log-SNR).
+        last: the last noisy log-SNR before a final jump to ``+inf`` (``None``: no final jump).
+    """
+
+    def __init__(self, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,  # noqa: PLR0913
+                 theta: float = 0.9, factor_max: float = 10.0, first: float | None = None,
+                 last: float | None = None) -> None:
         if rtol <= 0 and atol <= 0:
             raise ValueError("rtol and atol cannot both be <= 0")
         if h_init <= 0:
             raise ValueError(f"h_init must be > 0, got {h_init}")
-        self.rtol, self.atol, self.h_init, self.theta, self.factor_max = (
-            rtol,
-            atol,
-            h_init,
-            theta,
-            factor_max,
-        )
+        self.rtol, self.atol, self.h_init = rtol, atol, h_init
+        self.theta, self.factor_max = theta, factor_max
+        self.first, self.last = first, last
 
-    def initial_step(self, term, solver, t0, t1, x0):
-        return self.h_init
+    def init(self, term, solver, t0, t1, x0, state):
+        return LuState(self.h_init, solver.error_order or solver.order), state, 0
 
-    def adapt(self, x0, x1, err, dt, order):
+    def next_time(self, t, cstate):
+        if t == -math.inf:
+            return self.first
+        if self.last is not None and t >= self.last:
+            return math.inf
+        t_next = t + cstate.h
+        return t_next if self.last is None else min(t_next, self.last)
+
+    def adapt(self, t0, t1, x0, x1, err, cstate):
+        if not (math.isfinite(t0) and math.isfinite(t1)):
+            return True, cstate, False  # the jumps from pure noise / to zero noise
         x_low = x1 - err
         delta = torch.clamp(self.rtol * torch.maximum(x_low.abs(), x0.abs()), min=self.atol)
         e = float(((err / delta) ** 2).reshape(err.shape[0], -1).mean(dim=1).sqrt().max())
+        taken = t1 - t0
         if not math.isfinite(e):
-            return False, 0.5 * dt
-        factor = (
-            self.factor_max if e == 0.0 else min(self.factor_max, self.theta * e ** (-1.0 / order))
-        )
-        return e <= 1.0, dt * factor
+            accept, h = False, 0.5 * taken
+        else:
+            factor = self.factor_max if e == 0.0 else min(self.factor_max, self.theta * e ** (-1.0 / cstate.order))
+            accept, h = e <= 1.0, taken * factor
+        return accept, replace(cstate, h=h), h < 1e-14 * max(1.0, abs(t1))
 
 
 @register("dpm-adaptive")
@@ -82,7 +106,7 @@ class DPMSolverAdaptive(DPMSolverSinglestep):
         prediction: ``"noise"`` (the paper) or ``"data"`` (the same pair in DPM-Solver++ form).
     """
 
-    adaptive = True
+    grid_type = None
 
     def __init__(
         self,
@@ -92,40 +116,47 @@ class DPMSolverAdaptive(DPMSolverSinglestep):
         h_init: float = 0.05,
         prediction: str = "noise",
     ) -> None:
-        self.order = self.nfe_per_step = check_order(order, (2, 3))
+        self.order = self.nfe_per_step = self.error_order = check_order(order, (2, 3))
         self.prediction = check_choice(prediction, PREDICTIONS, "prediction")
         self.solver_type = "midpoint"
         self.lower_order_final = True
         self.controller = LuStepSizeController(rtol, atol, h_init)
 
-    def log_snr_span(self, grid: SamplingGrid) -> tuple[float, float]:
-        """``(lambda_start, lambda_end)``: the grid's first point and its last noisy point."""
+    def default_controller(self, grid: SamplingGrid) -> LuStepSizeController:
+        """:attr:`controller` over ``grid``'s log-SNR range, with the jumps its ends need."""
         lam = grid.log_snr.tolist()
-        end = lam[-1] if math.isfinite(lam[-1]) else lam[-2]
-        return lam[0], end
+        c = self.controller
+        first = lam[1] if lam[0] == -math.inf else None
+        last = lam[-2] if lam[-1] == math.inf else None
+        return LuStepSizeController(c.rtol, c.atol, c.h_init, c.theta, c.factor_max, first, last)
 
     def init(self, term, grid, x0):
         if grid is not None:
-            raise TypeError(
-                "dpm-adaptive chooses its own steps: run it through ts.sample or integrate "
-                "with its controller"
-            )
-        return None
+            raise TypeError("dpm-adaptive chooses its own steps: run it through ts.sample or "
+                            "integrate with its default_controller(grid) over log-SNR")
+        return None, None
 
-    def step(self, term, t0, t1, x, state):
-        k = self.order
+    def step(self, term, t0, t1, x, state, row):
         sch = term.schedule
+        if not (math.isfinite(t0) and math.isfinite(t1)):
+            # a jump from lambda = -inf or to +inf: the first-order (DDIM) step, exact limit there
+            pts = SamplingGrid.from_times(sch, sch.t_from_log_snr(torch.tensor([t0, t1], dtype=torch.float64)))
+            p0 = term.points(pts, x)[0]
+            cx, cd = float(pts.sigma[1] / pts.sigma[0]), float(pts.alpha[1])
+            if math.isfinite(t0):
+                cd = float(-pts.alpha[1] * math.expm1(-(t1 - t0)))
+            d = term.data_prediction(x, p0)
+            return lincomb(x, cx if cx != 0.0 else None, ((cd, d),)), state, None, 1
+        k = self.order
         lam = torch.linspace(t0, t1, k + 1, dtype=torch.float64)
         pts = SamplingGrid.from_times(sch, sch.t_from_log_snr(lam))
-        base = term.add_points(pts)
-        preds = [predict(term, x, base, self.prediction)]
+        points = term.points(pts, x)
+        preds = [term.prediction(x, points[0], self.prediction)]
         for j in range(1, k):
             cx, w = self.weights(pts, 0, j)
-            preds.append(
-                predict(term, lincomb(x, cx, list(zip(w, preds))), base + j, self.prediction)
-            )
+            preds.append(term.prediction(lincomb(x, cx, tuple(zip(w, preds))), points[j], self.prediction))
         cx, w = self.weights(pts, 0, k)
-        x_high = lincomb(x, cx, list(zip(w, preds)))
+        x_high = lincomb(x, cx, tuple(zip(w, preds)))
         cx, w = self.weights(pts, 0, k - 1, t=k)
-        x_low = lincomb(x, cx, list(zip(w, preds)))
-        return x_high, state, x_high - x_low
+        x_low = lincomb(x, cx, tuple(zip(w, preds)))
+        return x_high, state, x_high - x_low, k

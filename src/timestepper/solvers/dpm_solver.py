@@ -29,14 +29,15 @@ on). A step to zero noise is first order.
 
 from __future__ import annotations
 
-from ..core.solver import register
-from .base import DiffusionSolver, lincomb
+from dataclasses import dataclass
+
+from ..core.validation import check_choice, check_order
+from ..diffusion.term import EvalPoint
+from .base import DiffusionSolver, lincomb, nonzero
 from .dpmpp import SOLVER_TYPES
 from .expint import (
     PREDICTIONS,
     PhiTable,
-    check_choice,
-    check_order,
     combine,
     first_order_at,
     lambda_offsets,
@@ -44,7 +45,19 @@ from .expint import (
     step_phis,
     taylor_weights,
 )
-from .multistep import predict
+from .registry import register
+
+
+@dataclass(frozen=True)
+class SinglestepRow:
+    """Grid step ``i`` inside a group that started at point ``s``: evaluate at ``point``; the state
+    at ``i + 1`` is ``cx x_s + sum_j w_j m_{s+j}`` over ``weights = ((j, w_j), ...)``. ``start``
+    marks the first step of a group (``x_s`` is then the current state)."""
+
+    point: EvalPoint
+    start: bool
+    cx: float | None
+    weights: tuple[tuple[int, float], ...]
 
 
 def singlestep_orders(steps: int, order: int, lower_order_final: bool) -> list[int]:
@@ -108,64 +121,34 @@ class DPMSolverSinglestep(DiffusionSolver):
         w = combine(e[:2], polynomial_basis([u[0], u[2]]))
         return cx, [w[0], 0.0, w[1]]
 
-    def coefficients(self, grid):
+    def table(self, term, grid, points, x0):
         orders = singlestep_orders(grid.steps, self.order, self.lower_order_final)
         orders = [1 if first_order_at(grid, i) else k for i, k in enumerate(orders)]
         phis = step_phis(grid, [(i - k + 1, i + 1) for i, k in enumerate(orders)], self.order)
-        cx, w, start = [], [], []
+        rows = []
         for i, k in enumerate(orders):
-            c, wi = self.weights(grid, i - k + 1, k, phis=phis)
-            cx.append(c)
-            w.append(wi)
-            start.append(k == 1)
-        return {"cx": cx, "w": w, "start": start}
+            cx, w = self.weights(grid, i - k + 1, k, phis=phis)
+            terms = tuple((j, wj) for j, wj in enumerate(w) if wj != 0.0)
+            rows.append(SinglestepRow(points[i], k == 1, nonzero(cx), terms))
+        return rows
 
-    def step(self, term, t0, t1, x, state):
-        i, c = state.i, state.coeffs
-        m = predict(term, x, i, self.prediction)
-        # history = (x_s, m_s, m_{s+1}, ...): the group's starting state and its predictions
-        hist = (x, m) if c["start"][i] else state.history + (m,)
-        out = lincomb(hist[0], c["cx"][i], list(zip(c["w"][i], hist[1:])))
-        return out, state.advance(hist), None
+    def advance(self, term, x, state, row):
+        m = term.prediction(x, row.point, self.prediction)
+        # state = (x_s, m_s, m_{s+1}, ...): the group's starting state and its predictions
+        hist = (x, m) if row.start else (*state, m)
+        out = lincomb(hist[0], row.cx, tuple((w, hist[1 + j]) for j, w in row.weights))
+        return out, hist, None, 1
 
 
-@register("dpm-solver-1")
-class DPMSolver1(DPMSolverSinglestep):
-    """DPM-Solver-1 (Lu et al. 2022a, eq. 4.1): DDIM in noise prediction. Order 1."""
-
-    def __init__(self) -> None:
-        super().__init__(1, "noise")
-
-
-@register("dpm-solver-2")
-class DPMSolver2(DPMSolverSinglestep):
-    """DPM-Solver-2 (Lu et al. 2022a, Algorithm 1), singlestep, noise prediction. Order 2."""
-
-    def __init__(self, solver_type: str = "midpoint", lower_order_final: bool = True) -> None:
-        super().__init__(2, "noise", solver_type, lower_order_final)
-
-
-@register("dpm-solver-3")
-class DPMSolver3(DPMSolverSinglestep):
-    """DPM-Solver-3 (Lu et al. 2022a, Algorithm 2), singlestep, noise prediction. Order 3 on
-    uniform log-SNR grids (``solver_type="heun"``: on any grid)."""
-
-    def __init__(self, solver_type: str = "midpoint", lower_order_final: bool = True) -> None:
-        super().__init__(3, "noise", solver_type, lower_order_final)
-
-
-@register("dpmpp-2s")
-class DPMSolverPP2S(DPMSolverSinglestep):
-    """DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), singlestep, data prediction. Order 2."""
-
-    def __init__(self, solver_type: str = "midpoint", lower_order_final: bool = True) -> None:
-        super().__init__(2, "data", solver_type, lower_order_final)
-
-
-@register("dpmpp-3s")
-class DPMSolverPP3S(DPMSolverSinglestep):
-    """Third-order singlestep DPM-Solver++ (diffusers' ``DPMSolverSinglestepScheduler`` with
-    ``solver_order=3``). Order 3 on uniform log-SNR grids (``"heun"``: on any grid)."""
-
-    def __init__(self, solver_type: str = "midpoint", lower_order_final: bool = True) -> None:
-        super().__init__(3, "data", solver_type, lower_order_final)
+register("dpm-solver-1", DPMSolverSinglestep, order=1, prediction="noise",
+         summary="DPM-Solver-1 (Lu et al. 2022a, eq. 4.1): DDIM in noise prediction. Order 1.")
+register("dpm-solver-2", DPMSolverSinglestep, order=2, prediction="noise",
+         summary="DPM-Solver-2 (Lu et al. 2022a, Algorithm 1), singlestep, noise prediction. Order 2.")
+register("dpm-solver-3", DPMSolverSinglestep, order=3, prediction="noise",
+         summary="DPM-Solver-3 (Lu et al. 2022a, Algorithm 2), singlestep, noise prediction. Order 3 "
+                 "on uniform log-SNR grids (solver_type='heun': on any grid).")
+register("dpmpp-2s", DPMSolverSinglestep, order=2, prediction="data",
+         summary="DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1), singlestep, data prediction. Order 2.")
+register("dpmpp-3s", DPMSolverSinglestep, order=3, prediction="data",
+         summary="Third-order singlestep DPM-Solver++ (diffusers' DPMSolverSinglestepScheduler with "
+                 "solver_order=3). Order 3 on uniform log-SNR grids ('heun': on any grid).")

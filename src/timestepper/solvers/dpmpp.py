@@ -27,18 +27,18 @@ stabilises very short grids). Requesting 3M with 2 steps therefore runs DDIM + 2
 
 from __future__ import annotations
 
-from ..core.solver import register
+from ..core.validation import check_choice, check_order
 from .expint import (
     PREDICTIONS,
-    check_choice,
-    check_order,
     combine,
     lambda_offsets,
     multistep_orders,
     polynomial_basis,
+    step_phis,
     taylor_weights,
 )
 from .multistep import LinearMultistep
+from .registry import register
 
 SOLVER_TYPES = ("midpoint", "heun")
 THIRD_ORDER_WEIGHTS = ("taylor", "published")
@@ -75,11 +75,17 @@ class DPMSolverMultistep(LinearMultistep):
         if self.order == 3 and self.third_order_weight == "published":
             self.order = 2
 
+    eta = 0.0  # the SDE steps of sde-dpmpp-2m/3m set it (:mod:`timestepper.solvers.sde_dpmpp`)
+
     def orders(self, grid):
         return multistep_orders(grid.steps, self.max_order, self.lower_order_final)
 
+    def phi_table(self, grid):
+        return step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.max_order + 1,
+                         scale=1.0 + self.eta)
+
     def weights(self, grid, i, k, phis):
-        cx, e = taylor_weights(grid, i, i + 1, self.prediction, k, phis)
+        cx, e = taylor_weights(grid, i, i + 1, self.prediction, k, phis, eta=self.eta)
         if k == 1:
             return cx, e
         basis = polynomial_basis(lambda_offsets(grid, i, i + 1, [i - j for j in range(k)]))
@@ -90,36 +96,13 @@ class DPMSolverMultistep(LinearMultistep):
         return cx, combine(coeffs, basis)
 
 
-@register("dpmpp-2m")
-class DPMSolverPP2M(DPMSolverMultistep):
-    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2). Order 2, one model call per step."""
-
-    def __init__(self, lower_order_final: bool = True, solver_type: str = "midpoint") -> None:
-        super().__init__(2, "data", solver_type, lower_order_final)
-
-
-@register("dpmpp-3m")
-class DPMSolverPP3M(DPMSolverMultistep):
-    """DPM-Solver++(3M) (Lu et al. 2022b, Appendix B) with the Taylor third-order weight. Order 3
-    (2 with ``third_order_weight="published"``), one model call per step."""
-
-    def __init__(self, lower_order_final: bool = True, third_order_weight: str = "taylor") -> None:
-        super().__init__(3, "data", "midpoint", lower_order_final, third_order_weight)
-
-
-@register("dpm-solver-2m")
-class DPMSolver2M(DPMSolverMultistep):
-    """Multistep DPM-Solver-2 in noise prediction (Lu et al. 2022b, Appendix B; diffusers'
-    ``algorithm_type="dpmsolver"``). Order 2."""
-
-    def __init__(self, lower_order_final: bool = True, solver_type: str = "midpoint") -> None:
-        super().__init__(2, "noise", solver_type, lower_order_final)
-
-
-@register("dpm-solver-3m")
-class DPMSolver3M(DPMSolverMultistep):
-    """Multistep DPM-Solver-3 in noise prediction (diffusers' ``algorithm_type="dpmsolver"``,
-    ``solver_order=3``), Taylor third-order weight as :class:`DPMSolverPP3M`. Order 3."""
-
-    def __init__(self, lower_order_final: bool = True, third_order_weight: str = "taylor") -> None:
-        super().__init__(3, "noise", "midpoint", lower_order_final, third_order_weight)
+register("dpmpp-2m", DPMSolverMultistep, order=2, prediction="data",
+         summary="DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2). Order 2, one model call per step.")
+register("dpmpp-3m", DPMSolverMultistep, order=3, prediction="data",
+         summary="DPM-Solver++(3M) (Lu et al. 2022b, Appendix B) with the Taylor third-order weight. "
+                 "Order 3 (2 with third_order_weight='published').")
+register("dpm-solver-2m", DPMSolverMultistep, order=2, prediction="noise",
+         summary="Multistep DPM-Solver-2 in noise prediction (Lu et al. 2022b, Appendix B; diffusers' "
+                 "algorithm_type='dpmsolver'). Order 2.")
+register("dpm-solver-3m", DPMSolverMultistep, order=3, prediction="noise",
+         summary="Multistep DPM-Solver-3 in noise prediction, Taylor third-order weight. Order 3.")

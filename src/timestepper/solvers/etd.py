@@ -18,8 +18,8 @@ exactly through the phi functions of :mod:`timestepper.core.phi`; only ``N`` is 
 Kassam & Trefethen evaluate the coefficients by contour integrals because the closed forms cancel
 catastrophically for small ``|hL|``; here the same float64 phi functions the diffusion solvers
 use (Taylor series for small argument) do that job. Coefficients are computed once per distinct
-step size ``h`` in :meth:`init` (for a fixed grid) and cached; :meth:`step` only multiplies and
-adds tensors, with no host synchronisation.
+step size of the grid in :meth:`init` and handed to each step as its table row; :meth:`step`
+only multiplies and adds tensors, with no host synchronisation, so it compiles once.
 
 For comparison: :class:`IMEXEuler` (backward Euler on ``L``, forward Euler on ``N``) and the
 generic ``"rk4"`` (which treats ``L x`` explicitly through ``term.vf``).
@@ -27,23 +27,14 @@ generic ``"rk4"`` (which treats ``L x`` explicitly through ``term.vf``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from ..core.integrate import as_time_grid
 from ..core.phi import phi
-from ..core.solver import Solver, register
-
-
-def _require_semilinear(term: Any) -> None:
-    if not (hasattr(term, "linear") and hasattr(term, "nonlinear")):
-        raise TypeError(
-            f"ETD/IMEX solvers need a SemilinearTerm (with .linear and .nonlinear), "
-            f"got {type(term).__name__}"
-        )
+from ..core.solver import Solver
+from ..core.terms import SemilinearTerm
+from ..core.validation import time_grid
+from .registry import register
 
 
 def _step_key(h: float) -> float:
@@ -51,19 +42,16 @@ def _step_key(h: float) -> float:
     return float(f"{h:.12g}")
 
 
-@dataclass
-class ExponentialState:
-    """Coefficient tensors per step size (keyed by :func:`_step_key`), cast to the state's dtype."""
-
-    coeffs: dict[float, dict[str, Tensor]] = field(default_factory=dict)
-
-
 class ExponentialSolver(Solver):
     """Shared machinery: coefficient tables in float64 per step size, cast once.
 
     Subclasses define :meth:`coefficients` (``z = h L`` in float64/complex128 -> dict of tensors)
-    and :meth:`step_with` (the update given the cast coefficients).
+    and :meth:`step_with` (the update given the cast coefficients). Each grid step's table row
+    is the coefficient dict of its step size.
     """
+
+    family = "pde"
+    term_type = SemilinearTerm
 
     def coefficients(self, z: Tensor, h: float) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -81,26 +69,22 @@ class ExponentialSolver(Solver):
         cdtype = x.dtype if lin.is_complex() else x.real.dtype
         return {k: v.to(device=x.device, dtype=cdtype) for k, v in table.items()}
 
-    def init(self, term, grid, x0: Tensor) -> ExponentialState:
-        _require_semilinear(term)
+    def init(self, term, grid, x0: Tensor):
         if term.linear.is_complex() and not x0.is_complex():
             raise TypeError("term.linear is complex, so the state x0 must be complex too")
-        state = ExponentialState()
-        if grid is not None:
-            times = as_time_grid(grid).tolist()
+        times = time_grid(grid).tolist()
+        built: dict[float, dict[str, Tensor]] = {}
+        table = []
+        with torch.no_grad():
             for t0, t1 in zip(times[:-1], times[1:]):
                 key = _step_key(t1 - t0)
-                if key not in state.coeffs:
-                    state.coeffs[key] = self._build(term, t1 - t0, x0)
-        return state
+                if key not in built:
+                    built[key] = self._build(term, t1 - t0, x0)
+                table.append(built[key])
+        return None, table
 
-    def step(self, term, t0: float, t1: float, x: Tensor, state: ExponentialState):
-        h = t1 - t0
-        key = _step_key(h)
-        c = state.coeffs.get(key)
-        if c is None:  # adaptive or unseen step size: build once, then cached
-            c = state.coeffs[key] = self._build(term, h, x)
-        return self.step_with(term, t0, h, x, c), state, None
+    def step(self, term, t0: float, t1: float, x: Tensor, state, row):
+        return self.step_with(term, t0, t1 - t0, x, row), state, None, self.nfe_per_step
 
 
 @register("etd1")
@@ -181,4 +165,4 @@ class IMEXEuler(ExponentialSolver):
         return c["inv"] * x + c["hinv"] * term.nonlinear(t0, x)
 
 
-__all__ = ["ETD1", "ETDRK2", "ETDRK4", "ExponentialSolver", "ExponentialState", "IMEXEuler"]
+__all__ = ["ETD1", "ETDRK2", "ETDRK4", "ExponentialSolver", "IMEXEuler"]

@@ -50,20 +50,6 @@ def grid_floats(grid: SamplingGrid) -> GridFloats:
     return f
 
 
-def check_order(order: int, allowed: Sequence[int], name: str = "order") -> int:
-    """Validate an integer option against its allowed values."""
-    if isinstance(order, bool) or not isinstance(order, int) or order not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {order!r}")
-    return order
-
-
-def check_choice(value: str, allowed: Sequence[str], name: str) -> str:
-    """Validate a string option against its allowed values."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
 def solve_small(a: Sequence[Sequence[float]], b: Sequence[float]) -> list[float]:
     """Solve the small dense system ``a x = b`` (Gaussian elimination with partial pivoting, float64
     Python floats: the systems here are at most 4 x 4, where a tensor call costs more than the work)."""
@@ -117,10 +103,12 @@ class PhiTable:
         return table[z]
 
 
-def step_phis(grid: SamplingGrid, pairs: Sequence[tuple[int, int]], kmax: int) -> PhiTable:
-    """The :class:`PhiTable` of ``+-h`` for the steps ``(s, t)`` of a grid."""
+def step_phis(grid: SamplingGrid, pairs: Sequence[tuple[int, int]], kmax: int,
+              scale: float = 1.0) -> PhiTable:
+    """The :class:`PhiTable` of ``+-scale h`` for the steps ``(s, t)`` of a grid (``scale = 1 +
+    eta`` for the SDE steps of :func:`taylor_weights`)."""
     lam = grid_floats(grid).lam
-    hs = [lam[t] - lam[s] for s, t in pairs]
+    hs = [scale * (lam[t] - lam[s]) for s, t in pairs]
     return PhiTable(hs + [-h for h in hs], kmax)
 
 
@@ -130,8 +118,9 @@ def combine(coeffs: Sequence[float], basis: Sequence[Sequence[float]]) -> list[f
     return [sum(c * basis[k][j] for k, c in enumerate(coeffs)) for j in range(n)]
 
 
-def taylor_weights(
-    grid: SamplingGrid, s: int, t: int, prediction: str, terms: int, phis: PhiTable | None = None
+def taylor_weights(  # noqa: PLR0913
+    grid: SamplingGrid, s: int, t: int, prediction: str, terms: int, phis: PhiTable | None = None,
+    eta: float = 0.0,
 ) -> tuple[float, list[float]]:
     """``(cx, E)`` for the exponential-integrator step from grid point ``s`` to ``t``.
 
@@ -139,13 +128,22 @@ def taylor_weights(
     is the polynomial ``sum_k a_k u^k`` in ``u = (lambda - lambda_s) / h``. ``E[0]`` is finite on
     a step to zero noise (``h = inf``); the higher terms are not (``nan``): methods take a first
     order step there. ``phis`` holds the phi values of the grid's steps (:func:`step_phis`).
+
+    ``eta > 0`` (data prediction) gives the deterministic part of the SDE step of Lu et al.
+    (2022b, SDE-DPM-Solver++; k-diffusion's ``eta``): ``cx = (sigma_t / sigma_s) e^{-eta h}`` and
+    the same weights with ``h`` replaced by ``H = (1 + eta) h`` (the data integral then runs over
+    ``e^{-(H - v)}``, ``v = (1 + eta)(lambda - lambda_s)``, and ``v / H = u``); the step adds
+    ``sigma_t sqrt(-expm1(-2 eta h)) z``. ``eta = 0`` is the ODE step.
     """
     phis = phis or PhiTable([], 0)
     f = grid_floats(grid)
     h = f.lam[t] - f.lam[s]
     a_s, a_t, s_s, s_t = f.alpha[s], f.alpha[t], f.sigma[s], f.sigma[t]
+    if eta != 0.0 and prediction != "data":
+        raise ValueError("the SDE step (eta > 0) is defined for the data prediction")
     if prediction == "data":
-        cx = s_t / s_s
+        cx = s_t / s_s * (math.exp(-eta * h) if eta != 0.0 else 1.0)
+        h = (1.0 + eta) * h
         e0 = -a_t * math.expm1(-h)
     else:
         cx = a_t / a_s

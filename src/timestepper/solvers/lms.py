@@ -12,9 +12,9 @@ order (the polynomial integral is finite), as in the peers.
 
 from __future__ import annotations
 
-from ..core.solver import register
+from ..core.validation import check_order
 from .deis import NoiseLevelMultistep
-from .expint import check_order
+from .registry import register
 
 
 @register("lms")

@@ -1,21 +1,30 @@
 """The one step shared by the linear multistep diffusion solvers.
 
-DPM-Solver(++) multistep, DEIS and LMS all advance by ``x_{i+1} = cx_i x_i + sum_j w_ij m_{i-j}``,
+DPM-Solver(++) multistep, DEIS, LMS and PLMS all advance by ``x_{i+1} = cx_i x_i + sum_j w_ij m_{i-j}``,
 where ``m`` is the model's data or noise prediction at past grid points (newest first). A method
-is therefore a coefficient rule: a subclass implements ``weights(grid, i, order)`` and
-``orders(grid)``; this module applies them. The history lives in the solver state.
+is therefore a coefficient rule: a subclass implements ``weights(grid, i, k, phis)`` and
+``orders(grid)``; this module builds the table and applies it. The history lives in the solver
+state (a tuple of past predictions, newest first).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from ..diffusion.grids import SamplingGrid
-from .base import DiffusionSolver, lincomb
+from ..diffusion.term import EvalPoint
+from .base import DiffusionSolver, lincomb, nonzero
 from .expint import PhiTable, first_order_at, step_phis
 
 
-def predict(term, x, i: int, prediction: str):
-    """The model's data (``x0``) or noise (``eps``) prediction at grid point ``i``."""
-    return term.data_prediction(x, i) if prediction == "data" else term.noise_prediction(x, i)
+@dataclass(frozen=True)
+class MultistepRow:
+    """Step ``i``: evaluate at ``point``; ``x_{i+1} = cx x_i + sum_j weights[j] m_{i-j}``."""
+
+    point: EvalPoint
+    cx: float | None
+    weights: tuple[float, ...]
 
 
 class LinearMultistep(DiffusionSolver):
@@ -23,41 +32,42 @@ class LinearMultistep(DiffusionSolver):
 
     Subclasses set ``prediction`` (``"data"`` or ``"noise"``) and implement
     ``orders(grid) -> list[int]`` (the order used at each step) and
-    ``weights(grid, i, k) -> (cx, [w_0, ..., w_{k-1}])`` for step ``i`` at order ``k``
+    ``weights(grid, i, k, phis) -> (cx, [w_0, ..., w_{k-1}])`` for step ``i`` at order ``k``
     (``w_j`` multiplies the prediction at grid point ``i - j``).
     """
 
-    prediction = "data"
+    prediction: str = "data"
     nfe_per_step = 1
     max_order = 1  # predictions combined per step (the declared ``order`` is the convergence order)
-    first_order_to_zero = True  # exponential integrators: higher terms diverge at h = inf
+    first_order_to_zero: ClassVar[bool] = True  # exponential integrators: higher terms diverge at h = inf
 
     def orders(self, grid: SamplingGrid) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def weights(
-        self, grid: SamplingGrid, i: int, k: int
-    ) -> tuple[float, list[float]]:  # pragma: no cover
+    def weights(self, grid: SamplingGrid, i: int, k: int,
+                phis: PhiTable) -> tuple[float, list[float]]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def phi_table(self, grid: SamplingGrid) -> PhiTable:
         """The phi values the weights need: ``phi_k(+-h)`` of every step (one call per ``k``)."""
         return step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.max_order + 1)
 
-    def coefficients(self, grid: SamplingGrid) -> dict[str, list]:
-        cx, w, used = [], [], []
-        phis = self.phi_table(grid)
-        for i, k in enumerate(self.orders(grid)):
-            k = 1 if (self.first_order_to_zero and first_order_at(grid, i)) else min(k, i + 1)
-            c, wi = self.weights(grid, i, k, phis)
-            cx.append(c)
-            w.append(wi)
-            used.append(k)
-        return {"cx": cx, "w": w, "orders": used}
+    def step_orders(self, grid: SamplingGrid) -> list[int]:
+        """The order actually used at each step: ``orders`` within the warm-up, first order on a
+        step to zero noise."""
+        return [1 if (self.first_order_to_zero and first_order_at(grid, i)) else min(k, i + 1)
+                for i, k in enumerate(self.orders(grid))]
 
-    def step(self, term, t0, t1, x, state):
-        i, c = state.i, state.coeffs
-        m = predict(term, x, i, self.prediction)
-        hist = (m,) + state.history
-        out = lincomb(x, c["cx"][i], list(zip(c["w"][i], hist)))
-        return out, state.advance(hist[: self.max_order - 1]), None
+    def table(self, term, grid, points, x0):
+        phis = self.phi_table(grid)
+        rows = []
+        for i, k in enumerate(self.step_orders(grid)):
+            cx, w = self.weights(grid, i, k, phis)
+            rows.append(MultistepRow(points[i], nonzero(cx), tuple(w)))
+        return rows
+
+    def advance(self, term, x, state, row):
+        m = term.prediction(x, row.point, self.prediction)
+        hist = (m, *state)
+        out = lincomb(x, row.cx, tuple(zip(row.weights, hist)))
+        return out, hist[: self.max_order - 1], None, 1

@@ -1,7 +1,7 @@
 """Noise sources of the stochastic diffusion solvers.
 
-A stochastic step asks its noise source for a standard Gaussian tensor shaped like the state:
-``source.draw(i, x)`` for step ``i``. Two sources exist:
+A stochastic step draws a standard Gaussian tensor shaped like the state from the ``draw`` of its
+table row (``draws(kind, term, grid, x0)`` gives one per step). Two sources exist:
 
 * ``"normal"`` (default): one ``torch.randn`` per call from the term's ``torch.Generator``
   (``ts.sample(..., generator=...)``). Bit-reproducible for a given seed, shape, dtype and device;
@@ -22,22 +22,22 @@ Nothing here synchronises with the device: seeds and tree positions are Python i
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..core.validation import check_choice, check_in_range
 from .base import DiffusionSolver
 
 NOISE_KINDS = ("normal", "brownian")
 _MASK = (1 << 63) - 1
 
-
-def check_noise_kind(noise: str) -> str:
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {noise!r}")
-    return noise
+Draw = Callable[[Tensor], Tensor]
 
 
 class GeneratorNoise:
@@ -46,7 +46,7 @@ class GeneratorNoise:
     def __init__(self, generator: torch.Generator | None) -> None:
         self.generator = generator
 
-    def draw(self, i: int, like: Tensor) -> Tensor:
+    def draw(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=self.generator, dtype=like.dtype,
                            device=like.device)
 
@@ -121,37 +121,56 @@ class BrownianPath:
 
 
 class BrownianNoise:
-    """Normalised increments of one :class:`BrownianPath` in ``s = sigma / alpha`` along a grid."""
+    """Normalised increments of one :class:`BrownianPath` in ``s = sigma / alpha``."""
 
-    def __init__(self, s: list[float], like: Tensor, seed: int, tol: float = 2.0**-20) -> None:
-        self.s = s
-        self.path = BrownianPath(0.0, max(s), like.shape, like.dtype, like.device, seed, tol)
+    def __init__(self, s_max: float, like: Tensor, seed: int, tol: float = 2.0**-20) -> None:
+        self.path = BrownianPath(0.0, s_max, like.shape, like.dtype, like.device, seed, tol)
 
-    def draw(self, i: int, like: Tensor) -> Tensor:
-        s0, s1 = self.s[i], self.s[i + 1]
+    def increment(self, s0: float, s1: float) -> Tensor:
+        """``(W(s0) - W(s1)) / sqrt(s0 - s1)`` for ``s0 > s1``: a standard normal draw."""
         return (self.path(s0) - self.path(s1)) * (1.0 / math.sqrt(s0 - s1))
 
 
-def make_noise(kind: str, term, grid, x0: Tensor):
-    """The noise source for one solve: ``kind`` is ``"normal"`` or ``"brownian"``.
+def draws(kind: str, term: Any, grid: Any, x0: Tensor) -> list[Draw]:
+    """One noise draw per step of ``grid``: ``kind`` is ``"normal"`` or ``"brownian"``.
 
     The Brownian path's seed is the term generator's ``initial_seed()`` (so a seeded generator
     gives a reproducible path), or a fresh seed from torch's global RNG without a generator.
     """
-    check_noise_kind(kind)
-    gen = getattr(term, "generator", None)
+    check_choice(kind, NOISE_KINDS, "noise")
+    gen = term.generator
     if kind == "normal":
-        return GeneratorNoise(gen)
+        draw = GeneratorNoise(gen).draw
+        return [draw] * grid.steps
     seed = gen.initial_seed() if gen is not None else int(torch.randint(0, 2**62, (1,)))
     s = (grid.sigma / grid.alpha).tolist()
-    return BrownianNoise(s, x0, seed)
+    source = BrownianNoise(max(s), x0, seed)
+    return [functools.partial(_brownian_draw, source, s[i], s[i + 1]) for i in range(grid.steps)]
+
+
+def _brownian_draw(source: BrownianNoise, s0: float, s1: float, like: Tensor) -> Tensor:
+    return source.increment(s0, s1)
+
+
+def add_noise(x1: Tensor, x: Tensor, cn: float | None, draw: Draw | None) -> Tensor:
+    """``x1 + cn z`` with ``z = draw(x)`` (nothing when ``cn`` is ``None``: a step without noise).
+
+    ``x1`` is updated in place when it is a fresh result of the step (not ``x`` itself) and
+    autograd does not track it, saving one allocation per step."""
+    if cn is None or draw is None:
+        return x1
+    z = draw(x)
+    if x1 is not x and not x1.requires_grad:
+        return x1.add_(z, alpha=cn)
+    return torch.add(x1, z, alpha=cn)
 
 
 class StochasticDiffusionSolver(DiffusionSolver):
-    """Base of the diffusion solvers that add noise ``cn[i] * z`` to a step.
+    """Base of the diffusion solvers that add noise ``cn * z`` to a step.
 
-    Subclasses put the per-step noise scale ``cn`` (float64 -> floats) in their coefficient table
-    and call :meth:`add_noise`. ``eta = 0`` makes the solver deterministic (no noise source).
+    Subclasses put the per-step noise scale (``None`` where a step adds none) and a draw from
+    :meth:`noise_draws` in their rows and call :func:`add_noise`. ``eta = 0`` makes the solver
+    deterministic (no noise source).
 
     Args:
         eta: the noise scale of the method (validated by :meth:`validate_eta`).
@@ -160,33 +179,23 @@ class StochasticDiffusionSolver(DiffusionSolver):
     """
 
     def __init__(self, eta: float, s_noise: float = 1.0, noise: str = "normal") -> None:
-        self.eta = self.validate_eta(float(eta))
+        self.eta = self.validate_eta(eta)
         self.s_noise = float(s_noise)
-        self.noise = check_noise_kind(noise)
+        self.noise = check_choice(noise, NOISE_KINDS, "noise")
         self.is_stochastic = self.eta > 0.0
 
     @staticmethod
     def validate_eta(eta: float) -> float:
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(
-                f"eta must be in [0, 1] (0: deterministic, 1: the full noise), got {eta}")
-        return eta
+        return check_in_range(eta, "eta", 0.0, 1.0)
 
-    def init(self, term, grid, x0):
-        state = super().init(term, grid, x0)
-        if self.is_stochastic:
-            state.coeffs["noise"] = make_noise(self.noise, term, grid, x0)
-        return state
+    def noise_draws(self, term: Any, grid: Any, x0: Tensor) -> list[Draw | None]:
+        """One draw per step (``None`` everywhere for a deterministic solver)."""
+        if not self.is_stochastic:
+            return [None] * grid.steps
+        return list(draws(self.noise, term, grid, x0))
 
-    def add_noise(self, x1: Tensor, x: Tensor, state) -> Tensor:
-        """``x1 + cn[i] z`` with ``z`` shaped like ``x`` (nothing on a step without noise).
-
-        ``x1`` is updated in place when it is a fresh result of the step (not ``x`` itself) and
-        autograd does not track it, saving one allocation per step."""
-        i, c = state.i, state.coeffs
-        if self.is_stochastic and c["cn"][i] != 0.0:
-            z = c["noise"].draw(i, x)
-            if x1 is not x and not x1.requires_grad:
-                return x1.add_(z, alpha=c["cn"][i])
-            x1 = torch.add(x1, z, alpha=c["cn"][i])
-        return x1
+    def noise_scales(self, cn: list[float]) -> list[float | None]:
+        """``s_noise * cn`` per step, ``None`` where it is 0 (or the solver is deterministic)."""
+        if not self.is_stochastic:
+            return [None] * len(cn)
+        return [None if c == 0.0 else self.s_noise * c for c in cn]

@@ -19,20 +19,33 @@ predictor's: ``nfe = steps * n_corrector + predictor NFE``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..core.solver import Solver, get, register
-from .base import DiffusionSolver, DiffusionState
-from .noise import GeneratorNoise
+from ..core.validation import check_choice, check_int, check_positive
+from ..diffusion.term import EvalPoint
+from .base import DiffusionSolver
+from .noise import Draw, GeneratorNoise
+from .registry import get, register
 
 CORRECTORS = ("langevin",)
 
 
+@dataclass(frozen=True)
+class PCRow:
+    """Langevin corrector steps at ``point`` (noise level ``sigma``), then the predictor's row."""
+
+    point: EvalPoint
+    sigma: float
+    draw: Draw
+    predictor: Any
+
+
 @register("pc")
-class PredictorCorrector(Solver):
+class PredictorCorrector(DiffusionSolver):
     """Any predictor + the Langevin corrector (Song et al. 2021, Algorithms 1 and 4).
 
     Args:
@@ -45,38 +58,34 @@ class PredictorCorrector(Solver):
         predictor_options: options for a predictor given by name.
     """
 
-    samples_diffusion = True
-
-    def __init__(self, predictor: str | Solver = "euler-maruyama", corrector: str = "langevin",
+    def __init__(self, predictor: str | DiffusionSolver = "euler-maruyama", corrector: str = "langevin",  # noqa: PLR0913
                  snr: float = 0.16, n_corrector: int = 1,
                  predictor_options: dict[str, Any] | None = None) -> None:
         self.predictor = get(predictor, **(predictor_options or {}))
-        if not isinstance(self.predictor, DiffusionSolver):
-            raise TypeError(
-                f"predictor must be a diffusion solver, got {type(self.predictor).__name__}")
-        if corrector not in CORRECTORS:
-            raise ValueError(
-                f"unknown corrector {corrector!r}; choose from {', '.join(CORRECTORS)}")
-        if not snr > 0:
-            raise ValueError(f"snr must be > 0, got {snr}")
-        if not isinstance(n_corrector, int) or isinstance(n_corrector, bool) or n_corrector < 0:
-            raise ValueError(f"n_corrector must be an integer >= 0, got {n_corrector!r}")
-        self.corrector, self.snr, self.n_corrector = corrector, float(snr), n_corrector
+        if not isinstance(self.predictor, DiffusionSolver) or self.predictor.error_order is not None:
+            raise TypeError(f"predictor must be a fixed-grid diffusion solver, got "
+                            f"{self.predictor.display_name!r}")
+        self.corrector = check_choice(corrector, CORRECTORS, "corrector")
+        self.snr = check_positive(snr, "snr")
+        self.n_corrector = check_int(n_corrector, "n_corrector", 0)
         self.order = self.predictor.order
         self.is_stochastic = n_corrector > 0 or self.predictor.is_stochastic
         self.nfe_per_step = self.predictor.nfe_per_step + n_corrector
 
-    def init(self, term, grid, x0) -> tuple[DiffusionState, GeneratorNoise, list]:
-        state = self.predictor.init(term, grid, x0)
-        return state, GeneratorNoise(term.generator), grid.sigma.tolist()
+    def start_state(self, x0):
+        return self.predictor.start_state(x0)
 
-    def step(self, term, t0, t1, x, state):
-        pstate, noise, sigma = state
-        i = pstate.i
+    def table(self, term, grid, points, x0):
+        inner = self.predictor.table(term, grid, points, x0)
+        draw = GeneratorNoise(term.generator).draw
+        sigma = grid.sigma.tolist()
+        return [PCRow(points[i], sigma[i], draw, row) for i, row in enumerate(inner)]
+
+    def advance(self, term, x, state, row):
         for _ in range(self.n_corrector):
-            x = self.langevin(x, term.noise_prediction(x, i), noise.draw(i, x), sigma[i])
-        x1, pstate, err = self.predictor.step(term, t0, t1, x, pstate)
-        return x1, (pstate, noise, sigma), err
+            x = self.langevin(x, term.noise_prediction(x, row.point), row.draw(x), row.sigma)
+        x1, state, err, nfe = self.predictor.advance(term, x, state, row.predictor)
+        return x1, state, err, nfe + self.n_corrector
 
     def langevin(self, x: Tensor, eps: Tensor, z: Tensor, sigma: float) -> Tensor:
         """One Langevin step (Algorithm 4) written with ``eps = -sigma * score``."""

@@ -22,11 +22,14 @@ step instead.
 
 from __future__ import annotations
 
-from ..core.solver import register
+from dataclasses import dataclass
+
 from ..diffusion.grids import SamplingGrid
+from ..diffusion.term import EvalPoint
 from .base import lincomb, ve_sigmas
 from .expint import PhiTable, first_order_at, grid_floats
-from .multistep import LinearMultistep
+from .multistep import LinearMultistep, MultistepRow
+from .registry import register
 
 ADAMS_BASHFORTH = (
     (1.0,),
@@ -35,6 +38,20 @@ ADAMS_BASHFORTH = (
     (55 / 24, -59 / 24, 37 / 24, -9 / 24),
 )
 PRK_STEPS = 3
+
+
+@dataclass(frozen=True)
+class WarmupRow:
+    """A warm-up step from ``point`` to ``end`` with the transfer ``x -> cx x + ce eps``; PRK steps
+    also transfer to the step's midpoint in time (``mid``, ``cm``, ``em``)."""
+
+    point: EvalPoint
+    end: EvalPoint
+    cx: float
+    ce: float
+    mid: EvalPoint | None = None
+    cm: float = 0.0
+    em: float = 0.0
 
 
 def transfer_table(grid: SamplingGrid) -> tuple[list, list]:
@@ -51,6 +68,7 @@ class _PseudoLinearMultistep(LinearMultistep):
     A PLMS step is the transfer of the Adams-Bashforth combination, i.e. the linear multistep step
     ``x_{i+1} = cx_i x_i + sum_j ce_i ab_j e_{i-j}`` of :class:`LinearMultistep`; step ``i`` combines
     ``min(i + 1, 4)`` predictions (the warm-up steps leave one prediction each in the history).
+    A warm-up step needs the model at its end point, so a step to zero noise is never one.
     """
 
     order = 2
@@ -71,57 +89,59 @@ class _PseudoLinearMultistep(LinearMultistep):
         ce = -a1 * (f.rho[i] - f.rho[i + 1])
         return a1 / a0, [ce * w for w in ADAMS_BASHFORTH[k - 1]]
 
-    def coefficients(self, grid):
-        c = super().coefficients(grid)
-        c["cx1"], c["ce1"] = transfer_table(grid)
-        # a warm-up step needs the model at its end point: not on a step to zero noise
-        c["warm"] = [i < self.warmup_steps and not first_order_at(grid, i) for i in range(grid.steps)]
-        return c
+    def table(self, term, grid, points, x0):
+        rows = super().table(term, grid, points, x0)
+        cx, ce = transfer_table(grid)
+        for i in range(min(self.warmup_steps, grid.steps)):
+            if not first_order_at(grid, i):
+                rows[i] = WarmupRow(points[i], points[i + 1], cx[i], ce[i])
+        return rows
 
-    def step(self, term, t0, t1, x, state):
-        if state.coeffs["warm"][state.i]:
-            return self.warmup_step(term, x, state)
-        return super().step(term, t0, t1, x, state)
+    def advance(self, term, x, state, row):
+        if type(row) is MultistepRow:
+            return super().advance(term, x, state, row)
+        return self.warmup_step(term, x, state, row)
+
+    def warmup_step(self, term, x, state, row):  # pragma: no cover - interface
+        raise NotImplementedError
 
 
-@register("plms")
 class PLMS(_PseudoLinearMultistep):
     """PLMS with the pseudo improved-Euler first step (diffusers' ``PNDMScheduler`` with
     ``skip_prk_steps=True``). Order 2; ``steps + 1`` model calls."""
 
-    def warmup_step(self, term, x, state):
-        i, c = state.i, state.coeffs
-        e0 = term.noise_prediction(x, i)
-        x1 = lincomb(x, c["cx1"][i], [(c["ce1"][i], e0)])
-        e1 = term.noise_prediction(x1, i + 1)
-        eps = lincomb(e0, 0.5, [(0.5, e1)])
-        return lincomb(x, c["cx1"][i], [(c["ce1"][i], eps)]), state.advance((e0,)), None
+    def warmup_step(self, term, x, state, row):
+        e0 = term.noise_prediction(x, row.point)
+        x1 = lincomb(x, row.cx, ((row.ce, e0),))
+        e1 = term.noise_prediction(x1, row.end)
+        eps = lincomb(e0, 0.5, ((0.5, e1),))
+        return lincomb(x, row.cx, ((row.ce, eps),)), (e0,), None, 2
 
 
-@register("pndm")
 class PNDM(_PseudoLinearMultistep):
     """PNDM: three pseudo Runge-Kutta steps (PRK, eq. 13), then PLMS (diffusers' ``PNDMScheduler``,
     ``skip_prk_steps=False``). Order 2; four model calls on each of the first three steps."""
 
     warmup_steps = PRK_STEPS
 
-    def init(self, term, grid, x0):
-        state = super().init(term, grid, x0)
+    def table(self, term, grid, points, x0):
+        rows = super().table(term, grid, points, x0)
         mids = SamplingGrid.from_times(term.schedule, 0.5 * (grid.t[:-1] + grid.t[1:]))
-        state.coeffs["stage"] = term.add_points(mids)
+        mid_points = term.points(mids, x0)
         rho, rho_m = ve_sigmas(grid), ve_sigmas(mids)
-        am = mids.alpha
-        state.coeffs["cx_mid"] = (am / grid.alpha[:-1]).tolist()
-        state.coeffs["ce_mid"] = (-am * (rho[:-1] - rho_m)).tolist()
-        return state
+        cm = (mids.alpha / grid.alpha[:-1]).tolist()
+        em = (-mids.alpha * (rho[:-1] - rho_m)).tolist()
+        return [WarmupRow(r.point, r.end, r.cx, r.ce, mid_points[i], cm[i], em[i])
+                if isinstance(r, WarmupRow) else r for i, r in enumerate(rows)]
 
-    def warmup_step(self, term, x, state):
-        i, c = state.i, state.coeffs
-        j = c["stage"] + i
-        cm, em, cx, ce = c["cx_mid"][i], c["ce_mid"][i], c["cx1"][i], c["ce1"][i]
-        k1 = term.noise_prediction(x, i)
-        k2 = term.noise_prediction(lincomb(x, cm, [(em, k1)]), j)
-        k3 = term.noise_prediction(lincomb(x, cm, [(em, k2)]), j)
-        k4 = term.noise_prediction(lincomb(x, cx, [(ce, k3)]), i + 1)
-        eps = lincomb(k1, 1 / 6, [(1 / 3, k2), (1 / 3, k3), (1 / 6, k4)])
-        return lincomb(x, cx, [(ce, eps)]), state.advance(((k1,) + state.history)[:3]), None
+    def warmup_step(self, term, x, state, row):
+        k1 = term.noise_prediction(x, row.point)
+        k2 = term.noise_prediction(lincomb(x, row.cm, ((row.em, k1),)), row.mid)
+        k3 = term.noise_prediction(lincomb(x, row.cm, ((row.em, k2),)), row.mid)
+        k4 = term.noise_prediction(lincomb(x, row.cx, ((row.ce, k3),)), row.end)
+        eps = lincomb(k1, 1 / 6, ((1 / 3, k2), (1 / 3, k3), (1 / 6, k4)))
+        return lincomb(x, row.cx, ((row.ce, eps),)), (k1, *state)[:3], None, 4
+
+
+register("plms", PLMS)
+register("pndm", PNDM)

@@ -19,11 +19,14 @@ noise-free step as well).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..core.solver import register
-from .base import lincomb
-from .noise import StochasticDiffusionSolver
+from ..diffusion.term import EvalPoint
+from .base import lincomb, nonzero
+from .noise import Draw, StochasticDiffusionSolver, add_noise
+from .registry import register
 
 
 def reverse_sde_coefficients(schedule, grid) -> dict[str, list]:
@@ -44,8 +47,19 @@ def reverse_sde_coefficients(schedule, grid) -> dict[str, list]:
     return {"cx": cx.tolist(), "cd": cd.tolist(), "cn": cn.tolist()}
 
 
+@dataclass(frozen=True)
+class ReverseSDERow:
+    """``x1 = cx x + cd x0(x) + cn z``."""
+
+    point: EvalPoint
+    cx: float | None
+    cd: float
+    cn: float | None
+    draw: Draw | None
+
+
 @register("euler-maruyama")
-class EulerMaruyama(StochasticDiffusionSolver):
+class ReverseSDEEulerMaruyama(StochasticDiffusionSolver):
     """Euler–Maruyama on the reverse SDE of the model's schedule (Song et al. 2021, eq. 6).
     Strong order 1/2, weak order 1; one model call per step.
 
@@ -60,18 +74,13 @@ class EulerMaruyama(StochasticDiffusionSolver):
     def __init__(self, s_noise: float = 1.0, noise: str = "normal") -> None:
         super().__init__(1.0, s_noise, noise)  # the SDE's own noise: no eta
 
-    def init(self, term, grid, x0):
-        state = super().init(term, grid, x0)
-        table = reverse_sde_coefficients(term.schedule, grid)
-        table["cn"] = [self.s_noise * c for c in table["cn"]]
-        state.coeffs.update(table)
-        return state
+    def table(self, term, grid, points, x0):
+        c = reverse_sde_coefficients(term.schedule, grid)
+        draws = self.noise_draws(term, grid, x0)
+        return [ReverseSDERow(p, nonzero(cx), cd, cn, z) for p, cx, cd, cn, z in
+                zip(points, c["cx"], c["cd"], self.noise_scales(c["cn"]), draws)]
 
-    def coefficients(self, grid):
-        return {}
-
-    def step(self, term, t0, t1, x, state):
-        i, c = state.i, state.coeffs
-        d = term.data_prediction(x, i)
-        x1 = lincomb(x, c["cx"][i], [(c["cd"][i], d)])
-        return self.add_noise(x1, x, state), state.advance(), None
+    def advance(self, term, x, state, row):
+        d = term.data_prediction(x, row.point)
+        x1 = lincomb(x, row.cx, ((row.cd, d),))
+        return add_noise(x1, x, row.cn, row.draw), state, None, 1

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..core.solver import Solver
+from ..core.terms import VectorFieldTerm
 
 
 @dataclass(frozen=True)
@@ -87,16 +88,16 @@ class ButcherTableau:
 
 @dataclass
 class RKState:
-    """What a step leaves behind: the end point and its derivative (FSAL / reuse) and the
-    stages of the last step (for dense output)."""
+    """What a step leaves behind: ``f``, the derivative at the step's end point when the next step
+    can reuse it as its first stage (FSAL, or ``f(t0, x0)`` shared with the initial step
+    selection); and, for dense output, the step's start ``x0``, stages ``ks``, size ``h`` and start
+    time ``t0``."""
 
-    x: Tensor | None = None
     f: Tensor | None = None
     x0: Tensor | None = None
     ks: tuple[Tensor, ...] | None = None
     h: float | Tensor | None = None
     t0: float | Tensor | None = None
-    term: object = None
 
 
 def bcast(h: float | Tensor, x: Tensor) -> float | Tensor:
@@ -135,22 +136,40 @@ _STACK_FROM = 4
 class ExplicitRK(Solver):
     """Generic explicit Runge–Kutta step (Hairer, Nørsett & Wanner, Solving ODEs I, II.1).
 
-    Works on anything with ``vf(t, x)``. ``t0``/``t1`` may be floats or, in per-sample mode,
-    ``(B,)`` tensors (then ``x`` has a leading batch dimension).
+    Advances any :class:`~timestepper.core.terms.VectorFieldTerm`. ``t0``/``t1`` may be floats or,
+    in per-sample mode, ``(B,)`` tensors (then ``x`` has a leading batch dimension). Each
+    registered method (``"dopri5"``, ``"tsit5"``, ...) is this class with its tableau fixed.
+
+    Args:
+        tableau: the method.
     """
 
+    family = "ode"
+    term_type = VectorFieldTerm
+    provides_first_derivative = True
+    per_sample = True
+
     def __init__(self, tableau: ButcherTableau) -> None:
+        if not isinstance(tableau, ButcherTableau):
+            raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
         self.tableau = tableau
-        self.order = tableau.order
-        self.error_order = tableau.error_order or tableau.order
         bt = tableau
+        self.order = bt.order
+        self.error_order = None if bt.b_err is None else (bt.error_order or bt.order)
+        self.has_dense_output = bt.interp is not None
         self._fsal = bt.fsal
         self.nfe_per_step = bt.stages - (1 if self._fsal else 0)
         self._err_w = None if bt.b_err is None else tuple(b - e for b, e in zip(bt.b, bt.b_err))
         self._err_w2 = None if bt.b_err2 is None else tuple(b - e for b, e in zip(bt.b, bt.b_err2))
-        # Per-sample steps: the nonzero weights of all rows in one flat list (stage rows, then b
-        # unless FSAL, then the error weights), so that all products h * w are one tensor op. A
-        # row that starts from x gets a leading entry whose product is exactly 1.
+        self._build_flat_weights()
+        self._c = tuple(bt.c[1:])
+        self._consts: dict = {}
+
+    def _build_flat_weights(self) -> None:
+        """Per-sample steps: the nonzero weights of all rows in one flat list (stage rows, then b
+        unless FSAL, then the error weights), so that all products h * w are one tensor op. A row
+        that starts from x gets a leading entry whose product is exactly 1."""
+        bt = self.tableau
         rows = [(r, True) for r in bt.a] + ([] if self._fsal else [(bt.b, True)])
         rows += [(w, False) for w in (self._err_w, self._err_w2) if w is not None]
         self._rows: list[tuple[int, ...]] = []  # the stages j with a nonzero weight, per row
@@ -164,36 +183,36 @@ class ExplicitRK(Solver):
             flat += [0.0] * from_x + [row[j] for j in js]
             ones += [1.0] * from_x + [0.0] * len(js)
         self._flat_w, self._flat_ones = tuple(flat), tuple(ones)
-        self._c = tuple(bt.c[1:])
-        self._consts: dict = {}
 
     @property
-    def adaptive(self) -> bool:
-        return self._err_w is not None
-
-    @property
-    def has_dense_output(self) -> bool:
-        return self.tableau.interp is not None
+    def display_name(self) -> str:
+        return self.registry_name or self.tableau.name
 
     def init(self, term, grid, x0):
-        return RKState()
+        return RKState(), None
 
-    def first_derivative(self, term, t0, x0, state: RKState) -> tuple[Tensor, RKState]:
-        """``f(t0, x0)``, evaluated once and cached in the state (shared with step-size
-        selection and the first stage of the first step)."""
-        if state is not None and state.x is x0 and state.f is not None:
-            return state.f, state
+    def first_derivative(self, term, t0, x0, state):
         f0 = term.vf(t0, x0)
-        return f0, RKState(x=x0, f=f0)
+        return f0, RKState(f=f0)
 
-    def step(self, term, t0, t1, x: Tensor, state: RKState | None):
-        bt = self.tableau
+    def merge(self, accept, new, old):
+        f = None
+        if new.f is not None and old.f is not None:
+            f = torch.where(accept, new.f, old.f)
+        return RKState(f=f)
+
+    def step(self, term, t0, t1, x, state, row):
         h = t1 - t0
+        reused = state.f is not None
+        nfe = self.tableau.stages - (1 if reused else 0)
         if (isinstance(h, Tensor) and h.ndim == 1 and x.dtype in _PER_SAMPLE_DTYPES
                 and h.dtype in _PER_SAMPLE_DTYPES):
-            return self._step_per_sample(term, t0, h, x, state)
+            x1, new, err = self._step_per_sample(term, t0, h, x, state)
+            return x1, new, err, nfe
+        bt = self.tableau
         hb = bcast(h, x)
-        ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
+        ks: list[Tensor] = [state.f if reused else term.vf(t0, x)]
+        x1 = x
         for i in range(1, bt.stages):
             xi = weighted_sum(x, hb, bt.a[i - 1], ks)
             if self._fsal and i == bt.stages - 1:
@@ -207,21 +226,34 @@ class ExplicitRK(Solver):
             if self._err_w2 is not None:
                 err = _combine_errors(err, weighted_sum(None, hb, self._err_w2, ks))
         f1 = ks[-1] if self._fsal else None
-        return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
+        return x1, RKState(f=f1, x0=x, ks=tuple(ks), h=h, t0=t0), err, nfe
 
-    @staticmethod
-    def _first_stage(term, t0, x: Tensor, state: RKState | None) -> Tensor:
-        if state is not None and state.x is x and state.f is not None:
-            return state.f  # FSAL, or f(t0, x0) cached by the initial step selection
-        return term.vf(t0, x)
-
-    def _step_per_sample(self, term, t0: Tensor, h: Tensor, x: Tensor, state: RKState | None):
+    def _step_per_sample(self, term, t0: Tensor, h: Tensor, x: Tensor, state: RKState):
         """:meth:`step` with ``(B,)`` times, in few tensor ops: the products ``h * w`` of all
-        nonzero weights and the stage times ``t0 + c h`` are one op each per step. A stage
-        ``x + sum_j (h a_ij) k_j`` adds the terms one by one (as :func:`weighted_sum`), except
-        that a long one in float64 on the CPU is three ops: stack ``[x, k_j...]``, multiply by
-        ``[1, h a_ij...]`` and a cumulative sum over the stack; the CPU ``cumsum`` accumulates
-        sequentially in float64, so its last entry is the same sum to the last bit."""
+        nonzero weights and the stage times ``t0 + c h`` are one op each per step (see
+        :meth:`_combine` for the stage sums)."""
+        hw, tc = self._step_weights(t0, h, x)
+        ks: list[Tensor] = [state.f if state.f is not None else term.vf(t0, x)]
+        s = self.tableau.stages
+        xi = x
+        for i in range(1, s):
+            xi = self._combine(hw, i - 1, x, ks)
+            ks.append(term.vf(tc[i - 1], xi))
+        r = s - 1
+        if self._fsal:
+            x1 = xi
+        else:
+            x1, r = self._combine(hw, r, x, ks), r + 1
+        err = None
+        if self._err_w is not None:
+            err = self._combine(hw, r, None, ks)
+            if self._err_w2 is not None:
+                err = _combine_errors(err, self._combine(hw, r + 1, None, ks))
+        f1 = ks[-1] if self._fsal else None
+        return x1, RKState(f=f1, x0=x, ks=tuple(ks), h=h, t0=t0), err
+
+    def _step_weights(self, t0: Tensor, h: Tensor, x: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """The products ``h * w`` of every row's weights (one op) and the stage times (one op)."""
         key = (x.dtype, h.dtype, x.device, x.ndim)
         if key not in self._consts:
             shape = (-1,) + (1,) * x.ndim
@@ -234,58 +266,52 @@ class ExplicitRK(Solver):
         if hb.dtype != x.dtype:
             hb = hb.to(x.dtype)
         # ones + w * h is exactly w * h, and exactly 1 at the leading entries of the rows.
-        hw = torch.addcmul(ones, w, hb).split(self._sizes)
-        tc = (c * h + t0).unbind(0)
-        ks: list[Tensor] = [self._first_stage(term, t0, x, state)]
-        cumsum = x.dtype == torch.float64 and x.device.type == "cpu"
+        return torch.addcmul(ones, w, hb).split(self._sizes), (c * h + t0).unbind(0)
 
-        def comb(r, out):
-            js = self._rows[r]
-            if not js:
-                return out
-            terms = [ks[j] for j in js] if out is None else [out] + [ks[j] for j in js]
-            if cumsum and len(terms) >= _STACK_FROM:
-                try:
-                    return (hw[r] * torch.stack(terms)).cumsum_(0).select(0, -1)
-                except RuntimeError:  # f broadcast its output against the state
-                    pass
-            wr = hw[r]
-            total = out
-            for i in range(len(terms) - len(js), len(terms)):
-                p = wr[i] * terms[i]
-                total = p if total is None else total + p
-            return total
+    def _combine(self, hw: tuple[Tensor, ...], r: int, out: Tensor | None, ks: list[Tensor]) -> Tensor | None:
+        """Row ``r`` of the flat weights applied to ``[out,] k_j...``. The terms are added one by one
+        (as :func:`weighted_sum`), except that a long sum in float64 on the CPU is three ops:
+        stack ``[x, k_j...]``, multiply by ``[1, h a_ij...]`` and a cumulative sum over the stack;
+        the CPU ``cumsum`` accumulates sequentially in float64, so its last entry is the same sum
+        to the last bit."""
+        js = self._rows[r]
+        if not js:
+            return out
+        terms = [ks[j] for j in js] if out is None else [out] + [ks[j] for j in js]
+        x = terms[0]
+        if x.dtype == torch.float64 and x.device.type == "cpu" and len(terms) >= _STACK_FROM:
+            try:
+                return (hw[r] * torch.stack(terms)).cumsum_(0).select(0, -1)
+            except RuntimeError:  # f broadcast its output against the state
+                pass
+        wr = hw[r]
+        total = out
+        for i in range(len(terms) - len(js), len(terms)):
+            p = wr[i] * terms[i]
+            total = p if total is None else total + p
+        return total
 
-        s = self.tableau.stages
-        for i in range(1, s):
-            xi = comb(i - 1, x)
-            ks.append(term.vf(tc[i - 1], xi))
-        r = s - 1
-        if self._fsal:
-            x1 = xi
-        else:
-            x1, r = comb(r, x), r + 1
-        err = None
-        if self._err_w is not None:
-            err = comb(r, None)
-            if self._err_w2 is not None:
-                err = _combine_errors(err, comb(r + 1, None))
-        f1 = ks[-1] if self._fsal else None
-        return x1, RKState(x=x1, f=f1, x0=x, ks=tuple(ks), h=h, t0=t0, term=term), err
+    def prepare_dense(self, term, state: RKState) -> tuple[RKState, int]:
+        """Evaluate the interpolant's extra stages (DOP853's three), once per step."""
+        bt = self.tableau
+        if bt.interp is None or state.ks is None or len(state.ks) >= len(bt.interp):
+            return state, 0
+        x0, hb = state.x0, bcast(state.h, state.x0)
+        ks = list(state.ks)
+        for c, row in zip(bt.extra_c, bt.extra_a):
+            ks.append(term.vf(state.t0 + c * state.h, weighted_sum(x0, hb, row, ks)))
+        return RKState(state.f, x0, tuple(ks), state.h, state.t0), len(bt.extra_c)
 
     def interpolate(self, state: RKState, theta: float | Tensor) -> Tensor:
-        """Dense output inside the last step: ``x(t0 + theta * h)``, ``0 <= theta <= 1``."""
+        """Dense output inside the last step: ``x(t0 + theta * h)``, ``0 <= theta <= 1`` (after
+        :meth:`prepare_dense`)."""
         P = self.tableau.interp
         if P is None:
             raise ValueError(f"solver {self.tableau.name!r} has no dense output")
+        if state.ks is None or len(state.ks) < len(P):
+            raise ValueError("interpolate needs the step's stages: call prepare_dense first")
         x0 = state.x0
         hb = bcast(state.h, x0)
-        bt = self.tableau
-        if len(state.ks) < len(P):  # extra stages of the interpolant, evaluated once per step
-            ks = list(state.ks)
-            for c, row in zip(bt.extra_c, bt.extra_a):
-                ks.append(state.term.vf(state.t0 + c * state.h, weighted_sum(x0, hb, row, ks)))
-            state.ks = tuple(ks)
         th = bcast(theta, x0)
         out = x0
         for coeffs, k in zip(P, state.ks):
@@ -295,15 +321,6 @@ class ExplicitRK(Solver):
             if isinstance(w, Tensor) or w != 0.0:
                 out = out + (hb * w) * k
         return out
-
-
-def __getattr__(name: str):
-    # The tableaux live in rk_tableaux; ``from timestepper.solvers.rk import DOPRI5`` keeps working.
-    from . import rk_tableaux
-
-    if name.isupper() and hasattr(rk_tableaux, name):
-        return getattr(rk_tableaux, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ButcherTableau", "ExplicitRK", "RKState", "bcast", "weighted_sum"]

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..core.solver import register
+from .registry import register
 from .rk import ButcherTableau, ExplicitRK
 
 
@@ -239,6 +239,18 @@ DOPRI8 = ButcherTableau(
 TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, RK_HEUN, RK4, BOSH3, DOPRI5, DOPRI5_SHAMPINE,
                                  TSIT5, DOPRI8)}
 
-# "euler" and "heun" are the diffusion (EDM) solvers; the RK ones are "rk-euler" and "rk-heun".
+# Each method is ExplicitRK with its tableau fixed. ("euler" and "heun" are the diffusion (EDM)
+# samplers; the Runge–Kutta ones are "rk-euler" and "rk-heun".)
+_SUMMARIES = {
+    "rk-euler": "Forward Euler (order 1, fixed steps).",
+    "midpoint": "Explicit midpoint rule (order 2, fixed steps).",
+    "rk-heun": "Heun's method with Euler embedded: the Heun–Euler 2(1) pair.",
+    "rk4": "The classical fourth-order Runge–Kutta method (Kutta 1901; fixed steps).",
+    "bosh3": "Bogacki–Shampine 3(2) (1989) with its cubic Hermite dense output.",
+    "dopri5": "Dormand–Prince 5(4) (1980) with Shampine's dense output (HNW II.5-6).",
+    "dopri5-shampine": "Dormand–Prince 5 with Shampine's (1986) embedded estimate (torchdiffeq's).",
+    "tsit5": "Tsitouras 5(4) (2011) with its free interpolant.",
+    "dopri8": "Hairer's DOP853: Dormand–Prince 8(5,3) with 7th-order dense output.",
+}
 for _name, _tab in TABLEAUX.items():
-    register(_name, lambda _tab=_tab: ExplicitRK(_tab))
+    register(_name, ExplicitRK, family="ode", summary=_SUMMARIES[_name], tableau=_tab)

@@ -29,13 +29,13 @@ data prediction). The parity test pins the peer's NaN and compares on ``sigma_mi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from ..core.solver import register
-from .base import DiffusionSolver, lincomb
+from ..core.validation import check_choice, check_order
+from ..diffusion.term import EvalPoint
+from .base import DiffusionSolver, lincomb, nonzero
 from .expint import (
     PhiTable,
-    check_choice,
-    check_order,
     first_order_at,
     grid_floats,
     lambda_offsets,
@@ -43,8 +43,22 @@ from .expint import (
     step_phis,
     taylor_weights,
 )
+from .registry import register
 
 VARIANTS = ("bh1", "bh2")
+
+
+@dataclass(frozen=True)
+class UniPCRow:
+    """Step ``i``: evaluate at ``point``; UniC corrects the previous step's state with
+    ``ccx x_prev + sum cw_j m_{i-j}`` (``cw=None``: no correction), then UniP predicts
+    ``pcx x_i + sum pw_j m_{i-j}``."""
+
+    point: EvalPoint
+    pcx: float | None
+    pw: tuple[float, ...]
+    ccx: float | None
+    cw: tuple[float, ...] | None
 
 
 def unipc_weights(
@@ -114,54 +128,29 @@ class UniPC(DiffusionSolver):
         self.lower_order_final = bool(lower_order_final)
         self.disable_corrector = tuple(int(i) for i in disable_corrector)
 
-    def coefficients(self, grid):
+    def table(self, term, grid, points, x0):
         orders = unipc_orders(grid.steps, self.predictor_order, self.lower_order_final)
         phis = step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.predictor_order + 2)
-        pcx, pw, ccx, cw = [], [], [], []
+        rows = []
         for i, k in enumerate(orders):
             k = 1 if first_order_at(grid, i) else k
-            c, w = unipc_weights(grid, i, i + 1, k, self.variant, False, phis)
-            pcx.append(c)
-            pw.append(w)
+            pcx, pw = unipc_weights(grid, i, i + 1, k, self.variant, False, phis)
+            ccx, cw = None, None
             if i > 0 and (i - 1) not in self.disable_corrector:
                 c, w = unipc_weights(grid, i - 1, i, orders[i - 1], self.variant, True, phis)
-            else:
-                c, w = 1.0, []
-            ccx.append(c)
-            cw.append(w)
-        return {"pcx": pcx, "pw": pw, "ccx": ccx, "cw": cw}
+                ccx, cw = nonzero(c), tuple(w)
+            rows.append(UniPCRow(points[i], nonzero(pcx), tuple(pw), ccx, cw))
+        return rows
 
-    def step(self, term, t0, t1, x, state):
-        i, c = state.i, state.coeffs
-        m = term.data_prediction(x, i)
-        preds = (m,) + state.history[1:]
-        if c["cw"][i]:  # UniC: correct x_i with the model output just computed
-            x = lincomb(state.history[0], c["ccx"][i], list(zip(c["cw"][i], preds)))
-        out = lincomb(x, c["pcx"][i], list(zip(c["pw"][i], preds)))
-        return out, state.advance((x,) + preds[: self.predictor_order]), None
+    def advance(self, term, x, state, row):
+        # state = (x_{i-1}, m_{i-1}, m_{i-2}, ...): the previous step's start and predictions
+        m = term.data_prediction(x, row.point)
+        preds = (m, *state[1:])
+        if row.cw is not None:  # UniC: correct x_i with the model output just computed
+            x = lincomb(state[0], row.ccx, tuple(zip(row.cw, preds)))
+        out = lincomb(x, row.pcx, tuple(zip(row.pw, preds)))
+        return out, (x, *preds[: self.predictor_order]), None, 1
 
 
-@register("unipc-bh1")
-class UniPCBH1(UniPC):
-    """UniPC with ``B(h) = h`` (Zhao et al. 2023, eq. 17)."""
-
-    def __init__(
-        self,
-        order: int = 2,
-        lower_order_final: bool = True,
-        disable_corrector: tuple[int, ...] = (),
-    ):
-        super().__init__(order, "bh1", lower_order_final, disable_corrector)
-
-
-@register("unipc-bh2")
-class UniPCBH2(UniPC):
-    """UniPC with ``B(h) = e^h - 1`` (Zhao et al. 2023, eq. 17)."""
-
-    def __init__(
-        self,
-        order: int = 2,
-        lower_order_final: bool = True,
-        disable_corrector: tuple[int, ...] = (),
-    ):
-        super().__init__(order, "bh2", lower_order_final, disable_corrector)
+register("unipc-bh1", UniPC, variant="bh1", summary="UniPC with B(h) = h (Zhao et al. 2023, eq. 17).")
+register("unipc-bh2", UniPC, variant="bh2", summary="UniPC with B(h) = e^h - 1 (Zhao et al. 2023, eq. 17).")

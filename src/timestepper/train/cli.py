@@ -234,7 +234,7 @@ def evaluate(
 ) -> list[dict]:
     """Fréchet distance (to the test split) of ``n`` samples per solver and NFE budget; the
     steps are ``nfe // nfe_per_step`` and the NFE reported is the one measured."""
-    from ..core.solver import get
+    from ..solvers.registry import get
     from .generate import generate
     from .metrics import digits_report
 

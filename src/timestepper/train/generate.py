@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.sample import sample
 from ..diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
 from ..guidance import cfg as cfg_guidance
+from ..sampling.sample import sample
 
 
 def default_grid(schedule: NoiseSchedule) -> str:

@@ -33,12 +33,12 @@ import torch
 from torch import Tensor
 
 from ..core.controllers import IController
-from ..core.integrate import integrate
 from ..core.solution import Stats
-from ..core.solver import get
-from ..core.terms import ODETerm, check_state
-from .denoiser import Denoiser
-from .predictions import data_coefficients
+from ..core.terms import ODETerm
+from ..core.validation import check_choice, check_int, check_state
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.predictions import data_coefficients
+from ..loop import integrate
 
 TRACES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -112,36 +112,19 @@ def likelihood(
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a timestepper Denoiser, got {type(denoiser).__name__}")
     check_state("x", x)
-    if trace not in TRACES:
-        raise ValueError(f"unknown trace {trace!r}; choose from {', '.join(TRACES)}")
-    if probe not in PROBES:
-        raise ValueError(f"unknown probe {probe!r}; choose from {', '.join(PROBES)}")
-    if not isinstance(n_probes, int) or n_probes < 1:
-        raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
+    check_choice(trace, TRACES, "trace")
+    check_choice(probe, PROBES, "probe")
+    check_int(n_probes, "n_probes", 1)
     if trace == "exact" and n_probes != 1:
         raise ValueError("n_probes applies to trace='hutchinson' only")
-    sched = denoiser.schedule
-    t_lo = sched.t_min if t_min is None else float(t_min)
-    t_hi = sched.t_max if t_max is None else float(t_max)
-    if not sched.t_min <= t_lo < t_hi <= sched.t_max:
-        raise ValueError(
-            f"need t_min <= {t_lo} < {t_hi} <= t_max within [{sched.t_min}, {sched.t_max}]")
-    u_lo = -float(sched.log_snr(t_lo))
-    u_hi = -float(sched.log_snr(t_hi))
-
+    u_lo, u_hi = _log_noise_range(denoiser.schedule, t_min, t_max)
     b = x.shape[0]
     y0 = x.repeat(n_probes, *([1] * (x.ndim - 1))) if n_probes > 1 else x
     dim = x[0].numel()
-    probes = None
-    if trace == "hutchinson":
-        if isinstance(generator, int):
-            generator = torch.Generator(device=x.device).manual_seed(generator)
-        probes = torch.randn(y0.shape, generator=generator, dtype=x.dtype, device=x.device)
-        if probe == "rademacher":
-            probes = torch.sign(probes)
+    probes = _probes(y0, probe, generator) if trace == "hutchinson" else None
     field = _AugmentedField(denoiser, y0.shape, dim, probes)
     z0 = torch.cat([y0.reshape(y0.shape[0], -1), y0.new_zeros(y0.shape[0], 1)], dim=1)
-    sol = integrate(ODETerm(field), get("dopri5"), IController(rtol=rtol, atol=atol), z0,
+    sol = integrate(ODETerm(field), "dopri5", IController(rtol=rtol, atol=atol), z0,
                     t_span=(u_lo, u_hi), max_steps=max_steps)
     y1, delta = sol.x[:, :-1].to(torch.float64), sol.x[:, -1].to(torch.float64)
     if prior is None:
@@ -153,6 +136,25 @@ def likelihood(
     stderr = logp.std(0) / math.sqrt(n_probes) if n_probes > 1 else None
     return LikelihoodResult(log_prob=logp.mean(0), stderr=stderr, dim=dim,
                             prior_log_prob=prior_lp.reshape(n_probes, b).mean(0), stats=sol.stats)
+
+
+def _log_noise_range(sched, t_min: float | None, t_max: float | None) -> tuple[float, float]:
+    """``u = log(sigma / alpha)`` at the ends of the integration range (checked inside the
+    schedule's)."""
+    t_lo = sched.t_min if t_min is None else float(t_min)
+    t_hi = sched.t_max if t_max is None else float(t_max)
+    if not sched.t_min <= t_lo < t_hi <= sched.t_max:
+        raise ValueError(
+            f"need t_min <= {t_lo} < {t_hi} <= t_max within [{sched.t_min}, {sched.t_max}]")
+    return -float(sched.log_snr(t_lo)), -float(sched.log_snr(t_hi))
+
+
+def _probes(y0: Tensor, probe: str, generator: torch.Generator | int | None) -> Tensor:
+    """Hutchinson probes shaped like ``y0``: Gaussian, or their signs (Rademacher)."""
+    if isinstance(generator, int):
+        generator = torch.Generator(device=y0.device).manual_seed(generator)
+    probes = torch.randn(y0.shape, generator=generator, dtype=y0.dtype, device=y0.device)
+    return torch.sign(probes) if probe == "rademacher" else probes
 
 
 class _AugmentedField:

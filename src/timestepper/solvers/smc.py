@@ -27,14 +27,14 @@ as ``K`` and the number of steps grow. The remaining errors are the DDPM discret
 finite-``K`` bias (``O(1/K)``), and the unweighted last step to ``sigma = 0``, whose weight would be
 a point mass: the filter conditions on ``y_{N-1}``, the observation at the last noisy grid point.
 With ``K = 1`` there are no weights and the method is replacement
-(:class:`timestepper.diffusion.inpaint.Inpaint`) with a forward-chained noise of the known
+(:class:`timestepper.solvers.inpaint.Inpaint`) with a forward-chained noise of the known
 coordinates, biased on correlated data (tested).
 
 Cost: every step evaluates the model on ``K`` particles per sample, so the NFE per sample is ``K x
 steps`` (counted so in ``Solution.stats.nfe``: each model call adds ``K``), and memory is ``K``
 times the batch plus the stored trajectory (``N`` times the batch). The state inside the loop has
 ``B * K`` rows (particles of sample ``b`` are rows ``b K ... b K + K - 1``);
-:func:`timestepper.diffusion.inpaint.inpaint` with ``method="smc"`` returns one particle per sample.
+:func:`timestepper.inpaint` with ``method="smc"`` returns one particle per sample.
 The weights, ESS test and resampling run on the device without host synchronisation (the test
 selects per sample with ``torch.where``). The model's ``model_kwargs`` must not be batched per
 sample.
@@ -42,14 +42,36 @@ sample.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from ..core.solver import Solver
-from ..solvers.ddim import ancestral_coefficients
+from ..core.validation import check_in_range, check_int
+from ..diffusion.term import EvalPoint
+from .base import DiffusionSolver
+from .ddim import ancestral_coefficients
 
 
-class SMCInpaint(Solver):
+@dataclass(frozen=True)
+class SMCRow:
+    """Step ``i``: the DDPM kernel ``N(cx x + cd x0(x), cn^2)`` (``cn=None``: the noise-free last
+    step), the known coordinates' trajectory at the start (``start``, first step only) and end
+    (``target``), and whether this is the last step (one particle is then drawn per sample)."""
+
+    point: EvalPoint
+    cx: float
+    cd: float
+    cn: float | None
+    start: Tensor | None
+    target: Tensor
+    last: bool
+    mask: Tensor
+    generator: Any
+
+
+class SMCInpaint(DiffusionSolver):
     """SMCDiff particle filter for inpainting with DDPM ancestral transitions (see module doc).
 
     Args:
@@ -61,8 +83,6 @@ class SMCInpaint(Solver):
             ``ess_threshold * K`` (in ``[0, 1]``; 1 resamples at every weighted step).
     """
 
-    samples_diffusion = True
-
     is_stochastic = True
     order = 1
 
@@ -72,15 +92,13 @@ class SMCInpaint(Solver):
             raise TypeError("known and mask must be tensors")
         if mask.dtype != torch.bool:
             raise ValueError(f"mask must be a boolean tensor, got {mask.dtype}")
-        if not isinstance(particles, int) or particles < 1:
-            raise ValueError(f"particles must be an integer >= 1, got {particles!r}")
-        if not 0.0 <= float(ess_threshold) <= 1.0:
-            raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
-        self.known, self.mask, self.particles = known, mask, particles
-        self.ess_threshold = float(ess_threshold)
+        self.known, self.mask = known, mask
+        self.particles = check_int(particles, "particles", 1)
+        self.ess_threshold = check_in_range(ess_threshold, "ess_threshold", 0.0, 1.0)
         self.nfe_per_step = particles
 
-    def init(self, term, grid, x0):
+    def _shapes(self, x0: Tensor) -> tuple[tuple[int, ...], Tensor, Tensor]:
+        """The particle view ``(B, 1, ...)`` of the state and ``known``/``mask`` cast to it."""
         k = self.particles
         if x0.shape[0] % k:
             raise ValueError(f"the state's batch {x0.shape[0]} must be a multiple of particles={k}")
@@ -90,7 +108,6 @@ class SMCInpaint(Solver):
         known, mask = (t if t.ndim < x0.ndim else t.unsqueeze(1) for t in (self.known, self.mask))
         known = known.to(dtype=x0.dtype, device=x0.device)
         mask = mask.to(device=x0.device)
-        ok = True
         try:
             ok = torch.broadcast_shapes(known.shape, mask.shape, shape) == torch.Size(shape)
         except RuntimeError:
@@ -99,51 +116,64 @@ class SMCInpaint(Solver):
             raise ValueError(f"known {tuple(self.known.shape)} and mask {tuple(self.mask.shape)} "
                              f"must broadcast to the batch {(shape[0], *shape[2:])} (or to one "
                              f"sample {tuple(shape[2:])})")
-        term.prepare(grid, x0)
-        cx, cd, cn = ancestral_coefficients(grid, 1.0)
-        a, s = grid.alpha.tolist(), grid.sigma.tolist()
-        gen = term.generator
-        # Step 1: the forward-noised trajectory of the known coordinates, from data to noise.
-        traj = [None] * (grid.steps + 1)
-        traj[-1] = (known * a[-1]).expand(shape)
-        for i in range(grid.steps - 1, -1, -1):
-            ratio = a[i] / a[i + 1]
-            var = s[i] ** 2 - (ratio * s[i + 1]) ** 2
-            if var < 0.0:
-                raise ValueError(f"the grid must increase in noise towards t_0 (step {i})")
-            z = torch.randn(shape, generator=gen, dtype=x0.dtype, device=x0.device)
-            traj[i] = torch.add(traj[i + 1] * ratio, z, alpha=var ** 0.5)
-        table = {"cx": cx, "cd": cd, "cn": cn, "n": grid.steps}
+        return shape, known, mask
+
+    def start_state(self, x0):
         # Log-weights in the state's precision, at least float32 (normalised at every step).
         wdtype = torch.promote_types(x0.dtype, torch.float32)
-        logw = torch.zeros(shape[0], k, dtype=wdtype, device=x0.device)
-        return 0, table, traj, mask, logw
+        return torch.zeros(x0.shape[0] // self.particles, self.particles, dtype=wdtype, device=x0.device)
 
-    def step(self, term, t0, t1, x, state):
-        i, c, traj, mask, logw = state
-        k, gen = self.particles, term.generator
-        if i == 0:  # the initial particles with their known coordinates set to y_0
-            x = _put(x, mask, traj[0], k)
-        mean = torch.add(x * c["cx"][i], term.data_prediction(x, i), alpha=c["cd"][i])
-        term.nfe += k - 1  # the call evaluated K particles per sample: NFE per sample is K
+    def table(self, term, grid, points, x0):
+        shape, known, mask = self._shapes(x0)
+        traj = _forward_trajectory(grid, known, shape, term.generator, x0)
+        cx, cd, cn = ancestral_coefficients(grid, 1.0)
+        n = grid.steps
+        return [SMCRow(points[i], cx[i], cd[i], cn[i] if cn[i] > 0.0 else None,
+                       traj[0] if i == 0 else None, traj[i + 1], i + 1 == n, mask, term.generator)
+                for i in range(n)]
+
+    def advance(self, term, x, state, row):
+        k, logw = self.particles, state
+        if row.start is not None:  # the initial particles with their known coordinates set to y_0
+            x = _put(x, row.mask, row.start, k)
+        mean = torch.add(x * row.cx, term.data_prediction(x, row.point), alpha=row.cd)
         view = mean.view(logw.shape[0], k, *mean.shape[1:])
-        std = c["cn"][i]
-        if std > 0.0:
-            resid = torch.where(mask, traj[i + 1] - view, 0.0)
-            logw = logw - 0.5 * (resid.flatten(2).to(logw.dtype) ** 2).sum(-1) / std ** 2
-            logw, idx = _resample(logw, self.ess_threshold, gen)
+        if row.cn is not None:
+            resid = torch.where(row.mask, row.target - view, 0.0)
+            logw = logw - 0.5 * (resid.flatten(2).to(logw.dtype) ** 2).sum(-1) / row.cn ** 2
+            logw, idx = _resample(logw, self.ess_threshold, row.generator)
             view = torch.gather(view, 1, idx.view(*idx.shape, *[1] * (view.ndim - 2))
                                 .expand_as(view))
-            z = torch.randn(view.shape, generator=gen, dtype=view.dtype, device=view.device)
-            view = torch.add(view, z, alpha=std)
-        x1 = _put(view.reshape(mean.shape), mask, traj[i + 1], k)
-        if i + 1 == c["n"]:  # Step 3: one particle per sample, broadcast over its K slots.
-            pick = torch.multinomial(torch.softmax(logw, 1), 1, generator=gen)  # (B, 1)
-            v = x1.view(logw.shape[0], k, *x1.shape[1:])
-            v = torch.gather(v, 1, pick.view(-1, 1, *[1] * (v.ndim - 2)).expand(
-                -1, 1, *v.shape[2:]))
-            x1 = v.expand(-1, k, *v.shape[2:]).reshape(x1.shape)
-        return x1, (i + 1, c, traj, mask, logw), None
+            z = torch.randn(view.shape, generator=row.generator, dtype=view.dtype, device=view.device)
+            view = torch.add(view, z, alpha=row.cn)
+        x1 = _put(view.reshape(mean.shape), row.mask, row.target, k)
+        if row.last:  # Step 3: one particle per sample, broadcast over its K slots.
+            x1 = _pick(x1, logw, k, row.generator)
+        # the model call evaluated K particles per sample: NFE per sample is K
+        return x1, logw, None, k
+
+
+def _forward_trajectory(grid, known: Tensor, shape: tuple[int, ...], gen, x0: Tensor) -> list[Tensor]:
+    """Step 1: the forward-noised trajectory of the known coordinates, from data to noise."""
+    a, s = grid.alpha.tolist(), grid.sigma.tolist()
+    traj: list[Tensor] = [known] * (grid.steps + 1)
+    traj[-1] = (known * a[-1]).expand(shape)
+    for i in range(grid.steps - 1, -1, -1):
+        ratio = a[i] / a[i + 1]
+        var = s[i] ** 2 - (ratio * s[i + 1]) ** 2
+        if var < 0.0:
+            raise ValueError(f"the grid must increase in noise towards t_0 (step {i})")
+        z = torch.randn(shape, generator=gen, dtype=x0.dtype, device=x0.device)
+        traj[i] = torch.add(traj[i + 1] * ratio, z, alpha=var ** 0.5)
+    return traj
+
+
+def _pick(x1: Tensor, logw: Tensor, k: int, gen) -> Tensor:
+    """One particle per sample drawn from the final weights, broadcast over its ``K`` slots."""
+    pick = torch.multinomial(torch.softmax(logw, 1), 1, generator=gen)  # (B, 1)
+    v = x1.view(logw.shape[0], k, *x1.shape[1:])
+    v = torch.gather(v, 1, pick.view(-1, 1, *[1] * (v.ndim - 2)).expand(-1, 1, *v.shape[2:]))
+    return v.expand(-1, k, *v.shape[2:]).reshape(x1.shape)
 
 
 def _put(x: Tensor, mask: Tensor, y: Tensor, k: int) -> Tensor:

@@ -1,0 +1,128 @@
+"""Argument validation shared by every layer: one place for the checks and their messages.
+
+Every check raises with the argument's name and what is allowed, so a bad input fails at the
+boundary with a message the user can act on, never deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+T = TypeVar("T")
+
+
+def check_state(name: str, x: object) -> Tensor:
+    """``x`` itself, after checking it is a floating-point (or complex) tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"{name} must have a floating or complex dtype, got {x.dtype}")
+    return x
+
+
+def check_choice(value: T, allowed: Sequence[T], name: str) -> T:
+    """``value`` itself, after checking it is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def check_order(order: object, allowed: Sequence[int], name: str = "order") -> int:
+    """An integer option (not a bool) that must be one of ``allowed``."""
+    if isinstance(order, bool) or not isinstance(order, int) or order not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {order!r}")
+    return order
+
+
+def check_int(value: object, name: str, minimum: int = 0) -> int:
+    """An integer (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_in_range(value: object, name: str, low: float, high: float) -> float:
+    """A real number in the closed interval ``[low, high]`` (as a float)."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+    if not low <= v <= high:
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
+    return v
+
+
+def check_positive(value: object, name: str) -> float:
+    """A finite real number ``> 0`` (as a float)."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_tolerances(rtol: float, atol: float) -> tuple[float, float]:
+    """Tolerances of an adaptive solve: both ``>= 0`` and not both 0."""
+    rtol, atol = float(rtol), float(atol)
+    if rtol < 0 or atol < 0 or (rtol == 0 and atol == 0) or not (math.isfinite(rtol) and math.isfinite(atol)):
+        raise ValueError(f"rtol and atol must be finite, >= 0 and not both 0, got rtol={rtol}, atol={atol}")
+    return rtol, atol
+
+
+def time_grid(grid: Any, name: str = "grid") -> Tensor:
+    """A float64 CPU tensor of at least two strictly monotone times (the last may be infinite:
+    a diffusion grid ends where the noise vanishes, ``t = -inf`` for VE schedules).
+
+    ``grid`` is a tensor, a list/tuple of numbers, or an object with a ``t`` attribute holding
+    one (a diffusion ``SamplingGrid``)."""
+    times = grid if isinstance(grid, (Tensor, list, tuple)) else getattr(grid, "t", grid)
+    try:
+        times = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a 1-D sequence of times, got {type(grid).__name__}") from exc
+    if times.ndim != 1 or times.numel() < 2:
+        raise ValueError(f"{name} must be a 1-D sequence of at least 2 times, got shape {tuple(times.shape)}")
+    if bool(torch.isnan(times).any()):
+        raise ValueError(f"{name} contains NaN")
+    d = times[1:] - times[:-1]
+    if not (bool((d > 0).all()) or bool((d < 0).all())):
+        raise ValueError(f"{name} must be strictly monotone (all increasing or all decreasing)")
+    return times
+
+
+def save_times(ts: Any, t0: float, t1: float, name: str = "saveat") -> list[float]:
+    """Save times as floats: 1-D, monotone in the direction ``t0 -> t1``, inside ``[t0, t1]``."""
+    try:
+        vals = torch.as_tensor(ts, dtype=torch.float64).detach().cpu().reshape(-1).tolist()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a 1-D sequence of times, got {type(ts).__name__}") from exc
+    if not vals:
+        raise ValueError(f"{name} must hold at least one time")
+    direction = 1.0 if t1 > t0 else -1.0
+    if any(direction * (b - a) < 0 for a, b in zip(vals, vals[1:])):
+        raise ValueError(f"{name} must be monotone in the direction of integration")
+    lo, hi = min(t0, t1), max(t0, t1)
+    slack_lo, slack_hi = 1e-12 * max(1.0, abs(lo)), 1e-12 * max(1.0, abs(hi))
+    if any(not (lo - slack_lo <= v <= hi + slack_hi) for v in vals):
+        raise ValueError(f"{name} times must lie in [{lo:.6g}, {hi:.6g}]")
+    return vals
+
+
+__all__ = [
+    "check_choice",
+    "check_in_range",
+    "check_int",
+    "check_order",
+    "check_positive",
+    "check_state",
+    "check_tolerances",
+    "save_times",
+    "time_grid",
+]

@@ -1,0 +1,164 @@
+"""The loop with one step size per sample (torchode's layout: ``[batch, features]``).
+
+Every sample of the batch has its own time, step size, controller history, accept/reject
+decision and counters; the vector field is still called once per stage on the whole batch
+(finished samples take zero-length steps). The solver merges its state per sample
+(``Solver.merge``). Statistics and the status are ``(B,)`` tensors. One host synchronisation per
+step decides whether every sample has finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.solution import Solution, Stats
+from ..core.status import MaxStepsError, Status, StepSizeUnderflowError
+from .options import LoopOptions, Problem
+
+
+@dataclass
+class _Batch:
+    """Per-sample progress: times, states, counters (``(B,)`` tensors) and the stop flags."""
+
+    t: Tensor
+    t_end: Tensor
+    x: Tensor
+    state: Any
+    cstate: Any
+    tries: Tensor
+    accepted: Tensor
+    status: Tensor
+    active: Tensor
+    stopped: Tensor
+
+
+def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
+    """Integrate a batch ``x0`` of shape ``(B, ...)`` with per-sample step sizes.
+
+    ``problem.t0``/``t1`` are floats or ``(B,)`` tensors (per-sample intervals, one direction for
+    all); ``opts.saveat.ts`` are save times shared by all samples (served by dense output).
+    """
+    p, x0 = problem, problem.x0
+    b, dev = x0.shape[0], x0.device
+    tdt = opts.time_dtype or torch.float64
+    t = torch.as_tensor(p.t0, dtype=tdt, device=dev).expand(b).clone()
+    t_end = torch.as_tensor(p.t1, dtype=tdt, device=dev).expand(b).clone()
+    direction = torch.sign(t_end - t)
+    if bool((direction == 0).any()) or not bool((direction == direction[0]).all()):
+        raise ValueError("per-sample intervals must be non-empty and share one direction")
+    state, _ = p.solver.init(p.term, None, x0)
+    cstate, state, nfe0 = p.controller.init(p.term, p.solver, t, t_end, x0, state)
+    zeros = torch.zeros(b, dtype=torch.int64, device=dev)
+    run = _Batch(t, t_end, x0, state, cstate, zeros.clone(), zeros.clone(), zeros.clone(),
+                 torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev))
+    saver = _Saver(opts.saveat.ts, x0, t, tdt) if opts.saveat.ts is not None else None
+    calls = _loop(p, opts, run, saver, bool(direction[0] > 0))
+    nfe = zeros + nfe0 + calls.total(run.tries)
+    rejected = run.tries - run.accepted
+    stats = Stats(nfe=nfe, steps=run.tries, accepted=run.accepted, rejected=rejected)
+    extras = {"t": run.t, "nfe_calls": nfe0 + calls.batched_calls()}
+    return Solution(x=run.x, ts=saver.ts if saver is not None else run.t,
+                    ys=saver.ys if saver is not None else None, stats=stats, status=run.status,
+                    extras=extras)
+
+
+class _Evaluations:
+    """Evaluations per attempted step. Each sample pays the first step's count for every step it
+    attempts (multiplied out at the end); a step whose count differs adds the difference for
+    the samples active in it (one tensor op, only then)."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.extra: Tensor | None = None
+
+    def add(self, n: int, active: Tensor) -> None:
+        if self.counts and n != self.counts[0]:
+            diff = (n - self.counts[0]) * active.to(torch.int64)
+            self.extra = diff if self.extra is None else self.extra + diff
+        self.counts.append(n)
+
+    def total(self, tries: Tensor) -> Tensor:
+        base = tries * (self.counts[0] if self.counts else 0)
+        return base if self.extra is None else base + self.extra
+
+    def batched_calls(self) -> int:
+        return sum(self.counts)
+
+
+def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forward: bool) -> _Evaluations:
+    calls = _Evaluations()
+    eps = 4 * torch.finfo(run.t.dtype).eps
+    snap = eps * run.t_end.abs().clamp(min=1.0)  # a step ending this close to t_end lands on it
+    bshape = (-1,) + (1,) * (run.x.ndim - 1)
+    it = 0
+    any_stopped = False
+    while True:
+        if it >= opts.max_steps:
+            if opts.on_failure == "raise":
+                raise MaxStepsError(f"max_steps={opts.max_steps} reached in per-sample mode; pass "
+                                    "on_failure='return' to get the states")
+            run.status = torch.where(run.active, int(Status.MAX_STEPS), run.status)
+            break
+        t_next = p.controller.next_time(run.t, run.cstate)
+        t_next = torch.minimum(t_next, run.t_end) if forward else torch.maximum(t_next, run.t_end)
+        if any_stopped:
+            t_next = torch.where(run.active, t_next, run.t)
+        t_next = torch.where((run.t_end - t_next).abs() <= snap, run.t_end, t_next)
+        it += 1
+        x_new, state_new, err, n = opts.step(p.term, run.t, t_next, run.x, run.state, None)
+        calls.add(n, run.active)
+        accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
+        accept = accept & run.active
+        run.tries += run.active
+        run.accepted += accept
+        if saver is not None:
+            saver.record(p.solver, accept, run.t, t_next, state_new)
+        accept_b = accept.reshape(bshape)
+        run.x = torch.where(accept_b, x_new, run.x)
+        run.t = torch.where(accept, t_next, run.t)
+        run.state = p.solver.merge(accept_b, state_new, run.state)
+        run.active = run.t != run.t_end
+        if any_stopped:
+            run.active = run.active & ~run.stopped
+        under = run.active & under
+        any_active, any_under = torch.stack([run.active, under]).any(dim=1).tolist()  # one sync
+        if any_under:
+            if opts.on_failure == "raise":
+                i = int(under.nonzero()[0])
+                raise StepSizeUnderflowError(
+                    f"step size underflow for sample {i} at t={float(run.t[i]):.6g}")
+            run.status = torch.where(under, int(Status.DT_UNDERFLOW), run.status)
+            run.stopped, any_stopped = run.stopped | under, True
+            run.active = run.active & ~under
+            any_active = bool(run.active.any())
+        if not any_active:
+            break
+    return calls
+
+
+class _Saver:
+    """Save times shared by all samples, filled from dense output as each sample crosses them."""
+
+    def __init__(self, ts: Any, x0: Tensor, t: Tensor, tdt: torch.dtype) -> None:
+        self.ts = torch.as_tensor(ts, dtype=tdt, device=x0.device).reshape(-1)
+        self.ys = x0.new_zeros((self.ts.numel(),) + tuple(x0.shape))
+        at0 = self.ts[:, None] == t[None, :]
+        self.ys = torch.where(at0.reshape(at0.shape + (1,) * (x0.ndim - 1)), x0, self.ys)
+        self.bshape = (-1,) + (1,) * (x0.ndim - 1)
+
+    def record(self, solver, accept: Tensor, t: Tensor, t_next: Tensor, state: Any) -> None:
+        direction = torch.sign(t_next - t)
+        cross = (accept[None, :] & (direction * (self.ts[:, None] - t[None, :]) > 0)
+                 & (direction * (self.ts[:, None] - t_next[None, :]) <= 0))
+        for j in cross.any(dim=1).nonzero().flatten().tolist():
+            span = (t_next - t).abs().clamp(min=torch.finfo(t.dtype).tiny)
+            theta = torch.where(cross[j], (self.ts[j] - t) * direction / span, 0.0)
+            self.ys[j] = torch.where(cross[j].reshape(self.bshape), solver.interpolate(state, theta),
+                                     self.ys[j])
+
+
+__all__ = ["run_per_sample"]

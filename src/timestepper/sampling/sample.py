@@ -1,0 +1,91 @@
+"""``sample``: the front for diffusion and flow models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.solution import SaveAt, Solution
+from ..core.solver import Solver
+from ..core.validation import check_choice, check_state
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.grids import make_grid
+from ..diffusion.term import DiffusionTerm
+from ..loop import integrate
+from ..solvers.registry import available, get
+
+SAVES = ("final", "all")
+
+
+def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
+    denoiser: Denoiser,
+    noise: Tensor,
+    solver: str | Solver = "dpmpp-2m",
+    steps: int = 10,
+    grid: str | Tensor = "logsnr",
+    *,
+    final: str = "zero",
+    shift: float | None = None,
+    grid_options: dict[str, Any] | None = None,
+    solver_options: dict[str, Any] | None = None,
+    generator: torch.Generator | int | None = None,
+    return_solution: bool = False,
+    save: str = "final",
+    progress: bool = False,
+    check_finite: bool = True,
+    callback=None,
+) -> Tensor | Solution:
+    """Sample a diffusion or flow model by solving its probability-flow ODE (or SDE).
+
+    Args:
+        denoiser: the :class:`Denoiser` (network, schedule, prediction type).
+        noise: standard Gaussian noise shaped like a batch of samples; the initial state is
+            ``noise * sqrt(alpha^2 + sigma^2)`` at the first grid time (``noise`` itself for VP
+            schedules and flows, ``noise * sqrt(1 + sigma_max^2)`` for EDM/VE).
+        solver: registry name (``ts.solvers.available("diffusion")``) or a solver instance.
+        steps: number of steps (ignored when ``grid`` is a tensor).
+        grid: spacing name or explicit 1-D tensor of model-evaluation times (noise to data); see
+            :mod:`timestepper.diffusion.grids`.
+        final: ``"zero"`` (last step to sigma = 0, default) or ``"sigma_min"``.
+        shift: flow time-shift factor applied to a named grid.
+        grid_options: spacing options, e.g. ``{"rho": 7}``.
+        solver_options: options for a solver given by name, e.g. ``{"order": 3}``.
+        generator: ``torch.Generator`` or integer seed for stochastic solvers.
+        return_solution: return the :class:`Solution` (grid, stats) instead of the final state.
+        save: ``"final"`` or ``"all"`` (every intermediate state in ``Solution.ys``).
+        progress: show a progress bar.
+        check_finite: raise naming the step and time where NaN/inf appeared.
+        callback: ``callback(i, t, x)`` after each step.
+
+    A solver that chooses its own steps (``"dpm-adaptive"``) runs over the grid's log-SNR range
+    with its own controller; ``steps`` then only fixes the grid's end points.
+    """
+    if not isinstance(denoiser, Denoiser):
+        raise TypeError(f"denoiser must be a timestepper Denoiser, got {type(denoiser).__name__}")
+    check_state("noise", noise)
+    check_choice(save, SAVES, "save")
+    slv = get(solver, **(solver_options or {}))
+    if slv.family != "diffusion":
+        raise TypeError(f"solver {slv.display_name!r} ({slv.family}) does not sample diffusion "
+                        f"models; choose a diffusion solver ({', '.join(available('diffusion'))})")
+    sgrid = make_grid(denoiser.schedule, steps, grid, final=final, shift=shift, **(grid_options or {}))
+    if isinstance(generator, int):
+        generator = torch.Generator(device=noise.device).manual_seed(generator)
+    term = DiffusionTerm(denoiser, generator=generator)
+    scale = float(torch.sqrt(sgrid.alpha[0] ** 2 + sgrid.sigma[0] ** 2))
+    x0 = noise * scale if scale != 1.0 else noise
+    options: dict[str, Any] = dict(saveat=SaveAt(steps=save == "all"), progress=progress,
+                                   callback=callback, check_finite=check_finite)
+    controller = slv.default_controller(sgrid)
+    if controller is None:
+        sol = integrate(term, slv, sgrid, x0, **options)
+    else:  # the solver's own steps over the grid's log-SNR range
+        lam = sgrid.log_snr.tolist()
+        sol = integrate(term, slv, controller, x0, t_span=(lam[0], lam[-1]), **options)
+    sol.extras["grid"] = sgrid
+    return sol if return_solution else sol.x
+
+
+__all__ = ["sample"]
