@@ -45,7 +45,7 @@ def test_backward_steps_keep_their_sign():
 def test_fixed_grid_is_a_controller():
     grid = FixedGrid(torch.tensor([0.0, 0.5, 0.75, 1.0], dtype=torch.float64))
     assert grid.fixed and grid.t_span == (0.0, 1.0) and grid.steps == 3
-    k, state, nfe = grid.init(None, None, 0.0, 1.0, None, "s")
-    assert (k, state, nfe) == (0, "s", 0)
+    k, nfe = grid.init(None, None, 0.0, 1.0, None, None)
+    assert (k, nfe) == (0, 0)
     assert grid.next_time(0.0, k) == 0.5
     assert grid.adapt(0.0, 0.5, None, None, None, k) == (True, 1, False)

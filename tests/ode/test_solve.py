@@ -181,8 +181,8 @@ def test_a_custom_controller_drives_integrate():
     from timestepper.core.controllers import StepSizeController
 
     class Halving(StepSizeController):
-        def init(self, term, solver, t0, t1, x0, state):
-            return 0.1, state, 0
+        def init(self, term, solver, t0, t1, x0, f0):
+            return 0.1, 0
 
         def next_time(self, t, dt):
             return t + dt

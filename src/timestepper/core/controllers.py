@@ -3,9 +3,9 @@
 A controller decides where steps end and whether a step is kept (in the spirit of diffrax's
 ``AbstractStepSizeController``). The loop calls
 
-* ``init(term, solver, t0, t1, x0, state) -> (cstate, state, nfe)`` once: the controller's state
-  (initial step size, error history), the solver state (a first derivative shared with the
-  initial step selection goes into it) and the evaluations this made;
+* ``init(term, solver, t0, t1, x0, f0) -> (cstate, nfe)`` once: the controller's state (initial
+  step size, error history) and the evaluations this made (``f0`` is ``f(t0, x0)`` when the loop
+  already has it from a solver that provides its first derivative, else ``None``);
 * ``next_time(t, cstate)``: where it proposes the next step to end (the loop then clips to the
   end time and, without dense output, to save times);
 * ``adapt(t0, t1, x0, x1, err, cstate) -> (accept, cstate, underflow)`` after each step.
@@ -53,7 +53,7 @@ class StepSizeController:
     fixed: ClassVar[bool] = False
 
     def init(self, term: Any, solver: Solver, t0: Any, t1: Any, x0: Tensor,
-             state: Any) -> tuple[Any, Any, int]:  # pragma: no cover - interface
+             f0: Tensor | None) -> tuple[Any, int]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def next_time(self, t: Any, cstate: Any) -> Any:  # pragma: no cover - interface
@@ -87,8 +87,8 @@ class FixedGrid(StepSizeController):
     def steps(self) -> int:
         return len(self.times) - 1
 
-    def init(self, term, solver, t0, t1, x0, state):
-        return 0, state, 0
+    def init(self, term, solver, t0, t1, x0, f0):
+        return 0, 0
 
     def next_time(self, t, cstate):
         return self.times[cstate + 1]
@@ -184,25 +184,19 @@ class PIDController(StepSizeController):
 
     # -- the protocol ---------------------------------------------------------------------------
 
-    def init(self, term, solver, t0, t1, x0, state):
+    def init(self, term, solver, t0, t1, x0, f0):
         if solver.error_order is None:
             raise ValueError(f"solver {solver.display_name!r} has no error estimate; give a fixed "
                              "grid (or dt=) instead of an adaptive controller")
-        batched = isinstance(t0, Tensor)
         nfe = 0
         if self.dt0 is not None:
-            if batched:
+            if isinstance(t0, Tensor):
                 dt = torch.sign(t1 - t0) * abs(float(self.dt0))
             else:
                 dt = math.copysign(abs(float(self.dt0)), t1 - t0)
         else:
-            f0 = None
-            if solver.provides_first_derivative:
-                f0, state = solver.first_derivative(term, t0, x0, state)
-                nfe += 1
-            dt, used = self.initial_step(term, solver.error_order, t0, t1, x0, f0)
-            nfe += used
-        return PIDState(dt=dt, error_order=solver.error_order), state, nfe
+            dt, nfe = self.initial_step(term, solver.error_order, t0, t1, x0, f0)
+        return PIDState(dt=dt, error_order=solver.error_order), nfe
 
     def next_time(self, t, cstate):
         return t + cstate.dt

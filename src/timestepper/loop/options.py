@@ -61,4 +61,18 @@ class LoopOptions:
     time_dtype: Any = None
 
 
-__all__ = ["LoopOptions", "Problem", "StepRecord"]
+
+
+def start_controller(p: Problem, state: Any, fixed: bool) -> tuple[Any, Any, int]:
+    """The controller's state, the solver state and the evaluations made at the start of a
+    solve: an adaptive solve with a solver that provides ``f(t0, x0)`` evaluates it once, for
+    its first stage and for the controller's initial step selection."""
+    f0, nfe = None, 0
+    if not fixed and p.solver.provides_first_derivative:
+        f0, state = p.solver.first_derivative(p.term, p.t0, p.x0, state)
+        nfe = 1
+    cstate, used = p.controller.init(p.term, p.solver, p.t0, p.t1, p.x0, f0)
+    return cstate, state, nfe + used
+
+
+__all__ = ["LoopOptions", "Problem", "StepRecord", "start_controller"]

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, Status, StepSizeUnderflowError
-from .options import LoopOptions, Problem
+from .options import LoopOptions, Problem, start_controller
 
 
 @dataclass
@@ -51,7 +51,7 @@ def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
     if bool((direction == 0).any()) or not bool((direction == direction[0]).all()):
         raise ValueError("per-sample intervals must be non-empty and share one direction")
     state, _ = p.solver.init(p.term, None, x0)
-    cstate, state, nfe0 = p.controller.init(p.term, p.solver, t, t_end, x0, state)
+    cstate, state, nfe0 = start_controller(Problem(p.term, p.solver, p.controller, x0, t, t_end), state, False)
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     run = _Batch(t, t_end, x0, state, cstate, zeros.clone(), zeros.clone(), zeros.clone(),
                  torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev))

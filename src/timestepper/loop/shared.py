@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
-from .options import LoopOptions, Problem, StepRecord
+from .options import LoopOptions, Problem, StepRecord, start_controller
 from .saving import Recorder
 
 
@@ -43,7 +43,7 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
     p = problem
     fixed = p.controller.fixed
     state, table = p.solver.init(p.term, p.grid if fixed else None, p.x0)
-    cstate, state, nfe = p.controller.init(p.term, p.solver, p.t0, p.t1, p.x0, state)
+    cstate, state, nfe = start_controller(p, state, fixed)
     recorder = Recorder(opts.saveat, p.solver, p.term, p.t0, p.t1, p.x0,
                         p.controller.times if fixed else None)
     run = _Progress(p.t0, p.x0, state, cstate, nfe)

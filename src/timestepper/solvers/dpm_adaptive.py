@@ -69,8 +69,8 @@ class LuStepSizeController(StepSizeController):
         self.theta, self.factor_max = theta, factor_max
         self.first, self.last = first, last
 
-    def init(self, term, solver, t0, t1, x0, state):
-        return LuState(self.h_init, solver.error_order or solver.order), state, 0
+    def init(self, term, solver, t0, t1, x0, f0):
+        return LuState(self.h_init, solver.error_order or solver.order), 0
 
     def next_time(self, t, cstate):
         if t == -math.inf:

@@ -75,9 +75,14 @@ class Rosenbrock23(Solver):
     error_order = 3
     nfe_per_step = 3
     per_sample = True
+    provides_first_derivative = True
 
     def init(self, term, grid, x0):
         return RosenbrockState(), None
+
+    def first_derivative(self, term, t0, x0, state):
+        f0 = term.vf(t0, x0)
+        return f0, RosenbrockState(f0)
 
     def merge(self, accept, new, old):
         if new.f is None or old.f is None:
