@@ -1,30 +1,34 @@
-"""A fixed-grid sampling loop traces into one graph under ``torch.compile(fullgraph=True)``: no
-host sync or data-dependent Python branch inside a step. One solver per step implementation
-(the linear multistep step shared by DPM-Solver multistep, DEIS and LMS; the singlestep step;
-UniPC; PLMS; PNDM; DPM-2).
+"""The hot path compiles: a step traces into one graph under ``torch.compile`` (no host sync, no
+data-dependent Python branch, no Python state mutated), and a compiled step is reused from step to
+step and from grid to grid (no recompile per step).
 
 The dynamo-only ``eager`` backend checks exactly that (a graph break raises under
-``fullgraph=True``) without paying for code generation, so the test stays fast on CPU.
+``fullgraph=True``; the counter counts captured graphs) without paying for code generation, so the
+tests stay fast on CPU. Compiled speed is measured in ``benchmarks/compiled.py``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 import timestepper as ts
-from timestepper.diffusion.grids import make_grid
 from timestepper.diffusion.term import DiffusionTerm
 
 torch.set_num_threads(1)
 
-SOLVERS = [
+# One solver per step implementation: the linear multistep step (DPM-Solver multistep, DEIS,
+# LMS), the singlestep step, UniPC, PLMS, PNDM, DPM-2, Heun, DDIM.
+FULLGRAPH = [
     ("dpmpp-3m", {}),
     ("dpm-solver-3", {}),
     ("unipc-bh1", {"order": 3}),
     ("plms", {}),
     ("pndm", {}),
     ("dpm-2", {}),
+    ("heun", {}),
+    ("ddim", {}),
 ]
 
 
@@ -40,24 +44,22 @@ class TinyNet(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def setup():
+def denoiser():
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile is not available")
     torch.manual_seed(0)
-    schedule = ts.VPDiscreteSchedule.from_betas("linear")
-    den = ts.Denoiser(TinyNet().eval(), schedule, "epsilon")
-    return den, make_grid(schedule, 6, "logsnr")
+    return ts.Denoiser(TinyNet().eval(), ts.VPDiscreteSchedule.from_betas("linear"), "epsilon")
 
 
-@pytest.mark.parametrize("name,options", SOLVERS, ids=[s[0] for s in SOLVERS])
-def test_fixed_grid_loop_compiles_fullgraph(setup, name, options):
-    den, grid = setup
+@pytest.mark.parametrize("name,options", FULLGRAPH, ids=[s[0] for s in FULLGRAPH])
+def test_fixed_grid_loop_compiles_fullgraph(denoiser, name, options):
+    grid = ts.make_grid(denoiser.schedule, 6, "logsnr")
     solver = ts.solvers.get(name, **options)
     x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
     times = grid.t.tolist()
 
     def run(x, compiled):
-        term = DiffusionTerm(den)
+        term = DiffusionTerm(denoiser)
         state, table = solver.init(term, grid, x)  # once per grid: coefficients, outside the graph
 
         def loop(x):
@@ -73,3 +75,58 @@ def test_fixed_grid_loop_compiles_fullgraph(setup, name, options):
         expected = run(x0, compiled=False)
         got = run(x0, compiled=True)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _graphs_per_step(run_steps):
+    """Run ``run_steps(step_fn)`` with a compiled step; the captured-graph count after each step."""
+    seen = []
+
+    def on_step(i, t, x):
+        seen.append(counters["stats"]["unique_graphs"])
+
+    run_steps(on_step)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["dpmpp-2m", "unipc-bh2"])
+def test_compiled_sampling_step_does_not_recompile_per_step(denoiser, name):
+    """20 steps compile one graph per kind of step (first, warm-up, regular, last: at most 4),
+    none in the 15 regular steps, and a second grid of another length compiles nothing new."""
+    torch._dynamo.reset()
+    counters.clear()
+    solver = ts.solvers.get(name)
+    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for steps in (20, 23):
+        grid = ts.make_grid(denoiser.schedule, steps, "logsnr")
+
+        def run_steps(cb, grid=grid):
+            with torch.no_grad():
+                sol = ts.integrate(DiffusionTerm(denoiser), solver, grid, x0, callback=cb,
+                                   compile={"backend": "eager"})
+            eager = ts.integrate(DiffusionTerm(denoiser), solver, grid, x0)
+            torch.testing.assert_close(sol.x, eager.x, rtol=1e-5, atol=1e-6)
+
+        runs.append(_graphs_per_step(run_steps))
+    first, second = runs
+    assert first[-1] <= 4 and first[3:-1] == [first[3]] * len(first[3:-1]), first
+    assert second == [first[-1]] * len(second), runs
+
+
+def test_compiled_etdrk4_step_does_not_recompile_per_step():
+    torch._dynamo.reset()
+    counters.clear()
+    ks = ts.pde.KuramotoSivashinsky(length=22.0, n=32)
+    u0 = torch.randn(2, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x0 = ks.to_spectral(u0)
+    term = ks.term(torch.float64)
+    runs = []
+    for dt in (0.1, 0.05):
+        grid = dt * torch.arange(21, dtype=torch.float64)
+
+        def run_steps(cb, grid=grid):
+            sol = ts.integrate(term, "etdrk4", grid, x0, callback=cb, compile={"backend": "eager"})
+            torch.testing.assert_close(sol.x, ts.integrate(term, "etdrk4", grid, x0).x)
+
+        runs.append(_graphs_per_step(run_steps))
+    assert runs[0] == [1] * 20 and runs[1] == [1] * 20, runs

@@ -41,7 +41,7 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
     per_sample: bool = False,
     time_dtype: torch.dtype = torch.float64,
     on_accept: Callable[[StepRecord], None] | None = None,
-    compile: bool = False,
+    compile: bool | dict[str, Any] = False,
 ) -> Solution:
     """Advance ``x0`` with ``solver`` through ``term``.
 
@@ -69,7 +69,10 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
         time_dtype: per-sample mode: dtype of the times kept on the device.
         on_accept: ``on_accept(record)`` with a :class:`~timestepper.loop.options.StepRecord` of
             every accepted step (shared step size; e.g. regularisation statistics).
-        compile: take steps with ``torch.compile(solver.step)``.
+        compile: take steps with ``torch.compile(solver.step, dynamic=True)`` (a dict: options
+            for ``torch.compile``, e.g. ``{"backend": "eager"}``). A step's coefficients and times
+            change from step to step, so they are compiled as symbols: each kind of step (warm-up,
+            regular, last) compiles once and any grid reuses it.
     """
     slv = get(solver)
     check_state("x0", x0)
@@ -148,10 +151,11 @@ def _as_float(t: Any, name: str) -> float:
         raise TypeError(f"{name} must be a number, got {type(t).__name__}") from exc
 
 
-def _step_function(solver: Solver, compile: bool) -> Callable[..., Any]:
-    if not compile:
+def _step_function(solver: Solver, compile: bool | dict[str, Any]) -> Callable[..., Any]:
+    if compile is False:
         return solver.step
-    return torch.compile(solver.step)
+    options = {"dynamic": True, **(compile if isinstance(compile, dict) else {})}
+    return torch.compile(solver.step, **options)
 
 
 __all__ = ["integrate"]
