@@ -92,13 +92,13 @@ class DiffusionSolver(Solver):
         with torch.no_grad():
             if self.starts_from_pure_noise(grid):
                 first = pure_noise_start(grid, points)
-                rest = self.table(term, grid.points(1), points[1:], x0)
+                rest = self.table(term, grid.points(1), points[1:], x0) if grid.steps > 1 else []
                 return self.start_state(x0), [first, *rest]
             return self.start_state(x0), self.table(term, grid, points, x0)
 
     def starts_from_pure_noise(self, grid: SamplingGrid) -> bool:
         """Whether the first step must be the DDIM step from ``alpha = 0`` (module docstring)."""
-        return float(grid.alpha[0]) == 0.0 and grid.steps > 1 and not self.handles_pure_noise
+        return float(grid.alpha[0]) == 0.0 and not self.handles_pure_noise
 
     def start_state(self, x0: Tensor) -> Any:
         """The state before the first step (no history)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from stochastic_helpers import F64, recorded_noise, unet_fn
+from tests.solvers._stochastic import F64, recorded_noise, unet_fn
 
 import timestepper as ts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gmm_conditional import conditional_sample
+from tests.sampling._gmm_conditional import conditional_sample
 
 import timestepper as ts
 from timestepper import inpaint

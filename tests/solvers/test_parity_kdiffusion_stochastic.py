@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from stochastic_helpers import F64, k_noise_sampler, unet_fn
+from tests.solvers._stochastic import F64, k_noise_sampler, unet_fn
 
 import timestepper as ts
 
