@@ -13,6 +13,7 @@ solvers. See the README for a tour; the layers, from the bottom:
 """
 
 from . import guidance, integrations, pde, solvers, train
+from ._version import __version__
 from .core import (
     FixedGrid,
     IController,
@@ -45,8 +46,6 @@ from .loop import integrate
 from .ode import odeint, odeint_adjoint, sdeint, solve
 from .sampling import inpaint, likelihood, sample
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Denoiser",
     "EDMSchedule",
@@ -70,6 +69,7 @@ __all__ = [
     "VPCosineSchedule",
     "VPDiscreteSchedule",
     "VPLinearSchedule",
+    "__version__",
     "guidance",
     "inpaint",
     "integrate",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.sampling._gmm_conditional import conditional_sample
 
 import timestepper as ts
+from tests.sampling._gmm_conditional import conditional_sample
 from timestepper import inpaint
 from timestepper.bench import GaussianMixture, sliced_wasserstein
 from timestepper.solvers.inpaint import Inpaint

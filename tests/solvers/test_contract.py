@@ -17,7 +17,6 @@ import torch
 import timestepper as ts
 from timestepper.core.solver import Solver
 from timestepper.core.terms import Term
-from timestepper.diffusion.term import DiffusionTerm
 from timestepper.solvers import registry
 
 F64 = torch.float64

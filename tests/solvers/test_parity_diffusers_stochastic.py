@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.solvers._stochastic import F64, recorded_noise, unet_fn
 
 import timestepper as ts
+from tests.solvers._stochastic import F64, recorded_noise, unet_fn
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -11,9 +11,9 @@ import math
 
 import pytest
 import torch
-from tests.solvers._stochastic import F64, k_noise_sampler, unet_fn
 
 import timestepper as ts
+from tests.solvers._stochastic import F64, k_noise_sampler, unet_fn
 
 SEED = 123
 STEPS = 8

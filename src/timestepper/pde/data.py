@@ -156,7 +156,7 @@ def write_hdf5(
     """Write trajectories (``{"train": u, "test": u}``) and the parameters to an HDF5 file."""
     import h5py
 
-    from .. import __version__
+    from .._version import __version__
 
     dt_frame = cfg.dt * cfg.save_every
     with h5py.File(path, "w") as f:
