@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install timestepper with its test extras into .venv and run the linter and the test suite.
+# Install timestepper with its test extras into .venv and run the linter, the type checker and
+# the test suite (all of it: about a minute on 2 cores; `-m "not slow"` skips the heaviest tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -9,4 +10,5 @@ python3 -m venv .venv
 # k-diffusion's metadata pulls torchvision and a CUDA torch: install it alone, without dependencies.
 .venv/bin/pip install -q --no-deps k-diffusion==0.1.1.post1
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/mypy  # the layers below the fronts: core, diffusion, solvers, loop (pyproject's [tool.mypy])
 .venv/bin/python -m pytest -q -n 2 "$@"

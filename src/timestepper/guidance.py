@@ -82,6 +82,15 @@ def cfg(
     scale = float(scale)
     if not (math.isfinite(scale) and scale >= 0):
         raise ValueError(f"scale must be a finite number >= 0, got {scale}")
+    cond, uncond = _branches(cond, uncond, labels, null_label)
+    t_interval = None if interval is None else _time_interval(denoiser, interval)
+    guided = _Guided(denoiser, scale, dict(cond), dict(uncond), t_interval)
+    return Denoiser(guided, denoiser.schedule, denoiser.prediction)
+
+
+def _branches(cond: dict[str, Any] | None, uncond: dict[str, Any] | None, labels: Tensor | None,
+              null_label: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keyword arguments of the conditional and unconditional calls."""
     if labels is not None:
         if cond is not None or uncond is not None:
             raise ValueError("pass either labels=/null_label= or cond=/uncond=, not both")
@@ -94,20 +103,21 @@ def cfg(
             "cfg needs the conditional and unconditional inputs: cond= and uncond= "
             "(or labels= and null_label=)"
         )
-    t_interval = None
-    if interval is not None:
-        lo, hi = (float(v) for v in interval)
-        if not 0 <= lo < hi:
-            raise ValueError(f"interval must be (s_lo, s_hi) with 0 <= s_lo < s_hi, got {interval}")
-        sch = denoiser.schedule
+    return cond, uncond
 
-        def to_t(s: float) -> float:
-            if s == 0:
-                return -math.inf
-            if math.isinf(s):
-                return math.inf
-            return float(sch.t_from_log_snr(torch.tensor(-math.log(s), dtype=torch.float64)))
 
-        t_interval = (to_t(lo), to_t(hi))
-    guided = _Guided(denoiser, scale, dict(cond), dict(uncond), t_interval)
-    return Denoiser(guided, denoiser.schedule, denoiser.prediction)
+def _time_interval(denoiser: Denoiser, interval: tuple[float, float]) -> tuple[float, float]:
+    """The schedule's times of the noise levels ``(s_lo, s_hi)`` (``s = sigma / alpha``)."""
+    lo, hi = (float(v) for v in interval)
+    if not 0 <= lo < hi:
+        raise ValueError(f"interval must be (s_lo, s_hi) with 0 <= s_lo < s_hi, got {interval}")
+    sch = denoiser.schedule
+
+    def to_t(s: float) -> float:
+        if s == 0:
+            return -math.inf
+        if math.isinf(s):
+            return math.inf
+        return float(sch.t_from_log_snr(torch.tensor(-math.log(s), dtype=torch.float64)))
+
+    return to_t(lo), to_t(hi)

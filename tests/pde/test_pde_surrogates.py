@@ -36,6 +36,7 @@ def test_fno_surrogate_end_to_end_beats_persistence():
     assert float(pde.high_correlation_time(corr, 0.5).min()) >= 2.0
 
 
+@pytest.mark.slow
 def test_refiner_trains_and_samples_spread_with_noise():
     torch.manual_seed(0)
     train, test = _ks_data()

@@ -101,6 +101,7 @@ def _correlated_case(d):
     return gmm, kidx, value, known, mask
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d", [2, 4])
 def test_smc_matches_exact_conditional_on_correlated_mixture(d):
     # SMCDiff (Trippe et al. 2022) with 32 particles per sample and 100 DDPM steps: SW2 of the
@@ -125,6 +126,7 @@ def test_smc_matches_exact_conditional_on_correlated_mixture(d):
     assert smc < 0.3 * replace, (smc, replace)
 
 
+@pytest.mark.slow
 def test_smc_particles_reduce_the_error():
     # The particle filter is consistent: more particles, smaller error (1 particle has no weights).
     n, steps = 1000, 50

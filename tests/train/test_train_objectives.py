@@ -111,6 +111,7 @@ def test_training_decreases_the_loss(schedule, prediction, weighting):
     assert last < first and after < 0.9 * before, (first, last, before, after)
 
 
+@pytest.mark.slow
 def test_flow_matching_learns_moons():
     """After a short run, 20-step samples are closer to the data than the prior is."""
     torch.manual_seed(0)

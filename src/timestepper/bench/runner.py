@@ -68,7 +68,7 @@ def steps_for_budget(solver: str, schedule, budget: int, grid: str, final: str) 
     return best
 
 
-def run_gmm_benchmark(dims=(2, 64), nfes=DEFAULT_NFES, solvers: list[str] | None = None, grid: str = "logsnr",
+def run_gmm_benchmark(dims=(2, 64), nfes=DEFAULT_NFES, solvers: list[str] | None = None, grid: str = "logsnr",  # noqa: PLR0913 - keyword options of the benchmark
                       final: str = "zero", n_samples: int = 2000, n_components: int = 8, seed: int = 0,
                       progress: bool = True) -> dict:
     """Run the benchmark and return ``{"rows": [...], "baseline_sw2": {dim: float}, "config": {...}}``."""

@@ -31,7 +31,7 @@ STOCHASTIC_SAMPLERS: dict[str, tuple[dict[str, Any], int]] = {
 }
 
 
-def stochastic_rows(
+def stochastic_rows(  # noqa: PLR0913 - keyword options of the benchmark
     gmm: GaussianMixture,
     nfes: Sequence[int] = (5, 6, 8, 10, 15, 20),
     *,

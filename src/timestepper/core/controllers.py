@@ -189,6 +189,7 @@ class PIDController(StepSizeController):
             raise ValueError(f"solver {solver.display_name!r} has no error estimate; give a fixed "
                              "grid (or dt=) instead of an adaptive controller")
         nfe = 0
+        dt: Any
         if self.dt0 is not None:
             if isinstance(t0, Tensor):
                 dt = torch.sign(t1 - t0) * abs(float(self.dt0))
@@ -205,10 +206,8 @@ class PIDController(StepSizeController):
         if err is None:
             raise ValueError("an adaptive step needs the solver's error estimate")
         if isinstance(t0, Tensor):
-            norm = self.error_norm(x0, x1, err, batched=True)
-            return self._adapt_tensor(norm, t1 - t0, cstate, t1)
-        norm = float(self.error_norm(x0, x1, err))
-        return self._adapt_float(norm, t1 - t0, cstate, t1)
+            return self._adapt_tensor(self.error_norm(x0, x1, err, batched=True), t1 - t0, cstate, t1)
+        return self._adapt_float(float(self.error_norm(x0, x1, err)), t1 - t0, cstate, t1)
 
     # -- the rule -------------------------------------------------------------------------------
 
@@ -267,10 +266,8 @@ class PIDController(StepSizeController):
         if track:
             new = PIDState(dt, torch.where(accept, inv, prev), torch.where(accept, prev, prev2),
                            cs.error_order)
-        if self.dt_min is not None:
-            floor = self.dt_min
-        else:
-            floor = 4 * torch.finfo(t1.dtype).eps * t1.abs().clamp(min=1.0)
+        floor: float | Tensor = self.dt_min if self.dt_min is not None else \
+            4 * torch.finfo(t1.dtype).eps * t1.abs().clamp(min=1.0)
         return accept, new, dt.abs() < floor
 
     def initial_step(self, term: Any, error_order: int, t0: Any, t1: Any, x0: Tensor,
@@ -281,13 +278,14 @@ class PIDController(StepSizeController):
         if not isinstance(term, VectorFieldTerm):
             raise TypeError(f"the initial step selection evaluates the term's vector field; "
                             f"{type(term).__name__} has none: give dt0=")
-        batched = isinstance(t0, Tensor)
         with torch.no_grad():
-            return _hairer_initial_step(term, error_order, t0, t1, x0.detach(), f0, batched,
-                                        self.rtol, self.atol)
+            return _hairer_initial_step(term, error_order, t0, t1, x0.detach(), f0,
+                                        (self.rtol, self.atol))
 
 
-def _hairer_initial_step(term, error_order, t0, t1, x0, f0, batched, rtol, atol):
+def _hairer_initial_step(term, error_order, t0, t1, x0, f0, tolerances):
+    rtol, atol = tolerances
+    batched = isinstance(t0, Tensor)
     scale = atol + rtol * x0.abs()
     span = (t1 - t0).abs() if batched else torch.tensor(abs(t1 - t0), dtype=torch.float64)
     tdt = span.dtype

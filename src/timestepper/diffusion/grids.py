@@ -179,6 +179,35 @@ def _shift(t: Tensor, schedule: NoiseSchedule, shift: float) -> Tensor:
     return schedule.t_min + span * shift * u / (1 + (shift - 1) * u)
 
 
+def _explicit_times(grid: Tensor | list | tuple, end: float) -> Tensor:
+    """Model-evaluation times given by the user, with the end point appended unless present."""
+    times = torch.as_tensor(grid, dtype=torch.float64).flatten()
+    if times.numel() < 1:
+        raise ValueError("an explicit grid needs at least one time")
+    if times.numel() == 1 or float(times[-1]) != end:
+        times = torch.cat([times, torch.tensor([end], dtype=torch.float64)])
+    return times
+
+
+def _named_times(schedule: NoiseSchedule, steps: int, grid: str, end: float,
+                 shift: float | None, options: dict) -> Tensor:
+    """The ``steps + 1`` times of a named spacing, ending at ``end``."""
+    if grid in DIFFUSERS_SPACINGS:
+        if not isinstance(schedule, VPDiscreteSchedule):
+            raise ValueError(f"grid {grid!r} (diffusers spacing) needs a VPDiscreteSchedule")
+        times = diffusers_timesteps(schedule.num_train_timesteps, steps, grid, **options)
+        return torch.cat([times, torch.tensor([end], dtype=torch.float64)])
+    if grid not in SPACINGS:
+        names = list(SPACINGS) + list(DIFFUSERS_SPACINGS)
+        raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(names)} or pass a tensor")
+    times = SPACINGS[grid](schedule, steps + 1, **options)
+    if shift is not None:
+        times = _shift(times, schedule, shift)
+    if end == schedule.t_data:
+        times[-1] = end  # the last step goes on to zero noise instead of t_min
+    return times
+
+
 def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr",
               final: str = "zero", shift: float | None = None, **options) -> SamplingGrid:
     """Build the :class:`SamplingGrid` for ``steps`` steps.
@@ -198,33 +227,15 @@ def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr"
         raise ValueError(f"unknown final {final!r}; choose from {', '.join(FINALS)}")
     if isinstance(grid, SamplingGrid):
         return grid
-    if isinstance(grid, Tensor) or isinstance(grid, (list, tuple)):
-        times = torch.as_tensor(grid, dtype=torch.float64).flatten()
-        if times.numel() < 1:
-            raise ValueError("an explicit grid needs at least one time")
-        end = schedule.t_data if final == "zero" else schedule.t_min
-        if times.numel() == 1 or float(times[-1]) != end:
-            times = torch.cat([times, torch.tensor([end], dtype=torch.float64)])
+    end = schedule.t_data if final == "zero" else schedule.t_min
+    if isinstance(grid, (Tensor, list, tuple)):
+        times = _explicit_times(grid, end)
     else:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         if not isinstance(grid, str):
             raise TypeError(f"grid must be a name or a 1-D tensor of times, got {type(grid).__name__}")
-        if grid in DIFFUSERS_SPACINGS:
-            if not isinstance(schedule, VPDiscreteSchedule):
-                raise ValueError(f"grid {grid!r} (diffusers spacing) needs a VPDiscreteSchedule")
-            times = diffusers_timesteps(schedule.num_train_timesteps, steps, grid, **options)
-            end = schedule.t_data if final == "zero" else schedule.t_min
-            times = torch.cat([times, torch.tensor([end], dtype=torch.float64)])
-        elif grid in SPACINGS:
-            times = SPACINGS[grid](schedule, steps + 1, **options)
-            if shift is not None:
-                times = _shift(times, schedule, shift)
-            if final == "zero":
-                times[-1] = schedule.t_data  # the last step goes on to zero noise instead of t_min
-        else:
-            names = list(SPACINGS) + list(DIFFUSERS_SPACINGS)
-            raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(names)} or pass a tensor")
+        times = _named_times(schedule, steps, grid, end, shift, options)
     d = times[1:] - times[:-1]
     if not bool((d < 0).all()):
         raise ValueError("grid must be strictly decreasing in time (from noise to data)")

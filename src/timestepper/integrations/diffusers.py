@@ -178,7 +178,7 @@ class Scheduler:
 
     order = 1
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the options of a diffusers scheduler
         self,
         schedule: VPDiscreteSchedule,
         prediction: str = "epsilon",

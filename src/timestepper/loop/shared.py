@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.controllers import FixedGrid
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
 from .options import LoopOptions, Problem, StepRecord, start_controller
@@ -45,7 +46,7 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
     state, table = p.solver.init(p.term, p.grid if fixed else None, p.x0)
     cstate, state, nfe = start_controller(p, state, fixed)
     recorder = Recorder(opts.saveat, p.solver, p.term, p.t0, p.t1, p.x0,
-                        p.controller.times if fixed else None)
+                        p.controller.times if isinstance(p.controller, FixedGrid) else None)
     run = _Progress(p.t0, p.x0, state, cstate, nfe)
     step_ts = [p.t0]
     finite: list[Tensor] = []
@@ -155,7 +156,7 @@ def _progress_bar(enabled: bool, p: Problem, fixed: bool):
         return None
     from tqdm.auto import tqdm
 
-    if fixed:
+    if isinstance(p.controller, FixedGrid):
         return tqdm(total=p.controller.steps, desc="integrate", unit="step", leave=False)
     span = abs(p.t1 - p.t0)
     return tqdm(total=span if math.isfinite(span) else None, desc="integrate", leave=False)

@@ -43,7 +43,7 @@ class VirtualBrownianTree:
         cache_size: number of tree nodes kept.
     """
 
-    def __init__(self, t0: float, t1: float, shape, *, seed: int = 0, tol: float = 1e-6,
+    def __init__(self, t0: float, t1: float, shape, *, seed: int = 0, tol: float = 1e-6,  # noqa: PLR0913
                  dtype: torch.dtype = torch.float32, device=None, cache_size: int = 4096) -> None:
         if not t1 > t0:
             raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}")

@@ -30,7 +30,7 @@ METHODS = {
 _FIXED = ("euler", "midpoint", "rk4", "heun2")
 
 
-def odeint(func, y0: Any, t: Tensor, rtol: float = 1e-7, atol: float = 1e-9,
+def odeint(func, y0: Any, t: Tensor, rtol: float = 1e-7, atol: float = 1e-9,  # noqa: PLR0913 - torchdiffeq's
            method: str | None = None, options: dict | None = None, *, adjoint: str = "direct",
            adjoint_params=None, adjoint_rtol=None, adjoint_atol=None):
     """Solve ``dy/dt = func(t, y)`` and return ``y`` at the times ``t`` (shape ``(len(t), ...)``).
@@ -62,7 +62,7 @@ def odeint(func, y0: Any, t: Tensor, rtol: float = 1e-7, atol: float = 1e-9,
     return sol.ys
 
 
-def odeint_adjoint(func, y0, t, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
+def odeint_adjoint(func, y0, t, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,  # noqa: PLR0913
                    options: dict | None = None, adjoint_rtol=None, adjoint_atol=None,
                    adjoint_params=None):
     """:func:`odeint` with the continuous adjoint (torchdiffeq's ``odeint_adjoint``)."""

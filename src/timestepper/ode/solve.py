@@ -6,13 +6,21 @@ tuple/dict of tensors), picks fixed steps (``dt=``) or a PID step-size controlle
 :func:`timestepper.integrate` (shared or per-sample steps). Gradients flow by direct
 backpropagation, by recursive checkpointing, or by the continuous adjoint
 (:mod:`timestepper.ode.adjoint`).
+
+``error_control="global"`` wraps the solve in global error control by reintegration
+(:mod:`timestepper.ode.global_error`): ``stats`` then sum every solve and ``extras`` hold
+``global_error``, ``tolerance_scale`` and ``rounds``. ``regularise=True`` accumulates the solver
+heuristics of Pal et al. (2021) over the accepted steps of a shared-step adaptive solve with
+``adjoint="direct"`` (:mod:`timestepper.ode.regularise`): ``extras["reg_error"]`` is
+``sum_j E_j |h_j|`` (``E_j`` the controller's scaled error norm) and ``extras["reg_stiffness"]``
+``sum_j S_j`` (the RK stiffness estimate), both differentiable.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -144,51 +152,68 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
         on_failure: ``"raise"`` or ``"return"`` (last state + ``Solution.status``).
         adjoint_params: tensors to differentiate in the checkpoint/backsolve modes (default: the
             parameters of ``f`` when it is an ``nn.Module``).
-        adjoint_rtol, adjoint_atol: tolerances of the backward solve (default: rtol, atol).
-        adjoint_seminorm: measure the backsolve error on the state and adjoint only, not on
-            the parameter-gradient integrals (Kidger et al. 2021; fewer backward steps).
+        adjoint_rtol, adjoint_atol, adjoint_seminorm: the backsolve's tolerances (default: rtol,
+            atol) and whether its error norm skips the parameter-gradient integrals (Kidger et
+            al. 2021; fewer backward steps).
         error_control: ``"local"`` (the controller bounds each step's error) or ``"global"``
-            (solve again with tighter tolerances until the estimated error of the returned
-            solution, at the end and at every ``saveat`` time, is within ``atol + rtol |y|``;
-            :mod:`timestepper.ode.global_error`). ``stats`` then sum every solve and
-            ``extras`` hold ``global_error``, ``tolerance_scale`` and ``rounds``.
-        regularise: accumulate the solver heuristics of Pal et al. (2021) into
-            ``extras["reg_error"]`` (``sum_j E_j |h_j|``, ``E_j`` the controller's scaled error
-            norm) and ``extras["reg_stiffness"]`` (``sum_j S_j``, the RK stiffness estimate);
-            differentiable; shared-step adaptive solves with ``adjoint="direct"``
-            (:mod:`timestepper.ode.regularise`).
-        time_dtype: per-sample mode only: dtype of the times and step sizes kept on the device
-            (``torch.float32`` on devices without float64). Shared-step times are host floats.
+            (re-solve with tighter tolerances until the estimated error of the result is within
+            ``atol + rtol |y|``; see the module docstring).
+        regularise: accumulate Pal et al.'s (2021) solver heuristics into ``extras["reg_error"]``
+            and ``extras["reg_stiffness"]`` (see the module docstring).
+        time_dtype: per-sample mode: dtype of the times and step sizes kept on the device
+            (``torch.float32`` on devices without float64).
     """
-    check_choice(error_control, ERROR_CONTROLS, "error_control")
-    if not isinstance(adjoint, AdjointMethod):
-        check_choice(adjoint, ADJOINTS, "adjoint")
-    if error_control == "global":
-        if dt is not None or regularise:
-            raise ValueError("error_control='global' needs an adaptive solve without "
-                             "regularise (it re-solves with tighter tolerances)")
-        from .global_error import scaled_controller, solve_to_global_tolerance
+    opts = SolveOptions(
+        solver=solver, rtol=rtol, atol=atol, saveat=saveat, adjoint=adjoint, args=args,
+        per_sample_steps=per_sample_steps, controller=controller, norm=norm, dt0=dt0, dt=dt,
+        max_steps=max_steps, on_failure=on_failure, adjoint_params=adjoint_params,
+        adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, regularise=regularise,
+        time_dtype=time_dtype, adjoint_seminorm=adjoint_seminorm, error_control=error_control)
+    return _solve(f, y0, t0, t1, opts)
 
-        kw = dict(solver=solver, saveat=saveat, adjoint=adjoint, args=args,
-                  per_sample_steps=per_sample_steps, norm=norm, dt0=dt0, max_steps=max_steps,
-                  on_failure=on_failure, adjoint_params=adjoint_params,
-                  adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, time_dtype=time_dtype,
-                  adjoint_seminorm=adjoint_seminorm)
-        return solve_to_global_tolerance(
-            lambda k: solve(f, y0, t0, t1, rtol=rtol * k, atol=atol * k,
-                            controller=scaled_controller(controller, k), **kw), rtol, atol)
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """The keyword options of :func:`solve` (documented there), in one object."""
+
+    solver: str | Solver
+    rtol: float
+    atol: float
+    saveat: Any
+    adjoint: str | AdjointMethod
+    args: Any
+    per_sample_steps: bool
+    controller: str | StepSizeController
+    norm: str
+    dt0: float | None
+    dt: float | None
+    max_steps: int
+    on_failure: str
+    adjoint_params: Sequence[Tensor] | None
+    adjoint_rtol: float | None
+    adjoint_atol: float | None
+    regularise: bool
+    time_dtype: torch.dtype
+    adjoint_seminorm: bool
+    error_control: str
+
+
+def _solve(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) -> Solution:
+    check_choice(o.error_control, ERROR_CONTROLS, "error_control")
+    if not isinstance(o.adjoint, AdjointMethod):
+        check_choice(o.adjoint, ADJOINTS, "adjoint")
+    if o.error_control == "global":
+        return _solve_globally(f, y0, t0, t1, o)
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
-    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-    flat = Flattener(y0, batch=per_sample_steps)
-    problem = _problem(FlatField(f, flat, args), get(solver), rtol, atol, t0, t1, saveat,
-                       dict(controller=controller, norm=norm, dt0=dt0, dt=dt, max_steps=max_steps,
-                            on_failure=on_failure, per_sample=per_sample_steps,
-                            time_dtype=time_dtype))
-    method = adjoint_method(adjoint, f, adjoint_params, adjoint_rtol if adjoint_rtol is not None else rtol,
-                            adjoint_atol if adjoint_atol is not None else atol, adjoint_seminorm)
+    args = tuple(o.args) if isinstance(o.args, (tuple, list)) else (o.args,)
+    flat = Flattener(y0, batch=o.per_sample_steps)
+    problem = _problem(FlatField(f, flat, args), get(o.solver), t0, t1, o)
+    method = adjoint_method(o.adjoint, f, o.adjoint_params,
+                            o.adjoint_rtol if o.adjoint_rtol is not None else o.rtol,
+                            o.adjoint_atol if o.adjoint_atol is not None else o.atol, o.adjoint_seminorm)
     x0 = flat.flatten(y0)
-    if regularise:
+    if o.regularise:
         sol = _regularised(problem, method, x0)
     else:
         method.check(problem)
@@ -196,24 +221,39 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
     return _restore(sol, flat)
 
 
-def _problem(field: FlatField, slv: Solver, rtol: float, atol: float, t0: Any, t1: Any,  # noqa: PLR0913
-             saveat: Any, o: dict[str, Any]) -> ODEProblem:
-    fixed = o["dt"] is not None or slv.error_order is None
-    if fixed and o["dt"] is None:
+def _solve_globally(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) -> Solution:
+    """``error_control="global"``: local solves with tighter tolerances until the estimated
+    global error is within the tolerance (:mod:`timestepper.ode.global_error`)."""
+    if o.dt is not None or o.regularise:
+        raise ValueError("error_control='global' needs an adaptive solve without "
+                         "regularise (it re-solves with tighter tolerances)")
+    from .global_error import scaled_controller, solve_to_global_tolerance
+
+    def run(k: float) -> Solution:
+        scaled = replace(o, rtol=o.rtol * k, atol=o.atol * k, error_control="local",
+                         controller=scaled_controller(o.controller, k))
+        return _solve(f, y0, t0, t1, scaled)
+
+    return solve_to_global_tolerance(run, o.rtol, o.atol)
+
+
+def _problem(field: FlatField, slv: Solver, t0: Any, t1: Any, o: SolveOptions) -> ODEProblem:
+    fixed = o.dt is not None or slv.error_order is None
+    if fixed and o.dt is None:
         raise ValueError(f"solver {slv.display_name!r} has no error estimate: give a fixed step "
                          "size dt=")
     ctrl = None
     if not fixed:
-        ctrl = controller_from(o["controller"], rtol, atol, norm=o["norm"], dt0=o["dt0"]) \
-            if isinstance(o["controller"], str) else o["controller"]
-    if o["per_sample"]:
+        ctrl = controller_from(o.controller, o.rtol, o.atol, norm=o.norm, dt0=o.dt0) \
+            if isinstance(o.controller, str) else o.controller
+    if o.per_sample_steps:
         if fixed:
             raise ValueError("per_sample_steps needs an adaptive solve (no dt=)")
     else:
         t0, t1 = (float(t.detach()) if isinstance(t, Tensor) else float(t) for t in (t0, t1))
-    st = None if saveat is None else torch.as_tensor(saveat, dtype=torch.float64).reshape(-1)
-    return ODEProblem(field, slv, ctrl, o["dt"], t0, t1, st, o["max_steps"], o["on_failure"],
-                      o["per_sample"], o["time_dtype"])
+    st = None if o.saveat is None else torch.as_tensor(o.saveat, dtype=torch.float64).reshape(-1)
+    return ODEProblem(field, slv, ctrl, o.dt, t0, t1, st, o.max_steps, o.on_failure,
+                      o.per_sample_steps, o.time_dtype)
 
 
 def _regularised(problem: ODEProblem, method: AdjointMethod, x0: Tensor) -> Solution:

@@ -77,7 +77,7 @@ class SpectralEquation:
             )
         complex_dtype_for(u.dtype)
 
-    def simulate(
+    def simulate(  # noqa: PLR0913 - keyword options of the front
         self,
         u0: Tensor,
         *,

@@ -40,7 +40,7 @@ from .sample import sample
 METHODS = ("replace", "smc")
 
 
-def inpaint(denoiser: Denoiser, noise: Tensor, known: Tensor, mask: Tensor,
+def inpaint(denoiser: Denoiser, noise: Tensor, known: Tensor, mask: Tensor,  # noqa: PLR0913 - the front
             solver: str | Solver = "ddpm", steps: int = 50, *, method: str = "replace",
             particles: int = 16, ess_threshold: float = 0.5,
             solver_options: dict[str, Any] | None = None,

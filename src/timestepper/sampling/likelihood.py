@@ -75,7 +75,7 @@ class LikelihoodResult:
         return None if self.stderr is None else self.stderr / (self.dim * math.log(2.0))
 
 
-def likelihood(
+def likelihood(  # noqa: PLR0913 - keyword options of the front
     denoiser: Denoiser,
     x: Tensor,
     *,

@@ -81,8 +81,8 @@ class DiffusionSolver(Solver):
     """
 
     family = "diffusion"
-    term_type = DiffusionTerm
-    grid_type = SamplingGrid
+    term_type: ClassVar[type | tuple[type, ...]] = DiffusionTerm
+    grid_type: ClassVar[type | None] = SamplingGrid
     handles_pure_noise: ClassVar[bool] = False
 
     def init(self, term: DiffusionTerm, grid: SamplingGrid, x0: Tensor) -> tuple[Any, list]:

@@ -64,10 +64,11 @@ class Inpaint(DiffusionSolver):
 
     def __init__(self, solver: str | DiffusionSolver, known: Tensor, mask: Tensor,  # noqa: PLR0913
                  solver_options: dict[str, Any] | None = None, resample: int = 1) -> None:
-        self.inner = get(solver, **(solver_options or {}))
-        if not isinstance(self.inner, DiffusionSolver) or self.inner.error_order is not None:
+        inner = get(solver, **(solver_options or {}))
+        if not isinstance(inner, DiffusionSolver) or inner.error_order is not None:
             raise TypeError(f"solver must be a fixed-grid diffusion solver (or 'pc'), got "
-                            f"{self.inner.display_name!r}")
+                            f"{inner.display_name!r}")
+        self.inner: DiffusionSolver = inner
         if not isinstance(known, Tensor) or not isinstance(mask, Tensor):
             raise TypeError("known and mask must be tensors")
         self.known, self.mask = known, bool_mask(mask)

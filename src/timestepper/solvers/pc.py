@@ -61,10 +61,10 @@ class PredictorCorrector(DiffusionSolver):
     def __init__(self, predictor: str | DiffusionSolver = "euler-maruyama", corrector: str = "langevin",  # noqa: PLR0913
                  snr: float = 0.16, n_corrector: int = 1,
                  predictor_options: dict[str, Any] | None = None) -> None:
-        self.predictor = get(predictor, **(predictor_options or {}))
-        if not isinstance(self.predictor, DiffusionSolver) or self.predictor.error_order is not None:
-            raise TypeError(f"predictor must be a fixed-grid diffusion solver, got "
-                            f"{self.predictor.display_name!r}")
+        inner = get(predictor, **(predictor_options or {}))
+        if not isinstance(inner, DiffusionSolver) or inner.error_order is not None:
+            raise TypeError(f"predictor must be a fixed-grid diffusion solver, got {inner.display_name!r}")
+        self.predictor: DiffusionSolver = inner
         self.corrector = check_choice(corrector, CORRECTORS, "corrector")
         self.snr = check_positive(snr, "snr")
         self.n_corrector = check_int(n_corrector, "n_corrector", 0)

@@ -224,7 +224,7 @@ class ExplicitRK(Solver):
         if self._err_w is not None:
             err = weighted_sum(None, hb, self._err_w, ks)
             if self._err_w2 is not None:
-                err = _combine_errors(err, weighted_sum(None, hb, self._err_w2, ks))
+                err = _combine_errors(err, weighted_sum(None, hb, self._err_w2, ks))  # type: ignore[arg-type]
         f1 = ks[-1] if self._fsal else None
         return x1, RKState(f=f1, x0=x, ks=tuple(ks), h=h, t0=t0), err, nfe
 
@@ -268,7 +268,7 @@ class ExplicitRK(Solver):
         # ones + w * h is exactly w * h, and exactly 1 at the leading entries of the rows.
         return torch.addcmul(ones, w, hb).split(self._sizes), (c * h + t0).unbind(0)
 
-    def _combine(self, hw: tuple[Tensor, ...], r: int, out: Tensor | None, ks: list[Tensor]) -> Tensor | None:
+    def _combine(self, hw: tuple[Tensor, ...], r: int, out: Tensor | None, ks: list[Tensor]) -> Tensor:
         """Row ``r`` of the flat weights applied to ``[out,] k_j...``. The terms are added one by one
         (as :func:`weighted_sum`), except that a long sum in float64 on the CPU is three ops:
         stack ``[x, k_j...]``, multiply by ``[1, h a_ij...]`` and a cumulative sum over the stack;
@@ -276,6 +276,7 @@ class ExplicitRK(Solver):
         to the last bit."""
         js = self._rows[r]
         if not js:
+            assert out is not None  # a row without weights only occurs for stages from x
             return out
         terms = [ks[j] for j in js] if out is None else [out] + [ks[j] for j in js]
         x = terms[0]
@@ -289,6 +290,7 @@ class ExplicitRK(Solver):
         for i in range(len(terms) - len(js), len(terms)):
             p = wr[i] * terms[i]
             total = p if total is None else total + p
+        assert total is not None
         return total
 
     def prepare_dense(self, term, state: RKState) -> tuple[RKState, int]:
@@ -296,6 +298,7 @@ class ExplicitRK(Solver):
         bt = self.tableau
         if bt.interp is None or state.ks is None or len(state.ks) >= len(bt.interp):
             return state, 0
+        assert state.x0 is not None and state.h is not None and state.t0 is not None
         x0, hb = state.x0, bcast(state.h, state.x0)
         ks = list(state.ks)
         for c, row in zip(bt.extra_c, bt.extra_a):
@@ -308,14 +311,14 @@ class ExplicitRK(Solver):
         P = self.tableau.interp
         if P is None:
             raise ValueError(f"solver {self.tableau.name!r} has no dense output")
-        if state.ks is None or len(state.ks) < len(P):
+        if state.ks is None or len(state.ks) < len(P) or state.x0 is None or state.h is None:
             raise ValueError("interpolate needs the step's stages: call prepare_dense first")
         x0 = state.x0
         hb = bcast(state.h, x0)
         th = bcast(theta, x0)
         out = x0
         for coeffs, k in zip(P, state.ks):
-            w = 0.0
+            w: float | Tensor = 0.0
             for j in reversed(range(len(coeffs))):
                 w = (w + coeffs[j]) * th
             if isinstance(w, Tensor) or w != 0.0:

@@ -28,7 +28,7 @@ def alternating_interp(rows) -> tuple[tuple[float, ...], ...]:
     n_f, s = rows.shape
     out = []
     for i in range(s):
-        acc = np.zeros(1)
+        acc: np.ndarray = np.zeros(1)
         for r in reversed(range(n_f)):
             factor = [0.0, 1.0] if r % 2 == 0 else [1.0, -1.0]  # theta or (1 - theta)
             acc = P.polymul(P.polyadd(acc, [rows[r, i]]), factor)

@@ -48,7 +48,7 @@ def jacobians(term: VectorFieldTerm, t0: float | Tensor, x: Tensor) -> tuple[Ten
     b = x.shape[0] if batched else 1
     m = x.numel() // b
     with torch.enable_grad():
-        if batched:
+        if isinstance(t0, Tensor) and batched:
             tt = t0.detach().to(x.dtype).requires_grad_(True)
         else:
             tt = torch.tensor(float(t0), dtype=x.dtype, device=x.device, requires_grad=True)
