@@ -36,6 +36,7 @@ class TrainResult:
 
     @property
     def sampling_model(self) -> DenoisingModel:
+        """The model to sample with: the EMA copy when there is one."""
         return self.ema if self.ema is not None else self.model
 
 

@@ -73,7 +73,11 @@ class _TimeDistribution:
         _choice("time_distribution", self.name, TIME_DISTRIBUTIONS)
 
     def sample(
-        self, schedule: NoiseSchedule, n: int, generator: torch.Generator | None = None, device=None
+        self,
+        schedule: NoiseSchedule,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
     ) -> Tensor:
         """``n`` times (float64, the schedule's own time)."""
         kw = {"generator": generator, "device": device, "dtype": torch.float64}
@@ -101,7 +105,7 @@ def sample_times(  # noqa: PLR0913 - keyword options of the front: the distribut
     distribution: str = "uniform",
     *,
     generator: torch.Generator | None = None,
-    device=None,
+    device: torch.device | str | None = None,
     p_mean: float = -1.2,
     p_std: float = 1.2,
     logit_mean: float = 0.0,
@@ -207,7 +211,12 @@ class DenoisingObjective:
         if self.label_dropout > 0 and self.null_label is None:
             raise ValueError("label_dropout > 0 needs null_label (the network's num_classes)")
 
-    def times(self, n: int, generator=None, device=None) -> Tensor:
+    def times(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
         """``n`` training times from this objective's distribution (see :func:`sample_times`)."""
         dist = _TimeDistribution(
             self.time_distribution,
