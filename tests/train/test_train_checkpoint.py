@@ -84,9 +84,9 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     run(tmp_path / "b", 10)
     resumed = run(tmp_path / "b", 20, resume=True)
     assert resumed.losses == full.losses
-    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+    for p, q in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(p, q)
-    for p, q in zip(full.ema.parameters(), resumed.ema.parameters()):
+    for p, q in zip(full.ema.parameters(), resumed.ema.parameters(), strict=True):
         assert torch.equal(p, q)
 
 
@@ -152,6 +152,6 @@ def test_training_under_a_process_group_uses_ddp_and_matches(tmp_path):
     finally:
         dist.destroy_process_group()
     assert ddp.losses == plain.losses
-    for p, q in zip(plain.model.parameters(), ddp.model.parameters()):
+    for p, q in zip(plain.model.parameters(), ddp.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
     assert (tmp_path / "ddp" / "model.safetensors").is_file()

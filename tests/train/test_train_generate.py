@@ -50,3 +50,16 @@ def test_generate_conditional_and_guided():
     torch.testing.assert_close(g[:, 0], 2.0 * labels.float(), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="labels"):
         generate(den, 5, (1,), cfg_scale=2.0)
+
+
+def test_generate_in_batches_matches_one_batch_and_checks_noise_rows():
+    den = _point_mass_flow(torch.tensor([0.5, -1.0]))
+    whole, nfe = generate(den, 7, (2,), "ddim", 3, seed=2)
+    split, nfe_split = generate(den, 7, (2,), "ddim", 3, seed=2, batch_size=3)
+    torch.testing.assert_close(split, whole)
+    assert nfe == nfe_split == 3
+    given = torch.randn(7, 2, generator=torch.Generator().manual_seed(2))
+    x, _ = generate(den, 7, (2,), "ddim", 3, noise=given)
+    torch.testing.assert_close(x, whole)
+    with pytest.raises(ValueError, match="noise has 6 rows, n=7"):
+        generate(den, 7, (2,), noise=given[:6])

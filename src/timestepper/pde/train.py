@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +58,21 @@ def sample_windows(
     return torch.stack([traj[i, s + j * frames_per_step] for j in range(length)])
 
 
+@dataclass
+class _SurrogateTraining:
+    """State of one :func:`train_surrogate` run."""
+
+    surrogate: nn.Module
+    traj: Tensor
+    cfg: TrainConfig
+    generator: torch.Generator
+    opt: torch.optim.Optimizer
+    device: torch.device
+    bar: Any = None
+    losses: list[float] = field(default_factory=list)
+    start: float = 0.0
+
+
 def train_surrogate(
     surrogate: nn.Module, traj: Tensor, cfg: TrainConfig, *, progress: bool = False
 ) -> list[float]:
@@ -64,48 +80,76 @@ def train_surrogate(
     trajectories ``traj`` of shape ``(N, T, *space)``; returns the loss of every iteration."""
     if cfg.iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {cfg.iterations!r}")
+    run = _setup(surrogate, traj, cfg, progress)
+    surrogate.train()
+    for it in range(cfg.iterations):
+        _set_learning_rate(run, it)
+        _iteration(run)
+        if _out_of_time(run):
+            break
+    if run.bar is not None:
+        run.bar.close()
+    surrogate.eval()
+    return run.losses
+
+
+def _setup(
+    surrogate: nn.Module, traj: Tensor, cfg: TrainConfig, progress: bool
+) -> _SurrogateTraining:
+    """Seeded generator, AdamW on the trainable parameters, progress bar, clock."""
     g = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in surrogate.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     device = next(iter(params)).device
-    bar = None
+    run = _SurrogateTraining(surrogate, traj, cfg, g, opt, device)
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.iterations, desc="train", unit="it")
-    losses: list[float] = []
-    start = time.perf_counter()
-    surrogate.train()
-    for it in range(cfg.iterations):
-        # Cosine decay over the iterations, or over the time budget if that ends first.
-        frac = it / cfg.iterations
-        if cfg.time_budget_s is not None:
-            frac = max(frac, (time.perf_counter() - start) / cfg.time_budget_s)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-        win = sample_windows(traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, g).to(
-            device
-        )
-        u_prev = win[0]
-        if cfg.unroll:
-            surrogate.eval()
-            for _ in range(cfg.unroll):
-                u_prev = surrogate.predict(u_prev, g)
-            surrogate.train()
-        loss = surrogate.loss(u_prev, win[-1], g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3g}")
-        if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-            break
-    if bar is not None:
-        bar.close()
-    surrogate.eval()
-    return losses
+        run.bar = tqdm(total=cfg.iterations, desc="train", unit="it")
+    run.start = time.perf_counter()
+    return run
+
+
+def _set_learning_rate(run: _SurrogateTraining, it: int) -> None:
+    """Cosine decay over the iterations, or over the time budget if that ends first."""
+    cfg = run.cfg
+    frac = it / cfg.iterations
+    if cfg.time_budget_s is not None:
+        frac = max(frac, (time.perf_counter() - run.start) / cfg.time_budget_s)
+    for group in run.opt.param_groups:
+        group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def _iteration(run: _SurrogateTraining) -> None:
+    """One optimizer step on a batch of (pushed-forward) pairs; records and shows the loss."""
+    cfg, g, surrogate = run.cfg, run.generator, run.surrogate
+    win = sample_windows(run.traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, g).to(
+        run.device
+    )
+    u_prev = _pushforward(surrogate, win[0], cfg.unroll, g)
+    loss = surrogate.loss(u_prev, win[-1], g)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.losses.append(float(loss.detach()))
+    if run.bar is not None:
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{run.losses[-1]:.3g}")
+
+
+def _pushforward(surrogate: nn.Module, u: Tensor, unroll: int, g: torch.Generator) -> Tensor:
+    """``u`` advanced ``unroll`` steps by the model's ``predict`` (in eval mode) for pushforward."""
+    if unroll:
+        surrogate.eval()
+        for _ in range(unroll):
+            u = surrogate.predict(u, g)
+        surrogate.train()
+    return u
+
+
+def _out_of_time(run: _SurrogateTraining) -> bool:
+    budget = run.cfg.time_budget_s
+    return budget is not None and time.perf_counter() - run.start > budget
 
 
 __all__ = ["TrainConfig", "sample_windows", "train_surrogate"]

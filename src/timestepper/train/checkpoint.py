@@ -71,6 +71,7 @@ def schedule_to_config(schedule: NoiseSchedule) -> dict[str, Any]:
 
 
 def schedule_from_config(cfg: dict[str, Any]) -> NoiseSchedule:
+    """The schedule described by ``cfg`` (the inverse of :func:`schedule_to_config`)."""
     name = cfg["name"]
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
@@ -130,6 +131,7 @@ def save_checkpoint(
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint directory, checked for format and version."""
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG} in {directory}: not a timestepper checkpoint")

@@ -14,9 +14,16 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ..diffusion.denoiser import Denoiser
+    from ..diffusion.schedules import NoiseSchedule
+    from .objectives import DenoisingObjective
 
 OBJECTIVES = ("flow-matching", "eps", "v", "x0")
 DATASETS = ("digits", "moons", "circles", "swiss_roll")
@@ -24,6 +31,13 @@ SCHEDULE_CHOICES = ("vp-cosine", "vp-linear", "vp-discrete", "edm")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``train``, ``sample`` and ``eval`` with the ``timestepper`` command's parsers."""
+    _add_train_parser(sub)
+    _add_sample_parser(sub)
+    _add_eval_parser(sub)
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a reference model on a shipped data set")
     p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--objective", choices=OBJECTIVES, default="flow-matching")
@@ -54,6 +68,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
+
+def _add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample a trained checkpoint to a PNG")
     p.add_argument("dir", help="checkpoint directory")
     p.add_argument("--solver", default="dpmpp-2m")
@@ -66,6 +82,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="samples.png")
     p.set_defaults(func=cmd_sample)
 
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="Fréchet distance of a digits checkpoint per solver and NFE")
     p.add_argument("dir", help="checkpoint directory")
     p.add_argument("--solvers", default="ddim,dpmpp-2m")
@@ -77,7 +95,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _schedule(name: str):
+def _schedule(name: str) -> NoiseSchedule:
     from ..diffusion.schedules import (
         EDMSchedule,
         VPCosineSchedule,
@@ -93,45 +111,36 @@ def _schedule(name: str):
     }[name]()
 
 
+# --- timestepper train ------------------------------------------------------------------------
+
+
+@dataclass
+class _TrainingSet:
+    """The data of ``timestepper train`` and the network that fits it."""
+
+    data: torch.Tensor
+    labels: torch.Tensor | None
+    network: str
+    network_kwargs: dict[str, Any]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..diffusion.schedules import RectifiedFlowSchedule
+    """``timestepper train``: build the data set, objective and model, train and checkpoint."""
     from .checkpoint import make_model
-    from .data import digits, toy_2d
     from .loop import train
-    from .objectives import DenoisingObjective, flow_matching
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    labels, num_classes = None, 0
-    if args.dataset == "digits":
-        data, y = digits("train")
-        if args.conditional:
-            labels, num_classes = y, 10
-        channels = [int(c) for c in args.channels.split(",")]
-        net, net_kw = "unet", {"size": 8, "channels": channels, "num_classes": num_classes}
-    else:
-        if args.conditional:
-            raise SystemExit("--conditional needs a labelled data set (digits)")
-        data = toy_2d(args.dataset, 10000, seed=args.seed)
-        net, net_kw = "mlp", {"dim": 2, "hidden": args.hidden, "depth": 3}
-    extra = {"label_dropout": args.label_dropout, "null_label": 10} if labels is not None else {}
-    if args.time_distribution:
-        extra["time_distribution"] = args.time_distribution
-    if args.objective == "flow-matching":
-        schedule = RectifiedFlowSchedule()
-        objective = flow_matching(**extra)
-    else:
-        schedule = _schedule(args.schedule)
-        pred = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}[args.objective]
-        objective = DenoisingObjective(schedule, pred, args.weighting, **extra)
-    model = make_model(net, net_kw, schedule)
+    ds = _training_set(args)
+    schedule, objective = _objective(args, conditional=ds.labels is not None)
+    model = make_model(ds.network, ds.network_kwargs, schedule)
     t0 = time.perf_counter()
     res = train(
         model,
         objective,
-        data,
-        labels=labels,
+        ds.data,
+        labels=ds.labels,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -150,14 +159,54 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(directory: str):
+def _training_set(args: argparse.Namespace) -> _TrainingSet:
+    """Digits (a U-Net, labels when ``--conditional``) or a 2-D toy set (an MLP)."""
+    from .data import digits, toy_2d
+
+    if args.dataset == "digits":
+        data, y = digits("train")
+        labels, num_classes = (y, 10) if args.conditional else (None, 0)
+        channels = [int(c) for c in args.channels.split(",")]
+        net_kw = {"size": 8, "channels": channels, "num_classes": num_classes}
+        return _TrainingSet(data, labels, "unet", net_kw)
+    if args.conditional:
+        raise SystemExit("--conditional needs a labelled data set (digits)")
+    data = toy_2d(args.dataset, 10000, seed=args.seed)
+    return _TrainingSet(data, None, "mlp", {"dim": 2, "hidden": args.hidden, "depth": 3})
+
+
+def _objective(
+    args: argparse.Namespace, *, conditional: bool
+) -> tuple[NoiseSchedule, DenoisingObjective]:
+    """The schedule and objective named by ``--objective``, ``--schedule``, ``--weighting``."""
+    from ..diffusion.schedules import RectifiedFlowSchedule
+    from .objectives import DenoisingObjective, flow_matching
+
+    extra = {"label_dropout": args.label_dropout, "null_label": 10} if conditional else {}
+    if args.time_distribution:
+        extra["time_distribution"] = args.time_distribution
+    if args.objective == "flow-matching":
+        return RectifiedFlowSchedule(), flow_matching(**extra)
+    schedule = _schedule(args.schedule)
+    pred = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}[args.objective]
+    return schedule, DenoisingObjective(schedule, pred, args.weighting, **extra)
+
+
+# --- timestepper sample -----------------------------------------------------------------------
+
+
+def _load(directory: str) -> tuple[Denoiser, dict[str, Any]]:
     from .checkpoint import load_denoiser, read_config
 
     cfg = read_config(directory)
     return load_denoiser(directory), cfg
 
 
-def _labels(cfg: dict, n: int, label: int | None, seed: int):
+def _labels(
+    cfg: dict, n: int, label: int | None, seed: int
+) -> tuple[torch.Tensor | None, int | None]:
+    """``(labels, null_label)`` of ``n`` samples: one class, or all classes in turn; ``None``s
+    for an unconditional checkpoint."""
     num_classes = cfg.get("data", {}).get("num_classes", 0)
     if not num_classes:
         if label is not None:
@@ -171,6 +220,7 @@ def _labels(cfg: dict, n: int, label: int | None, seed: int):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """``timestepper sample``: draw ``--n`` samples of a checkpoint and save them as a PNG."""
     from .generate import generate
 
     den, cfg = _load(args.dir)
@@ -202,26 +252,49 @@ def save_png(x: torch.Tensor, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if x.ndim == 2:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0], x[:, 1], s=2)
-        ax.set_aspect("equal")
-    else:
-        from .data import digits_to_unit
-
-        n = x.shape[0]
-        cols = int(math.ceil(math.sqrt(n)))
-        rows = int(math.ceil(n / cols))
-        img = torch.ones(rows * 9 + 1, cols * 9 + 1)
-        u = digits_to_unit(x[:, 0])
-        for k in range(n):
-            r, c = divmod(k, cols)
-            img[1 + 9 * r : 9 + 9 * r, 1 + 9 * c : 9 + 9 * c] = u[k]
-        fig, ax = plt.subplots(figsize=(cols * 0.5, rows * 0.5))
-        ax.imshow(img.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        ax.axis("off")
+    fig = _scatter_figure(plt, x) if x.ndim == 2 else _digits_figure(plt, x)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def _scatter_figure(plt: Any, x: torch.Tensor) -> Any:
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(x[:, 0], x[:, 1], s=2)
+    ax.set_aspect("equal")
+    return fig
+
+
+def _digits_figure(plt: Any, x: torch.Tensor) -> Any:
+    """The 8x8 images of ``x`` tiled on a near-square grid with one-pixel gaps."""
+    from .data import digits_to_unit
+
+    n = x.shape[0]
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    img = torch.ones(rows * 9 + 1, cols * 9 + 1)
+    u = digits_to_unit(x[:, 0])
+    for k in range(n):
+        r, c = divmod(k, cols)
+        img[1 + 9 * r : 9 + 9 * r, 1 + 9 * c : 9 + 9 * c] = u[k]
+    fig, ax = plt.subplots(figsize=(cols * 0.5, rows * 0.5))
+    ax.imshow(img.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    return fig
+
+
+# --- timestepper eval -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _EvalSetup:
+    """What every (solver, NFE) cell of :func:`evaluate` shares."""
+
+    denoiser: Denoiser
+    shape: tuple[int, ...]
+    labels: torch.Tensor | None
+    n: int
+    seed: int
+    grid: str | None
 
 
 def evaluate(
@@ -234,49 +307,79 @@ def evaluate(
 ) -> list[dict]:
     """Fréchet distance (to the test split) of ``n`` samples per solver and NFE budget; the
     steps are ``nfe // nfe_per_step`` and the NFE reported is the one measured."""
-    from ..solvers.registry import get
-    from .generate import generate
-    from .metrics import digits_report
-
     den, cfg = _load(directory)
     shape = tuple(cfg["data"]["shape"])
     if shape != (1, 8, 8):
         raise SystemExit(f"eval measures digits checkpoints (shape (1, 8, 8)), got {shape}")
     labels, _ = _labels(cfg, n, None, seed)
+    setup = _EvalSetup(den, shape, labels, n, seed, grid)
     rows = []
     for name in solvers:
-        per = get(name).nfe_per_step
-        for budget in nfes:
-            steps = max(1, budget // per)
-            x, nfe = generate(den, n, shape, name, steps, grid, seed=seed, labels=labels)
-            rep = digits_report(x)
-            rows.append(
-                {
-                    "solver": name,
-                    "nfe_budget": budget,
-                    "steps": steps,
-                    "nfe": nfe,
-                    "frechet": rep["frechet"],
-                    "confidence": rep["confidence"],
-                }
-            )
+        rows.extend(_evaluate_solver(setup, name, nfes))
     return rows
 
 
+def _evaluate_solver(setup: _EvalSetup, name: str, nfes: list[int]) -> list[dict]:
+    """The rows of solver ``name``, one per NFE budget."""
+    from ..solvers.registry import get
+
+    per = get(name).nfe_per_step
+    return [_evaluate_cell(setup, name, budget, max(1, budget // per)) for budget in nfes]
+
+
+def _evaluate_cell(setup: _EvalSetup, name: str, budget: int, steps: int) -> dict:
+    """One row of :func:`evaluate`: solver ``name`` with ``steps`` steps (``budget`` NFE)."""
+    from .generate import generate
+    from .metrics import digits_report
+
+    x, nfe = generate(
+        setup.denoiser,
+        setup.n,
+        setup.shape,
+        name,
+        steps,
+        setup.grid,
+        seed=setup.seed,
+        labels=setup.labels,
+    )
+    rep = digits_report(x)
+    return {
+        "solver": name,
+        "nfe_budget": budget,
+        "steps": steps,
+        "nfe": nfe,
+        "frechet": rep["frechet"],
+        "confidence": rep["confidence"],
+    }
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    """``timestepper eval``: table, plot (``--plot``) and ``eval.json`` of :func:`evaluate`."""
     from .metrics import split_half_distance
 
     solvers = [s for s in args.solvers.split(",") if s]
     nfes = [int(v) for v in args.nfe.split(",") if v]
     rows = evaluate(args.dir, solvers, nfes, args.n, args.seed, args.grid)
+    _print_eval_table(rows)
+    print(f"real test split, half vs half: {split_half_distance():.3f}")
+    plot = args.plot or str(Path(args.dir) / "eval.png")
+    _plot_eval(rows, solvers, plot)
+    (Path(args.dir) / "eval.json").write_text(json.dumps(rows, indent=2))
+    print(f"plot -> {plot}")
+    return 0
+
+
+def _print_eval_table(rows: list[dict]) -> None:
     print(f"{'solver':<12} {'NFE':>5} {'steps':>5} {'Fréchet':>9} {'confidence':>10}")
     for r in rows:
         print(
             f"{r['solver']:<12} {r['nfe']:>5g} {r['steps']:>5} {r['frechet']:>9.3f} "
             f"{r['confidence']:>10.3f}"
         )
-    print(f"real test split, half vs half: {split_half_distance():.3f}")
-    plot = args.plot or str(Path(args.dir) / "eval.png")
+
+
+def _plot_eval(rows: list[dict], solvers: list[str], path: str) -> None:
+    """Fréchet distance against the measured NFE, one line per solver, log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,8 +393,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ax.set_ylabel("Fréchet distance (digits)")
     ax.set_yscale("log")
     ax.legend()
-    fig.savefig(plot, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    (Path(args.dir) / "eval.json").write_text(json.dumps(rows, indent=2))
-    print(f"plot -> {plot}")
-    return 0

@@ -30,16 +30,19 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """One averaging step towards ``model``'s parameters; buffers are copied."""
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for pe, p in zip(self.module.parameters(), model.parameters()):
+        for pe, p in zip(self.module.parameters(), model.parameters(), strict=False):
             pe.lerp_(p.detach(), 1.0 - d)
-        for be, b in zip(self.module.buffers(), model.buffers()):
+        for be, b in zip(self.module.buffers(), model.buffers(), strict=False):
             be.copy_(b)
 
     def state_dict(self) -> dict:
+        """Decay and update count (the averaged weights are ``self.module``'s)."""
         return {"decay": self.decay, "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore decay and update count saved by :meth:`state_dict`."""
         self.decay = float(state["decay"])
         self.num_updates = int(state["num_updates"])

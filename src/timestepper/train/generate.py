@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,8 +28,24 @@ def default_grid(schedule: NoiseSchedule) -> str:
     return "uniform" if isinstance(schedule, RectifiedFlowSchedule) else "logsnr"
 
 
+@dataclass(frozen=True)
+class _SamplingPlan:
+    """How :func:`generate` draws its samples: solver settings, conditioning and batching."""
+
+    solver: str
+    steps: int
+    grid: str
+    seed: int
+    labels: Tensor | None
+    cfg_scale: float | None
+    null_label: int | None
+    batch_size: int
+    device: str | torch.device
+    sample_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 @torch.no_grad()
-def generate(
+def generate(  # noqa: PLR0913 - keyword options of the front, mirroring timestepper.sample
     denoiser: Denoiser,
     n: int,
     shape: tuple[int, ...],
@@ -61,34 +78,70 @@ def generate(
             calls the conditional model directly.
         batch_size: samples per solver call.
     """
-    grid = default_grid(denoiser.schedule) if grid is None else grid
-    if noise is None:
-        noise = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
-    elif noise.shape[0] != n:
-        raise ValueError(f"noise has {noise.shape[0]} rows, n={n}")
+    plan = _SamplingPlan(
+        solver=solver,
+        steps=steps,
+        grid=default_grid(denoiser.schedule) if grid is None else grid,
+        seed=seed,
+        labels=labels,
+        cfg_scale=cfg_scale,
+        null_label=null_label,
+        batch_size=batch_size,
+        device=device,
+        sample_kwargs=sample_kwargs,
+    )
+    noise = _initial_noise(n, shape, seed, noise)
     out, nfe = [], 0.0
     for i in range(0, n, batch_size):
-        z = noise[i : i + batch_size].to(device)
-        den = denoiser
-        if labels is not None:
-            lb = labels[i : i + batch_size].to(device)
-            if cfg_scale is None:
-                den = Denoiser(
-                    denoiser.model_fn,
-                    denoiser.schedule,
-                    denoiser.prediction,
-                    {**denoiser.model_kwargs, "labels": lb},
-                )
-            else:
-                den = cfg_guidance(denoiser, cfg_scale, labels=lb, null_label=null_label)
-        elif cfg_scale is not None:
-            raise ValueError("cfg_scale needs labels=")
-        sol = sample(
-            den, z, solver, steps, grid, generator=seed + i, return_solution=True, **sample_kwargs
-        )
-        out.append(sol.x.cpu())
-        nfe = sol.stats.nfe
+        x, nfe = _sample_batch(denoiser, noise, i, plan)
+        out.append(x)
     return torch.cat(out), float(nfe)
+
+
+def _initial_noise(n: int, shape: tuple[int, ...], seed: int, noise: Tensor | None) -> Tensor:
+    """The given noise (checked to have ``n`` rows), else a seeded float32 draw on the host."""
+    if noise is None:
+        return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+    if noise.shape[0] != n:
+        raise ValueError(f"noise has {noise.shape[0]} rows, n={n}")
+    return noise
+
+
+def _sample_batch(
+    denoiser: Denoiser, noise: Tensor, start: int, plan: _SamplingPlan
+) -> tuple[Tensor, Any]:
+    """Samples (on the host) of rows ``start:start + batch_size`` and the NFE of that solve."""
+    stop = start + plan.batch_size
+    z = noise[start:stop].to(plan.device)
+    den = _batch_denoiser(denoiser, start, plan)
+    sol = sample(
+        den,
+        z,
+        plan.solver,
+        plan.steps,
+        plan.grid,
+        generator=plan.seed + start,
+        return_solution=True,
+        **plan.sample_kwargs,
+    )
+    return sol.x.cpu(), sol.stats.nfe
+
+
+def _batch_denoiser(denoiser: Denoiser, start: int, plan: _SamplingPlan) -> Denoiser:
+    """The denoiser of one batch: conditioned on its labels, guided when ``cfg_scale`` is set."""
+    if plan.labels is None:
+        if plan.cfg_scale is not None:
+            raise ValueError("cfg_scale needs labels=")
+        return denoiser
+    lb = plan.labels[start : start + plan.batch_size].to(plan.device)
+    if plan.cfg_scale is None:
+        return Denoiser(
+            denoiser.model_fn,
+            denoiser.schedule,
+            denoiser.prediction,
+            {**denoiser.model_kwargs, "labels": lb},
+        )
+    return cfg_guidance(denoiser, plan.cfg_scale, labels=lb, null_label=plan.null_label)
 
 
 @torch.no_grad()

@@ -55,6 +55,7 @@ class DigitsClassifier(nn.Module):
         return self.conv(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, 10)`` of images ``(B, 1, 8, 8)``."""
         return self.head(self.drop(self.features(x)))
 
 
@@ -102,6 +103,7 @@ def _fit_classifier(epochs: int, seed: int) -> DigitsClassifier:
 
 @torch.no_grad()
 def classifier_accuracy(model: DigitsClassifier, split: str = "test") -> float:
+    """Fraction of the digits ``split`` that ``model`` classifies correctly."""
     x, y = digits(split)
     return float((model(x).argmax(1) == y).double().mean())
 

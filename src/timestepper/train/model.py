@@ -74,6 +74,7 @@ class DenoisingModel(nn.Module):
         self._vp = isinstance(schedule, (VPDiscreteSchedule, VPLinearSchedule, VPCosineSchedule))
 
     def c_noise(self, t: Tensor) -> Tensor:
+        """The network's time input: ``time_scale * t`` or ``time_scale * log(t)`` (float32)."""
         t = t.to(torch.float32)
         if self.time_transform == "log":
             return self.time_scale * torch.log(t)
@@ -88,6 +89,8 @@ class DenoisingModel(nn.Module):
         return torch.rsqrt(a * a * self.sigma_data**2 + s * s)
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The network output at ``x`` and time ``t`` (scalar or per sample), input scaled by
+        :meth:`c_in`."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         cin = self.c_in(t)

@@ -93,6 +93,7 @@ class MLP(nn.Module):
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Output ``(B, dim)`` for inputs ``(B, dim)``, time inputs and optional labels."""
         emb = self.cond(c_noise, labels, x.shape[0])
         h = self.inp(x)
         for blk in self.blocks:
@@ -173,6 +174,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Output shaped like ``x`` ``(B, C, size, size)`` for time inputs and optional labels."""
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             raise ValueError(
                 f"UNet built for {self.size}x{self.size} images, got {tuple(x.shape[-2:])}"
@@ -180,7 +182,7 @@ class UNet(nn.Module):
         emb = self.cond(c_noise, labels, x.shape[0])
         h = self.inp(x)
         skips = []
-        for blk, pool in zip(self.down, self.pool):
+        for blk, pool in zip(self.down, self.pool, strict=False):
             h = blk(h, emb)
             skips.append(h)
             h = pool(h)

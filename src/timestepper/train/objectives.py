@@ -58,13 +58,54 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def sample_times(
+@dataclass(frozen=True)
+class _TimeDistribution:
+    """A training-time distribution and its parameters (see the module docstring)."""
+
+    name: str = "uniform"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    u_shape_a: float = 4.0
+
+    def __post_init__(self) -> None:
+        _choice("time_distribution", self.name, TIME_DISTRIBUTIONS)
+
+    def sample(
+        self,
+        schedule: NoiseSchedule,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """``n`` times (float64, the schedule's own time)."""
+        kw = {"generator": generator, "device": device, "dtype": torch.float64}
+        lo, hi = schedule.t_min, schedule.t_max
+        if self.name == "log-normal":
+            s = torch.exp(self.p_mean + self.p_std * torch.randn(n, **kw))
+            return schedule.t_from_log_snr(-torch.log(s))
+        if self.name == "uniform" and isinstance(schedule, VPDiscreteSchedule):
+            return torch.randint(
+                0, schedule.num_train_timesteps, (n,), generator=generator, device=device
+            ).to(torch.float64)
+        u = torch.rand(n, **kw)
+        if self.name == "logit-normal":
+            u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, **kw))
+        elif self.name == "u-shaped":
+            # inverse CDF of cosh(a (v - 1/2)) on [0, 1]
+            a = float(self.u_shape_a)
+            u = 0.5 + torch.asinh((2.0 * u - 1.0) * math.sinh(a / 2)) / a
+        return lo + (hi - lo) * u
+
+
+def sample_times(  # noqa: PLR0913 - keyword options of the front: the distributions' parameters
     schedule: NoiseSchedule,
     n: int,
     distribution: str = "uniform",
     *,
     generator: torch.Generator | None = None,
-    device=None,
+    device: torch.device | str | None = None,
     p_mean: float = -1.2,
     p_std: float = 1.2,
     logit_mean: float = 0.0,
@@ -72,24 +113,8 @@ def sample_times(
     u_shape_a: float = 4.0,
 ) -> Tensor:
     """``n`` training times (float64, the schedule's own time) drawn from ``distribution``."""
-    _choice("time_distribution", distribution, TIME_DISTRIBUTIONS)
-    kw = {"generator": generator, "device": device, "dtype": torch.float64}
-    lo, hi = schedule.t_min, schedule.t_max
-    if distribution == "log-normal":
-        s = torch.exp(p_mean + p_std * torch.randn(n, **kw))
-        return schedule.t_from_log_snr(-torch.log(s))
-    if distribution == "uniform" and isinstance(schedule, VPDiscreteSchedule):
-        return torch.randint(
-            0, schedule.num_train_timesteps, (n,), generator=generator, device=device
-        ).to(torch.float64)
-    u = torch.rand(n, **kw)
-    if distribution == "logit-normal":
-        u = torch.sigmoid(logit_mean + logit_std * torch.randn(n, **kw))
-    elif distribution == "u-shaped":
-        # inverse CDF of cosh(a (v - 1/2)) on [0, 1]
-        a = float(u_shape_a)
-        u = 0.5 + torch.asinh((2.0 * u - 1.0) * math.sinh(a / 2)) / a
-    return lo + (hi - lo) * u
+    dist = _TimeDistribution(distribution, p_mean, p_std, logit_mean, logit_std, u_shape_a)
+    return dist.sample(schedule, n, generator=generator, device=device)
 
 
 def prediction_target(
@@ -186,19 +211,22 @@ class DenoisingObjective:
         if self.label_dropout > 0 and self.null_label is None:
             raise ValueError("label_dropout > 0 needs null_label (the network's num_classes)")
 
-    def times(self, n: int, generator=None, device=None) -> Tensor:
-        return sample_times(
-            self.schedule,
-            n,
+    def times(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """``n`` training times from this objective's distribution (see :func:`sample_times`)."""
+        dist = _TimeDistribution(
             self.time_distribution,
-            generator=generator,
-            device=device,
-            p_mean=self.p_mean,
-            p_std=self.p_std,
-            logit_mean=self.logit_mean,
-            logit_std=self.logit_std,
-            u_shape_a=self.u_shape_a,
+            self.p_mean,
+            self.p_std,
+            self.logit_mean,
+            self.logit_std,
+            self.u_shape_a,
         )
+        return dist.sample(self.schedule, n, generator=generator, device=device)
 
     def __call__(
         self,
@@ -244,13 +272,15 @@ class DenoisingObjective:
             min_snr_gamma=self.min_snr_gamma,
             sigma_data=self.sigma_data,
         ).to(dev, x0.dtype)
-        err = (out - target).flatten(1)
+        return (w * self._per_sample_loss(out - target)).mean()
+
+    def _per_sample_loss(self, diff: Tensor) -> Tensor:
+        """Squared error (mean over features) or pseudo-Huber distance of each sample."""
+        err = diff.flatten(1)
         if self.loss == "mse":
-            per = err.pow(2).mean(1)
-        else:
-            c = self.huber_c if self.huber_c is not None else 0.00054 * math.sqrt(err.shape[1])
-            per = torch.sqrt(err.pow(2).sum(1) + c * c) - c
-        return (w * per).mean()
+            return err.pow(2).mean(1)
+        c = self.huber_c if self.huber_c is not None else 0.00054 * math.sqrt(err.shape[1])
+        return torch.sqrt(err.pow(2).sum(1) + c * c) - c
 
 
 def flow_matching(time_distribution: str = "uniform", **kwargs) -> DenoisingObjective:
