@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.ops import add_scaled_
 from ..core.terms import Term
 from .denoiser import Denoiser
 from .grids import SamplingGrid
@@ -90,12 +91,12 @@ class DiffusionTerm(Term):
     def data_prediction(self, x: Tensor, p: EvalPoint) -> Tensor:
         """``x0`` predicted at point ``p``."""
         m = self.model_output(x, p)
-        return m if self._data_is_output else (x * p.a).add_(m, alpha=p.b)
+        return m if self._data_is_output else add_scaled_(x * p.a, m, p.b)
 
     def noise_prediction(self, x: Tensor, p: EvalPoint) -> Tensor:
         """``eps`` predicted at point ``p``."""
         m = self.model_output(x, p)
-        return m if self._noise_is_output else (x * p.c).add_(m, alpha=p.d)
+        return m if self._noise_is_output else add_scaled_(x * p.c, m, p.d)
 
     def prediction(self, x: Tensor, p: EvalPoint, kind: str) -> Tensor:
         """The ``"data"`` (``x0``) or ``"noise"`` (``eps``) prediction at point ``p``."""

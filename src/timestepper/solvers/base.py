@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..core.ops import add_scaled_
 from ..core.solver import Solver, StepResult
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import DiffusionTerm, EvalPoint
@@ -68,7 +69,7 @@ def lincomb(x: Tensor, cx: float | None, terms: Sequence[tuple[float, Tensor]]) 
         out = y0 * c0
         rest = terms[1:]
     for c, y in rest:
-        out.add_(y, alpha=c)
+        add_scaled_(out, y, c)
     return out
 
 

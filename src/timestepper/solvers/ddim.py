@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.ops import add_scaled_
 from ..diffusion.term import EvalPoint
 from .base import nonzero, step_sizes
 from .noise import Draw, StochasticDiffusionSolver, add_noise
@@ -94,7 +95,7 @@ class DDIM(StochasticDiffusionSolver):
 
     def advance(self, term, x, state, row):
         m = term.model_output(x, row.point)
-        x1 = (x * row.cx).add_(m, alpha=row.cm) if row.cx is not None else m * row.cm
+        x1 = add_scaled_(x * row.cx, m, row.cm) if row.cx is not None else m * row.cm
         return add_noise(x1, x, row.cn, row.draw), state, None, 1
 
 

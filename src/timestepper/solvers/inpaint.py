@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.ops import add_scaled
 from ..core.validation import check_int
 from .base import DiffusionSolver
 from .noise import Draw, GeneratorNoise
@@ -101,7 +102,7 @@ class Inpaint(DiffusionSolver):
         x1, inner, err, nfe = x, state, None, 0
         for r in range(self.resample):
             if r > 0:  # RePaint: diffuse back from t_{i+1} to t_i with q(x_i | x_{i+1})
-                x = torch.add(x1 * row.ratio, row.draw(x1), alpha=row.back_std)
+                x = add_scaled(x1 * row.ratio, row.draw(x1), row.back_std)
             x = _project(x, row.known, row.mask, row.alpha, row.sigma, row.draw)
             x1, inner, err, n = self.inner.advance(term, x, state, row.inner)
             nfe += n
@@ -114,7 +115,7 @@ def _project(x: Tensor, known: Tensor, mask: Tensor, alpha: float, sigma: float 
              draw: Draw) -> Tensor:
     target = known * alpha
     if sigma is not None:
-        target = torch.add(target, draw(x), alpha=sigma)
+        target = add_scaled(target, draw(x), sigma)
     return torch.where(mask, target, x)
 
 

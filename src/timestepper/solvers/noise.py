@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.ops import add_scaled, add_scaled_
 from ..core.validation import check_choice, check_in_range
 from .base import DiffusionSolver
 
@@ -161,8 +162,8 @@ def add_noise(x1: Tensor, x: Tensor, cn: float | None, draw: Draw | None) -> Ten
         return x1
     z = draw(x)
     if x1 is not x and not x1.requires_grad:
-        return x1.add_(z, alpha=cn)
-    return torch.add(x1, z, alpha=cn)
+        return add_scaled_(x1, z, cn)
+    return add_scaled(x1, z, cn)
 
 
 class StochasticDiffusionSolver(DiffusionSolver):

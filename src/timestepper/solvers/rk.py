@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.ops import add_scaled
 from ..core.solver import Solver
 from ..core.terms import VectorFieldTerm
 
@@ -116,7 +117,7 @@ def weighted_sum(x: Tensor | None, h: float | Tensor, ws, ks) -> Tensor | None:
             if out is None:
                 out = (h * w) * k
             elif scalar:
-                out = torch.add(out, k, alpha=h * w)  # one fused op per stage
+                out = add_scaled(out, k, h * w)  # one fused op per stage
             else:
                 out = out + (h * w) * k
     return out

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.ops import add_scaled
 from ..core.validation import check_in_range, check_int
 from ..diffusion.term import EvalPoint
 from .base import DiffusionSolver
@@ -136,7 +137,7 @@ class SMCInpaint(DiffusionSolver):
         k, logw = self.particles, state
         if row.start is not None:  # the initial particles with their known coordinates set to y_0
             x = _put(x, row.mask, row.start, k)
-        mean = torch.add(x * row.cx, term.data_prediction(x, row.point), alpha=row.cd)
+        mean = add_scaled(x * row.cx, term.data_prediction(x, row.point), row.cd)
         view = mean.view(logw.shape[0], k, *mean.shape[1:])
         if row.cn is not None:
             resid = torch.where(row.mask, row.target - view, 0.0)
@@ -145,7 +146,7 @@ class SMCInpaint(DiffusionSolver):
             view = torch.gather(view, 1, idx.view(*idx.shape, *[1] * (view.ndim - 2))
                                 .expand_as(view))
             z = torch.randn(view.shape, generator=row.generator, dtype=view.dtype, device=view.device)
-            view = torch.add(view, z, alpha=row.cn)
+            view = add_scaled(view, z, row.cn)
         x1 = _put(view.reshape(mean.shape), row.mask, row.target, k)
         if row.last:  # Step 3: one particle per sample, broadcast over its K slots.
             x1 = _pick(x1, logw, k, row.generator)
