@@ -29,7 +29,7 @@ import torch
 import timestepper as ts
 from timestepper.bench import GaussianMixture, sliced_wasserstein
 from timestepper.bench.stochastic import stochastic_rows
-from timestepper.diffusion.inpaint import Inpaint
+from timestepper.solvers.inpaint import Inpaint
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "stochastic.md"
