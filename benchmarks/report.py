@@ -1,6 +1,6 @@
 """Assemble BENCHMARKS.md from the sections the benchmark scripts wrote in benchmarks/results/.
 
-Each script (gmm.py, overhead.py, family.py, stochastic.py, ode.py, pde.py, train.py) writes
+Each script (gmm.py, overhead.py, compiled.py, family.py, stochastic.py, ode.py, pde.py, train.py) writes
 ``results/<name>.md``; this script only concatenates them in a fixed order, so every number in
 BENCHMARKS.md comes from a script. Run the scripts first, then:  python benchmarks/report.py
 """
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["gmm", "overhead", "family", "stochastic", "ode", "pde", "train"]
+ORDER = ["gmm", "overhead", "compiled", "family", "stochastic", "ode", "pde", "train"]
 
 
 def main() -> None:

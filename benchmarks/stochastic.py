@@ -25,11 +25,11 @@ import types
 from pathlib import Path
 
 import torch
-from timestepper.diffusion.inpaint import Inpaint
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture, sliced_wasserstein
 from timestepper.bench.stochastic import stochastic_rows
+from timestepper.solvers.inpaint import Inpaint
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "stochastic.md"
