@@ -145,3 +145,26 @@ def test_brownian_option_reproducible_and_grid_consistent(setup, name):
     shared = s1[0]
     assert torch.equal(n1.path(shared), n2.path(shared))
     assert torch.allclose(n1.path(0.5 * s1[1]), n2.path(0.5 * s1[1]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sde,ode,opts", [
+    ("sde-dpmpp-2m", "dpmpp-2m", {}),
+    ("sde-dpmpp-2m", "dpmpp-2m", {"solver_type": "heun"}),
+    ("sde-dpmpp-3m", "dpmpp-3m", {"solver_type": "heun"}),
+    ("sde-dpmpp-3m", "dpmpp-3m", {"solver_type": "heun", "lower_order_final": False}),
+])
+def test_sde_dpmpp_at_eta_zero_has_the_ode_coefficients(gmm2, sde, ode, opts):
+    """SDE-DPM-Solver++ is DPM-Solver++ multistep on the shared exponential-integrator weights:
+    with eta = 0 every table row (evaluation point, cx, weights) is the ODE solver's, and no
+    noise is added."""
+    from timestepper.diffusion.term import DiffusionTerm
+
+    den = gmm2.denoiser(ts.VPLinearSchedule(), "epsilon")
+    grid = ts.make_grid(den.schedule, 12, "logsnr")
+    x = torch.zeros(4, 2, dtype=F64)
+    term = DiffusionTerm(den)
+    _, rows_sde = ts.solvers.get(sde, eta=0.0, **opts).init(term, grid, x)
+    _, rows_ode = ts.solvers.get(ode, **opts).init(term, grid, x)
+    for a, b in zip(rows_sde, rows_ode, strict=True):
+        assert (a.cx, a.weights, a.cn) == (b.cx, b.weights, None)
+        assert torch.equal(a.point.t, b.point.t)
