@@ -24,27 +24,21 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion.grids import SamplingGrid
-from ..diffusion.term import EvalPoint
-from .base import lincomb, nonzero, step_sizes
+from .base import nonzero, step_sizes
 from .ddim import ancestral_coefficients
+from .dpm2 import MidpointRow, midpoint_step
 from .noise import Draw, StochasticDiffusionSolver, add_noise
 from .registry import register
 
 
 @dataclass(frozen=True)
-class AncestralRow:
-    """Step ``i`` of DPM-Solver++(2S) ancestral: ``u = cu_x x + cu_d x0(x)`` then
-    ``x1 = cx x + cd x0(u at mid) + cn z`` (``mid=None``: the first-order step, ``cd`` on
-    ``x0(x)``)."""
+class AncestralRow(MidpointRow):
+    """Step ``i`` of DPM-Solver++(2S) ancestral: the deterministic two-stage step in data
+    prediction (``u = cm x + em x0(x)``, then ``cx x + ce x0(u at mid)``; ``mid=None``: the
+    first-order step), then ``+ cn z``."""
 
-    point: EvalPoint
-    mid: EvalPoint | None
-    cu_x: float
-    cu_d: float
-    cx: float | None
-    cd: float
-    cn: float | None
-    draw: Draw | None
+    cn: float | None = None
+    draw: Draw | None = None
 
 
 @register("dpmpp-2s-ancestral")
@@ -80,12 +74,7 @@ class DPMSolverPP2SAncestral(StochasticDiffusionSolver):
                 for i, n in enumerate(self.noise_scales(cn))]
 
     def advance(self, term, x, state, row):
-        d = term.data_prediction(x, row.point)
-        nfe = 1
-        if row.mid is not None:
-            u = lincomb(x, row.cu_x, ((row.cu_d, d),))
-            d, nfe = term.data_prediction(u, row.mid), 2
-        x1 = lincomb(x, row.cx, ((row.cd, d),))
+        x1, nfe = midpoint_step(term, x, row, "data")
         return add_noise(x1, x, row.cn, row.draw), state, None, nfe
 
 

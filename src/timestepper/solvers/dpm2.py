@@ -15,25 +15,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from ..diffusion.grids import SamplingGrid
-from ..diffusion.term import EvalPoint
+from ..diffusion.term import DiffusionTerm, EvalPoint
 from .base import DiffusionSolver, lincomb, ve_sigmas
 from .expint import first_order_at
 from .registry import register
 
 
 @dataclass(frozen=True)
-class DPM2Row:
-    """``x_mid = cm x + em eps(x)`` at ``mid`` (``None`` on a step to zero noise: Euler), then
-    ``x1 = cx x + ce eps(x_mid)``."""
+class MidpointRow:
+    """A two-stage step: ``x_mid = cm x + em m(x)`` at ``mid`` (``None``: a one-stage step), then
+    ``x1 = cx x + ce m(x_mid)``, with ``m`` the model's data or noise prediction."""
 
     point: EvalPoint
     mid: EvalPoint | None
     cm: float
     em: float
-    cx: float
+    cx: float | None
     ce: float
+
+
+def midpoint_step(term: DiffusionTerm, x: Tensor, row: MidpointRow, prediction: str) -> tuple[Tensor, int]:
+    """The step of a :class:`MidpointRow` and its model evaluations (DPM-2's midpoint rule, and the
+    deterministic part of DPM-Solver++(2S) ancestral)."""
+    m = term.prediction(x, row.point, prediction)
+    nfe = 1
+    if row.mid is not None:
+        x_mid = lincomb(x, row.cm, ((row.em, m),))
+        m, nfe = term.prediction(x_mid, row.mid, prediction), 2
+    return lincomb(x, row.cx, ((row.ce, m),)), nfe
 
 
 def log_snr_midpoints(schedule, grid: SamplingGrid) -> SamplingGrid:
@@ -56,15 +68,11 @@ class DPM2(DiffusionSolver):
         mid_points = term.points(mids, x0)
         rho, a = ve_sigmas(grid).tolist(), grid.alpha.tolist()
         rho_m, a_m = ve_sigmas(mids).tolist(), mids.alpha.tolist()
-        return [DPM2Row(points[i], None if first_order_at(grid, i) else mid_points[i],
+        return [MidpointRow(points[i], None if first_order_at(grid, i) else mid_points[i],
                         a_m[i] / a[i], a_m[i] * (rho_m[i] - rho[i]),
                         a[i + 1] / a[i], a[i + 1] * (rho[i + 1] - rho[i]))
                 for i in range(grid.steps)]
 
     def advance(self, term, x, state, row):
-        eps = term.noise_prediction(x, row.point)
-        nfe = 1
-        if row.mid is not None:
-            x_mid = lincomb(x, row.cm, ((row.em, eps),))
-            eps, nfe = term.noise_prediction(x_mid, row.mid), 2
-        return lincomb(x, row.cx, ((row.ce, eps),)), state, None, nfe
+        x1, nfe = midpoint_step(term, x, row, "noise")
+        return x1, state, None, nfe
