@@ -21,7 +21,7 @@ from .grids import SamplingGrid
 from .predictions import data_coefficients, noise_coefficients
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EvalPoint:
     """A point where the model is evaluated: ``t`` is the time tensor handed to the network
     (one entry per sample) and ``x0 = a x + b m``, ``eps = c x + d m`` convert its output ``m``.
@@ -72,9 +72,7 @@ class DiffusionTerm(Term):
         mt = t if grid.model_t is None else torch.where(evaluable, grid.model_t, grid.model_t[0])
         tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
         batch = x.shape[0] if x.ndim > 0 else 1
-        # one contiguous tensor per point (not views of one table: a compiled step then sees the
-        # same layout, storage offset 0, at every point)
-        times = [ti.expand(batch).clone() for ti in mt.to(device=x.device, dtype=tdtype).unbind(0)]
+        times = mt.to(device=x.device, dtype=tdtype)[:, None].repeat(1, batch).unbind(0)
         return [EvalPoint(ti, ai, bi, ci, di) for ti, ai, bi, ci, di in
                 zip(times, a.tolist(), b.tolist(), c.tolist(), d.tolist())]
 

@@ -50,6 +50,7 @@ class Recorder:
         self.out_ts: list[float] = []
         self.out_ys: list[Tensor] = []
         self.k = 0
+        self.active = bool(self.steps or self.ts or self.dense is not None)
         if self.steps:
             self.out_ts.append(t0)
             self.out_ys.append(x0)

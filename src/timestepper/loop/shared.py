@@ -27,70 +27,98 @@ from .saving import Recorder
 
 @dataclass
 class _Progress:
-    """Where a shared-step solve is: the accepted state and the counters."""
+    """How a shared-step solve ended: its last accepted state and the counters."""
 
     t: float
     x: Tensor
-    state: Any
-    cstate: Any
     nfe: int = 0
     accepted: int = 0
     rejected: int = 0
     status: Status = Status.SUCCESS
 
 
+class _Watchers:
+    """What runs after an accepted step besides advancing: the saving, the user's ``callback``
+    and ``on_accept``, the progress bar and the finiteness probe. ``active`` is False when none
+    is asked for, and the loop then skips the call."""
+
+    def __init__(self, opts: LoopOptions, recorder: Recorder, bar: Any, fixed: bool) -> None:
+        self.opts, self.recorder, self.bar, self.fixed = opts, recorder, bar, fixed
+        self.active = bool(recorder.active or opts.callback or opts.on_accept or bar is not None)
+        self.nfe = 0
+
+    def accepted(self, k: int, t0: float, t1: float, x0: Tensor, x1: Tensor, err: Any,  # noqa: PLR0913
+                 state: Any) -> Any:
+        """Step ``k`` from ``(t0, x0)`` to ``(t1, x1)`` was accepted; returns the solver state
+        (dense output may have completed it)."""
+        opts = self.opts
+        if opts.on_accept is not None:
+            opts.on_accept(StepRecord(t0, t1, x0, x1, err, state))
+        if self.recorder.active:
+            state, n = self.recorder.accepted(t0, t1, x1, state)
+            self.nfe += n
+        if opts.callback is not None:
+            opts.callback(k, t1, x1)
+        if self.bar is not None:
+            _advance_bar(self.bar, 1.0 if self.fixed else abs(t1 - t0))
+        return state
+
+
 def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
-    """Integrate ``problem`` with one shared step size (see the module docstring)."""
+    """Integrate ``problem`` with one shared step size (see the module docstring). The loop body
+    keeps its state in locals and calls the watchers only when one is asked for: on a fixed grid
+    a step costs the solver's step and a few Python operations."""
     p = problem
     fixed = p.controller.fixed
     state, table = p.solver.init(p.term, p.grid if fixed else None, p.x0)
     cstate, state, nfe = start_controller(p, state, fixed)
     recorder = Recorder(opts.saveat, p.solver, p.term, p.t0, p.t1, p.x0,
                         p.controller.times if isinstance(p.controller, FixedGrid) else None)
-    run = _Progress(p.t0, p.x0, state, cstate, nfe)
-    step_ts = [p.t0]
-    finite: list[Tensor] = []
-    bar = _progress_bar(opts.progress, p, fixed)
+    watch = _Watchers(opts, recorder, _progress_bar(opts.progress, p, fixed), fixed)
+    finite: list[Tensor] | None = [] if fixed and opts.check_finite else None
+    step, next_time, adapt = opts.step, p.controller.next_time, p.controller.adapt
+    term, t1, t, x = p.term, p.t1, p.t0, p.x0
     direction = 1.0 if p.t1 > p.t0 else -1.0
-    while direction * (p.t1 - run.t) > 0:
-        if run.accepted + run.rejected >= opts.max_steps:
-            run.status = _fail(opts, MaxStepsError(
-                f"max_steps={opts.max_steps} reached at t={run.t:.6g} before t1={p.t1:.6g}; pass "
+    step_ts = [t]
+    accepted = rejected = 0
+    status = Status.SUCCESS
+    while direction * (t1 - t) > 0:
+        if accepted + rejected >= opts.max_steps:
+            status = _fail(opts, MaxStepsError(
+                f"max_steps={opts.max_steps} reached at t={t:.6g} before t1={t1:.6g}; pass "
                 "on_failure='return' to get the state"))
             break
-        t_next = _step_end(p, run, recorder, fixed)
-        row = table[run.accepted] if table is not None else None
-        x_new, state_new, err, n = opts.step(p.term, run.t, t_next, run.x, run.state, row)
-        run.nfe += n
-        accept, run.cstate, underflow = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
+        t_next = next_time(t, cstate) if fixed else _step_end(p, t, cstate, recorder)
+        x_new, state_new, err, n = step(term, t, t_next, x, state, table[accepted] if table is not None else None)
+        nfe += n
+        accept, cstate, underflow = adapt(t, t_next, x, x_new, err, cstate)
         if accept:
-            _accept(p, opts, run, recorder, t_next, x_new, state_new, err)
-            step_ts.append(t_next)
-            if fixed and opts.check_finite:
-                finite.append(_finiteness_probe(x_new))
-            if bar is not None:
-                _advance_bar(bar, 1.0 if fixed else abs(t_next - step_ts[-2]))
+            if watch.active:
+                state_new = watch.accepted(accepted, t, t_next, x, x_new, err, state_new)
+            t, x, state = t_next, x_new, state_new
+            accepted += 1
+            step_ts.append(t)
+            if finite is not None:
+                finite.append(_finiteness_probe(x))
         else:
-            run.rejected += 1
+            rejected += 1
         if underflow:
-            run.status = _fail(opts, StepSizeUnderflowError(
-                f"step size underflow at t={run.t:.6g} (the problem may be stiff or blow up; pass "
+            status = _fail(opts, StepSizeUnderflowError(
+                f"step size underflow at t={t:.6g} (the problem may be stiff or blow up; pass "
                 "on_failure='return' to get the state)"))
             break
-    if bar is not None:
-        bar.close()
+    if watch.bar is not None:
+        watch.bar.close()
     if finite:
-        run.status = _check_finite(torch.stack(finite), step_ts, opts, run.status)
-    return _solution(run, recorder, step_ts)
+        status = _check_finite(torch.stack(finite), step_ts, opts, status)
+    return _solution(_Progress(t, x, nfe + watch.nfe, accepted, rejected, status), recorder, step_ts)
 
 
-def _step_end(p: Problem, run: _Progress, recorder: Recorder, fixed: bool) -> float:
-    """Where the next step ends: the controller's proposal, clipped to the end time and to the
-    next save time that dense output does not serve (a step that ends within rounding of either
-    lands on it)."""
-    t_next = p.controller.next_time(run.t, run.cstate)
-    if fixed:
-        return t_next
+def _step_end(p: Problem, t: float, cstate: Any, recorder: Recorder) -> float:
+    """Where the next adaptive step ends: the controller's proposal, clipped to the end time and
+    to the next save time that dense output does not serve (a step that ends within rounding of
+    either lands on it)."""
+    t_next = p.controller.next_time(t, cstate)
     direction = 1.0 if p.t1 > p.t0 else -1.0
     for target in (recorder.next_stop(), p.t1):
         if target is None:
@@ -99,19 +127,6 @@ def _step_end(p: Problem, run: _Progress, recorder: Recorder, fixed: bool) -> fl
         if close or direction * (t_next - target) > 0:
             t_next = target
     return t_next
-
-
-def _accept(p: Problem, opts: LoopOptions, run: _Progress, recorder: Recorder, t_next: float,  # noqa: PLR0913
-            x_new: Tensor, state_new: Any, err: Tensor | None) -> None:
-    if opts.on_accept is not None:
-        opts.on_accept(StepRecord(run.t, t_next, run.x, x_new, err, state_new))
-    t_prev = run.t
-    run.t, run.x, run.state = t_next, x_new, state_new
-    run.accepted += 1
-    run.state, n = recorder.accepted(t_prev, t_next, x_new, run.state)
-    run.nfe += n
-    if opts.callback is not None:
-        opts.callback(run.accepted - 1, t_next, x_new)
 
 
 def _fail(opts: LoopOptions, error: Exception) -> Status:

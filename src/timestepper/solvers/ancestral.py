@@ -31,7 +31,7 @@ from .noise import Draw, StochasticDiffusionSolver, add_noise
 from .registry import register
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AncestralRow(MidpointRow):
     """Step ``i`` of DPM-Solver++(2S) ancestral: the deterministic two-stage step in data
     prediction (``u = cm x + em x0(x)``, then ``cx x + ce x0(u at mid)``; ``mid=None``: the

@@ -31,7 +31,7 @@ from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import DiffusionTerm, EvalPoint
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PureNoiseStartRow:
     """The first step of a grid that starts at ``alpha = 0``: ``x1 = cx x + cd x0(x)`` (DDIM)."""
 

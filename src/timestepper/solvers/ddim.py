@@ -54,7 +54,7 @@ def ancestral_coefficients(grid, eta: float) -> tuple[list, list, list]:
     return cx.tolist(), cd.tolist(), cn.tolist()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DDIMRow:
     """``x1 = cx x + cm m + cn z``: the prediction's conversion ``x0 = a x + b m`` folded into
     ``cx`` and ``cm`` (``m`` the raw model output at ``point``)."""

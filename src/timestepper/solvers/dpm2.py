@@ -24,7 +24,7 @@ from .expint import first_order_at
 from .registry import register
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MidpointRow:
     """A two-stage step: ``x_mid = cm x + em m(x)`` at ``mid`` (``None``: a one-stage step), then
     ``x1 = cx x + ce m(x_mid)``, with ``m`` the model's data or noise prediction."""

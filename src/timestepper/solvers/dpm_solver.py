@@ -48,7 +48,7 @@ from .expint import (
 from .registry import register
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SinglestepRow:
     """Grid step ``i`` inside a group that started at point ``s``: evaluate at ``point``; the state
     at ``i + 1`` is ``cx x_s + sum_j w_j m_{s+j}`` over ``weights = ((j, w_j), ...)``. ``start``

@@ -16,7 +16,7 @@ from .base import DiffusionSolver, ve_sigmas
 from .registry import register
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HeunRow:
     """Step ``i``: noise levels ``s0 -> s1`` of the scaled state, ``alpha`` at both ends, and the
     end point's evaluation (``None`` on a step to ``s = 0``: no correction there). ``unit_alpha``:

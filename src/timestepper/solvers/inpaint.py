@@ -33,7 +33,7 @@ def bool_mask(mask: Tensor) -> Tensor:
     return mask != 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InpaintRow:
     """Step ``i``: project onto ``known * alpha + sigma z`` (``sigma=None``: no noise), run the
     inner row; RePaint goes back with ``x ratio + back_std z``; after the last step project onto

@@ -18,7 +18,7 @@ from .base import DiffusionSolver, lincomb, nonzero
 from .expint import PhiTable, first_order_at, step_phis
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MultistepRow:
     """Step ``i``: evaluate at ``point``; ``x_{i+1} = cx x_i + sum_j weights[j] m_{i-j}``."""
 

@@ -34,7 +34,7 @@ from .registry import get, register
 CORRECTORS = ("langevin",)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PCRow:
     """Langevin corrector steps at ``point`` (noise level ``sigma``), then the predictor's row."""
 

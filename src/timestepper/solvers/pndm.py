@@ -40,7 +40,7 @@ ADAMS_BASHFORTH = (
 PRK_STEPS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WarmupRow:
     """A warm-up step from ``point`` to ``end`` with the transfer ``x -> cx x + ce eps``; PRK steps
     also transfer to the step's midpoint in time (``mid``, ``cm``, ``em``)."""

@@ -47,7 +47,7 @@ def reverse_sde_coefficients(schedule, grid) -> dict[str, list]:
     return {"cx": cx.tolist(), "cd": cd.tolist(), "cn": cn.tolist()}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReverseSDERow:
     """``x1 = cx x + cd x0(x) + cn z``."""
 

@@ -42,7 +42,7 @@ from .registry import register
 VARIANTS = {"taylor": "taylor", "k-diffusion": "published"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SDEMultistepRow(MultistepRow):
     """A multistep row plus the noise ``cn z`` the step adds (``cn=None``: none)."""
 

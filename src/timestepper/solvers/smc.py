@@ -55,7 +55,7 @@ from .base import DiffusionSolver
 from .ddim import ancestral_coefficients
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SMCRow:
     """Step ``i``: the DDPM kernel ``N(cx x + cd x0(x), cn^2)`` (``cn=None``: the noise-free last
     step), the known coordinates' trajectory at the start (``start``, first step only) and end

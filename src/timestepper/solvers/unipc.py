@@ -48,7 +48,7 @@ from .registry import register
 VARIANTS = ("bh1", "bh2")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UniPCRow:
     """Step ``i``: evaluate at ``point``; UniC corrects the previous step's state with
     ``ccx x_prev + sum cw_j m_{i-j}`` (``cw=None``: no correction), then UniP predicts
