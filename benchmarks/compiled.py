@@ -1,4 +1,5 @@
-"""torch.compile vs eager: per-step time on CPU -> benchmarks/results/compiled.md (+ compiled.json).
+"""torch.compile vs eager: per-step time -> benchmarks/results/compiled.md (+ compiled.json); with
+``--device cuda``: compiled_cuda.md (+ .json).
 
 Side by side in one process, ``ts.integrate(term, solver, grid, x0, compile=True)`` (the solver's
 step through ``torch.compile(..., dynamic=True)``, default inductor backend) against the same call
@@ -17,6 +18,7 @@ compiled / eager, the compile time (first compiled run minus a timed one), the n
 dynamo compiled, and the max abs difference between the compiled and the eager final state.
 
 Run:  PYTHONPATH=src python benchmarks/compiled.py [--threads 1] [--repeats 7] [--steps 20] [--quick]
+      [--device cuda]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ SHAPES = ((1, 4, 64, 64), (16, 4, 64, 64))
 SAMPLERS = ("dpmpp-2m", "unipc-bh2")
 KS_DTYPES = (torch.float64, torch.float32)
 KS_LENGTH, KS_N, KS_BATCH, KS_DT = 64.0, 256, 64, 0.2
+DEVICE = torch.device("cpu")
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -69,8 +72,8 @@ def diffusion_cases(steps: int) -> Iterator[Case]:
         solver = ts.solvers.get(name)  # one instance per solver: the compiled step is guarded on it
         for shape in SHAPES:
             g = torch.Generator().manual_seed(0)
-            noise = torch.randn(shape, generator=g)
-            out = torch.randn(shape, generator=g) * 0.1
+            noise = torch.randn(shape, generator=g).to(DEVICE)
+            out = (torch.randn(shape, generator=g) * 0.1).to(DEVICE)
             den = ts.Denoiser(lambda x, t, out=out: out, sched, "epsilon")
 
             def run(compile, den=den, solver=solver, noise=noise):
@@ -86,7 +89,7 @@ def ks_cases(steps: int) -> Iterator[Case]:
     grid = KS_DT * torch.arange(steps + 1, dtype=torch.float64)
     solver = ts.solvers.get("etdrk4")
     for dtype in KS_DTYPES:
-        term, x0 = eq.term(dtype), eq.to_spectral(u0.to(dtype))
+        term, x0 = eq.term(dtype, DEVICE), eq.to_spectral(u0.to(device=DEVICE, dtype=dtype))
 
         def run(compile, term=term, x0=x0):
             return ts.integrate(term, solver, grid, x0, compile=compile).x
@@ -105,9 +108,16 @@ def fresh_compile_cache() -> Iterator[None]:
         yield
 
 
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _seconds(fn: Callable[[], object]) -> float:
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -117,8 +127,10 @@ def measure(case: Case, steps: int, repeats: int) -> dict:
     counters.clear()
     with fresh_compile_cache(), torch.no_grad():
         eager_x = case.run(False)
+        _sync()
         t0 = time.perf_counter()
         compiled_x = case.run(True)
+        _sync()
         first_s = time.perf_counter() - t0
         graphs = counters["stats"]["unique_graphs"]
         eager, compiled = [], []
@@ -148,10 +160,12 @@ def run_all(steps: int, repeats: int) -> list[dict]:
 
 def render(rows: list[dict], cfg: dict) -> str:
     limit = cfg["recompile_limit"]
-    out = ["## torch.compile vs eager: per-step time on CPU", "",
-           f"Machine: {platform.machine()} {platform.system()}, torch {torch.__version__}, {cfg['threads']} "
-           f"thread(s). `ts.integrate(..., compile=True)` (the solver's step through `torch.compile`, "
-           "`dynamic=True`, default inductor backend) against the same call eager, alternating in one process; "
+    where = cfg["device_name"]
+    out = [f"## torch.compile vs eager: per-step time on {'CPU' if where == 'cpu' else 'GPU'}", "",
+           f"Machine: {platform.machine()} {platform.system()}, {where}, torch {torch.__version__}, "
+           f"{cfg['threads']} CPU thread(s). `ts.integrate(..., compile=True)` (the solver's step through "
+           "`torch.compile`, `dynamic=True`, default inductor backend) against the same call eager, "
+           "alternating in one process; "
            f"{cfg['steps']} steps per run, per-step time = median of {cfg['repeats']} timed runs / steps, after "
            "one warm-up run of each path; `check_finite` at its default (on) for both. Diffusion sampling: VP "
            "linear-beta schedule, uniform log-SNR grid, float32, and a model that returns a precomputed tensor "
@@ -184,18 +198,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per path (default 7, --quick 2)")
     ap.add_argument("--steps", type=int, default=20, help="steps per run")
     ap.add_argument("--quick", action="store_true", help="2 timed runs per path (a smoke run)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     repeats = args.repeats or (2 if args.quick else 7)
     torch.set_num_threads(args.threads)
+    name = "compiled" if DEVICE.type == "cpu" else f"compiled_{DEVICE.type}"
     cfg = dict(threads=args.threads, repeats=repeats, steps=args.steps,
                recompile_limit=torch._dynamo.config.recompile_limit,
+               device_name="cpu" if DEVICE.type == "cpu" else torch.cuda.get_device_name(DEVICE),
                command=f"PYTHONPATH=src python benchmarks/compiled.py --threads {args.threads} "
-                       f"--repeats {repeats} --steps {args.steps}")
+                       f"--repeats {repeats} --steps {args.steps}"
+                       + ("" if DEVICE.type == "cpu" else f" --device {DEVICE.type}"))
     rows = run_all(args.steps, repeats)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compiled.json").write_text(json.dumps({"config": cfg, "rows": rows}, indent=1))
-    (args.out / "compiled.md").write_text(render(rows, cfg))
-    print(f"wrote {args.out / 'compiled.md'}")
+    (args.out / f"{name}.json").write_text(json.dumps({"config": cfg, "rows": rows}, indent=1))
+    (args.out / f"{name}.md").write_text(render(rows, cfg))
+    print(f"wrote {args.out / f'{name}.md'}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# The GPU measurements a CPU session cannot make, as one short run (about 3-5 minutes) for a
-# session that is lent a device machine (see the device tool's README):
-#   - issue 4: per-step cost of the SDE samplers vs the ODE step (benchmarks/stochastic.py);
-#   - issue 6: the batched neural-ODE rows with wall time and peak GPU memory (benchmarks/ode.py).
-# Needs torch with CUDA, and torchdiffeq (torchode and k-diffusion are optional) on that machine.
-# Writes benchmarks/results/stochastic_cuda.md and ode_cuda.md; copy them back and run
-# `python benchmarks/report.py` here.
-set -euo pipefail
+# The GPU checks and measurements a CPU session cannot make, as one short run (about 5-8 minutes)
+# for a session that is lent a device machine (see the device tool's README):
+#   1. scripts/cuda_check.py: the loop's contracts on CUDA (results = CPU, no host sync in a
+#      sampling step, adaptive and per-sample solves, compiled steps: one graph per kind of step);
+#   2. benchmarks/compiled.py --device cuda: compiled vs eager step time on the GPU;
+#   3. benchmarks/stochastic.py --device cuda --only overhead: the SDE samplers' step cost vs the
+#      ODE step (issue 4), and benchmarks/ode.py --gpu: batched neural ODEs with peak GPU memory.
+# Needs torch with CUDA, and torchdiffeq (torchode and k-diffusion are optional) for 3. Each part
+# runs even if an earlier one failed; the script fails if any did. Writes
+# benchmarks/results/{compiled,stochastic,ode}_cuda.md (copied to $OUT when set, with the log);
+# copy them back and run `python benchmarks/report.py` here.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=src PYTHONUNBUFFERED=1
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
-python3 benchmarks/stochastic.py --device cuda --only overhead
-python3 benchmarks/ode.py --gpu
-if [ -n "${OUT:-}" ]; then cp benchmarks/results/*_cuda.md "$OUT"/; fi
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" || exit 1
+failed=0
+run() { echo "== $*"; "$@" || { echo "FAILED ($?): $*"; failed=1; }; }
+run python3 scripts/cuda_check.py --device cuda
+run python3 benchmarks/compiled.py --device cuda --repeats 5
+run python3 benchmarks/stochastic.py --device cuda --only overhead
+run python3 benchmarks/ode.py --gpu
+if [ -n "${OUT:-}" ]; then cp benchmarks/results/*_cuda.md "$OUT"/ 2>/dev/null; fi
+exit $failed
