@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .status import Status
@@ -117,10 +116,6 @@ class Solution:
         if isinstance(self.status, Tensor):
             return not bool((self.status != int(Status.SUCCESS)).any())
         return self.status == Status.SUCCESS
-
-
-def empty_times() -> Tensor:
-    return torch.zeros(0, dtype=torch.float64)
 
 
 __all__ = ["DenseInterpolation", "SaveAt", "Solution", "Stats"]

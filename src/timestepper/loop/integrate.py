@@ -19,7 +19,7 @@ from ..core.solution import SaveAt, Solution
 from ..core.solver import Solver, term_type_names
 from ..core.status import ON_FAILURE
 from ..core.validation import check_choice, check_int, check_state
-from ..solvers.registry import get
+from ..solvers.registry import available, get
 from .options import LoopOptions, Problem, StepRecord
 from .per_sample import run_per_sample
 from .shared import run_shared
@@ -92,8 +92,10 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
 
 def _check_term(solver: Solver, term: Any) -> None:
     if not solver.accepts_term(term):
+        fit = [n for n in available() if get(n).accepts_term(term)]
+        hint = f"; solvers for an {type(term).__name__}: {', '.join(fit)}" if fit else ""
         raise TypeError(f"solver {solver.display_name!r} ({solver.family}) advances a "
-                        f"{term_type_names(solver)}, got {type(term).__name__}")
+                        f"{term_type_names(solver)}, got {type(term).__name__}{hint}")
 
 
 def _problem(term: Any, solver: Solver, stepping: Any, x0: Tensor, t_span: Any,  # noqa: PLR0913
