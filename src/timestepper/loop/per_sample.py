@@ -34,6 +34,7 @@ class _Batch:
     status: Tensor
     active: Tensor
     stopped: Tensor
+    any_stopped: bool = False
 
 
 def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
@@ -74,6 +75,7 @@ class _Evaluations:
     def __init__(self) -> None:
         self.counts: list[int] = []
         self.extra: Tensor | None = None
+        self.dense_calls = 0
 
     def add(self, n: int, active: Tensor) -> None:
         if self.counts and n != self.counts[0]:
@@ -81,34 +83,26 @@ class _Evaluations:
             self.extra = diff if self.extra is None else self.extra + diff
         self.counts.append(n)
 
+    def add_extra(self, n: int, mask: Tensor) -> None:
+        """Evaluations made for the samples in ``mask`` outside a step (dense output stages)."""
+        diff = n * mask.to(torch.int64)
+        self.extra = diff if self.extra is None else self.extra + diff
+        self.dense_calls += n
+
     def total(self, tries: Tensor) -> Tensor:
         base = tries * (self.counts[0] if self.counts else 0)
         return base if self.extra is None else base + self.extra
 
     def batched_calls(self) -> int:
-        return sum(self.counts)
+        return sum(self.counts) + self.dense_calls
 
 
 def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forward: bool) -> _Evaluations:
     calls = _Evaluations()
-    eps = 4 * torch.finfo(run.t.dtype).eps
-    snap = eps * run.t_end.abs().clamp(min=1.0)  # a step ending this close to t_end lands on it
+    snap = 4 * torch.finfo(run.t.dtype).eps * run.t_end.abs().clamp(min=1.0)  # lands on t_end
     bshape = (-1,) + (1,) * (run.x.ndim - 1)
-    it = 0
-    any_stopped = False
-    while True:
-        if it >= opts.max_steps:
-            if opts.on_failure == "raise":
-                raise MaxStepsError(f"max_steps={opts.max_steps} reached in per-sample mode; pass "
-                                    "on_failure='return' to get the states")
-            run.status = torch.where(run.active, int(Status.MAX_STEPS), run.status)
-            break
-        t_next = p.controller.next_time(run.t, run.cstate)
-        t_next = torch.minimum(t_next, run.t_end) if forward else torch.maximum(t_next, run.t_end)
-        if any_stopped:
-            t_next = torch.where(run.active, t_next, run.t)
-        t_next = torch.where((run.t_end - t_next).abs() <= snap, run.t_end, t_next)
-        it += 1
+    for _ in range(opts.max_steps):
+        t_next = _step_ends(p, run, forward, snap)
         x_new, state_new, err, n = opts.step(p.term, run.t, t_next, run.x, run.state, None)
         calls.add(n, run.active)
         accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
@@ -116,28 +110,49 @@ def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forw
         run.tries += run.active
         run.accepted += accept
         if saver is not None:
-            saver.record(p.solver, accept, run.t, t_next, state_new)
+            state_new, n_dense = saver.record(p.solver, p.term, accept, run.t, t_next, state_new)
+            if n_dense:
+                calls.add_extra(n_dense, run.active)
         accept_b = accept.reshape(bshape)
         run.x = torch.where(accept_b, x_new, run.x)
         run.t = torch.where(accept, t_next, run.t)
         run.state = p.solver.merge(accept_b, state_new, run.state)
-        run.active = run.t != run.t_end
-        if any_stopped:
-            run.active = run.active & ~run.stopped
-        under = run.active & under
-        any_active, any_under = torch.stack([run.active, under]).any(dim=1).tolist()  # one sync
-        if any_under:
-            if opts.on_failure == "raise":
-                i = int(under.nonzero()[0])
-                raise StepSizeUnderflowError(
-                    f"step size underflow for sample {i} at t={float(run.t[i]):.6g}")
-            run.status = torch.where(under, int(Status.DT_UNDERFLOW), run.status)
-            run.stopped, any_stopped = run.stopped | under, True
-            run.active = run.active & ~under
-            any_active = bool(run.active.any())
-        if not any_active:
-            break
+        if not _still_active(opts, run, under):
+            return calls
+    if opts.on_failure == "raise":
+        raise MaxStepsError(f"max_steps={opts.max_steps} reached in per-sample mode; pass "
+                            "on_failure='return' to get the states")
+    run.status = torch.where(run.active, int(Status.MAX_STEPS), run.status)
     return calls
+
+
+def _step_ends(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> Tensor:
+    """Each sample's next step end: the controller's proposal clipped to its end time (a stopped
+    or finished sample takes a zero-length step; an end within ``snap`` of ``t_end`` lands on it)."""
+    t_next = p.controller.next_time(run.t, run.cstate)
+    t_next = torch.minimum(t_next, run.t_end) if forward else torch.maximum(t_next, run.t_end)
+    if run.any_stopped:
+        t_next = torch.where(run.active, t_next, run.t)
+    return torch.where((run.t_end - t_next).abs() <= snap, run.t_end, t_next)
+
+
+def _still_active(opts: LoopOptions, run: _Batch, under: Tensor) -> bool:
+    """Update which samples go on (one host synchronisation); samples whose step size underflowed
+    stop with ``Status.DT_UNDERFLOW`` (or raise)."""
+    run.active = run.t != run.t_end
+    if run.any_stopped:
+        run.active = run.active & ~run.stopped
+    under = run.active & under
+    any_active, any_under = torch.stack([run.active, under]).any(dim=1).tolist()  # one sync
+    if not any_under:
+        return bool(any_active)
+    if opts.on_failure == "raise":
+        i = int(under.nonzero()[0])
+        raise StepSizeUnderflowError(f"step size underflow for sample {i} at t={float(run.t[i]):.6g}")
+    run.status = torch.where(under, int(Status.DT_UNDERFLOW), run.status)
+    run.stopped, run.any_stopped = run.stopped | under, True
+    run.active = run.active & ~under
+    return bool(run.active.any())
 
 
 class _Saver:
@@ -150,15 +165,23 @@ class _Saver:
         self.ys = torch.where(at0.reshape(at0.shape + (1,) * (x0.ndim - 1)), x0, self.ys)
         self.bshape = (-1,) + (1,) * (x0.ndim - 1)
 
-    def record(self, solver, accept: Tensor, t: Tensor, t_next: Tensor, state: Any) -> None:
+    def record(self, solver, term: Any, accept: Tensor, t: Tensor, t_next: Tensor,  # noqa: PLR0913
+               state: Any) -> tuple[Any, int]:
+        """Fill the save times the accepted samples crossed in this step from its dense output;
+        returns the state (completed by ``prepare_dense`` when needed) and its evaluations."""
         direction = torch.sign(t_next - t)
         cross = (accept[None, :] & (direction * (self.ts[:, None] - t[None, :]) > 0)
                  & (direction * (self.ts[:, None] - t_next[None, :]) <= 0))
-        for j in cross.any(dim=1).nonzero().flatten().tolist():
+        crossed = cross.any(dim=1).nonzero().flatten().tolist()
+        nfe = 0
+        if crossed:
+            state, nfe = solver.prepare_dense(term, state)
+        for j in crossed:
             span = (t_next - t).abs().clamp(min=torch.finfo(t.dtype).tiny)
             theta = torch.where(cross[j], (self.ts[j] - t) * direction / span, 0.0)
             self.ys[j] = torch.where(cross[j].reshape(self.bshape), solver.interpolate(state, theta),
                                      self.ys[j])
+        return state, nfe
 
 
 __all__ = ["run_per_sample"]
