@@ -203,8 +203,8 @@ def likelihood_table() -> tuple[list[str], list[dict]]:
 
 
 def inpaint_table() -> tuple[list[str], list[dict]]:
-    sys.path.insert(0, str(ROOT.parent / "tests" / "stochastic"))
-    from gmm_conditional import conditional_sample
+    sys.path.insert(0, str(ROOT.parent))
+    from tests.sampling._gmm_conditional import conditional_sample
 
     n, rows = 2000, []
     runs = [("ddpm", 100, 1), ("euler-maruyama", 100, 1), ("sde-dpmpp-2m", 100, 1),

@@ -17,6 +17,21 @@ from timestepper.bench import GaussianMixture
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Hermetic tests: the package's cache (the digits classifier of the Fréchet metric) goes to a
+    fresh folder of this test session, never to the user's ``~/.cache``, and is rebuilt there."""
+    import os
+
+    old = os.environ.get("TIMESTEPPER_CACHE")
+    os.environ["TIMESTEPPER_CACHE"] = str(tmp_path_factory.mktemp("timestepper-cache"))
+    yield
+    if old is None:
+        os.environ.pop("TIMESTEPPER_CACHE", None)
+    else:
+        os.environ["TIMESTEPPER_CACHE"] = old
+
+
 def _load_k_diffusion_sampling():
     """k-diffusion's ``sampling.py`` without its package ``__init__`` (which imports torchvision).
 
