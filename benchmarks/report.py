@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["gmm", "overhead", "compiled", "family", "stochastic", "ode", "pde", "train"]
+ORDER = ["gmm", "overhead", "compiled", "compiled_cuda", "family", "stochastic", "stochastic_cuda", "ode",
+         "ode_cuda", "pde", "train"]
 
 
 def main() -> None:
