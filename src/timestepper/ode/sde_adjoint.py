@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..core.terms import SDETerm
+from ..loop import StepRecord, integrate
 from ..solvers.sde import SDEReversibleHeun
 
 
@@ -37,17 +38,17 @@ class _ReversibleRun:
 class ReversibleAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: _ReversibleRun, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
-        term, solver, grid = run.term, run.solver, run.grid
+        last: dict[str, StepRecord] = {}
+
+        def keep_last(step: StepRecord) -> None:  # the solver state to walk back from
+            last["step"] = step
+
         with torch.no_grad():
-            state, _ = solver.init(term, torch.tensor(grid, dtype=torch.float64), x0)
-            x, saved = x0, [x0]
-            for a, b in zip(grid[:-1], grid[1:]):
-                x, state, _, n = solver.step(term, a, b, x, state, None)
-                run.nfe += n
-                saved.append(x)
-        run.final = (x, state)
+            sol = integrate(run.term, run.solver, torch.tensor(run.grid, dtype=torch.float64), x0,
+                            saveat=[run.grid[i] for i in run.keep], on_accept=keep_last)
+        run.final, run.nfe = (sol.x, last["step"].state), sol.stats.nfe
         ctx.run = run
-        return torch.stack([saved[i] for i in run.keep])
+        return sol.ys
 
     @staticmethod
     def backward(ctx, g_ys: Tensor):  # type: ignore[override]
