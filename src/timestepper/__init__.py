@@ -29,6 +29,7 @@ from .core import (
     Stats,
     Status,
     StepSizeUnderflowError,
+    StiffnessError,
     phi,
 )
 from .diffusion import (
@@ -64,6 +65,7 @@ __all__ = [
     "Stats",
     "Status",
     "StepSizeUnderflowError",
+    "StiffnessError",
     "SubVPSchedule",
     "VESchedule",
     "VPCosineSchedule",

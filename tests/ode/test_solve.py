@@ -168,7 +168,7 @@ def test_cli_detest(capsys):
 
 def test_per_sample_max_steps_status():
     k = torch.tensor([[0.1], [50.0]], dtype=torch.float64)
-    sol = ts.solve(lambda t, y: -k * torch.sin(k * t) * torch.ones_like(y),
+    sol = ts.solve(lambda t, y: -k * torch.sin(k * t.reshape(-1, 1)) * torch.ones_like(y),
                    torch.zeros(2, 1, dtype=torch.float64), 0.0, 5.0, rtol=1e-8, atol=1e-8,
                    per_sample_steps=True, max_steps=40, on_failure="return")
     assert sol.status.tolist() == [ts.Status.SUCCESS, ts.Status.MAX_STEPS]  # the slow one finished

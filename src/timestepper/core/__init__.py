@@ -5,7 +5,14 @@ from .controllers import FixedGrid, IController, PIDController, StepSizeControll
 from .phi import phi
 from .solution import SaveAt, Solution, Stats
 from .solver import Solver
-from .status import MaxStepsError, NonFiniteError, SolveError, Status, StepSizeUnderflowError
+from .status import (
+    MaxStepsError,
+    NonFiniteError,
+    SolveError,
+    Status,
+    StepSizeUnderflowError,
+    StiffnessError,
+)
 from .terms import ODETerm, SDETerm, SemilinearTerm, SurrogateTerm, Term, VectorFieldTerm
 
 __all__ = [
@@ -13,6 +20,7 @@ __all__ = [
     "IController",
     "MaxStepsError",
     "NonFiniteError",
+    "StiffnessError",
     "ODETerm",
     "PIDController",
     "SDETerm",

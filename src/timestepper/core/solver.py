@@ -33,6 +33,8 @@ nothing is probed with ``hasattr``:
 * ``provides_first_derivative``: ``first_derivative`` is defined: ``f(t0, x0)`` is shared
   between the initial step-size selection and the first stage.
 * ``per_sample``: ``step`` takes ``(B,)`` times and ``merge`` picks per-sample states.
+* ``is_implicit``: each step solves (or linearises) an implicit equation with the Jacobian, so
+  the solver suits stiff problems (listed in the errors that detect stiffness).
 * ``family``: ``"ode"``, ``"sde"``, ``"diffusion"``, ``"pde"`` or ``"surrogate"`` (for listings
   and error messages).
 """
@@ -63,6 +65,7 @@ class Solver:
     has_dense_output: bool = False
     provides_first_derivative: ClassVar[bool] = False
     per_sample: ClassVar[bool] = False
+    is_implicit: ClassVar[bool] = False
 
     def init(self, term: Any, grid: Any, x0: Tensor) -> tuple[Any, Any]:
         """``(state, table)`` for a solve from ``x0`` (see the module docstring)."""

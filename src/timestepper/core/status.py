@@ -37,6 +37,13 @@ class StepSizeUnderflowError(SolveError):
     status = Status.DT_UNDERFLOW
 
 
+class StiffnessError(SolveError):
+    """An explicit solver was held at its stability limit: the problem looks stiff, and the solve
+    stopped early instead of exhausting ``max_steps``; the message names the implicit solvers."""
+
+    status = Status.MAX_STEPS
+
+
 class NonFiniteError(SolveError, FloatingPointError):
     """The state became NaN or infinite; the message names the step and time."""
 
@@ -52,4 +59,5 @@ __all__ = [
     "SolveError",
     "Status",
     "StepSizeUnderflowError",
+    "StiffnessError",
 ]

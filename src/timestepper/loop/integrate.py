@@ -8,6 +8,7 @@ what does not fit, and runs one of two code paths that share the controller prot
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import Tensor
 from ..core.controllers import FixedGrid, StepSizeController
 from ..core.solution import SaveAt, Solution
 from ..core.solver import Solver, term_type_names
-from ..core.status import ON_FAILURE
+from ..core.status import ON_FAILURE, NonFiniteError
 from ..core.validation import check_choice, check_int, check_state
 from ..solvers.registry import available, get
 from .options import LoopOptions, Problem, StepRecord
@@ -58,8 +59,12 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
             tensors).
         saveat: a :class:`~timestepper.SaveAt`, or the save times themselves; the final state is
             always ``Solution.x``.
-        check_finite: on a fixed grid, report the first step whose state is NaN/inf (tracked on
-            the device, checked once at the end); adaptive solves reject such steps.
+        check_finite: refuse a NaN/inf ``x0``; on a fixed grid, report the first step whose state
+            is NaN/inf (tracked on the device, checked once at the end). Adaptive solves reject
+            such steps and retry smaller; when the proposals stay NaN/inf for several step sizes
+            in a row (the field itself returns NaN/inf there), the solve stops with
+            :class:`~timestepper.NonFiniteError` naming the time (per-sample: that sample stops
+            with ``Status.NONFINITE``, the others go on).
         progress: show a tqdm bar.
         callback: ``callback(i, t, x)`` after every accepted step (shared step size).
         max_steps: bound on attempted steps.
@@ -82,6 +87,8 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
     save = saveat if isinstance(saveat, SaveAt) else SaveAt(ts=saveat) if saveat is not None else SaveAt()
     problem = _problem(term, slv, stepping, x0, t_span, per_sample)
     _check_saving(problem, save, per_sample)
+    if check_finite:
+        _check_initial_state(x0)
     opts = LoopOptions(step=_step_function(slv, compile), saveat=save, check_finite=check_finite,
                        progress=progress, callback=callback, max_steps=max_steps,
                        on_failure=on_failure, on_accept=on_accept, time_dtype=time_dtype)
@@ -111,8 +118,7 @@ def _problem(term: Any, solver: Solver, stepping: Any, x0: Tensor, t_span: Any, 
             _check_per_sample(solver, x0)
         else:
             t0, t1 = _as_float(t0, "t_span[0]"), _as_float(t1, "t_span[1]")
-            if t0 == t1:
-                raise ValueError("t_span must have t0 != t1")
+            _check_adaptive_span(t0, t1)
         return Problem(term, solver, stepping, x0, t0, t1)
     if per_sample:
         raise ValueError("per-sample steps need an adaptive step-size controller, not a fixed grid")
@@ -140,6 +146,27 @@ def _check_saving(problem: Problem, save: SaveAt, per_sample: bool) -> None:
     if per_sample and save.ts is not None and not problem.solver.has_dense_output:
         raise ValueError(f"per-sample save times need a solver with dense output; "
                          f"{problem.solver.display_name!r} has none")
+
+
+def _check_adaptive_span(t0: float, t1: float) -> None:
+    """An adaptive solve needs distinct end points that are not NaN (an infinite end is left to
+    controllers that handle it, as dpm-adaptive's last step to zero noise; the fronts refuse it
+    where it cannot be reached)."""
+    for name, t in (("t_span[0]", t0), ("t_span[1]", t1)):
+        if math.isnan(t):
+            raise ValueError(f"{name} must be a number, got nan")
+    if t0 == t1:
+        raise ValueError("t_span must have t0 != t1")
+
+
+def _check_initial_state(x0: Tensor) -> None:
+    """``check_finite``: refuse a NaN/inf initial state at once (one host read, before any step),
+    naming where, instead of failing later as a step-size or step error."""
+    bad = ~torch.isfinite(x0)
+    if bool(bad.any()):
+        first = [int(i) for i in bad.nonzero()[0]] if x0.ndim else []
+        where = f" (first at index {tuple(first)})" if first else ""
+        raise NonFiniteError(f"x0 contains {int(bad.sum())} NaN/inf value(s){where}")
 
 
 def _as_float(t: Any, name: str) -> float:

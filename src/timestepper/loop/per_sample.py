@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from ..core.solution import Solution, Stats
-from ..core.status import MaxStepsError, Status, StepSizeUnderflowError
+from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
 from .options import LoopOptions, Problem, start_controller
+from .shared import NONFINITE_TRIES
 
 
 @dataclass
@@ -34,6 +35,7 @@ class _Batch:
     status: Tensor
     active: Tensor
     stopped: Tensor
+    nonfinite: Tensor  # rejected NaN/inf proposals in a row, per sample
     any_stopped: bool = False
 
 
@@ -55,7 +57,8 @@ def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
     cstate, state, nfe0 = start_controller(Problem(p.term, p.solver, p.controller, x0, t, t_end), state, False)
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     run = _Batch(t, t_end, x0, state, cstate, zeros.clone(), zeros.clone(), zeros.clone(),
-                 torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev))
+                 torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev),
+                 zeros.clone())
     saver = _Saver(opts.saveat.ts, x0, t, tdt) if opts.saveat.ts is not None else None
     calls = _loop(p, opts, run, saver, bool(direction[0] > 0))
     nfe = zeros + nfe0 + calls.total(run.tries)
@@ -107,6 +110,7 @@ def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forw
         calls.add(n, run.active)
         accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
         accept = accept & run.active
+        _count_nonfinite(run, accept, x_new)
         run.tries += run.active
         run.accepted += accept
         if saver is not None:
@@ -136,23 +140,42 @@ def _step_ends(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> Tensor:
     return torch.where((run.t_end - t_next).abs() <= snap, run.t_end, t_next)
 
 
+def _count_nonfinite(run: _Batch, accept: Tensor, x_new: Tensor) -> None:
+    """Per sample, the rejected proposals in a row that were NaN/inf (device ops, no sync)."""
+    finite = torch.isfinite(x_new.reshape(x_new.shape[0], -1)).all(dim=1)
+    bad = run.active & ~accept & ~finite
+    run.nonfinite = torch.where(bad, run.nonfinite + 1, torch.where(accept, 0, run.nonfinite))
+
+
 def _still_active(opts: LoopOptions, run: _Batch, under: Tensor) -> bool:
-    """Update which samples go on (one host synchronisation); samples whose step size underflowed
-    stop with ``Status.DT_UNDERFLOW`` (or raise)."""
+    """Update which samples go on (one host synchronisation). Samples whose step size underflowed
+    stop with ``Status.DT_UNDERFLOW``, samples whose proposals stayed NaN/inf for
+    ``NONFINITE_TRIES`` step sizes in a row with ``Status.NONFINITE`` (or raise)."""
     run.active = run.t != run.t_end
     if run.any_stopped:
         run.active = run.active & ~run.stopped
-    under = run.active & under
-    any_active, any_under = torch.stack([run.active, under]).any(dim=1).tolist()  # one sync
-    if not any_under:
+    bad = run.active & (run.nonfinite >= NONFINITE_TRIES)
+    under = run.active & under & ~bad
+    any_active, any_under, any_bad = torch.stack([run.active, under, bad]).any(dim=1).tolist()  # one sync
+    if not (any_under or any_bad):
         return bool(any_active)
     if opts.on_failure == "raise":
-        i = int(under.nonzero()[0])
-        raise StepSizeUnderflowError(f"step size underflow for sample {i} at t={float(run.t[i]):.6g}")
+        raise _stop_error(run, bad if any_bad else under, any_bad)
     run.status = torch.where(under, int(Status.DT_UNDERFLOW), run.status)
-    run.stopped, run.any_stopped = run.stopped | under, True
-    run.active = run.active & ~under
+    run.status = torch.where(bad, int(Status.NONFINITE), run.status)
+    stop = under | bad
+    run.stopped, run.any_stopped = run.stopped | stop, True
+    run.active = run.active & ~stop
     return bool(run.active.any())
+
+
+def _stop_error(run: _Batch, which: Tensor, nonfinite: bool) -> Exception:
+    i = int(which.nonzero()[0])
+    if nonfinite:
+        return NonFiniteError(f"sample {i}: the proposals from t={float(run.t[i]):.6g} were NaN/inf for "
+                              f"{NONFINITE_TRIES} step sizes in a row (the vector field returns NaN/inf "
+                              "there); pass on_failure='return' to stop that sample and finish the others")
+    return StepSizeUnderflowError(f"step size underflow for sample {i} at t={float(run.t[i]):.6g}")
 
 
 class _Saver:

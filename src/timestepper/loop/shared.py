@@ -80,7 +80,7 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
     term, t1, t, x = p.term, p.t1, p.t0, p.x0
     direction = 1.0 if p.t1 > p.t0 else -1.0
     step_ts = [t]
-    accepted = rejected = 0
+    accepted = rejected = nonfinite = 0  # nonfinite: rejected NaN/inf proposals in a row
     status = Status.SUCCESS
     while direction * (t1 - t) > 0:
         if accepted + rejected >= opts.max_steps:
@@ -97,21 +97,44 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
                 state_new = watch.accepted(accepted, t, t_next, x, x_new, err, state_new)
             t, x, state = t_next, x_new, state_new
             accepted += 1
+            nonfinite = 0
             step_ts.append(t)
             if finite is not None:
                 finite.append(_finiteness_probe(x))
         else:
             rejected += 1
-        if underflow:
-            status = _fail(opts, StepSizeUnderflowError(
-                f"step size underflow at t={t:.6g} (the problem may be stiff or blow up; pass "
-                "on_failure='return' to get the state)"))
+            nonfinite = nonfinite + 1 if not bool(torch.isfinite(x_new).all()) else 0
+        if underflow or nonfinite >= NONFINITE_TRIES:
+            status = _fail(opts, _stop_error(t, t_next, nonfinite))
             break
     if watch.bar is not None:
         watch.bar.close()
     if finite:
         status = _check_finite(torch.stack(finite), step_ts, opts, status)
     return _solution(_Progress(t, x, nfe + watch.nfe, accepted, rejected, status), recorder, step_ts)
+
+
+NONFINITE_TRIES = 10
+"""Rejected steps in a row whose proposal is NaN/inf (each retried smaller) after which an
+adaptive solve stops as non-finite: by then the step size has shrunk by ``factor_min**10``
+(about 1e-7 for the default controllers), so the field itself returns NaN/inf there."""
+
+
+def _stop_error(t: float, t_next: float, nonfinite: int) -> Exception:
+    """Why an adaptive solve stops early: NaN/inf proposals (the field returns NaN/inf near
+    ``t``) or a step size below its floor."""
+    if nonfinite and not math.isfinite(t_next):
+        return NonFiniteError(
+            f"the vector field returned NaN/inf at t={t:.6g} (no step size could be chosen from "
+            "there); pass on_failure='return' to get the last finite state")
+    if nonfinite:
+        return NonFiniteError(
+            f"the solver's proposals from t={t:.6g} were NaN/inf for {nonfinite} step sizes in a "
+            f"row (the last to t={t_next:.6g}): the vector field returns NaN/inf there; pass "
+            "on_failure='return' to get the last finite state")
+    return StepSizeUnderflowError(
+        f"step size underflow at t={t:.6g} (the problem may be stiff or blow up; pass "
+        "on_failure='return' to get the state)")
 
 
 def _step_end(p: Problem, t: float, cstate: Any, recorder: Recorder) -> float:

@@ -41,6 +41,14 @@ def _build(spec, it):
     return kind(_build(v, it) for v in children)
 
 
+def _describe(tree) -> str:
+    return "tensor" if isinstance(tree, Tensor) else type(tree).__name__
+
+
+def _describe_spec(spec) -> str:
+    return "tensor" if spec is None else spec[0].__name__
+
+
 class Flattener:
     """Flatten a nested state to one tensor and back.
 
@@ -65,8 +73,32 @@ class Flattener:
             if len(sizes) != 1 or None in sizes:
                 raise ValueError("per-sample mode needs every tensor of y0 to share the leading "
                                  f"batch dimension, got {sorted(map(str, sizes))}")
+        self.dtype = leaves[0].dtype
+        self.leaf_shapes = [v.shape for v in leaves]
         self.shapes = [v.shape[1:] if batch else v.shape for v in leaves]
         self.sizes = [math.prod(s) for s in self.shapes]
+
+    def check_like(self, tree, name: str) -> None:
+        """Refuse ``tree`` (e.g. a vector field's output) unless it has the state's structure,
+        shapes and dtype, naming what differs: a broadcasting output would otherwise grow the
+        state step after step."""
+        leaves: list[Tensor] = []
+        try:
+            spec = _leaves(tree, leaves)
+        except TypeError:
+            raise TypeError(f"{name} must return the structure of y0 (tensors), got "
+                            f"{type(tree).__name__}") from None
+        if spec != self.spec:
+            raise TypeError(f"{name} returned a {_describe(tree)} but y0 is a {_describe_spec(self.spec)}: "
+                            "it must return the structure of y0")
+        for i, (v, shape) in enumerate(zip(leaves, self.leaf_shapes)):
+            where = "" if self.is_tensor else f" (leaf {i})"
+            if v.shape != shape:
+                raise ValueError(f"{name} returned shape {tuple(v.shape)}{where} but the state has shape "
+                                 f"{tuple(shape)}: the vector field must return a tensor shaped like y")
+            if v.dtype != self.dtype:
+                raise TypeError(f"{name} returned dtype {v.dtype}{where} but the state is {self.dtype}: "
+                                "cast the output (or y0) so that they agree")
 
     def flatten(self, tree) -> Tensor:
         if self.is_tensor:

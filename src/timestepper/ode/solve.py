@@ -30,13 +30,17 @@ from ..core.controllers import StepSizeController, controller_from
 from ..core.solution import Solution
 from ..core.solver import Solver
 from ..core.terms import ODETerm
-from ..core.validation import check_choice
+from ..core.status import MaxStepsError, NonFiniteError, StiffnessError
+from ..core.validation import check_choice, check_positive, save_times
 from ..loop import integrate
 from ..solvers.registry import get
-from .adjoint import ADJOINTS, AdjointMethod, adjoint_method
+from .adjoint import ADJOINTS, AdjointMethod, BacksolveAdjoint, CheckpointAdjoint, adjoint_method
 from .pytree import Flattener
+from .stiffness import StiffnessDetector, detects_stiffness, implicit_solvers
+from .tracked import describe, untracked_leaves
 
 ERROR_CONTROLS = ("local", "global")
+STIFFNESS_EVERY = 1000  # accepted steps between stiffness tests (DOPRI5's NSTIFF)
 
 
 def fixed_grid(t0: float, t1: float, dt: float, saveat: Sequence[float] | None) -> Tensor:
@@ -55,9 +59,14 @@ class FlatField:
 
     def __init__(self, f: Callable[..., Any], flat: Flattener, args: tuple) -> None:
         self.f, self.flat, self.args = f, flat, args
+        self.checked = False
 
     def __call__(self, t: Any, x: Tensor) -> Tensor:
-        return self.flat.flatten(self.f(t, self.flat.unflatten(x), *self.args))
+        out = self.f(t, self.flat.unflatten(x), *self.args)
+        if not self.checked:  # the first evaluation: structure, shapes and dtype like the state
+            self.flat.check_like(out, "f(t, y)")
+            self.checked = True
+        return self.flat.flatten(out)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class ODEProblem:
     on_failure: str = "raise"
     per_sample: bool = False
     time_dtype: torch.dtype = torch.float64
+    stiffness_every: int = 0
 
     def run(self, x0: Tensor, field: Callable | None = None, controller: StepSizeController | None = None,
             t_span: tuple[Any, Any] | None = None, saveat: Tensor | None | bool = True,
@@ -86,6 +96,8 @@ class ODEProblem:
         t0, t1 = t_span if t_span is not None else (self.t0, self.t1)
         st = self.saveat if saveat is True else (saveat or None)
         ctrl = controller or self.controller
+        if on_accept is None and self.stiffness_every and ctrl is not None and not self.per_sample:
+            on_accept = StiffnessDetector(self.solver, self.stiffness_every)  # type: ignore[arg-type]
         opts: dict[str, Any] = dict(max_steps=self.max_steps, on_failure=self.on_failure,
                                     on_accept=on_accept)
         if ctrl is None:  # fixed steps of size dt, with the save times as grid points
@@ -124,6 +136,7 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
     time_dtype: torch.dtype = torch.float64,
     adjoint_seminorm: bool = True,
     error_control: str = "local",
+    stiffness_check: bool = True,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y, *args)`` from ``t0`` to ``t1``.
 
@@ -151,7 +164,9 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
         max_steps: bound on attempted steps.
         on_failure: ``"raise"`` or ``"return"`` (last state + ``Solution.status``).
         adjoint_params: tensors to differentiate in the checkpoint/backsolve modes (default: the
-            parameters of ``f`` when it is an ``nn.Module``).
+            parameters of ``f`` when it is an ``nn.Module``, plus every tensor requiring grad
+            that ``f`` closes over, found with one evaluation of ``f`` before the solve; when
+            given, a closure tensor missing from it is an error, never a silent zero gradient).
         adjoint_rtol, adjoint_atol, adjoint_seminorm: the backsolve's tolerances (default: rtol,
             atol) and whether its error norm skips the parameter-gradient integrals (Kidger et
             al. 2021; fewer backward steps).
@@ -162,13 +177,20 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
             and ``extras["reg_stiffness"]`` (see the module docstring).
         time_dtype: per-sample mode: dtype of the times and step sizes kept on the device
             (``torch.float32`` on devices without float64).
+        stiffness_check: with ``dopri5``/``tsit5`` and ``on_failure="raise"``, run Hairer's
+            stiffness test every 1000 accepted steps and stop with
+            :class:`~timestepper.StiffnessError` (naming the implicit solvers) when the solver is
+            held at its stability limit (:mod:`timestepper.ode.stiffness`), instead of
+            crawling until ``max_steps``. A ``max_steps`` failure of an explicit solver names
+            the implicit solvers too.
     """
     opts = SolveOptions(
         solver=solver, rtol=rtol, atol=atol, saveat=saveat, adjoint=adjoint, args=args,
         per_sample_steps=per_sample_steps, controller=controller, norm=norm, dt0=dt0, dt=dt,
         max_steps=max_steps, on_failure=on_failure, adjoint_params=adjoint_params,
         adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, regularise=regularise,
-        time_dtype=time_dtype, adjoint_seminorm=adjoint_seminorm, error_control=error_control)
+        time_dtype=time_dtype, adjoint_seminorm=adjoint_seminorm, error_control=error_control,
+        stiffness_check=stiffness_check)
     return _solve(f, y0, t0, t1, opts)
 
 
@@ -196,6 +218,7 @@ class SolveOptions:
     time_dtype: torch.dtype
     adjoint_seminorm: bool
     error_control: str
+    stiffness_check: bool = True
 
 
 def _solve(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) -> Solution:
@@ -213,12 +236,46 @@ def _solve(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) ->
                             o.adjoint_rtol if o.adjoint_rtol is not None else o.rtol,
                             o.adjoint_atol if o.adjoint_atol is not None else o.atol, o.adjoint_seminorm)
     x0 = flat.flatten(y0)
+    _check_finite_state(x0, "y0")
     if o.regularise:
         sol = _regularised(problem, method, x0)
     else:
         method.check(problem)
-        sol = method.solve(problem, x0, (t0, t1))
+        method = _with_closure_params(method, problem, x0, explicit=o.adjoint_params is not None)
+        sol = _run_with_hint(method, problem, x0, (t0, t1))
     return _restore(sol, flat)
+
+
+def _run_with_hint(method: AdjointMethod, problem: ODEProblem, x0: Tensor, t_in: tuple) -> Solution:
+    """``method.solve``; a ``max_steps`` failure of an explicit solver says that the problem may
+    be stiff and names the implicit solvers."""
+    try:
+        return method.solve(problem, x0, t_in)
+    except MaxStepsError as exc:
+        if problem.solver.is_implicit or isinstance(exc, StiffnessError):
+            raise
+        names = ", ".join(implicit_solvers())
+        raise MaxStepsError(f"{exc}. If the problem is stiff (fast decaying modes), the explicit solver "
+                            f"{problem.solver.display_name!r} crawls at its stability limit: try an "
+                            f"implicit solver ({names})") from exc
+
+
+def _with_closure_params(method: AdjointMethod, problem: ODEProblem, x0: Tensor,
+                         explicit: bool) -> AdjointMethod:
+    """The checkpoint and backsolve adjoints differentiate a given list of tensors: find, with one
+    evaluation of the field, the tensors requiring grad it also depends on (a closure), and add
+    them (``adjoint_params`` not given) or refuse naming them (given)."""
+    if not isinstance(method, (CheckpointAdjoint, BacksolveAdjoint)) or not torch.is_grad_enabled():
+        return method
+    t0 = problem.t0 if not isinstance(problem.t0, Tensor) else problem.t0.detach()
+    missing = untracked_leaves(problem.field, t0, x0, method.params)
+    if not missing:
+        return method
+    if explicit:
+        raise ValueError(f"f depends on {describe(missing)} that require grad but are not in "
+                         f"adjoint_params, so adjoint={method.name!r} would give them no gradient: add "
+                         "them to adjoint_params (or detach them / set requires_grad=False)")
+    return replace(method, params=tuple(method.params) + tuple(missing))
 
 
 def _solve_globally(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) -> Solution:
@@ -246,14 +303,43 @@ def _problem(field: FlatField, slv: Solver, t0: Any, t1: Any, o: SolveOptions) -
     if not fixed:
         ctrl = controller_from(o.controller, o.rtol, o.atol, norm=o.norm, dt0=o.dt0) \
             if isinstance(o.controller, str) else o.controller
+    if o.dt is not None:
+        check_positive(o.dt, "dt")
     if o.per_sample_steps:
         if fixed:
             raise ValueError("per_sample_steps needs an adaptive solve (no dt=)")
     else:
-        t0, t1 = (float(t.detach()) if isinstance(t, Tensor) else float(t) for t in (t0, t1))
+        t0, t1 = _interval(t0, t1)
     st = None if o.saveat is None else torch.as_tensor(o.saveat, dtype=torch.float64).reshape(-1)
+    if st is not None and not o.per_sample_steps:
+        save_times(st, t0, t1)  # inside [t0, t1] and monotone, for fixed steps as for adaptive
+    detect = o.stiffness_check and o.on_failure == "raise" and detects_stiffness(slv)
     return ODEProblem(field, slv, ctrl, o.dt, t0, t1, st, o.max_steps, o.on_failure,
-                      o.per_sample_steps, o.time_dtype)
+                      o.per_sample_steps, o.time_dtype, STIFFNESS_EVERY if detect else 0)
+
+
+def _check_finite_state(x0: Tensor, name: str) -> None:
+    bad = ~torch.isfinite(x0.detach())
+    if bool(bad.any()):
+        raise NonFiniteError(f"{name} contains {int(bad.sum())} NaN/inf value(s)")
+
+
+def _interval(t0: Any, t1: Any) -> tuple[float, float]:
+    """``t0``, ``t1`` as floats: finite and distinct."""
+    out = []
+    for name, t in (("t0", t0), ("t1", t1)):
+        if isinstance(t, Tensor) and t.numel() != 1:
+            raise ValueError(f"{name} must be a scalar (per-sample intervals need per_sample_steps=True)")
+        try:
+            v = float(t.detach()) if isinstance(t, Tensor) else float(t)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a number, got {type(t).__name__}") from exc
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v}")
+        out.append(v)
+    if out[0] == out[1]:
+        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {out[0]}")
+    return out[0], out[1]
 
 
 def _regularised(problem: ODEProblem, method: AdjointMethod, x0: Tensor) -> Solution:

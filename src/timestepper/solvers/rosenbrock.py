@@ -71,6 +71,7 @@ class Rosenbrock23(Solver):
 
     family = "ode"
     term_type = VectorFieldTerm
+    is_implicit = True
     order = 2
     error_order = 3
     nfe_per_step = 3
