@@ -29,8 +29,8 @@ from torch import Tensor
 from ..core.controllers import StepSizeController, controller_from
 from ..core.solution import Solution
 from ..core.solver import Solver
-from ..core.terms import ODETerm
 from ..core.status import MaxStepsError, NonFiniteError, StiffnessError
+from ..core.terms import ODETerm
 from ..core.validation import check_choice, check_positive, save_times
 from ..loop import integrate
 from ..solvers.registry import get

@@ -49,7 +49,8 @@ def untracked_leaves(field: Callable[[Any, Tensor], Tensor], t0: float, x0: Tens
 def describe(tensors: Sequence[Tensor]) -> str:
     """``"2 tensors of shapes (3,), (4, 4)"``: for error messages."""
     shapes = ", ".join(str(tuple(t.shape)) for t in tensors[:5]) + (", ..." if len(tensors) > 5 else "")
-    return f"{len(tensors)} tensor{'s' if len(tensors) != 1 else ''} of shape{'s' if len(tensors) != 1 else ''} {shapes}"
+    plural = "s" if len(tensors) != 1 else ""
+    return f"{len(tensors)} tensor{plural} of shape{plural} {shapes}"
 
 
 __all__ = ["describe", "graph_leaves", "untracked_leaves"]
