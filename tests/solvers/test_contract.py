@@ -53,6 +53,8 @@ def test_reported_nfe_is_the_model_calls_diffusion(gmm2, name, schedule):
     den, calls = _counting_denoiser(gmm2, sched, "epsilon" if schedule == "vp" else "velocity")
     noise = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     for steps in (1, 2, 3, 7):
+        if steps < ts.solvers.get(name).min_steps:
+            continue  # refused (tests/solvers/test_bad_input.py)
         calls.clear()
         sol = ts.sample(den, noise, name, steps=steps, generator=1, return_solution=True,
                         grid="uniform" if schedule == "flow" else "logsnr")

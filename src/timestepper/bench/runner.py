@@ -50,12 +50,13 @@ def deterministic_solvers() -> list[str]:
     return out
 
 
-def steps_for_budget(solver: str, schedule, budget: int, grid: str, final: str) -> int:
+def steps_for_budget(solver: str, schedule, budget: int, grid: str, final: str) -> int | None:
     """The largest number of steps whose model evaluations fit ``budget``, found by counting
-    evaluations of a zero model on one sample (no host sync in the real run)."""
+    evaluations of a zero model on one sample (no host sync in the real run); ``None`` when no
+    number of steps the solver accepts fits (e.g. ``pndm`` below its warm-up)."""
     probe = Denoiser(lambda x, t: torch.zeros_like(x), schedule, "epsilon")
     x = torch.zeros(1, 1, dtype=torch.float64)
-    best = 1
+    best = None
     for steps in range(1, budget + 1):
         try:
             nfe = sample(probe, x, solver, steps=steps, grid=grid, final=final, return_solution=True).stats.nfe
@@ -102,6 +103,10 @@ def run_gmm_benchmark(dims=(2, 64), nfes=DEFAULT_NFES, solvers: list[str] | None
         for name in solvers:
             for n in nfes:
                 steps = budget_steps[(name, n)]
+                if steps is None:
+                    if bar is not None:
+                        bar.update(1)
+                    continue
                 t0 = time.perf_counter()
                 sol = sample(den, noise, name, steps=steps, grid=grid, final=final, return_solution=True)
                 ms = 1e3 * (time.perf_counter() - t0)
@@ -132,7 +137,10 @@ def _pivot(rows: list[dict], label: str, cell) -> tuple[list[str], list[list[str
     for name in dict.fromkeys(r["solver"] for r in rows):
         cells = [name]
         for n in nfes:
-            r = by[(name, n)]
+            r = by.get((name, n))
+            if r is None:  # no number of steps the solver accepts fits this budget
+                cells.append("-")
+                continue
             cells.append(cell(r) + ("" if r["nfe"] == n else f" ({r['nfe']})"))
         lines.append(cells)
     return [label] + [f"NFE {n}" for n in nfes], lines

@@ -33,6 +33,8 @@ nothing is probed with ``hasattr``:
 * ``provides_first_derivative``: ``first_derivative`` is defined: ``f(t0, x0)`` is shared
   between the initial step-size selection and the first stage.
 * ``per_sample``: ``step`` takes ``(B,)`` times and ``merge`` picks per-sample states.
+* ``min_steps`` (and ``min_steps_reason``): the fewest steps of a fixed grid the method is
+  defined on (``pndm``: its warm-up); the loop refuses shorter grids.
 * ``is_implicit``: each step solves (or linearises) an implicit equation with the Jacobian, so
   the solver suits stiff problems (listed in the errors that detect stiffness).
 * ``family``: ``"ode"``, ``"sde"``, ``"diffusion"``, ``"pde"`` or ``"surrogate"`` (for listings
@@ -66,6 +68,8 @@ class Solver:
     provides_first_derivative: ClassVar[bool] = False
     per_sample: ClassVar[bool] = False
     is_implicit: ClassVar[bool] = False
+    min_steps: ClassVar[int] = 1
+    min_steps_reason: ClassVar[str] = ""
 
     def init(self, term: Any, grid: Any, x0: Tensor) -> tuple[Any, Any]:
         """``(state, table)`` for a solve from ``x0`` (see the module docstring)."""

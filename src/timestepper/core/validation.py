@@ -7,6 +7,7 @@ boundary with a message the user can act on, never deep inside torch.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -40,10 +41,22 @@ def check_order(order: object, allowed: Sequence[int], name: str = "order") -> i
 
 
 def check_int(value: object, name: str, minimum: int = 0) -> int:
-    """An integer (not a bool) ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """An integer ``>= minimum`` as a Python ``int``: any ``numbers.Integral`` (``numpy.int64``
+    too), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
+
+
+def as_generator(generator: object, device: torch.device | str | None = None,
+                 name: str = "generator") -> torch.Generator | None:
+    """``generator`` as a ``torch.Generator`` (an integer, numpy's too, is a seed for a new one on
+    ``device``), or ``None``; anything else is refused naming the argument."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return torch.Generator(device=device if device is not None else "cpu").manual_seed(int(generator))
+    raise TypeError(f"{name} must be a torch.Generator, an integer seed or None, got {type(generator).__name__}")
 
 
 def check_in_range(value: object, name: str, low: float, high: float) -> float:
@@ -116,6 +129,7 @@ def save_times(ts: Any, t0: float, t1: float, name: str = "saveat") -> list[floa
 
 
 __all__ = [
+    "as_generator",
     "check_choice",
     "check_in_range",
     "check_int",

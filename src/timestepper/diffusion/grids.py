@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.validation import check_int
 from .schedules import NoiseSchedule, VPDiscreteSchedule
 
 FINALS = ("zero", "sigma_min")
@@ -155,6 +156,26 @@ SPACINGS = {
     "sigmoid": _sigmoid,
 }
 DIFFUSERS_SPACINGS = ("linspace", "leading", "trailing")
+# The options each named spacing takes (grid_options): anything else is refused, never ignored.
+SPACING_OPTIONS: dict[str, tuple[str, ...]] = {
+    "uniform": (), "logsnr": (), "karras": ("rho",), "quadratic": (), "sigmoid": ("scale",),
+    **{name: ("steps_offset",) for name in DIFFUSERS_SPACINGS},
+}
+
+
+def check_grid_options(grid: object, options: dict, shift: float | None) -> None:
+    """Refuse options the grid does not use: unknown names, options for an explicit grid, and
+    ``shift`` where it is not applied (explicit grids, diffusers' integer spacings)."""
+    named = isinstance(grid, str)
+    takes = SPACING_OPTIONS.get(grid, ()) if named else ()  # type: ignore[call-overload]
+    unused = sorted(set(options) - set(takes))
+    what = f"grid {grid!r}" if named else "an explicit grid"
+    if unused:
+        allowed = f"it takes: {', '.join(takes)}" if takes else "it takes none"
+        raise ValueError(f"grid options {unused} are not used by {what} ({allowed})")
+    if shift is not None and (not named or grid in DIFFUSERS_SPACINGS):
+        raise ValueError(f"shift is not applied to {what}: shift the times yourself or use a named "
+                         f"spacing ({', '.join(k for k in SPACING_OPTIONS if k not in DIFFUSERS_SPACINGS)})")
 
 
 def diffusers_timesteps(num_train_timesteps: int, steps: int, spacing: str, steps_offset: int = 0) -> Tensor:
@@ -227,12 +248,14 @@ def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr"
         raise ValueError(f"unknown final {final!r}; choose from {', '.join(FINALS)}")
     if isinstance(grid, SamplingGrid):
         return grid
+    if isinstance(grid, str) and grid not in SPACING_OPTIONS:
+        raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(SPACING_OPTIONS)} or pass a tensor")
+    check_grid_options(grid, options, shift)
     end = schedule.t_data if final == "zero" else schedule.t_min
     if isinstance(grid, (Tensor, list, tuple)):
         times = _explicit_times(grid, end)
     else:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = check_int(steps, "steps", 1)
         if not isinstance(grid, str):
             raise TypeError(f"grid must be a name or a 1-D tensor of times, got {type(grid).__name__}")
         times = _named_times(schedule, steps, grid, end, shift, options)

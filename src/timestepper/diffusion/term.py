@@ -34,6 +34,22 @@ class EvalPoint:
     d: float
 
 
+def model_tensor(out: object) -> Tensor:
+    """The tensor in a model's output: itself, the ``sample`` field of a diffusers output object,
+    or the only element of a one-tuple (``return_dict=False``); anything else is refused."""
+    if isinstance(out, Tensor):
+        return out
+    sample = getattr(out, "sample", None)
+    if isinstance(sample, Tensor):
+        return sample
+    if isinstance(out, (tuple, list)) and len(out) == 1 and isinstance(out[0], Tensor):
+        return out[0]
+    kind = f"a {type(out).__name__} of {len(out)} items" if isinstance(out, (tuple, list)) else \
+        f"a {type(out).__name__}"
+    raise TypeError(f"the model returned {kind}; a Denoiser's model_fn must return one tensor shaped like "
+                    "x (wrap diffusers models with timestepper.integrations.diffusers.denoiser_from_diffusers)")
+
+
 class DiffusionTerm(Term):
     """Probability-flow dynamics of a :class:`Denoiser` (Song et al. 2021, eq. 13).
 
@@ -79,6 +95,8 @@ class DiffusionTerm(Term):
     def model_output(self, x: Tensor, p: EvalPoint) -> Tensor:
         """The raw network output at point ``p``."""
         m = self.denoiser(x, p.t)
+        if type(m) is not Tensor:
+            m = model_tensor(m)
         if m.dtype != x.dtype or m.device != x.device or m.shape != x.shape:
             raise TypeError(
                 f"model output (dtype={m.dtype}, device={m.device}, shape={tuple(m.shape)}) must match the "
@@ -101,4 +119,4 @@ class DiffusionTerm(Term):
         return self.data_prediction(x, p) if kind == "data" else self.noise_prediction(x, p)
 
 
-__all__ = ["DiffusionTerm", "EvalPoint"]
+__all__ = ["DiffusionTerm", "EvalPoint", "model_tensor"]

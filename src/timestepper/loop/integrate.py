@@ -127,6 +127,10 @@ def _problem(term: Any, solver: Solver, stepping: Any, x0: Tensor, t_span: Any, 
     if solver.grid_type is not None and not isinstance(grid, solver.grid_type):
         raise TypeError(f"solver {solver.display_name!r} steps on a {solver.grid_type.__name__}, "
                         f"got {type(grid).__name__}")
+    if controller.steps < solver.min_steps:
+        why = f" ({solver.min_steps_reason})" if solver.min_steps_reason else ""
+        raise ValueError(f"solver {solver.display_name!r} needs at least {solver.min_steps} steps{why}, "
+                         f"got a grid of {controller.steps}")
     t0, t1 = controller.t_span
     if t_span is not None and (_as_float(t_span[0], "t_span[0]"), _as_float(t_span[1], "t_span[1]")) != (t0, t1):
         raise ValueError(f"t_span {tuple(t_span)} differs from the grid's ends ({t0}, {t1}); omit it")

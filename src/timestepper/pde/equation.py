@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 
 from ..core.solver import Solver
+from ..core.status import NonFiniteError
 from ..core.terms import SemilinearTerm
+from ..core.validation import check_int
 from ..loop import integrate
 from .spectral import complex_dtype_for
 
@@ -104,8 +106,8 @@ class SpectralEquation:
         """
         self.check_field("u0", u0)
         grid = uniform_grid(t_end, dt, t0)
-        if save_every is not None and not (isinstance(save_every, int) and save_every >= 1):
-            raise ValueError(f"save_every must be None or a positive integer, got {save_every!r}")
+        if save_every is not None:
+            save_every = check_int(save_every, "save_every", 1)
         term = self.term(u0.dtype, u0.device)
         x0 = self.to_spectral(u0)
         saved: list[Tensor] = [x0]
@@ -116,13 +118,41 @@ class SpectralEquation:
                 if (i + 1) % save_every == 0:
                     saved.append(x)
 
-        sol = integrate(
-            term, solver, grid, x0, check_finite=check_finite, progress=progress, callback=callback
-        )
+        try:
+            sol = integrate(
+                term, solver, grid, x0, check_finite=check_finite, progress=progress, callback=callback
+            )
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"{exc}; {_stability_hint(solver, dt)}") from exc
+        out = self.to_physical(sol.x)
+        if check_finite:
+            _check_growth(u0, out, solver, dt)
         if save_every is None:
-            return self.to_physical(sol.x)
+            return out
         traj = torch.stack(saved, dim=x0.ndim - self.space_dims)
         return self.to_physical(traj)
+
+
+GROWTH_LIMIT = 1e6
+"""``simulate(check_finite=True)`` refuses a final field whose largest value exceeds the initial
+one by this factor (at least 1 in absolute value): the equations of this package dissipate or
+conserve energy, so such growth is a numerical instability, not physics."""
+
+
+def _stability_hint(solver: str | Solver, dt: float) -> str:
+    name = solver if isinstance(solver, str) else solver.display_name
+    if name.startswith("etd"):
+        return f"solver {name!r} is likely unstable at dt={dt:g}: use a smaller dt"
+    return (f"solver {name!r} is likely unstable at dt={dt:g} on this stiff equation: use an "
+            "exponential integrator ('etdrk4', 'etdrk2') or a smaller dt")
+
+
+def _check_growth(u0: Tensor, u1: Tensor, solver: str | Solver, dt: float) -> None:
+    """Refuse a blow-up that stayed finite (one host read, after the solve)."""
+    start, end = float(u0.detach().abs().max()), float(u1.detach().abs().max())
+    if end > GROWTH_LIMIT * max(1.0, start):
+        raise NonFiniteError(f"the field grew from max |u| = {start:.3g} to {end:.3g}; "
+                             f"{_stability_hint(solver, dt)} (check_finite=False returns it)")
 
 
 __all__ = ["SpectralEquation", "uniform_grid"]

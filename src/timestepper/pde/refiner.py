@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..core.validation import check_int
+
 
 class PDERefiner(nn.Module):
     """The refinement process around a conditioned network.
@@ -28,8 +30,7 @@ class PDERefiner(nn.Module):
 
     def __init__(self, net: nn.Module, *, num_steps: int = 3, min_noise_std: float = 4e-7) -> None:
         super().__init__()
-        if not (isinstance(num_steps, int) and num_steps >= 1):
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+        num_steps = check_int(num_steps, "num_steps", 1)
         if not 0 < min_noise_std < 1:
             raise ValueError(f"min_noise_std must be in (0, 1), got {min_noise_std!r}")
         self.net = net

@@ -9,13 +9,14 @@ part of a product of two truncated fields falls on discarded modes.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
 
 def check_grid(length: float, n: int) -> None:
-    if not (isinstance(n, int) and n >= 4 and n % 2 == 0):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 4 or n % 2:
         raise ValueError(f"n (grid points) must be an even integer >= 4, got {n!r}")
     if not (isinstance(length, (int, float)) and math.isfinite(length) and length > 0):
         raise ValueError(f"length must be a positive finite number, got {length!r}")

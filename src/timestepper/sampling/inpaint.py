@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..core.solution import Solution
 from ..core.solver import Solver
-from ..core.validation import check_choice
+from ..core.validation import as_generator, check_choice
 from ..diffusion.denoiser import Denoiser
 from ..solvers.inpaint import Inpaint, bool_mask
 from ..solvers.smc import SMCInpaint
@@ -71,8 +71,7 @@ def inpaint(denoiser: Denoiser, noise: Tensor, known: Tensor, mask: Tensor,  # n
         mask = bool_mask(mask)
     smc = SMCInpaint(known, mask, particles, ess_threshold)
     generator = sample_options.pop("generator", None)
-    if isinstance(generator, int):
-        generator = torch.Generator(device=noise.device).manual_seed(generator)
+    generator = as_generator(generator, noise.device)
     # Particle 0 of each sample starts from ``noise``, the others from the generator.
     extra = torch.randn((noise.shape[0], particles - 1, *noise.shape[1:]), generator=generator,
                         dtype=noise.dtype, device=noise.device)

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..core.controllers import IController
 from ..core.solution import Stats
 from ..core.terms import ODETerm
-from ..core.validation import check_choice, check_int, check_state
+from ..core.validation import as_generator, check_choice, check_int, check_state
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.predictions import data_coefficients
 from ..loop import integrate
@@ -151,8 +151,7 @@ def _log_noise_range(sched, t_min: float | None, t_max: float | None) -> tuple[f
 
 def _probes(y0: Tensor, probe: str, generator: torch.Generator | int | None) -> Tensor:
     """Hutchinson probes shaped like ``y0``: Gaussian, or their signs (Rademacher)."""
-    if isinstance(generator, int):
-        generator = torch.Generator(device=y0.device).manual_seed(generator)
+    generator = as_generator(generator, y0.device)
     probes = torch.randn(y0.shape, generator=generator, dtype=y0.dtype, device=y0.device)
     return torch.sign(probes) if probe == "rademacher" else probes
 

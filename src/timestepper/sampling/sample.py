@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..core.solution import SaveAt, Solution
 from ..core.solver import Solver
-from ..core.validation import check_choice, check_state
+from ..core.validation import as_generator, check_choice, check_state
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import make_grid
 from ..diffusion.term import DiffusionTerm
@@ -36,6 +36,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
     progress: bool = False,
     check_finite: bool = True,
     callback=None,
+    grad: bool = False,
 ) -> Tensor | Solution:
     """Sample a diffusion or flow model by solving its probability-flow ODE (or SDE).
 
@@ -58,6 +59,10 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
         progress: show a progress bar.
         check_finite: raise naming the step and time where NaN/inf appeared.
         callback: ``callback(i, t, x)`` after each step.
+        grad: record the autograd graph through the steps (to differentiate the sample with
+            respect to the noise or the model's parameters). By default sampling runs under
+            ``torch.no_grad()``, so memory does not grow with the number of steps; a model that
+            needs gradients inside its call (classifier guidance) enables them itself.
 
     A solver that chooses its own steps (``"dpm-adaptive"``) runs over the grid's log-SNR range
     with its own controller; ``steps`` then only fixes the grid's end points.
@@ -71,19 +76,18 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
         raise TypeError(f"solver {slv.display_name!r} ({slv.family}) does not sample diffusion "
                         f"models; choose a diffusion solver ({', '.join(available('diffusion'))})")
     sgrid = make_grid(denoiser.schedule, steps, grid, final=final, shift=shift, **(grid_options or {}))
-    if isinstance(generator, int):
-        generator = torch.Generator(device=noise.device).manual_seed(generator)
-    term = DiffusionTerm(denoiser, generator=generator)
+    term = DiffusionTerm(denoiser, generator=as_generator(generator, noise.device))
     scale = float(torch.sqrt(sgrid.alpha[0] ** 2 + sgrid.sigma[0] ** 2))
     x0 = noise * scale if scale != 1.0 else noise
     options: dict[str, Any] = dict(saveat=SaveAt(steps=save == "all"), progress=progress,
                                    callback=callback, check_finite=check_finite)
     controller = slv.default_controller(sgrid)
-    if controller is None:
-        sol = integrate(term, slv, sgrid, x0, **options)
-    else:  # the solver's own steps over the grid's log-SNR range
-        lam = sgrid.log_snr.tolist()
-        sol = integrate(term, slv, controller, x0, t_span=(lam[0], lam[-1]), **options)
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        if controller is None:
+            sol = integrate(term, slv, sgrid, x0, **options)
+        else:  # the solver's own steps over the grid's log-SNR range
+            lam = sgrid.log_snr.tolist()
+            sol = integrate(term, slv, controller, x0, t_span=(lam[0], lam[-1]), **options)
     sol.extras["grid"] = sgrid
     return sol if return_solution else sol.x
 
