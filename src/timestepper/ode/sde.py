@@ -71,6 +71,7 @@ def sdeint(drift: Callable, diffusion: Callable, y0: Tensor, ts: Sequence[float]
         bm = VirtualBrownianTree(float(ts.min()), float(ts.max()), y0.shape, seed=seed,
                                  dtype=y0.dtype, device=y0.device)
     grid, keep = refined_grid(ts, dt)
+    _check_brownian(bm, grid, y0, noise)
     term = SDETerm(drift, diffusion, bm, noise=noise, sde_type=sde_type)
     if adjoint == "reversible":
         from .sde_adjoint import reversible_sdeint
@@ -82,6 +83,26 @@ def sdeint(drift: Callable, diffusion: Callable, y0: Tensor, ts: Sequence[float]
                     saveat=SaveAt(ts=[grid[k] for k in keep]))
     sol.ts = ts
     return sol
+
+
+def _check_brownian(bm: Callable, grid: list[float], y0: Tensor, noise: str) -> None:
+    """One query of ``bm`` over the first step: its increment must be a tensor shaped like ``y0``
+    (diagonal noise) or like ``y0`` with the last dim replaced by the noise dimension (general)."""
+    if not callable(bm):
+        raise TypeError(f"bm must be callable as bm(ta, tb), got {type(bm).__name__}")
+    lo, hi = sorted(grid[:2])
+    dw = bm(lo, hi)
+    if not isinstance(dw, Tensor):
+        raise TypeError(f"bm(ta, tb) must return a tensor (the Brownian increment), got {type(dw).__name__}")
+    if noise == "diagonal" and dw.shape != y0.shape:
+        raise ValueError(f"bm's increments have shape {tuple(dw.shape)} but diagonal noise needs the shape of "
+                         f"y0, {tuple(y0.shape)}")
+    if noise == "general" and dw.shape[:-1] != y0.shape[:-1]:
+        raise ValueError(f"bm's increments have shape {tuple(dw.shape)}; general noise needs (*batch, m) with "
+                         f"the batch dims of y0, {tuple(y0.shape[:-1])}")
+    if dw.dtype != y0.dtype:
+        raise TypeError(f"bm's increments are {dw.dtype} but y0 is {y0.dtype}: build the Brownian path with "
+                        f"dtype={y0.dtype}")
 
 
 __all__ = ["SDETerm", "refined_grid", "sdeint"]
