@@ -149,6 +149,7 @@ ORDER_TESTS = {
        ("ddim", "dpm-solver-1", "dpmpp-2m", "dpmpp-3m", "dpm-solver-2m", "dpm-solver-3m", "dpm-solver-2",
         "dpm-solver-3", "dpmpp-2s", "dpmpp-3s", "deis", "unipc-bh1", "unipc-bh2", "plms", "pndm", "lms",
         "dpm-2")},
+    "dpm-adaptive": ("tests.solvers.test_dpm_adaptive", "test_error_falls_as_nfe_to_minus_order"),
     **{n: ("tests.solvers.test_convergence_foundation", "test_empirical_order_matches_declared")
        for n in ("euler", "heun")},
     **{n: ("tests.solvers.test_stochastic_solvers", "test_deterministic_limit_convergence_order")
@@ -162,8 +163,6 @@ EXEMPT = {
                       "(tests/sampling/test_distribution.py)",
     "pc": "its order is the predictor's; the Langevin corrector is an MCMC step (distribution "
           "tested in tests/sampling/test_distribution.py)",
-    "dpm-adaptive": "adaptive: accuracy is set by its tolerances, tested against the tolerance "
-                    "(tests/solvers/test_bad_input.py::test_adaptive_tracks_the_reference)",
 }
 
 

@@ -103,20 +103,23 @@ class DPMSolverSinglestep(DiffusionSolver):
         self.solver_type = check_choice(solver_type, SOLVER_TYPES, "solver_type")
         self.lower_order_final = bool(lower_order_final)
 
-    def weights(
-        self, grid, s: int, k: int, t: int | None = None, phis: PhiTable | None = None
+    def weights(  # noqa: PLR0913 - the step's points, its order and two overrides
+        self, grid, s: int, k: int, t: int | None = None, phis: PhiTable | None = None,
+        solver_type: str | None = None,
     ) -> tuple[float, list[float]]:
         """``(cx, w)``: the order-``k`` step from point ``s`` to ``t`` (default ``s + k``) using the
-        predictions at ``s, s + 1, ..., s + k - 1`` (``w`` on those)."""
+        predictions at ``s, s + 1, ..., s + k - 1`` (``w`` on those), in the form ``solver_type``
+        (default: the solver's)."""
         t = s + k if t is None else t
+        form = solver_type or self.solver_type
         cx, e = taylor_weights(grid, s, t, self.prediction, k, phis)
         if k == 1:
             return cx, e
         u = lambda_offsets(grid, s, t, range(s, s + k))
         if k == 2:
-            c1 = 0.5 * e[0] if self.solver_type == "midpoint" else e[1]
+            c1 = 0.5 * e[0] if form == "midpoint" else e[1]
             return cx, combine([e[0], c1], polynomial_basis(u))
-        if self.solver_type == "heun":
+        if form == "heun":
             return cx, combine(e, polynomial_basis(u))
         w = combine(e[:2], polynomial_basis([u[0], u[2]]))
         return cx, [w[0], 0.0, w[1]]
