@@ -117,7 +117,8 @@ def test_sigkill_during_the_write_leaves_the_existing_file_intact(tmp_path):
 def test_float16_overflow_is_refused_naming_the_dtype_before_writing(tmp_path):
     eq, cfg = _eq_cfg(store_dtype="float16")
     u = torch.full((1, 3, 32), 1e5)
-    with pytest.raises(NonFiniteError, match=r"not finite in float16: the largest \|u\| = 1e\+05 exceeds float16's maximum 65504"):
+    phrase = r"not finite in float16: the largest \|u\| = 1e\+05 exceeds float16's maximum 65504"
+    with pytest.raises(NonFiniteError, match=phrase):
         write_hdf5(tmp_path / "x.h5", eq, cfg, {"train": u})
     assert list(tmp_path.iterdir()) == []
 
@@ -126,7 +127,8 @@ def test_nan_in_trajectories_is_refused_before_writing(tmp_path):
     eq, cfg = _eq_cfg()
     u = torch.zeros(1, 3, 32)
     u[0, 1, 4] = float("nan")
-    with pytest.raises(NonFiniteError, match="'train' trajectories are not finite in float32: the simulation produced NaN"):
+    phrase = "'train' trajectories are not finite in float32: the simulation produced NaN"
+    with pytest.raises(NonFiniteError, match=phrase):
         write_hdf5(tmp_path / "x.h5", eq, cfg, {"train": u})
     assert list(tmp_path.iterdir()) == []
 
@@ -174,7 +176,8 @@ def test_duration_not_a_multiple_of_the_frame_names_the_option(tmp_path, monkeyp
     monkeypatch.setattr(pde_cli, "generate", lambda *a, **k: pytest.fail("generation started"))
     argv = [*SMALL, "--duration-test", "0.7", "--out", str(tmp_path / "x.h5")]
     assert main(argv) == 2
-    assert "error: --duration-test/--dt/--save-every: duration=0.7 must be a positive multiple" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: --duration-test/--dt/--save-every: duration=0.7 must be a positive multiple" in err
 
 
 def test_numpy_integers_are_accepted_and_bools_refused():
