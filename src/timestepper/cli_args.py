@@ -71,16 +71,8 @@ def finite_float(text: str) -> float:
     return _number(text, float)
 
 
-def probability(text: str) -> float:
-    """An argparse type: a number in ``[0, 1]``."""
-    value = _number(text, float)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return value
-
-
-def decay(text: str) -> float:
-    """An argparse type: a number in ``[0, 1)`` (an EMA decay)."""
+def below_one(text: str) -> float:
+    """An argparse type: a number in ``[0, 1)`` (an EMA decay, a dropout probability)."""
     value = _number(text, float)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")

@@ -53,7 +53,7 @@ def _user_error(argv, capsys) -> str:
         (["train", "moons", "--lr", "0"], "argument --lr: must be > 0, got '0'"),
         (["train", "moons", "--ema-decay", "1"], "argument --ema-decay: must be in [0, 1), got '1'"),
         (["train", "moons", "--channels", "8,x"], "argument --channels: expected an integer, got 'x'"),
-        (["train", "moons", "--label-dropout", "2"], "argument --label-dropout: must be in [0, 1]"),
+        (["train", "moons", "--label-dropout", "2"], "argument --label-dropout: must be in [0, 1), got '2'"),
         (["train", "moons", "--save-minutes", "0"], "argument --save-minutes: must be > 0"),
         (["train", "moons", "--save-every", "-1"], "argument --save-every: must be an integer >= 0"),
         (["train", "mnist"], "argument dataset: invalid choice: 'mnist'"),

@@ -26,7 +26,7 @@ import torch
 
 from ..cli_args import (
     UsageError,
-    decay,
+    below_one,
     grid_name,
     int_at_least,
     nonnegative_float,
@@ -35,7 +35,6 @@ from ..cli_args import (
     positive_float,
     positive_int,
     positive_ints,
-    probability,
     require_modules,
     solver_name,
     solver_names,
@@ -77,13 +76,13 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=4000)
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=positive_float, default=2e-3)
-    p.add_argument("--ema-decay", type=decay, default=0.999)
+    p.add_argument("--ema-decay", type=below_one, default=0.999)
     p.add_argument(
         "--channels", type=positive_ints, default=[32, 64], help="U-Net widths per level (digits)"
     )
     p.add_argument("--hidden", type=positive_int, default=128, help="MLP width (2-D sets)")
     p.add_argument("--conditional", action="store_true", help="class-conditional (digits)")
-    p.add_argument("--label-dropout", type=probability, default=0.1)
+    p.add_argument("--label-dropout", type=below_one, default=0.1)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", required=True, help="checkpoint directory")
