@@ -15,6 +15,9 @@ import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class UsageError(ValueError):
@@ -79,12 +82,17 @@ def below_one(text: str) -> float:
     return value
 
 
-def positive_ints(text: str) -> list[int]:
-    """An argparse type: comma-separated integers >= 1 (at least one)."""
+def _comma_list(text: str, item: Callable[[str], T], what: str) -> list[T]:
+    """``text`` split at commas, each part parsed by ``item`` (at least one part)."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
-    return [positive_int(p) for p in parts]
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+    return [item(p) for p in parts]
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: comma-separated integers >= 1 (at least one)."""
+    return _comma_list(text, positive_int, "integers >= 1")
 
 
 def solver_name(text: str) -> str:
@@ -99,10 +107,7 @@ def solver_name(text: str) -> str:
 
 def solver_names(text: str) -> list[str]:
     """An argparse type: comma-separated solvers of the registry (at least one)."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError(f"expected comma-separated solver names, got {text!r}")
-    return [solver_name(p) for p in parts]
+    return _comma_list(text, solver_name, "solver names")
 
 
 def grid_name(text: str) -> str:

@@ -61,25 +61,27 @@ def test_out_that_is_a_file_is_refused_before_training(tmp_path):
         _train(tmp_path / "f")
 
 
+def _resume_vp(out, saved, now, phrase):
+    """Train an eps model on schedule ``saved``; resuming on ``now`` = (schedule, prediction)
+    must be refused with ``phrase``."""
+    _train(out, model=_mlp(schedule=saved), objective=DenoisingObjective(saved, "epsilon"))
+    schedule, prediction = now
+    with pytest.raises(ValueError, match=phrase):
+        _train(
+            out, steps=4, resume=True, model=_mlp(schedule=schedule),
+            objective=DenoisingObjective(schedule, prediction),
+        )  # fmt: skip
+
+
 def test_resume_with_another_objective_names_the_prediction(tmp_path):
     sched = ts.VPCosineSchedule()
-    _train(tmp_path, model=_mlp(schedule=sched), objective=DenoisingObjective(sched, "epsilon"))
-    with pytest.raises(ValueError, match=r"other settings: .*prediction \(checkpoint 'epsilon', now 'v"):
-        _train(
-            tmp_path, steps=4, resume=True, model=_mlp(schedule=sched),
-            objective=DenoisingObjective(sched, "v_prediction"),
-        )  # fmt: skip
+    phrase = r"other settings: .*prediction \(checkpoint 'epsilon', now 'v"
+    _resume_vp(tmp_path, sched, (sched, "v_prediction"), phrase)
 
 
 def test_resume_with_another_schedule_names_the_schedule(tmp_path):
-    sched = ts.VPCosineSchedule()
-    _train(tmp_path, model=_mlp(schedule=sched), objective=DenoisingObjective(sched, "epsilon"))
-    other = ts.VPLinearSchedule()
-    with pytest.raises(ValueError, match=r"schedule.name \(checkpoint 'vp-cosine', now 'vp-linear'\)"):
-        _train(
-            tmp_path, steps=4, resume=True, model=_mlp(schedule=other),
-            objective=DenoisingObjective(other, "epsilon"),
-        )  # fmt: skip
+    phrase = r"schedule.name \(checkpoint 'vp-cosine', now 'vp-linear'\)"
+    _resume_vp(tmp_path, ts.VPCosineSchedule(), (ts.VPLinearSchedule(), "epsilon"), phrase)
 
 
 def test_resume_with_another_model_shape_names_the_network_key(tmp_path):
