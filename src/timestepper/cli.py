@@ -8,7 +8,8 @@ User errors never print a traceback: a bad option value is refused by argparse (
 :class:`~timestepper.cli_args.UsageError` and the checkpoint errors, a missing or existing file, a
 solve that fails for the options given) is printed as ``timestepper <command>: error: <message>``
 with exit code 2, argparse's convention. Any other exception is a bug and raises as usual; set
-``TIMESTEPPER_TRACEBACK=1`` to see the traceback of a user error too.
+``TIMESTEPPER_TRACEBACK=1`` to see the traceback of a user error too. Ctrl-C prints one line and
+exits with 130.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     SolveError,
 )
 USAGE_EXIT = 2
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, the shell's convention
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return USAGE_EXIT
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

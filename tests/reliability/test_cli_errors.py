@@ -170,6 +170,15 @@ def test_internal_bugs_still_raise(monkeypatch, tmp_path, exc):
         main([*TRAIN, "--out", str(tmp_path / "x")])
 
 
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, tmp_path, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "cmd_train", interrupted)
+    assert main([*TRAIN, "--out", str(tmp_path / "x")]) == 130
+    assert capsys.readouterr().err == "timestepper train: interrupted\n"
+
+
 def test_traceback_of_a_user_error_on_request(ckpt, monkeypatch):
     monkeypatch.setenv("TIMESTEPPER_TRACEBACK", "1")
     with pytest.raises(FileExistsError, match="already holds a checkpoint"):

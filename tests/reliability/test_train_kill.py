@@ -102,8 +102,6 @@ def test_kill_between_two_file_writes_of_a_save_resumes_from_the_previous_save(
 @pytest.mark.parametrize(
     "kill_at,saved_step",
     [
-        (10, 2),  # after the first file of the second save
-        (12, 2),  # before the last file of the temporary folder
         (13, 2),  # before the temporary folder's rename
         (14, 2),  # before the new config.json is written
         (15, 2),  # before the new config.json replaces the old one

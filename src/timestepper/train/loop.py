@@ -539,6 +539,9 @@ def _restore(job: _TrainJob, state: _LoopState) -> tuple[int, list[float]]:
 
 # Entries of config.json that may differ between a checkpoint and the run resuming it.
 _MAY_DIFFER = {"checkpoint", "format", "version", "training.step", "training.steps"}
+# Entries that version-1 checkpoints do not record (nothing to compare).
+_NEW_IN_VERSION_2 = {"data.fingerprint", "data.rows"}
+_ABSENT = "<absent>"
 
 
 def _check_same_job(d: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
@@ -547,7 +550,7 @@ def _check_same_job(d: Path, saved: dict[str, Any], now: dict[str, Any]) -> None
     diffs = [
         f"{key} (checkpoint {_short(a)}, now {_short(b)})"
         for key, a, b in _differences(saved, now)
-        if key not in _MAY_DIFFER
+        if key not in _MAY_DIFFER and not (a == _ABSENT and key in _NEW_IN_VERSION_2)
     ]
     if diffs:
         raise ValueError(
@@ -562,7 +565,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]
         out = []
         for key in sorted(set(a) | set(b)):
             name = f"{prefix}.{key}" if prefix else str(key)
-            out.extend(_differences(a.get(key, "<absent>"), b.get(key, "<absent>"), name))
+            out.extend(_differences(a.get(key, _ABSENT), b.get(key, _ABSENT), name))
         return out
     return [] if a == b else [(prefix, a, b)]
 
