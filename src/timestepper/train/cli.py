@@ -15,9 +15,10 @@ complete save. A directory that already holds a checkpoint needs ``--resume`` or
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from ..cli_args import (
     solver_name,
     solver_names,
 )
+from .store import write_json_atomically
 
 if TYPE_CHECKING:
     from ..diffusion.denoiser import Denoiser
@@ -302,8 +304,20 @@ def save_png(x: torch.Tensor, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig = _scatter_figure(plt, x) if x.ndim == 2 else _digits_figure(plt, x)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save_figure(fig, path)
     plt.close(fig)
+
+
+def _save_figure(fig: Any, path: str | Path) -> None:
+    """Save ``fig`` as a PNG under a temporary name, then rename it to ``path`` (an interrupted
+    save never leaves a partial image at ``path``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    try:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _scatter_figure(plt: Any, x: torch.Tensor) -> Any:
@@ -413,7 +427,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"real test split, half vs half: {split_half_distance():.3f}")
     plot = args.plot or str(Path(args.dir) / "eval.png")
     _plot_eval(rows, solvers, plot)
-    (Path(args.dir) / "eval.json").write_text(json.dumps(rows, indent=2))
+    write_json_atomically(Path(args.dir) / "eval.json", rows)
     print(f"plot -> {plot}")
     return 0
 
@@ -442,5 +456,5 @@ def _plot_eval(rows: list[dict], solvers: list[str], path: str | Path) -> None:
     ax.set_ylabel("Fréchet distance (digits)")
     ax.set_yscale("log")
     ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save_figure(fig, path)
     plt.close(fig)
