@@ -194,6 +194,7 @@ def train(  # noqa: PLR0913 - keyword options of the front, all with defaults
     Raises:
         FileExistsError: ``out`` holds a checkpoint and neither ``resume`` nor ``overwrite``.
         FileNotFoundError: ``resume`` and ``out`` holds no checkpoint.
+        NotADirectoryError: ``out`` is a file.
         ValueError: an invalid option, or a checkpoint that does not match (see ``resume``);
             :class:`~timestepper.train.store.CheckpointError` (a ``ValueError``) for a corrupt,
             truncated or mixed checkpoint file, named in the message.
