@@ -154,4 +154,4 @@ def test_training_under_a_process_group_uses_ddp_and_matches(tmp_path):
     assert ddp.losses == plain.losses
     for p, q in zip(plain.model.parameters(), ddp.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
-    assert (tmp_path / "ddp" / "model.safetensors").is_file()
+    assert (tmp_path / "ddp" / "step-00000006" / "model.safetensors").is_file()

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from timestepper.cli_args import UsageError
 from timestepper.train import cli
 
 
@@ -89,19 +90,19 @@ def test_train_resume_sample_eval_conditional_digits(tmp_path, capsys):
     rows = json.loads((out / "eval.json").read_text())
     assert [(r["solver"], r["nfe"]) for r in rows] == [("ddim", 3), ("heun", 1)]
     assert "half vs half" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="label"):
+    with pytest.raises(UsageError, match="label"):
         _run(["sample", str(out), "--label", "12", "--out", str(png)])
 
 
 def test_cli_errors_name_the_option(tmp_path):
-    with pytest.raises(SystemExit, match="--conditional needs a labelled data set"):
+    with pytest.raises(UsageError, match="--conditional needs a labelled data set"):
         _run(["train", "circles", "--conditional", "--out", str(tmp_path / "c")])
     out = tmp_path / "moons"
     args = ["train", "moons", "--steps", "2", "--batch-size", "8", "--hidden", "8"]
     assert _run(args + ["--out", str(out), "--no-progress"]) == 0
-    with pytest.raises(SystemExit, match="--label needs a class-conditional checkpoint"):
+    with pytest.raises(UsageError, match="--label needs a class-conditional checkpoint"):
         _run(["sample", str(out), "--label", "1", "--out", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="--cfg needs a class-conditional checkpoint"):
+    with pytest.raises(UsageError, match="--cfg needs a class-conditional checkpoint"):
         _run(["sample", str(out), "--cfg", "2", "--out", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="eval measures digits checkpoints"):
+    with pytest.raises(UsageError, match="eval measures digits checkpoints"):
         _run(["eval", str(out)])

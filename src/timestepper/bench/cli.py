@@ -6,27 +6,37 @@ import argparse
 import time
 from pathlib import Path
 
+from ..cli_args import (
+    grid_name,
+    int_at_least,
+    nonnegative_int,
+    positive_ints,
+    require_modules,
+    solver_names,
+)
 
-def _ints(s: str) -> list[int]:
-    try:
-        return [int(v) for v in s.split(",") if v]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from exc
+
+def _out_folder(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder")
+    return path
 
 
 def add_commands(sub) -> None:
     bench = sub.add_parser("bench", help="run a benchmark")
     bsub = bench.add_subparsers(dest="bench", required=True)
     g = bsub.add_parser("gmm", help="every sampler vs the exact solution on Gaussian mixtures")
-    g.add_argument("--dims", type=_ints, default=[2, 64], help="mixture dimensions (default 2,64)")
-    g.add_argument("--nfe", type=_ints, default=[5, 6, 8, 10, 15, 20], help="NFE budgets")
-    g.add_argument("--solvers", default=None, help="comma-separated registry names (default: all deterministic)")
-    g.add_argument("--grid", default="logsnr", help="time grid (default logsnr)")
+    g.add_argument("--dims", type=positive_ints, default=[2, 64], help="mixture dimensions (default 2,64)")
+    g.add_argument("--nfe", type=positive_ints, default=[5, 6, 8, 10, 15, 20], help="NFE budgets")
+    g.add_argument("--solvers", type=solver_names, default=None,
+                   help="comma-separated registry names (default: all deterministic)")
+    g.add_argument("--grid", type=grid_name, default="logsnr", help="time grid (default logsnr)")
     g.add_argument("--final", default="zero", choices=["zero", "sigma_min"])
-    g.add_argument("--samples", type=int, default=2000, help="samples per mixture (default 2000)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--samples", type=int_at_least(2), default=2000, help="samples per mixture (default 2000)")
+    g.add_argument("--seed", type=nonnegative_int, default=0)
     g.add_argument("--stochastic", action="store_true", help="add the stochastic samplers (sliced W2 only)")
-    g.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder for JSON and PNG")
+    g.add_argument("--out", type=_out_folder, default=Path("bench-out"), help="output folder for JSON and PNG")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_gmm)
 
@@ -36,8 +46,9 @@ def run_gmm(args) -> int:
 
     from . import runner
 
+    require_modules("timestepper bench gmm", {"matplotlib": "matplotlib"})
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    solvers = args.solvers.split(",") if args.solvers else None
+    solvers = list(args.solvers) if args.solvers else None
     t0 = time.perf_counter()
     result = runner.run_gmm_benchmark(dims=args.dims, nfes=args.nfe, solvers=solvers, grid=args.grid,
                                       final=args.final, n_samples=args.samples, seed=args.seed,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..cli_args import UsageError, positive_float, solver_name
+
 
 def add_commands(sub) -> None:
     p = sub.add_parser("detest", help="solve the 25 DETEST problems and print NFE and error/tol")
-    p.add_argument("--solver", default="tsit5", help="registry name (default: tsit5)")
-    p.add_argument("--tol", type=float, default=1e-6, help="rtol = atol (default: 1e-6)")
+    p.add_argument("--solver", type=solver_name, default="tsit5",
+                   help="registry name (default: tsit5)")
+    p.add_argument("--tol", type=positive_float, default=1e-6, help="rtol = atol (default: 1e-6)")
     p.add_argument("--controller", default="i", choices=["i", "pi", "pid"])
     p.add_argument("--problems", default=None, help="comma-separated names, e.g. A1,D5")
     p.add_argument("--error-control", default="local", choices=["local", "global"],
@@ -25,10 +28,10 @@ def run_detest(args: argparse.Namespace) -> int:
     from .solve import solve
 
     torch.set_num_threads(1)
-    names = args.problems.split(",") if args.problems else list(PROBLEMS)
+    names = [n for n in args.problems.split(",") if n] if args.problems else list(PROBLEMS)
     unknown = [n for n in names if n not in PROBLEMS]
-    if unknown:
-        raise SystemExit(f"unknown problems {unknown}; available: {', '.join(PROBLEMS)}")
+    if unknown or not names:
+        raise UsageError(f"--problems: unknown problems {unknown}; available: {', '.join(PROBLEMS)}")
     print(f"{'problem':8} {'NFE':>7} {'accepted':>9} {'rejected':>9} {'err/tol':>9} {'s':>6}")
     total = 0
     for name in names:

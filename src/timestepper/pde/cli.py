@@ -3,6 +3,10 @@
 Example (the Kuramoto–Sivashinsky setting of Lippe et al. 2023)::
 
     timestepper pde generate ks --n-train 512 --n-test 128 --out ks.h5
+
+Everything is checked before the first trajectory is integrated (option values, h5py, the output
+folder); the file is written under a temporary name and renamed to ``--out`` when complete, so
+an interrupted run leaves no partial file and does not touch an existing ``--out``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,17 @@ from __future__ import annotations
 import argparse
 import math
 
-from .data import GenerationConfig, generate, write_hdf5
+from ..cli_args import (
+    UsageError,
+    nonnegative_float,
+    nonnegative_int,
+    output_file,
+    positive_float,
+    positive_int,
+    require_modules,
+    solver_name,
+)
+from .data import STORE_DTYPES, GenerationConfig, generate, write_hdf5
 from .equations1d import Burgers, KdV, KuramotoSivashinsky
 from .navier_stokes import NavierStokes2D
 
@@ -55,20 +69,42 @@ def build_equation(name: str, length: float, n: int, nu: float | None):
 
 
 def _generate(args: argparse.Namespace) -> int:
+    require_modules("timestepper pde generate", {"h5py": "h5py"})
     preset = PRESETS[args.equation]
     pick = {
         k: (getattr(args, k) if getattr(args, k) is not None else preset.get(k))
         for k in ("length", "n", "nu", "dt", "save_every", "duration_train", "duration_test")
     }
     eq = build_equation(args.equation, pick["length"], pick["n"], pick["nu"])
-    splits = {}
-    for split, count, duration in (
-        ("train", args.n_train, pick["duration_train"]),
-        ("test", args.n_test, pick["duration_test"]),
-    ):
-        if count <= 0:
-            continue
-        cfg = GenerationConfig(
+    plan = {
+        split: (count, _config(args, pick, duration, f"--duration-{split}"))
+        for split, count, duration in (
+            ("train", args.n_train, pick["duration_train"]),
+            ("test", args.n_test, pick["duration_test"]),
+        )
+        if count > 0
+    }
+    if not plan:
+        raise UsageError("nothing to generate: --n-train and --n-test are both 0")
+    splits = {
+        split: generate(
+            eq, count, cfg, split=split, workers=args.workers, progress=not args.no_progress
+        )
+        for split, (count, cfg) in plan.items()
+    }
+    last_cfg = list(plan.values())[-1][1]  # the file's attributes: dt, save_every, burn-in, seed
+    write_hdf5(args.out, eq, last_cfg, splits)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in splits.items())
+    print(f"wrote {args.out}: {eq!r}; {shapes}; dt={pick['dt']} save_every={pick['save_every']}")
+    return 0
+
+
+def _config(
+    args: argparse.Namespace, pick: dict, duration: float, option: str
+) -> GenerationConfig:
+    """The generation settings of one split; a bad combination names the options."""
+    try:
+        return GenerationConfig(
             dt=pick["dt"],
             save_every=pick["save_every"],
             duration=duration,
@@ -76,16 +112,10 @@ def _generate(args: argparse.Namespace) -> int:
             solver=args.solver,
             seed=args.seed,
             batch_size=args.batch_size,
+            store_dtype=args.store_dtype,
         )
-        splits[split] = generate(
-            eq, count, cfg, split=split, workers=args.workers, progress=not args.no_progress
-        )
-    if not splits:
-        raise SystemExit("nothing to generate: --n-train and --n-test are both 0")
-    write_hdf5(args.out, eq, cfg, splits)
-    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in splits.items())
-    print(f"wrote {args.out}: {eq!r}; {shapes}; dt={pick['dt']} save_every={pick['save_every']}")
-    return 0
+    except ValueError as e:
+        raise UsageError(f"{option}/--dt/--save-every: {e}") from e
 
 
 def add_commands(subparsers) -> None:
@@ -94,21 +124,37 @@ def add_commands(subparsers) -> None:
     sub = pde.add_subparsers(dest="pde_command", required=True)
     gen = sub.add_parser("generate", help="generate a trajectory data set (HDF5)")
     gen.add_argument("equation", choices=sorted(PRESETS))
-    gen.add_argument("--n-train", type=int, default=64)
-    gen.add_argument("--n-test", type=int, default=16)
-    gen.add_argument("--out", required=True, help="output .h5 file")
-    gen.add_argument("--length", type=float, default=None, help="domain length (preset default)")
-    gen.add_argument("--n", type=int, default=None, help="grid points per dimension")
-    gen.add_argument("--nu", type=float, default=None, help="viscosity (burgers, ns2d)")
-    gen.add_argument("--dt", type=float, default=None, help="solver step")
-    gen.add_argument("--save-every", type=int, default=None, help="solver steps per saved frame")
-    gen.add_argument("--duration-train", type=float, default=None)
-    gen.add_argument("--duration-test", type=float, default=None)
-    gen.add_argument("--t-burn-in", type=float, default=0.0, help="discarded initial time")
-    gen.add_argument("--solver", default="etdrk4")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--batch-size", type=int, default=32)
-    gen.add_argument("--workers", type=int, default=0, help="processes (0: in-process)")
+    gen.add_argument("--n-train", type=nonnegative_int, default=64)
+    gen.add_argument("--n-test", type=nonnegative_int, default=16)
+    gen.add_argument(
+        "--out", type=output_file, required=True, help="output .h5 file (replaced when complete)"
+    )
+    gen.add_argument(
+        "--length", type=positive_float, default=None, help="domain length (preset default)"
+    )
+    gen.add_argument("--n", type=positive_int, default=None, help="grid points per dimension")
+    gen.add_argument("--nu", type=positive_float, default=None, help="viscosity (burgers, ns2d)")
+    gen.add_argument("--dt", type=positive_float, default=None, help="solver step")
+    gen.add_argument(
+        "--save-every", type=positive_int, default=None, help="solver steps per saved frame"
+    )
+    gen.add_argument("--duration-train", type=positive_float, default=None)
+    gen.add_argument("--duration-test", type=positive_float, default=None)
+    gen.add_argument(
+        "--t-burn-in", type=nonnegative_float, default=0.0, help="discarded initial time"
+    )
+    gen.add_argument("--solver", type=solver_name, default="etdrk4")
+    gen.add_argument("--seed", type=nonnegative_int, default=0)
+    gen.add_argument("--batch-size", type=positive_int, default=32)
+    gen.add_argument(
+        "--workers", type=nonnegative_int, default=0, help="processes (0: in-process)"
+    )
+    gen.add_argument(
+        "--store-dtype",
+        choices=STORE_DTYPES,
+        default="float32",
+        help="dtype of the stored trajectories (checked finite in it)",
+    )
     gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(func=_generate)
 

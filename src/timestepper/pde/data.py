@@ -1,27 +1,47 @@
 """Trajectory data sets: generation with a spectral solver, and HDF5 files in PDEArena's layout.
 
 A file has one group per split (``train``, ``test``) holding ``u`` (``(trajectories, times,
-*space)``, float32), ``t`` (the saved times after burn-in, float64) and ``x`` (grid coordinates),
+*space)``, float32 unless ``store_dtype`` says otherwise), ``t`` (the saved times after burn-in,
+float64) and ``x`` (grid coordinates),
 and the generation parameters as attributes of the file (equation, its parameters, ``dt``,
 ``save_every``, ``t_burn_in``, ``seed``, ``solver``). Generation is deterministic per seed: sample
 ``i`` of a split starts from its own generator (:func:`~timestepper.pde.initial.sample_generator`).
+
+Files are written safely: the values are checked finite in the dtype they are stored in (a
+float16 overflow is an error, not a file of ``inf``), and the file is written under a temporary
+name in the destination folder and renamed over ``path`` only when complete, so an interrupted
+run never leaves a partial file at ``path`` nor destroys the file already there.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..core.status import NonFiniteError
 from .equation import SpectralEquation
 from .initial import random_vorticity, sample_generator, sum_of_sines
 
 SPLITS = {"train": 0, "test": 1, "valid": 2}
+STORE_DTYPES = ("float16", "float32", "float64")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -36,7 +56,11 @@ class GenerationConfig:
         solver: registry name of the solver.
         seed: base seed; sample ``i`` of split ``s`` uses ``(seed, s, i)``.
         batch_size: trajectories integrated together.
-        dtype: ``"float64"`` (default) or ``"float32"`` for the integration; files store float32.
+        dtype: ``"float64"`` (default) or ``"float32"`` for the integration.
+        store_dtype: dtype of the trajectories returned and stored: ``"float32"`` (default),
+            ``"float16"`` or ``"float64"``; values that are not finite in it are an error.
+
+    Integer fields accept any integer type (``numpy.int64`` too) and are stored as ``int``.
     """
 
     dt: float
@@ -47,12 +71,27 @@ class GenerationConfig:
     seed: int = 0
     batch_size: int = 32
     dtype: str = "float64"
+    store_dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.save_every, int) and self.save_every >= 1):
-            raise ValueError(f"save_every must be a positive integer, got {self.save_every!r}")
-        if self.t_burn_in < 0:
-            raise ValueError(f"t_burn_in must be >= 0, got {self.t_burn_in!r}")
+        for name, low in (("save_every", 1), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        self._check_times()
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.store_dtype not in STORE_DTYPES:
+            raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {self.store_dtype!r}")
+
+    def _check_times(self) -> None:
+        if not (_is_real(self.dt) and self.dt > 0):
+            raise ValueError(f"dt must be a finite number > 0, got {self.dt!r}")
+        if not (_is_real(self.t_burn_in) and self.t_burn_in >= 0):
+            raise ValueError(f"t_burn_in must be a finite number >= 0, got {self.t_burn_in!r}")
+        if not _is_real(self.duration):
+            raise ValueError(f"duration must be a finite number, got {self.duration!r}")
         frame = self.dt * self.save_every
         if (
             self.duration <= 0
@@ -61,10 +100,6 @@ class GenerationConfig:
             raise ValueError(
                 f"duration={self.duration!r} must be a positive multiple of dt*save_every={frame!r}"
             )
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
 
     @property
     def frames(self) -> int:
@@ -93,7 +128,30 @@ def _simulate_batch(
     traj = eq.simulate(
         u, t_end=cfg.duration, dt=cfg.dt, solver=cfg.solver, save_every=cfg.save_every
     )
-    return traj.to(torch.float32)
+    names = {v: k for k, v in SPLITS.items()}
+    what = f"trajectories {indices.start}..{indices.stop - 1} of split {names[stream]!r}"
+    return to_store_dtype(traj, cfg.store_dtype, what)
+
+
+def to_store_dtype(u: Tensor, store_dtype: str, what: str) -> Tensor:
+    """``u`` converted to ``store_dtype``, checked finite in that dtype.
+
+    Raises:
+        NonFiniteError: naming ``what``, the dtype and the largest magnitude when a value is NaN
+            or infinite after the conversion (e.g. above float16's 65504).
+    """
+    stored = u.to(getattr(torch, store_dtype))
+    if not bool(torch.isfinite(stored).all()):
+        finite_before = bool(torch.isfinite(u).all())
+        biggest = float(u.detach().abs().double().nan_to_num(math.inf).max())
+        why = (
+            f"the largest |u| = {biggest:.4g} exceeds {store_dtype}'s maximum "
+            f"{torch.finfo(stored.dtype).max:.6g}; store them in a wider dtype"
+            if finite_before
+            else "the simulation produced NaN or infinite values (a smaller dt?)"
+        )
+        raise NonFiniteError(f"{what} are not finite in {store_dtype}: {why}")
+    return stored
 
 
 def generate(
@@ -105,17 +163,15 @@ def generate(
     workers: int = 0,
     progress: bool = False,
 ) -> Tensor:
-    """``n_samples`` trajectories of ``eq``: a float32 tensor ``(n_samples, cfg.frames, *space)``.
+    """``n_samples`` trajectories of ``eq``: a tensor ``(n_samples, cfg.frames, *space)`` of
+    ``cfg.store_dtype`` (float32 by default), checked finite in that dtype.
 
     Args:
         workers: ``0`` integrates in this process; ``k > 0`` spreads batches over ``k`` processes
             (the result is the same, up to floating-point reassociation inside batched FFTs).
         progress: a tqdm bar over trajectories.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples!r}")
+    n_samples, workers = _check_generate_options(split, n_samples, workers)
     stream = SPLITS[split]
     batches = [
         range(s, min(s + cfg.batch_size, n_samples)) for s in range(0, n_samples, cfg.batch_size)
@@ -145,6 +201,16 @@ def generate(
     return torch.cat(parts)
 
 
+def _check_generate_options(split: str, n_samples: int, workers: int) -> tuple[int, int]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    if not _is_int(n_samples) or n_samples < 1:
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+    if not _is_int(workers) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+    return int(n_samples), int(workers)
+
+
 def equation_attributes(eq: SpectralEquation) -> dict:
     params = {k: v for k, v in vars(eq).items() if isinstance(v, (int, float, bool, str))}
     return {"equation": type(eq).__name__, "equation_params": json.dumps(params, sort_keys=True)}
@@ -153,33 +219,53 @@ def equation_attributes(eq: SpectralEquation) -> dict:
 def write_hdf5(
     path: str | Path, eq: SpectralEquation, cfg: GenerationConfig, splits: dict[str, Tensor]
 ) -> None:
-    """Write trajectories (``{"train": u, "test": u}``) and the parameters to an HDF5 file."""
+    """Write trajectories (``{"train": u, "test": u}``) and the parameters to an HDF5 file.
+
+    The trajectories are stored in ``cfg.store_dtype`` and must be finite in it
+    (:class:`~timestepper.NonFiniteError` otherwise, before anything is written). The file is
+    written under a temporary name in the folder of ``path`` and renamed to ``path`` when complete:
+    an interrupted write leaves the previous ``path`` (if any) as it was.
+    """
     import h5py
 
+    path = Path(path)
+    stored = {
+        name: to_store_dtype(u, cfg.store_dtype, f"the {name!r} trajectories")
+        for name, u in splits.items()
+    }
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            _write_groups(f, eq, cfg, stored)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_groups(f: Any, eq: SpectralEquation, cfg: GenerationConfig, splits: dict[str, Tensor]) -> None:
+    """The attributes and one group per split of an open HDF5 file."""
     from .._version import __version__
 
     dt_frame = cfg.dt * cfg.save_every
-    with h5py.File(path, "w") as f:
-        attrs = {**equation_attributes(eq), **asdict(cfg)}
-        attrs.pop("duration")  # per split, below
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f.attrs["dt_frame"] = dt_frame
-        f.attrs["generator"] = f"timestepper {__version__}"
-        for name, u in splits.items():
-            g = f.create_group(name)
-            g.attrs["duration"] = dt_frame * (u.shape[1] - 1)
-            g.create_dataset("u", data=u.numpy(), compression="gzip", compression_opts=4)
-            g.create_dataset(
-                "t",
-                data=(
-                    cfg.t_burn_in + dt_frame * torch.arange(u.shape[1], dtype=torch.float64)
-                ).numpy(),
-            )
-            if eq.space_dims == 1:
-                g.create_dataset("x", data=eq.x.numpy())
-            else:
-                g.create_dataset("x", data=torch.stack(eq.xy).numpy())
+    attrs = {**equation_attributes(eq), **asdict(cfg)}
+    attrs.pop("duration")  # per split, below
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    f.attrs["dt_frame"] = dt_frame
+    f.attrs["generator"] = f"timestepper {__version__}"
+    for name, u in splits.items():
+        g = f.create_group(name)
+        g.attrs["duration"] = dt_frame * (u.shape[1] - 1)
+        g.create_dataset("u", data=u.numpy(), compression="gzip", compression_opts=4)
+        times = cfg.t_burn_in + dt_frame * torch.arange(u.shape[1], dtype=torch.float64)
+        g.create_dataset("t", data=times.numpy())
+        if eq.space_dims == 1:
+            g.create_dataset("x", data=eq.x.numpy())
+        else:
+            g.create_dataset("x", data=torch.stack(eq.xy).numpy())
 
 
 def read_hdf5(path: str | Path, split: str = "train") -> tuple[Tensor, dict]:
@@ -211,5 +297,6 @@ __all__ = [
     "generate",
     "initial_conditions",
     "read_hdf5",
+    "to_store_dtype",
     "write_hdf5",
 ]

@@ -3,18 +3,25 @@
 A checkpoint directory holds
 
 * ``config.json``: network name and hyper-parameters, schedule name and parameters, prediction
-  type, the time-input map of :class:`~timestepper.train.model.DenoisingModel`, data shape and
-  number of classes, and (informative) the objective and training settings;
-* ``model.safetensors``: the weights to sample with (the EMA weights when EMA was used);
-* ``raw.safetensors`` and ``train_state.pt`` (optimiser, EMA counters, random state, step):
-  only needed to resume training.
+  type, the time-input map of :class:`~timestepper.train.model.DenoisingModel`, data shape,
+  number of classes and fingerprint, the objective and training settings, and (entry
+  ``checkpoint``) the folder holding the files below with the size and SHA-256 of each;
+* a folder ``step-NNNNNNNN`` (the step of the save) with
 
-:func:`load_model` / :func:`load_denoiser` read the first two files only.
+  * ``model.safetensors``: the weights to sample with (the EMA weights when EMA was used);
+  * ``raw.safetensors`` and ``train_state.pt`` (optimiser, EMA counters, random state, step):
+    only needed to resume training;
+  * a copy of ``config.json`` without the ``checkpoint`` entry (the folder loads on its own).
+
+A save is atomic (:mod:`timestepper.train.store`): a process killed during a save leaves the
+previous checkpoint intact, and a file that does not match its recorded checksum is refused.
+Version-1 checkpoints (the files beside ``config.json``, no checksums) are still read.
+:func:`load_model` / :func:`load_denoiser` read ``config.json`` and ``model.safetensors`` only.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -35,9 +42,10 @@ from ..diffusion.schedules import (
 )
 from .model import DenoisingModel
 from .networks import build_network
+from .store import CheckpointError, checkpoint_file, read_json, save_folder
 
 FORMAT = "timestepper-checkpoint"
-VERSION = 1
+VERSION = 2
 CONFIG, WEIGHTS, RAW, TRAIN_STATE = (
     "config.json",
     "model.safetensors",
@@ -109,40 +117,96 @@ def save_checkpoint(
     raw: nn.Module | None = None,
     train_state: dict | None = None,
 ) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (and the resume files when given)."""
-    from safetensors.torch import save_file
+    """Write a checkpoint atomically: ``model.safetensors`` (and the resume files when given) in a
+    new ``step-*`` folder, published by replacing ``config.json``; returns that folder.
 
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-    os.replace(tmp, d / CONFIG)
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in weights.state_dict().items()},
-        str(d / WEIGHTS),
-    )
+    The step of the folder's name is ``train_state["step"]`` (else ``config["training"]["step"]``).
+    A crash at any moment leaves either the previous checkpoint or the new one, never a mix.
+    """
+    from safetensors.torch import save
+
+    files = {WEIGHTS: save(_cpu_tensors(weights))}
     if raw is not None:
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items()}, str(d / RAW)
-        )
+        files[RAW] = save(_cpu_tensors(raw))
     if train_state is not None:
-        torch.save(train_state, d / TRAIN_STATE)
-    return d
+        buffer = io.BytesIO()
+        torch.save(train_state, buffer)
+        files[TRAIN_STATE] = buffer.getvalue()
+    config = {k: v for k, v in config.items() if k != "checkpoint"}
+    return save_folder(Path(directory), _folder_label(config, train_state), files, config)
+
+
+def _cpu_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def _folder_label(config: dict[str, Any], train_state: dict | None) -> str:
+    step = (train_state or {}).get("step", config.get("training", {}).get("step"))
+    return f"step-{int(step):08d}" if step is not None else "weights"
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a checkpoint (a ``config.json``)."""
+    return (Path(directory) / CONFIG).is_file()
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.json`` of a checkpoint directory, checked for format and version."""
+    """The ``config.json`` of a checkpoint directory, checked for format and version.
+
+    Raises:
+        FileNotFoundError: there is no ``config.json``.
+        CheckpointError: it is corrupt, truncated, of another format or of a newer version.
+    """
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG} in {directory}: not a timestepper checkpoint")
-    cfg = json.loads(path.read_text())
+    cfg = read_json(path)
     if cfg.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a timestepper checkpoint (format={cfg.get('format')!r})")
-    if cfg.get("version", 0) > VERSION:
-        raise ValueError(
-            f"{path} has version {cfg['version']}, newer than this library's {VERSION}"
+        raise CheckpointError(
+            f"{path} is not a timestepper checkpoint (format={cfg.get('format')!r})"
+        )
+    version = cfg.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"{path} has version {version!r}, newer than this library's {VERSION}"
         )
     return cfg
+
+
+def load_tensors(
+    directory: str | os.PathLike, cfg: dict[str, Any], name: str, device: str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors file ``name`` of a checkpoint, verified against its checksum."""
+    from safetensors.torch import load_file
+
+    path = checkpoint_file(Path(directory), cfg, name)
+    try:
+        return load_file(str(path), device=device)
+    except Exception as e:  # safetensors raises its own error types for a corrupt header
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def load_train_state(directory: str | os.PathLike, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The resume state (``train_state.pt``) of a checkpoint, verified against its checksum."""
+    path = checkpoint_file(Path(directory), cfg, TRAIN_STATE)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt zip or pickle: several exception types
+        raise CheckpointError(f"{path} is not a readable training state: {e}") from e
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} does not hold a training state (no 'step' entry)")
+    return state
+
+
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """``module.load_state_dict(tensors)``, a mismatch reported as :class:`CheckpointError`."""
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"the weights of {what} do not fit the network its config.json describes: {first}"
+        ) from e
 
 
 def build_model(cfg: dict[str, Any]) -> DenoisingModel:
@@ -169,12 +233,22 @@ def make_model(
 def load_model(
     directory: str | os.PathLike, map_location: str | torch.device = "cpu", weights: str = WEIGHTS
 ) -> tuple[DenoisingModel, dict[str, Any]]:
-    """``(model, config)`` from a checkpoint directory; the model is in eval mode."""
-    from safetensors.torch import load_file
+    """``(model, config)`` from a checkpoint directory; the model is in eval mode.
 
+    Raises:
+        FileNotFoundError: ``directory`` holds no ``config.json``.
+        CheckpointError: a file is corrupt, truncated, missing, or does not match its checksum
+            (the message names the file).
+    """
     cfg = read_config(directory)
-    model = build_model(cfg)
-    model.load_state_dict(load_file(str(Path(directory) / weights), device=str(map_location)))
+    try:
+        model = build_model(cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{Path(directory) / CONFIG} does not describe a model ({type(e).__name__}: {e})"
+        ) from e
+    tensors = load_tensors(directory, cfg, weights, device=str(map_location))
+    load_weights(model, tensors, f"{directory} ({weights})")
     return model.to(map_location).eval(), cfg
 
 

@@ -6,19 +6,41 @@
     timestepper sample runs/digits --solver dpmpp-2m --steps 10 --out grid.png
     timestepper sample runs/digits-cond --cfg 3 --label 7 --out sevens.png
     timestepper eval runs/digits --solvers ddim,dpmpp-2m,heun --nfe 5,10,20
+
+``train`` checkpoints atomically every ``--save-minutes`` (default 10) and every ``--save-every``
+steps; after a crash or a kill, the same command with ``--resume`` continues from the last
+complete save. A directory that already holds a checkpoint needs ``--resume`` or ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from ..cli_args import (
+    UsageError,
+    below_one,
+    grid_name,
+    int_at_least,
+    nonnegative_float,
+    nonnegative_int,
+    output_file,
+    positive_float,
+    positive_int,
+    positive_ints,
+    require_modules,
+    solver_name,
+    solver_names,
+)
+from .store import write_json_atomically
 
 if TYPE_CHECKING:
     from ..diffusion.denoiser import Denoiser
@@ -53,18 +75,38 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         choices=("uniform", "log-normal", "logit-normal", "u-shaped"),
     )
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--channels", default="32,64", help="U-Net widths per level (digits)")
-    p.add_argument("--hidden", type=int, default=128, help="MLP width (2-D sets)")
+    p.add_argument("--steps", type=positive_int, default=4000)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--ema-decay", type=below_one, default=0.999)
+    p.add_argument(
+        "--channels", type=positive_ints, default=[32, 64], help="U-Net widths per level (digits)"
+    )
+    p.add_argument("--hidden", type=positive_int, default=128, help="MLP width (2-D sets)")
     p.add_argument("--conditional", action="store_true", help="class-conditional (digits)")
-    p.add_argument("--label-dropout", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--label-dropout", type=below_one, default=0.1)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", required=True, help="checkpoint directory")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--save-every",
+        type=nonnegative_int,
+        default=0,
+        help="also checkpoint every N steps (default 0: by wall time only)",
+    )
+    p.add_argument(
+        "--save-minutes",
+        type=positive_float,
+        default=10.0,
+        help="checkpoint every M minutes of training (default 10); a kill loses at most that",
+    )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume", action="store_true", help="continue the checkpoint in --out (same settings)"
+    )
+    again.add_argument(
+        "--overwrite", action="store_true", help="train afresh over the checkpoint in --out"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -72,26 +114,30 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 def _add_sample_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample a trained checkpoint to a PNG")
     p.add_argument("dir", help="checkpoint directory")
-    p.add_argument("--solver", default="dpmpp-2m")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--grid", default=None, help="grid spacing (default: logsnr; uniform for flows)")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale")
-    p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
-    p.add_argument("--out", default="samples.png")
+    p.add_argument("--solver", type=solver_name, default="dpmpp-2m")
+    p.add_argument("--steps", type=positive_int, default=10)
+    p.add_argument(
+        "--grid", type=grid_name, default=None, help="grid spacing (default: logsnr; uniform for flows)"
+    )
+    p.add_argument("--n", type=positive_int, default=64)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--cfg", type=nonnegative_float, default=None, help="classifier-free guidance scale")
+    p.add_argument(
+        "--label", type=nonnegative_int, default=None, help="class to draw (conditional models)"
+    )
+    p.add_argument("--out", type=output_file, default="samples.png")
     p.set_defaults(func=cmd_sample)
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="Fréchet distance of a digits checkpoint per solver and NFE")
     p.add_argument("dir", help="checkpoint directory")
-    p.add_argument("--solvers", default="ddim,dpmpp-2m")
-    p.add_argument("--nfe", default="5,10,20")
-    p.add_argument("--grid", default=None)
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", default=None, help="PNG path (default: DIR/eval.png)")
+    p.add_argument("--solvers", type=solver_names, default=["ddim", "dpmpp-2m"])
+    p.add_argument("--nfe", type=positive_ints, default=[5, 10, 20])
+    p.add_argument("--grid", type=grid_name, default=None)
+    p.add_argument("--n", type=int_at_least(2), default=1000)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--plot", type=output_file, default=None, help="PNG path (default: DIR/eval.png)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -129,6 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import make_model
     from .loop import train
 
+    require_modules("timestepper train", {"sklearn": "scikit-learn", "safetensors": "safetensors"})
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -147,7 +194,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay,
         seed=args.seed,
         out=args.out,
+        save_every=args.save_every,
+        save_seconds=60.0 * args.save_minutes,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
         extra_config={"dataset": args.dataset},
     )
@@ -166,11 +216,11 @@ def _training_set(args: argparse.Namespace) -> _TrainingSet:
     if args.dataset == "digits":
         data, y = digits("train")
         labels, num_classes = (y, 10) if args.conditional else (None, 0)
-        channels = [int(c) for c in args.channels.split(",")]
+        channels = list(args.channels)
         net_kw = {"size": 8, "channels": channels, "num_classes": num_classes}
         return _TrainingSet(data, labels, "unet", net_kw)
     if args.conditional:
-        raise SystemExit("--conditional needs a labelled data set (digits)")
+        raise UsageError("--conditional needs a labelled data set (digits)")
     data = toy_2d(args.dataset, 10000, seed=args.seed)
     return _TrainingSet(data, None, "mlp", {"dim": 2, "hidden": args.hidden, "depth": 3})
 
@@ -210,11 +260,11 @@ def _labels(
     num_classes = cfg.get("data", {}).get("num_classes", 0)
     if not num_classes:
         if label is not None:
-            raise SystemExit("--label needs a class-conditional checkpoint")
+            raise UsageError("--label needs a class-conditional checkpoint")
         return None, None
     if label is not None:
         if not 0 <= label < num_classes:
-            raise SystemExit(f"--label must be in 0..{num_classes - 1}, got {label}")
+            raise UsageError(f"--label must be in 0..{num_classes - 1}, got {label}")
         return torch.full((n,), label, dtype=torch.long), num_classes
     return torch.arange(n) % num_classes, num_classes
 
@@ -223,11 +273,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """``timestepper sample``: draw ``--n`` samples of a checkpoint and save them as a PNG."""
     from .generate import generate
 
+    require_modules("timestepper sample", {"matplotlib": "matplotlib"})
     den, cfg = _load(args.dir)
     shape = tuple(cfg["data"]["shape"])
     labels, null = _labels(cfg, args.n, args.label, args.seed)
     if args.cfg is not None and labels is None:
-        raise SystemExit("--cfg needs a class-conditional checkpoint")
+        raise UsageError("--cfg needs a class-conditional checkpoint")
     x, nfe = generate(
         den,
         args.n,
@@ -245,7 +296,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def save_png(x: torch.Tensor, path: str) -> None:
+def save_png(x: torch.Tensor, path: str | Path) -> None:
     """A grid of 8x8 digits, or a scatter plot of 2-D points."""
     import matplotlib
 
@@ -253,8 +304,20 @@ def save_png(x: torch.Tensor, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig = _scatter_figure(plt, x) if x.ndim == 2 else _digits_figure(plt, x)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save_figure(fig, path)
     plt.close(fig)
+
+
+def _save_figure(fig: Any, path: str | Path) -> None:
+    """Save ``fig`` as a PNG under a temporary name, then rename it to ``path`` (an interrupted
+    save never leaves a partial image at ``path``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:12]}")
+    try:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _scatter_figure(plt: Any, x: torch.Tensor) -> Any:
@@ -310,7 +373,7 @@ def evaluate(
     den, cfg = _load(directory)
     shape = tuple(cfg["data"]["shape"])
     if shape != (1, 8, 8):
-        raise SystemExit(f"eval measures digits checkpoints (shape (1, 8, 8)), got {shape}")
+        raise UsageError(f"eval measures digits checkpoints (shape (1, 8, 8)), got {shape}")
     labels, _ = _labels(cfg, n, None, seed)
     setup = _EvalSetup(den, shape, labels, n, seed, grid)
     rows = []
@@ -357,14 +420,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``timestepper eval``: table, plot (``--plot``) and ``eval.json`` of :func:`evaluate`."""
     from .metrics import split_half_distance
 
-    solvers = [s for s in args.solvers.split(",") if s]
-    nfes = [int(v) for v in args.nfe.split(",") if v]
+    require_modules("timestepper eval", {"matplotlib": "matplotlib", "sklearn": "scikit-learn"})
+    solvers, nfes = list(args.solvers), list(args.nfe)
     rows = evaluate(args.dir, solvers, nfes, args.n, args.seed, args.grid)
     _print_eval_table(rows)
     print(f"real test split, half vs half: {split_half_distance():.3f}")
     plot = args.plot or str(Path(args.dir) / "eval.png")
     _plot_eval(rows, solvers, plot)
-    (Path(args.dir) / "eval.json").write_text(json.dumps(rows, indent=2))
+    write_json_atomically(Path(args.dir) / "eval.json", rows)
     print(f"plot -> {plot}")
     return 0
 
@@ -378,7 +441,7 @@ def _print_eval_table(rows: list[dict]) -> None:
         )
 
 
-def _plot_eval(rows: list[dict], solvers: list[str], path: str) -> None:
+def _plot_eval(rows: list[dict], solvers: list[str], path: str | Path) -> None:
     """Fréchet distance against the measured NFE, one line per solver, log scale."""
     import matplotlib
 
@@ -393,5 +456,5 @@ def _plot_eval(rows: list[dict], solvers: list[str], path: str) -> None:
     ax.set_ylabel("Fréchet distance (digits)")
     ax.set_yscale("log")
     ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _save_figure(fig, path)
     plt.close(fig)

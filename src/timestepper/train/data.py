@@ -10,6 +10,7 @@ the generative models, the metric's classifier and the benchmark all see the sam
 from __future__ import annotations
 
 import functools
+import numbers
 
 import torch
 from torch import Tensor
@@ -78,8 +79,9 @@ def toy_2d(
     """
     if name not in TOY_SETS:
         raise ValueError(f"unknown toy set {name!r}; choose from {', '.join(TOY_SETS)}")
-    if not isinstance(n, int) or n < 2:
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    n = int(n)
     sk = _sklearn()
     if name == "moons":
         pts, _ = sk.datasets.make_moons(

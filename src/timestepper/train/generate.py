@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,12 @@ def generate(  # noqa: PLR0913 - keyword options of the front, mirroring timeste
         cfg_scale: classifier-free guidance scale (needs ``labels`` and ``null_label``); ``None``
             calls the conditional model directly.
         batch_size: samples per solver call.
+
+    Integer arguments accept any integer type (``numpy.int64`` too), not ``bool``.
     """
+    n, batch_size, seed = (
+        _integer("n", n, 1), _integer("batch_size", batch_size, 1), _integer("seed", seed, 0)
+    )
     plan = _SamplingPlan(
         solver=solver,
         steps=steps,
@@ -96,6 +102,12 @@ def generate(  # noqa: PLR0913 - keyword options of the front, mirroring timeste
         x, nfe = _sample_batch(denoiser, noise, i, plan)
         out.append(x)
     return torch.cat(out), float(nfe)
+
+
+def _integer(name: str, value: Any, low: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
 
 
 def _initial_noise(n: int, shape: tuple[int, ...], seed: int, noise: Tensor | None) -> Tensor:

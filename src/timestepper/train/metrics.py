@@ -16,6 +16,8 @@ core) and cached as safetensors under ``$TIMESTEPPER_CACHE`` (default ``~/.cache
 from __future__ import annotations
 
 import os
+import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -112,30 +114,56 @@ _CACHED: dict[str, DigitsClassifier] = {}
 
 
 def digits_classifier(retrain: bool = False) -> DigitsClassifier:
-    """The metric's classifier (eval mode): loaded from the cache, or trained and cached."""
-    from safetensors.torch import load_file, save_file
+    """The metric's classifier (eval mode): loaded from the cache, or trained and cached.
 
+    A cached file that cannot be read (truncated, corrupt) is reported with a warning naming it
+    and rebuilt. The file is written under a unique temporary name and renamed, so concurrent
+    processes sharing a cache never see a partial file.
+    """
     path = cache_dir() / f"digits_classifier_v{CLASSIFIER_VERSION}.safetensors"
     key = str(path)
     if not retrain and key in _CACHED:
         return _CACHED[key]
-    model = DigitsClassifier()
-    if path.is_file() and not retrain:
-        model.load_state_dict(load_file(str(path)))
-        model.eval()
-    else:
+    model = _load_cached(path) if path.is_file() and not retrain else None
+    if model is None:
         model = train_classifier()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        _store(model, path)
+    model.requires_grad_(False)
+    _CACHED[key] = model
+    return model
+
+
+def _load_cached(path: Path) -> DigitsClassifier | None:
+    """The classifier cached at ``path``; ``None`` (with a warning) when it cannot be read."""
+    from safetensors.torch import load_file
+
+    model = DigitsClassifier()
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as e:  # safetensors and load_state_dict raise several types
+        warnings.warn(
+            f"the cached digits classifier {path} is unreadable ({e}); rebuilding it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return model.eval()
+
+
+def _store(model: DigitsClassifier, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
         save_file(
             {k: v.contiguous() for k, v in model.state_dict().items()},
             str(tmp),
             metadata={"test_accuracy": f"{classifier_accuracy(model):.4f}"},
         )
         os.replace(tmp, path)
-    model.requires_grad_(False)
-    _CACHED[key] = model
-    return model
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_images(x: Tensor) -> Tensor:
