@@ -1,0 +1,82 @@
+"""The linear algebra of the Newton iteration: a batched GMRES and the Jacobian–vector products
+it runs on, and the Kronecker-structured iteration matrix of the dense path.
+
+Vectors are ``(B, n)``: ``B`` independent blocks (one per sample in per-sample mode, one for a
+shared step) of ``n`` unknowns each. GMRES (Saad & Schultz 1986) runs the Arnoldi process on
+every block at once, with one inner product per block, and stops when every block's residual is
+below ``rtol`` times its right-hand side (one host read per iteration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def gmres(matvec: Callable[[Tensor], Tensor], rhs: Tensor, rtol: float, max_iter: int) -> tuple[Tensor, int]:
+    """Solve ``A x = rhs`` for ``(B, n)`` blocks (``A`` block diagonal, applied by ``matvec``),
+    from ``x = 0``, without restarts. Returns the solution and the number of products made."""
+    beta = torch.linalg.vector_norm(rhs, dim=1)
+    if not bool((beta > 0).any()):
+        return torch.zeros_like(rhs), 0
+    b, n = rhs.shape
+    steps = min(max_iter, n)
+    basis = [rhs / beta.clamp_min(torch.finfo(rhs.dtype).tiny)[:, None]]
+    hess = rhs.new_zeros((b, steps + 1, steps))
+    e1 = rhs.new_zeros((b, steps + 1, 1))
+    e1[:, 0, 0] = beta
+    y = rhs.new_zeros((b, 0, 1))
+    used = 0
+    for j in range(steps):
+        w = matvec(basis[j])
+        used += 1
+        for i in range(j + 1):  # modified Gram–Schmidt
+            hij = (w * basis[i]).sum(dim=1)
+            hess[:, i, j] = hij
+            w = w - hij[:, None] * basis[i]
+        hn = torch.linalg.vector_norm(w, dim=1)
+        # a block whose Krylov space is exhausted (breakdown: its solution is exact) gets a zero
+        # direction, so that its least-squares problem ignores the further columns
+        live = hn > 1e-13 * beta
+        hn = torch.where(live, hn, 0.0)
+        hess[:, j + 1, j] = hn
+        basis.append(torch.where(live[:, None], w / hn.clamp_min(torch.finfo(rhs.dtype).tiny)[:, None], 0.0))
+        h = hess[:, : j + 2, : j + 1]
+        y = torch.linalg.lstsq(h, e1[:, : j + 2]).solution
+        res = torch.linalg.vector_norm(h @ y - e1[:, : j + 2], dim=(1, 2))
+        if bool((res <= rtol * beta).all()):
+            break
+    x = sum(y[:, i, 0:1] * basis[i] for i in range(y.shape[1]))
+    return x if isinstance(x, Tensor) else torch.zeros_like(rhs), used
+
+
+def jvp(fn: Callable[[Tensor], Tensor], x: Tensor, v: Tensor, double_vjp: bool) -> Tensor:
+    """``J(x) v`` of ``fn`` by forward-mode AD (``torch.func.jvp``: one call of ``fn``).
+
+    ``double_vjp`` computes it instead from two reverse passes through one call
+    (``J v = d/du (J^T u . v)``), for fields that call ``torch.autograd.grad`` themselves (the
+    augmented field of the backsolve adjoint), which forward-mode AD cannot trace."""
+    if not double_vjp:
+        return torch.func.jvp(fn, (x.detach(),), (v,))[1]
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        fx = fn(xr)
+        u = torch.zeros_like(fx, requires_grad=True)
+        (g,) = torch.autograd.grad(fx, xr, u, create_graph=True)
+        (out,) = torch.autograd.grad(g, u, v)
+    return out.detach()
+
+
+def kron_iteration_matrix(coef: Tensor, h: float | Tensor, jac: Tensor) -> Tensor:
+    """``I - h (C kron J_b)`` for every block ``b``: ``(B, s m, s m)`` from the ``(s, s)`` stage
+    coefficients ``C``, the step (a float or ``(B,)``) and ``(B, m, m)`` Jacobians."""
+    b, m, _ = jac.shape
+    s = coef.shape[0]
+    k = torch.einsum("ij,bpq->bipjq", coef.to(jac.dtype), jac).reshape(b, s * m, s * m)
+    hb = h.reshape(-1, 1, 1).to(jac.dtype) if isinstance(h, Tensor) else h
+    return torch.eye(s * m, dtype=jac.dtype, device=jac.device) - hb * k
+
+
+__all__ = ["gmres", "jvp", "kron_iteration_matrix"]
