@@ -246,6 +246,8 @@ def _problem(field: FlatField, slv: Solver, t0: Any, t1: Any, o: SolveOptions) -
     if not fixed:
         ctrl = controller_from(o.controller, o.rtol, o.atol, norm=o.norm, dt0=o.dt0) \
             if isinstance(o.controller, str) else o.controller
+    if getattr(slv, "is_implicit", False):  # Newton tolerances follow the solve's (solvers/implicit)
+        slv = slv.with_tolerances(o.rtol, o.atol)  # type: ignore[attr-defined]
     if o.per_sample_steps:
         if fixed:
             raise ValueError("per_sample_steps needs an adaptive solve (no dt=)")

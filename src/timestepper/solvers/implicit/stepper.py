@@ -15,6 +15,7 @@ unless reused; under autograd, one more per stage for the implicit-function grad
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -25,7 +26,18 @@ from torch import Tensor
 
 from ...core.solver import Solver
 from ...core.terms import VectorFieldTerm
-from .newton import NewtonError, NewtonOptions, StageSystem, Workspace, linear_solver, new_counters, newton_solve
+from .newton import (
+    FALLBACK_ATOL,
+    FALLBACK_RTOL,
+    KAPPA,
+    NewtonError,
+    NewtonOptions,
+    StageSystem,
+    Workspace,
+    linear_solver,
+    new_counters,
+    newton_solve,
+)
 from .tableaux import ImplicitTableau
 
 
@@ -84,21 +96,28 @@ class ImplicitRK(Solver):
         self.tableau = tableau
         rate = newton.recompute_rate
         if rate is None:
-            rate = 1e-3 if tableau.radau_error is not None else 0.2
-        self.newton = replace(newton, jacobian=jacobian, recompute_rate=rate)
+            rate = 1e-3 if tableau.radau_error is not None else 0.05
+        self._given = newton  # the user's options (None tolerances follow the solve's)
+        self.newton = replace(newton, jacobian=jacobian, recompute_rate=rate,
+                              rtol=FALLBACK_RTOL if newton.rtol is None else newton.rtol,
+                              atol=FALLBACK_ATOL if newton.atol is None else newton.atol)
         self._lin = linear_solver(self.newton)
+        self._record: dict[str, Workspace] = {}  # the last solve's workspace, shared with copies
         self.order = tableau.order
         self.error_order = tableau.error_order
         self.provides_first_derivative = tableau.explicit_first_stage or tableau.radau_error is not None  # type: ignore[misc]
         implicit = tableau.stages - (1 if tableau.explicit_first_stage else 0)
         self.nfe_per_step = 2 * implicit + (1 if tableau.radau_error is not None else 0)  # typical: 2 iterations
         a = np.array(tableau.a)
+        c = tableau.c
+        # the stage predictor's derivative: the earlier stage whose node is nearest (the latest of ties)
+        self._nearest = tuple(min(range(i), key=lambda j: (abs(c[i] - c[j]), -j)) if i else 0
+                              for i in range(tableau.stages))
         self._fsal = tableau.stiffly_accurate
         if not tableau.diagonally_implicit:
             ainv = np.linalg.inv(a)
             self._ainv = tuple(tuple(float(v) for v in r) for r in ainv)
             self._d = tuple(float(v) for v in np.array(tableau.b) @ ainv)
-        self._last: Workspace | None = None
 
     @property
     def display_name(self) -> str:
@@ -106,12 +125,24 @@ class ImplicitRK(Solver):
 
     @property
     def stats(self) -> dict[str, int]:
-        """The counters of the last solve started with this solver."""
-        return dict(self._last.counters) if self._last is not None else new_counters()
+        """The counters of the last solve started with this solver (or a copy of it made by
+        :meth:`with_tolerances`)."""
+        ws = self._record.get("ws")
+        return dict(ws.counters) if ws is not None else new_counters()
+
+    def with_tolerances(self, rtol: float, atol: float) -> ImplicitRK:
+        """This solver with the Newton tolerances the user left unset following a solve's
+        tolerances (``KAPPA`` times them); it shares :attr:`stats` with this one."""
+        out = copy.copy(self)
+        g = self._given
+        out.newton = replace(self.newton, rtol=KAPPA * rtol if g.rtol is None else g.rtol,
+                             atol=KAPPA * atol if g.atol is None else g.atol)
+        out._lin = linear_solver(out.newton)
+        return out
 
     def init(self, term, grid, x0):
         ws = Workspace(fixed=grid is not None)
-        self._last = ws
+        self._record["ws"] = ws
         return ImplicitState(ws), None
 
     def first_derivative(self, term, t0, x0, state):
@@ -132,6 +163,7 @@ class ImplicitRK(Solver):
         blocks = x.shape[0] if isinstance(h, Tensor) and h.ndim == 1 else 1
         nfe = self._lin.begin_step(ws, term, t0, x, blocks)
         ws.theta = 0.0
+        ws.eta = max(ws.eta, 1e-16) ** 0.8  # HW IV.8: the first iteration's convergence test
         att = self._attempt(term, t0, h, x, state, blocks)
         nfe += att.nfe
         if bool(att.ok.all()):
@@ -193,7 +225,7 @@ class ImplicitRK(Solver):
                 nfe += 0 if prev_f is not None else 1
                 continue
             base = _weighted(xb, hb, tab.a[i][:i], ks)
-            k_guess = ks[-1] if ks else prev_f
+            k_guess = ks[self._nearest[i]] if ks else prev_f
             guess = base if k_guess is None else base + (hb * aii) * k_guess
             sys = StageSystem(term, x, (t0 + c * h,), h, ((aii,),), base[:, None], blocks)
             res = newton_solve(sys, guess[:, None], self._lin, ws, self.newton)
