@@ -108,8 +108,8 @@ def fmt_err(e) -> str:
 
 def section(problem: str, rows: list[dict]) -> str:
     rtol, atol = TOLS[problem]
-    head = "| solver | NFE | Jacobians | JVPs | accepted | rejected | wall (s) | error / tol |\n|---|---|---|---|---|---|---|---|"
-    lines = [f"### {problem} (rtol={rtol:g}, atol={atol:g})", "", head]
+    head = "| solver | NFE | Jacobians | JVPs | accepted | rejected | wall (s) | error / tol |"
+    lines = [f"### {problem} (rtol={rtol:g}, atol={atol:g})", "", head, "|---" * 8 + "|"]
     for r in rows:
         rej = "" if r["rejected"] is None else r["rejected"]
         lines.append(f"| {r['solver']} | {r['nfe']} | {r['jac']} | {r['jvps']} | {r['accepted']} | {rej} | "
