@@ -225,3 +225,15 @@ def test_per_sample_direct_gradients(name):
     ref = ts.solve(f2, y1, 0.0, 1.0, solver=ts.solvers.get(name, newton=TIGHT), rtol=1e-8, atol=1e-10)
     ref.x.pow(2).sum().backward()
     assert torch.allclose(y0.grad, y1.grad, rtol=1e-5) and torch.allclose(f.k.grad, f2.k.grad, rtol=1e-5)
+
+
+def test_stiff_guide_examples_run():
+    """The code on docs/stiff.md runs as written."""
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "stiff.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"stiff.md[block {i}]", "exec"), {"__name__": "docs_example"})
