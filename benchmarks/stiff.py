@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import timestepper as ts
+from benchmarks.ode import Counter
 from tests.ode.test_stiff_implicit import TOLS, problems, reference, scaled_error
 
 torch.set_num_threads(1)
@@ -36,15 +37,6 @@ OURS = {
     "allen-cahn-256": [("kvaerno5", "dense"), ("kvaerno5", "krylov"), ("radau-iia5", "dense"),
                        ("rosenbrock23", None)],
 }
-
-
-class Counter:
-    def __init__(self, f):
-        self.f, self.n = f, 0
-
-    def __call__(self, t, y):
-        self.n += 1
-        return self.f(t, y)
 
 
 def run_ours(name: str, problem: str, solver: str, jacobian: str | None) -> dict:
