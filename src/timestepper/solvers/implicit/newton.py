@@ -103,7 +103,8 @@ class Workspace:
     """What the Newton iteration carries from step to step, including across rejected attempts
     (a Jacobian computed in a rejected attempt is still the Jacobian at the same point): the
     dense Jacobian and where it was taken, the cached LU factors, the last contraction rate and
-    ``eta``, the count of consecutive failures and the counters of the solve."""
+    ``eta``, the count of consecutive failures, the start of the last attempt (a shared step that
+    starts there again follows a rejection) and the counters of the solve."""
 
     fixed: bool = False
     jac: Tensor | None = None
@@ -115,6 +116,8 @@ class Workspace:
     theta: float = 0.0
     failures: int = 0
     double_vjp: bool = False
+    last_t0: float | None = None
+    retry: bool = False
     counters: dict[str, int] = field(default_factory=new_counters)
 
 

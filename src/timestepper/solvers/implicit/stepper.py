@@ -43,11 +43,15 @@ from .tableaux import ImplicitTableau
 
 @dataclass
 class ImplicitState:
-    """The Newton workspace (shared by every attempt of a solve) and ``f(t0, x0)`` when the
-    previous step provides it."""
+    """The Newton workspace (shared by every attempt of a solve), ``f(t0, x0)`` when the
+    previous step provides it and, for a fully implicit method on shared steps, the previous
+    step's stage increments ``Z`` and size ``h`` (the collocation polynomial the next step's
+    Newton iteration starts from)."""
 
     ws: Workspace
     f: Tensor | None = None
+    z: Tensor | None = None
+    h: float | None = None
 
 
 @dataclass
@@ -60,6 +64,7 @@ class _Attempt:
     err: Tensor | None
     ok: Tensor
     nfe: int
+    z: Tensor | None = None
 
 
 class ImplicitRK(Solver):
@@ -153,7 +158,7 @@ class ImplicitRK(Solver):
         f = None
         if new.f is not None and old.f is not None:
             f = torch.where(accept, new.f, old.f)
-        return ImplicitState(new.ws, f)
+        return ImplicitState(new.ws, f)  # per-sample steps start each Newton iteration from Z = 0
 
     # -- the step ----------------------------------------------------------------------------------
 
@@ -163,13 +168,16 @@ class ImplicitRK(Solver):
         blocks = x.shape[0] if isinstance(h, Tensor) and h.ndim == 1 else 1
         nfe = self._lin.begin_step(ws, term, t0, x, blocks)
         ws.theta = 0.0
+        ws.retry = blocks == 1 and (ws.last_t0 is None or ws.last_t0 == t0)  # first step, or after a rejection
         ws.eta = max(ws.eta, 1e-16) ** 0.8  # HW IV.8: the first iteration's convergence test
         att = self._attempt(term, t0, h, x, state, blocks)
         nfe += att.nfe
+        ws.last_t0 = t0 if blocks == 1 and not isinstance(t0, Tensor) else None
         if bool(att.ok.all()):
             ws.failures = 0
             ws.recompute = ws.theta > self.newton.recompute_rate  # type: ignore[operator]
-            return att.x1, ImplicitState(ws, att.f1), att.err, nfe
+            hf = h if att.z is not None and not isinstance(h, Tensor) else None
+            return att.x1, ImplicitState(ws, att.f1, att.z if hf is not None else None, hf), att.err, nfe
         return self._failed(term, t0, t1, x, state, att, nfe)
 
     def _failed(self, term, t0, t1, x, state, att: _Attempt, nfe: int):  # noqa: PLR0913
@@ -243,14 +251,19 @@ class ImplicitRK(Solver):
         return _Attempt(x1b.reshape(x.shape), f1, err, ok, nfe)
 
     def _coupled(self, term, t0, h, x: Tensor, state: ImplicitState, blocks: int) -> _Attempt:  # noqa: PLR0913
-        """All stages at once (Radau IIA, Gauss–Legendre): ``Z = Y - x0`` from ``Z = 0``."""
+        """All stages at once (Radau IIA, Gauss–Legendre): ``Z = Y - x0`` from the previous step's
+        collocation polynomial extrapolated (HW IV.8, eq. 8.5), or from ``Z = 0``."""
         tab, ws = self.tableau, state.ws
         xb = x.reshape(blocks, -1)
         s = tab.stages
         base = xb[:, None].expand(blocks, s, xb.shape[1])
         times = tuple(t0 + c * h for c in tab.c)
         sys = StageSystem(term, x, times, h, tab.a, base, blocks)
-        res = newton_solve(sys, base, self._lin, ws, self.newton)
+        guess = base
+        if state.z is not None and state.h is not None and not isinstance(h, Tensor) and state.z.shape == base.shape:
+            w = self._extrapolation(h / state.h)
+            guess = base + torch.stack([_lincomb(row, state.z.unbind(1)) for row in w], dim=1)
+        res = newton_solve(sys, guess, self._lin, ws, self.newton)
         nfe = res.nfe
         if blocks == 1 and not bool(res.ok.all()):
             return _Attempt(x, None, None, res.ok, nfe)
@@ -264,7 +277,23 @@ class ImplicitRK(Solver):
         if tab.radau_error is not None and not ws.fixed:
             err, n = self._radau_error(term, t0, h, x, state, z, blocks)
             nfe += n
-        return _Attempt(x1b.reshape(x.shape), f1, err, res.ok, nfe)
+        return _Attempt(x1b.reshape(x.shape), f1, err, res.ok, nfe, z.detach())
+
+    def _extrapolation(self, r: float) -> list[list[float]]:
+        """``W[j][i]``: the new stage increment ``j`` from the previous step's ``Z_i``: the
+        collocation polynomial through ``(0, 0), (c_i, Z_i)`` at ``1 + c_j r`` (``r`` the step
+        ratio), minus the previous step's increment ``sum_i d_i Z_i``."""
+        nodes = (0.0, *self.tableau.c)
+
+        def basis(i: int, tau: float) -> float:
+            out = 1.0
+            for k, nk in enumerate(nodes):
+                if k != i + 1:
+                    out *= (tau - nk) / (nodes[i + 1] - nk)
+            return out
+
+        s = self.tableau.stages
+        return [[basis(i, 1.0 + cj * r) - self._d[i] for i in range(s)] for cj in self.tableau.c]
 
     def _radau_error(self, term, t0, h, x: Tensor, state: ImplicitState, z: Tensor,  # noqa: PLR0913
                      blocks: int) -> tuple[Tensor, int]:
@@ -277,10 +306,16 @@ class ImplicitRK(Solver):
             f0, nfe = term.vf(t0, x).reshape(blocks, -1), 1
         else:
             f0 = state.f.reshape(blocks, -1)
-        v = (_as_block(h, xb) * g0) * f0 + _lincomb(e, z.unbind(1))
+        ze = _lincomb(e, z.unbind(1))
+        v = (_as_block(h, xb) * g0) * f0 + ze
         sys = StageSystem(term, x, (t0,), h, ((g0,),), xb[:, None], blocks)
         d, n = self._lin.solve(state.ws, sys, xb[:, None], v[:, None])
-        return d[:, 0].reshape(x.shape), nfe + n
+        nfe += n
+        if state.ws.retry:  # HW: on the first step and after a rejection, filter once more
+            f1 = term.vf(t0, (xb + d[:, 0]).reshape(x.shape)).reshape(blocks, -1)
+            d, n = self._lin.solve(state.ws, sys, xb[:, None], ((h * g0) * f1 + ze)[:, None])
+            nfe += 1 + n
+        return d[:, 0].reshape(x.shape), nfe
 
 
 def _as_block(h: float | Tensor, xb: Tensor) -> float | Tensor:
