@@ -79,7 +79,7 @@ def test_dense_jacobian_is_reused_across_steps():
     st = s.stats
     # a linear problem: the Jacobian never changes; it is recomputed only when an LU kept from an
     # older step size slows the iteration down
-    assert st["jacobians"] <= 3 and sol.stats.accepted > 20
+    assert st["jacobians"] <= 5 and sol.stats.accepted > 25
     assert st["newton_iterations"] >= 6 * sol.stats.steps
     assert st["factorizations"] < sol.stats.steps  # the LU is kept while h changes little
 

@@ -115,9 +115,7 @@ class ImplicitRK(Solver):
         self.nfe_per_step = 2 * implicit + (1 if tableau.radau_error is not None else 0)  # typical: 2 iterations
         a = np.array(tableau.a)
         c = tableau.c
-        # the stage predictor's derivative: the earlier stage whose node is nearest (the latest of ties)
-        self._nearest = tuple(min(range(i), key=lambda j: (abs(c[i] - c[j]), -j)) if i else 0
-                              for i in range(tableau.stages))
+        self._predictor = tuple(_predictor_weights(c, i, 3) for i in range(tableau.stages))
         self._fsal = tableau.stiffly_accurate
         if not tableau.diagonally_implicit:
             ainv = np.linalg.inv(a)
@@ -233,7 +231,7 @@ class ImplicitRK(Solver):
                 nfe += 0 if prev_f is not None else 1
                 continue
             base = _weighted(xb, hb, tab.a[i][:i], ks)
-            k_guess = ks[self._nearest[i]] if ks else prev_f
+            k_guess = _lincomb(self._predictor[i], ks) if ks else prev_f
             guess = base if k_guess is None else base + (hb * aii) * k_guess
             sys = StageSystem(term, x, (t0 + c * h,), h, ((aii,),), base[:, None], blocks)
             res = newton_solve(sys, guess[:, None], self._lin, ws, self.newton)
@@ -316,6 +314,26 @@ class ImplicitRK(Solver):
             d, n = self._lin.solve(state.ws, sys, xb[:, None], ((h * g0) * f1 + ze)[:, None])
             nfe += 1 + n
         return d[:, 0].reshape(x.shape), nfe
+
+
+def _predictor_weights(c: tuple[float, ...], i: int, points: int) -> tuple[float, ...]:
+    """Weights on the earlier stage derivatives that predict ``k_i``: the polynomial through the
+    (at most ``points``) earlier stages with distinct nodes nearest to ``c_i`` (the latest stage
+    of a repeated node), evaluated at ``c_i``."""
+    w = [0.0] * i
+    if i == 0:
+        return tuple(w)
+    best: dict[float, int] = {}
+    for j in range(i):
+        best[c[j]] = j  # the latest stage at each node
+    near = sorted(best, key=lambda n: abs(c[i] - n))[:points]
+    for n in near:
+        lj = 1.0
+        for m in near:
+            if m != n:
+                lj *= (c[i] - m) / (n - m)
+        w[best[n]] = lj
+    return tuple(w)
 
 
 def _as_block(h: float | Tensor, xb: Tensor) -> float | Tensor:
