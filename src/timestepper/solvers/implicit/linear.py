@@ -50,7 +50,9 @@ def gmres(matvec: Callable[[Tensor], Tensor], rhs: Tensor, rtol: float, max_iter
         hess[:, j + 1, j] = hn
         basis[:, j + 1] = torch.where(live[:, None], w / hn.clamp_min(tiny)[:, None], 0.0)
         h = hess[:, : j + 2, : j + 1]
-        y = torch.linalg.lstsq(h, e1[:, : j + 2]).solution
+        # the small least-squares problem on the CPU (LAPACK's gelsy handles the rank deficiency
+        # of a block that broke down; the CUDA driver does not)
+        y = torch.linalg.lstsq(h.cpu(), e1[:, : j + 2].cpu()).solution.to(rhs.device)
         res = torch.linalg.vector_norm(h @ y - e1[:, : j + 2], dim=(1, 2))
         if bool((res <= rtol * beta).all()):
             break

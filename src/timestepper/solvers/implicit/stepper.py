@@ -7,6 +7,10 @@ Stage derivatives are recovered from the stage values (``k_i = (Y_i - base_i) / 
 stages of a stiff problem amplifies the Newton error by ``|J|``). For stiffly accurate methods
 ``x1`` is the last stage and its derivative is reused as the next step's ``f(t0, x0)``.
 
+Starting values: a diagonally implicit stage starts from the quadratic through the three earlier
+stage derivatives with the nearest nodes; a fully implicit step (shared step size) from the
+previous step's collocation polynomial extrapolated (HW IV.8, eq. 8.5), else from ``Z = 0``.
+
 Evaluations (``nfe``) count every call of ``f``: each Newton iteration one per stage; a dense
 Jacobian one (its ``m`` reverse passes are counted in ``stats["jacobians"]``, not as
 evaluations); each Jacobian–vector product one (``stats["jvps"]``); the explicit first stage one
