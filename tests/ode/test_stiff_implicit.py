@@ -162,3 +162,12 @@ def test_explicit_solvers_exhaust_max_steps(problem):
     implicit = ts.solve(f, torch.tensor(y0, dtype=F64), 0.0, t1, solver="radau-iia5", rtol=rtol, atol=atol,
                         max_steps=5000)
     assert implicit.succeeded
+
+
+@pytest.mark.parametrize("name", ["kvaerno5", "radau-iia5"])
+def test_float32_state(name):
+    """The Newton scale never asks for more than float32 can resolve (ten rounding units)."""
+    f, _, _, y0, t1 = problems()["robertson"]
+    sol = ts.solve(f, torch.tensor(y0, dtype=torch.float32), 0.0, t1, solver=name, rtol=1e-4, atol=1e-7)
+    assert sol.x.dtype == torch.float32
+    assert scaled_error(sol.x.double(), reference("robertson"), 1e-4, 1e-7) < 10

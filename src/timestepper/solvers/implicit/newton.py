@@ -157,9 +157,11 @@ class StageSystem:
 
 
 def scaled_norm(d: Tensor, y: Tensor, opts: NewtonOptions) -> Tensor:
-    """RMS of ``d / (atol + rtol |y|)`` per block: ``(B,)``."""
+    """RMS of ``d / (atol + rtol |y|)`` per block: ``(B,)``; ``rtol`` is at least ten rounding
+    units of the dtype (a float32 state cannot be resolved below that; as SciPy's Radau)."""
     assert opts.atol is not None and opts.rtol is not None  # resolved by the solver
-    r = d / (opts.atol + opts.rtol * y.abs())
+    rtol = max(opts.rtol, 10 * torch.finfo(y.dtype).eps)
+    r = d / (opts.atol + rtol * y.abs())
     return torch.linalg.vector_norm(r.reshape(r.shape[0], -1), dim=1) / math.sqrt(r[0].numel())
 
 
