@@ -142,6 +142,9 @@ ORDER_TESTS = {
     **{n: ("tests.ode.test_rk", "test_convergence_order") for n in
        ("rk-euler", "midpoint", "rk-heun", "rk4", "bosh3", "dopri5", "dopri5-shampine", "tsit5", "dopri8")},
     "rosenbrock23": ("tests.ode.test_stiff", "test_rosenbrock_order"),
+    **{n: ("tests.solvers.test_implicit", "test_convergence_order") for n in
+       ("implicit-euler", "implicit-midpoint", "trapezoid", "sdirk2", "trbdf2", "radau-iia3", "gl4",
+        "radau-iia5", "gl6", "kvaerno3", "kvaerno4", "kvaerno5")},
     **{n: ("tests.ode.test_sde", "test_strong_order_gbm") for n in ("sde-euler", "milstein", "reversible-heun")},
     **{n: ("tests.solvers.test_solvers_etd", "test_empirical_order_on_kuramoto_sivashinsky")
        for n in ("etd1", "etdrk2", "etdrk4", "imex-euler")},

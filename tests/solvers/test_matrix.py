@@ -61,7 +61,10 @@ def test_adaptive_solver_with_every_gradient_mode(name, mode):
     direct = _grads(f, name, "direct", tol)
     got = _grads(f, name, mode, tol)
     err = float((got - direct).abs().max() / direct.abs().max())
-    assert err < (1e-10 if mode == "checkpoint" else 1e3 * tol), (name, mode, err)
+    # An implicit solver's replay re-solves its stage equations (with a Jacobian computed afresh),
+    # so it agrees with the forward pass to the Newton tolerance, not to rounding.
+    exact = 10 * tol if getattr(ts.solvers.get(name), "is_implicit", False) else 1e-10
+    assert err < (exact if mode == "checkpoint" else 1e3 * tol), (name, mode, err)
 
 
 def test_per_sample_needs_direct_gradients():

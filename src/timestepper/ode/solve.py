@@ -33,6 +33,7 @@ from ..core.status import MaxStepsError, NonFiniteError, StiffnessError
 from ..core.terms import ODETerm
 from ..core.validation import check_choice, check_positive, save_times
 from ..loop import integrate
+from ..solvers.implicit import ImplicitRK
 from ..solvers.registry import get
 from .adjoint import ADJOINTS, AdjointMethod, BacksolveAdjoint, CheckpointAdjoint, adjoint_method
 from .pytree import Flattener
@@ -305,6 +306,8 @@ def _problem(field: FlatField, slv: Solver, t0: Any, t1: Any, o: SolveOptions) -
             if isinstance(o.controller, str) else o.controller
     if o.dt is not None:
         check_positive(o.dt, "dt")
+    if isinstance(slv, ImplicitRK):  # Newton tolerances follow the solve's (solvers/implicit)
+        slv = slv.with_tolerances(o.rtol, o.atol)
     if o.per_sample_steps:
         if fixed:
             raise ValueError("per_sample_steps needs an adaptive solve (no dt=)")

@@ -47,8 +47,9 @@ def stability_boundary(a: tuple, b: tuple) -> float:
 
 
 def implicit_solvers() -> list[str]:
-    """Registry names of the ODE solvers that declare ``is_implicit`` (for error messages)."""
-    return [n for n in available("ode") if getattr(get(n), "is_implicit", False)]
+    """Registry names of the adaptive ODE solvers that declare ``is_implicit`` (for error
+    messages: the ones a stiff solve can switch to without choosing a step size)."""
+    return [n for n in available("ode") if get(n).is_implicit and get(n).error_order is not None]
 
 
 def detects_stiffness(solver) -> bool:

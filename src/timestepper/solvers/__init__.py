@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (registration)
     dpmpp,
     edm,
     etd,
+    implicit,
     lms,
     pc,
     pndm,
