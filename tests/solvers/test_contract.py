@@ -138,7 +138,8 @@ def test_reported_nfe_is_the_surrogate_calls():
 # name -> (module, test function) whose parametrization names the solver
 ORDER_TESTS = {
     **{n: ("tests.ode.test_rk", "test_convergence_order") for n in
-       ("rk-euler", "midpoint", "rk-heun", "adaptive-heun", "fehlberg2", "heun3", "rk4", "rk4-38", "bosh3", "dopri5", "dopri5-shampine", "tsit5", "dopri8")},
+       ("rk-euler", "midpoint", "rk-heun", "adaptive-heun", "fehlberg2", "heun3", "rk4", "rk4-38",
+        "bosh3", "dopri5", "dopri5-shampine", "tsit5", "dopri8")},
     "rosenbrock23": ("tests.ode.test_stiff", "test_rosenbrock_order"),
     **{n: ("tests.ode.test_sde", "test_strong_order_gbm") for n in ("sde-euler", "milstein", "reversible-heun")},
     **{n: ("tests.solvers.test_solvers_etd", "test_empirical_order_on_kuramoto_sivashinsky")
