@@ -71,6 +71,7 @@ class TorchdiffeqController(StepSizeController):
         self.unflatten = unflatten or (lambda x: x)
         self.direction = 1.0
         self.last_dt: float | None = None  # the step proposed after the last step (for restarts)
+        self._proposal: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -88,12 +89,13 @@ class TorchdiffeqController(StepSizeController):
         t1 = t + d * dt
         s = self._next_step_t(t)
         if s is not None and d * (t1 - s) > 0:
-            t1 = s
+            t1, dt = s, abs(s - t)
+        self._proposal = (t, t1, dt)  # the step size as torchdiffeq holds it (not t1 - t0)
         return t1
 
     def adapt(self, t0, t1, x0, x1, err, cstate):
         r = self.rule
-        dt = abs(t1 - t0)
+        dt = self._proposal[2] if self._proposal[:2] == (t0, t1) else abs(t1 - t0)
         self._call(0, t0, x0, dt)
         ratio = self.error_ratio(x0, x1, err)
         accept = ratio <= 1.0
