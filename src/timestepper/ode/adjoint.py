@@ -328,7 +328,7 @@ class _Backsolve(torch.autograd.Function):
         for q, s in zip(method.params, aug.sizes):
             pg.append(z[off: off + s].reshape(q.shape))
             off += s
-        tg = run.time_gradients(a0, a1, x0, sol.x)
+        tg = run.time_gradients(a0, g_x, x0, sol.x)  # a save at t1 stays put when t1 moves
         return (None, a0, *tg, *pg)
 
 

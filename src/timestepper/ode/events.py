@@ -27,6 +27,7 @@ from ..loop.options import StepRecord
 from .torchdiffeq.controller import StepRule, TorchdiffeqController
 from .torchdiffeq.inputs import Field, State, check_times
 from .torchdiffeq.methods import drives_adaptively, method_of, solver_of
+from .time_grad import needs_grad, shift_start
 from .torchdiffeq.options import Adaptive, Fixed
 
 MAX_FIXED_STEPS = 20_000
@@ -86,23 +87,27 @@ def solve_until_event(func, y0, t, event_fn, kw: dict, grad: Any):
         return torch.min(event_fn(field.time(s), state.split(x)) * sign0).reshape(())
 
     if grad.mode == "direct":
-        t_event, x_event = _locate(func, state, t0, direction, event, kw)
+        x0 = shift_start(field, t[0], state.x0) if needs_grad(t) else state.x0
+        t_event, x_event = _locate(func, state, x0, (t0, direction), event, kw)
     else:
         with torch.no_grad():
-            t_event, _ = _locate(func, state, t0, direction, event, kw)
-        from .torchdiffeq.odeint import integrate_outputs
+            t_event, _ = _locate(func, state, state.x0, (t0, direction), event, kw)
+        from .torchdiffeq.odeint import flat_outputs
 
         ts = torch.stack([t[0], torch.tensor(t_event, dtype=t.dtype, device=t.device)])
-        x_event = state.join(integrate_outputs(func, y0, ts, kw["rtol"], kw["atol"], kw["method"],
-                                               kw["options"], grad))[-1]
+        x_event = flat_outputs(func, state, ts, kw["rtol"], kw["atol"], kw["method"],
+                               kw["options"], grad)[-1]
     et = torch.tensor(t_event, dtype=t.dtype, device=t.device)
     et, x_event = _EventGradient.apply(field, event, et, x_event)
     x_first = state.x0
     return et.to(t_real) if t_real != t.dtype else et, state.split(torch.stack([x_first, x_event]), (2,))
 
 
-def _locate(func, state: State, t0: float, direction: float, event, kw: dict) -> tuple[float, Tensor]:
-    """The event time (a float) and the state there (from the crossing step's interpolant)."""
+def _locate(func, state: State, x0: Tensor, start: tuple[float, float], event,  # noqa: PLR0913
+            kw: dict) -> tuple[float, Tensor]:
+    """The event time (a float) and the state there (from the crossing step's interpolant), from
+    ``x0`` at ``start = (t0, direction)``."""
+    t0, direction = start
     name, m = method_of(kw.get("method"))
     solver = solver_of(m)
     opts = dict(kw.get("options") or {})
@@ -115,7 +120,7 @@ def _locate(func, state: State, t0: float, direction: float, event, kw: dict) ->
             rule = StepRule(kw["rtol"], kw["atol"], m.order or solver.order, o.norm, o.first_step,
                             o.safety, o.ifactor, o.dfactor, o.min_step, o.max_step)
             ctrl = TorchdiffeqController(rule, o.step_t, as_time=field.time, past_end=True)
-            integrate(term, solver, ctrl, state.x0, t_span=(t0, direction * math.inf),
+            integrate(term, solver, ctrl, x0, t_span=(t0, direction * math.inf),
                       max_steps=o.max_num_steps, on_accept=detector)
         else:
             f = Fixed.parse(opts, name, adams=m.registry.startswith("adams"))
@@ -123,7 +128,7 @@ def _locate(func, state: State, t0: float, direction: float, event, kw: dict) ->
                 raise ValueError("event handling with a fixed-grid method needs options['step_size']")
             grid = torch.tensor([t0 + direction * k * f.step_size for k in range(MAX_FIXED_STEPS + 1)],
                                 dtype=torch.float64)
-            integrate(term, solver, grid, state.x0, on_accept=detector)
+            integrate(term, solver, grid, x0, on_accept=detector)
     except _Crossed as hit:
         return _bisect(hit.record, solver, term, event, float(_scalar_atol(kw["atol"])),
                        opts.get("interp", "linear") if not drives_adaptively(m, solver) else None)

@@ -119,10 +119,16 @@ def adjoint_gradient(func, method, adjoint_rtol, adjoint_atol, adjoint_method, a
 def integrate_outputs(func, y0, t, rtol, atol, method, options, grad: Gradient):  # noqa: PLR0913
     """The states at the times ``t`` in the user's structure (the body of :func:`odeint`)."""
     t = check_times(t)
-    name, m = method_of(method)
     state = State.of(y0)
+    return state.split(flat_outputs(func, state, t, rtol, atol, method, options, grad), (t.numel(),))
+
+
+def flat_outputs(func, state: State, t: Tensor, rtol, atol, method, options,  # noqa: PLR0913
+                 grad: Gradient) -> Tensor:
+    """The flat states at the times ``t``, stacked along dim 0."""
+    name, m = method_of(method)
     if t.numel() == 1:
-        return state.split(state.x0.unsqueeze(0), (1,))
+        return state.x0.unsqueeze(0)
     opts = dict(options or {})
     if m.kind == "scipy":
         from .scipy_solver import solve_with_scipy
@@ -134,7 +140,7 @@ def integrate_outputs(func, y0, t, rtol, atol, method, options, grad: Gradient):
             ys = _adaptive(func, state, t, (rtol, atol), (name, m, solver), opts, grad)
         else:
             ys = _fixed(func, state, t, (name, m, solver), opts, grad)
-    return state.split(ys, (t.numel(),))
+    return ys
 
 
 def _adaptive(func, state: State, t: Tensor, tols, method: tuple[str, Method, Solver],  # noqa: PLR0913
@@ -248,5 +254,5 @@ def _scalar(v: Any) -> float | None:
         return float(max(v))
 
 
-__all__ = ["CALLBACKS", "Gradient", "adjoint_gradient", "integrate_outputs", "odeint",
+__all__ = ["CALLBACKS", "Gradient", "adjoint_gradient", "flat_outputs", "integrate_outputs", "odeint",
            "odeint_adjoint"]
