@@ -141,6 +141,7 @@ ORDER_TESTS = {
        ("rk-euler", "midpoint", "rk-heun", "adaptive-heun", "fehlberg2", "heun3", "rk4", "rk4-38",
         "bosh3", "dopri5", "dopri5-shampine", "tsit5", "dopri8")},
     "rosenbrock23": ("tests.ode.test_stiff", "test_rosenbrock_order"),
+    **{n: ("tests.ode.test_odeint_adams", "test_adams_order") for n in ("adams-bashforth", "adams-moulton")},
     **{n: ("tests.ode.test_sde", "test_strong_order_gbm") for n in ("sde-euler", "milstein", "reversible-heun")},
     **{n: ("tests.solvers.test_solvers_etd", "test_empirical_order_on_kuramoto_sivashinsky")
        for n in ("etd1", "etdrk2", "etdrk4", "imex-euler")},

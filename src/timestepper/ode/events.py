@@ -24,10 +24,10 @@ from torch import Tensor
 from ..core.terms import ODETerm
 from ..loop import integrate
 from ..loop.options import StepRecord
+from .time_grad import needs_grad, shift_start
 from .torchdiffeq.controller import StepRule, TorchdiffeqController
 from .torchdiffeq.inputs import Field, State, check_times
 from .torchdiffeq.methods import drives_adaptively, method_of, solver_of
-from .time_grad import needs_grad, shift_start
 from .torchdiffeq.options import Adaptive, Fixed
 
 MAX_FIXED_STEPS = 20_000
