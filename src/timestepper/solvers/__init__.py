@@ -63,6 +63,7 @@ __all__ = [
     "LMS",
     "PLMS",
     "PNDM",
+    "AdamsBashforthMoulton",
     "Autoregressive",
     "BrownianPath",
     "ButcherTableau",

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
-
 from ..core.solver import Solver
 from ..core.terms import VectorFieldTerm
 from ..core.validation import check_int
