@@ -178,13 +178,13 @@ class _EventGradient(torch.autograd.Function):
     the inputs (implicit function theorem, see the module docstring) to the state's gradient."""
 
     @staticmethod
-    def forward(ctx, field, event, t_event: Tensor, x_event: Tensor):  # type: ignore[override]
+    def forward(ctx, field, event, t_event: Tensor, x_event: Tensor):
         ctx.field, ctx.event = field, event
         ctx.save_for_backward(t_event, x_event)
         return t_event.detach().clone(), x_event.detach().clone()
 
     @staticmethod
-    def backward(ctx, g_t: Tensor, g_x: Tensor):  # type: ignore[override]
+    def backward(ctx, g_t: Tensor, g_x: Tensor):
         t_event, x_event = ctx.saved_tensors
         s = float(t_event)
         with torch.enable_grad():

@@ -14,7 +14,7 @@ from ...loop import integrate
 from .controller import StepRule, TorchdiffeqController
 from .inputs import Field, State
 from .methods import drives_adaptively, method_of, solver_of
-from .odeint import CALLBACKS
+from .odeint import callbacks_of
 from .options import Adaptive
 
 
@@ -33,7 +33,7 @@ def odeint_dense(func, y0: Tensor, t0: Tensor, t1: Tensor, *, rtol=1e-7, atol=1e
     field = Field(func, state)
     rule = StepRule(rtol, atol, m.order or solver.order, o.norm, o.first_step, o.safety,
                     o.ifactor, o.dfactor, o.min_step, o.max_step)
-    ctrl = TorchdiffeqController(rule, o.step_t, tuple(getattr(func, c, None) for c in CALLBACKS),
+    ctrl = TorchdiffeqController(rule, o.step_t, callbacks_of(func),
                                  field.time, past_end=True)
     sol = integrate(ODETerm(field), solver, ctrl, y0, t_span=(float(t0), float(t1)),
                     saveat=SaveAt(dense=True), max_steps=o.max_num_steps)

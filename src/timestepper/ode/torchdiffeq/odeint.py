@@ -151,7 +151,7 @@ def _adaptive(func, state: State, t: Tensor, tols, method: tuple[str, Method, So
     rule = StepRule(tols[0], tols[1], order, o.norm, o.first_step, o.safety, o.ifactor, o.dfactor,
                     o.min_step, o.max_step)
     field = Field(func, state)
-    callbacks = tuple(getattr(func, c, None) for c in CALLBACKS)
+    callbacks = callbacks_of(func)
     run = dict(solver=solver, max_steps=o.max_num_steps, rtol=_scalar(tols[0]),
                atol=_scalar(tols[1]), **grad.solve_options(func))
     segments = _segments(t, o.jumps)
@@ -174,7 +174,7 @@ def _adaptive(func, state: State, t: Tensor, tols, method: tuple[str, Method, So
         assert sol.ys is not None
         outs.update({k: sol.ys[j] for k, j in where.items()})
         x = sol.ys[-1]
-        rule = _with_first(rule, ctrl.last_dt)
+        rule = _with_first(rule, ctrl.last_dt) if ctrl.last_dt is not None else rule
     return torch.stack([outs[k] for k in range(t.numel())])
 
 
@@ -223,6 +223,13 @@ def _fixed(func, state: State, t: Tensor, method: tuple[str, Method, Solver], op
     assert sol.ys is not None
     ys = interpolate(grid, sol.ys, [float(v) for v in t.detach().tolist()], o.interp, plain)
     return shift_saved(plain, t, ys) if needs_grad(t) else ys
+
+
+def callbacks_of(func: Any) -> tuple[Any, Any, Any]:
+    """``func``'s ``callback_step``, ``callback_accept_step``, ``callback_reject_step`` (or
+    ``None``)."""
+    step, accept, reject = (getattr(func, c, None) for c in CALLBACKS)
+    return step, accept, reject
 
 
 def _with_first(rule: StepRule, first: float) -> StepRule:
