@@ -38,15 +38,7 @@ def test_adams_order(name, uniform):
 
 
 torchdiffeq = pytest.importorskip("torchdiffeq")
-
-
-class Counter:
-    def __init__(self, f):
-        self.f, self.n = f, 0
-
-    def __call__(self, t, y):
-        self.n += 1
-        return self.f(t, y)
+from tests.ode.test_odeint_semantics import Counter  # noqa: E402 - needs torchdiffeq
 
 
 def osc(t, y):

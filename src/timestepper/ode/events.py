@@ -29,6 +29,7 @@ from .torchdiffeq.controller import StepRule, TorchdiffeqController
 from .torchdiffeq.inputs import Field, State, check_times
 from .torchdiffeq.methods import drives_adaptively, method_of, solver_of
 from .torchdiffeq.options import Adaptive, Fixed
+from .torchdiffeq.outputs import Gradient, flat_outputs
 
 MAX_FIXED_STEPS = 20_000
 
@@ -39,13 +40,16 @@ def odeint_event(func, y0, t0, *, event_fn, reverse_time=False, odeint_interface
     (through the event time too). ``reverse_time`` integrates backwards; ``odeint_interface`` is
     :func:`~timestepper.odeint` (default) or :func:`~timestepper.odeint_adjoint`; ``kwargs`` are
     its keyword arguments (``rtol``, ``atol``, ``method``, ``options``, ...)."""
-    from .torchdiffeq.odeint import odeint
-
-    interface = odeint if odeint_interface is None else odeint_interface
     t0 = torch.as_tensor(t0)
     step = -1.0 if reverse_time else 1.0
     t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + step])
-    return interface(func, y0, t, event_fn=event_fn, **kwargs)
+    if odeint_interface is not None:
+        return odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
+    kw = dict(rtol=kwargs.pop("rtol", 1e-7), atol=kwargs.pop("atol", 1e-9),
+              method=kwargs.pop("method", None), options=kwargs.pop("options", None))
+    if kwargs:
+        raise TypeError(f"odeint_event got unexpected keyword arguments {sorted(kwargs)}")
+    return solve_until_event(func, y0, t, event_fn, kw, Gradient())
 
 
 class _Crossed(Exception):
@@ -92,8 +96,6 @@ def solve_until_event(func, y0, t, event_fn, kw: dict, grad: Any):
     else:
         with torch.no_grad():
             t_event, _ = _locate(func, state, state.x0, (t0, direction), event, kw)
-        from .torchdiffeq.odeint import flat_outputs
-
         ts = torch.stack([t[0], torch.tensor(t_event, dtype=t.dtype, device=t.device)])
         x_event = flat_outputs(func, state, ts, kw["rtol"], kw["atol"], kw["method"],
                                kw["options"], grad)[-1]

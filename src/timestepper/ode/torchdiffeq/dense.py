@@ -14,8 +14,8 @@ from ...loop import integrate
 from .controller import StepRule, TorchdiffeqController
 from .inputs import Field, State
 from .methods import drives_adaptively, method_of, solver_of
-from .odeint import callbacks_of
 from .options import Adaptive
+from .outputs import callbacks_of
 
 
 def odeint_dense(func, y0: Tensor, t0: Tensor, t1: Tensor, *, rtol=1e-7, atol=1e-9,  # noqa: PLR0913 - torchdiffeq's
