@@ -35,6 +35,9 @@ nothing is probed with ``hasattr``:
 * ``per_sample``: ``step`` takes ``(B,)`` times and ``merge`` picks per-sample states.
 * ``family``: ``"ode"``, ``"sde"``, ``"diffusion"``, ``"pde"`` or ``"surrogate"`` (for listings
   and error messages).
+* ``carries_state``: a step depends on more than its start ``(t0, x0)`` (a multistep history, or
+  a reused evaluation that is not ``f(t0, x0)``), so it cannot be replayed from a stored state
+  alone (recursive checkpointing refuses it).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Solver:
     has_dense_output: bool = False
     provides_first_derivative: ClassVar[bool] = False
     per_sample: ClassVar[bool] = False
+    carries_state: bool = False
 
     def init(self, term: Any, grid: Any, x0: Tensor) -> tuple[Any, Any]:
         """``(state, table)`` for a solve from ``x0`` (see the module docstring)."""

@@ -72,6 +72,13 @@ class CheckpointAdjoint(AdjointMethod):
     params: tuple[Tensor, ...] = ()
     name: ClassVar[str] = "checkpoint"
 
+    def check(self, problem):
+        super().check(problem)
+        if problem.solver.carries_state:
+            raise ValueError(f"adjoint='checkpoint' replays steps from stored states, but a step of "
+                             f"{problem.solver.display_name!r} depends on its history; use "
+                             "adjoint='direct' or 'backsolve'")
+
     def solve(self, problem, x0, t_in):
         run = _Run(problem, self, t_in)
         x1, ys = _Checkpoint.apply(run, x0, *run.time_inputs, *self.params)

@@ -51,6 +51,7 @@ class AdamsBashforthMoulton(Solver):
 
     family = "ode"
     term_type = VectorFieldTerm
+    carries_state = True
 
     def __init__(self, implicit: bool = True, max_order: int = 12, max_iters: int = 4) -> None:
         self.implicit = bool(implicit)
@@ -146,6 +147,7 @@ class AdaptiveAdams(Solver):
     error_order = 5
     nfe_per_step = 2
     has_dense_output = True
+    carries_state = True
     steps = 4
 
     def __init__(self) -> None:

@@ -166,6 +166,7 @@ class ExplicitRK(Solver):
         self.has_dense_output = bt.interp is not None
         self._fsal = bt.fsal
         self._carry = bt.fsal or bt.reuse_last_stage
+        self.carries_state = bt.reuse_last_stage
         self.nfe_per_step = bt.stages - (1 if self._carry else 0)
         self._err_w = None if bt.b_err is None else tuple(b - e for b, e in zip(bt.b, bt.b_err))
         self._err_w2 = None if bt.b_err2 is None else tuple(b - e for b, e in zip(bt.b, bt.b_err2))
