@@ -150,3 +150,48 @@ def test_options_that_cannot_be_honoured_raise():
         ts.odeint(vdp, Y0, T, method="rk45")
     with pytest.raises(ValueError, match="adjoint_options"):
         ts.odeint_adjoint(vdp, Y0, T, adjoint_options=dict(max_num_steps=3))
+
+
+def test_fixed_grid_callback_step_and_event():
+    class F(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.starts = []
+
+        def forward(self, t, y):
+            return torch.stack([y[1], -9.8 * torch.ones_like(y[0])])
+
+        def callback_step(self, t0, y0, dt):
+            self.starts += [float(t0), float(dt)]
+
+    a, b = F(), F()
+    y0 = torch.tensor([10.0, 0.0], dtype=F64)
+    ts.odeint(a, y0, T, method="rk4", options=dict(step_size=0.25))
+    torchdiffeq.odeint(b, y0, T, method="rk4", options=dict(step_size=0.25))
+    assert a.starts == pytest.approx(b.starts, rel=1e-12)
+    times = []
+    for lib in (ts, torchdiffeq):
+        t0 = torch.tensor(0.0, dtype=F64)
+        et, sol = lib.odeint(F(), y0, torch.stack([t0, t0 + 1]), method="rk4",
+                             options=dict(step_size=0.1, interp="cubic"),
+                             event_fn=lambda t, y: y[0] - 1.0, atol=1e-10)
+        times.append(float(et))
+        assert sol.shape == (2, 2)
+    assert times[0] == pytest.approx(times[1], abs=1e-9)
+    # rk4 and the cubic Hermite interpolant are exact on a parabola
+    assert times[0] == pytest.approx((2 * 9.0 / 9.8) ** 0.5, abs=1e-9)
+
+
+def test_grid_points_with_eps_restart_around_a_jump():
+    def f(t, y):  # a kink at t = 2
+        return torch.where(t < 2.0, torch.ones_like(y), -2 * torch.ones_like(y))
+
+    y0 = torch.zeros(1, dtype=F64)
+    t = torch.tensor([0.0, 1.0, 3.0], dtype=F64)
+    ys = ts.odeint(f, y0, t, rtol=1e-9, atol=1e-9, options=dict(grid_points=torch.tensor([2.0], dtype=F64),
+                                                                  eps=1e-6))
+    assert float(ys[1]) == pytest.approx(1.0, abs=1e-9)
+    assert float(ys[2]) == pytest.approx(2.0 - 2.0, abs=1e-5)  # the state is carried over the gap
+    jumped = ts.odeint(f, y0, t, rtol=1e-9, atol=1e-9, options=dict(jump_t=torch.tensor([2.0], dtype=F64)))
+    ref = torchdiffeq.odeint(f, y0, t, rtol=1e-9, atol=1e-9, options=dict(jump_t=torch.tensor([2.0], dtype=F64)))
+    assert float(jumped[2]) == pytest.approx(0.0, abs=1e-12) and float(ref[2]) == pytest.approx(0.0, abs=1e-12)

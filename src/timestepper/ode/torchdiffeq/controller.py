@@ -70,6 +70,7 @@ class TorchdiffeqController(StepSizeController):
         self.steps_past_end = past_end
         self.unflatten = unflatten or (lambda x: x)
         self.direction = 1.0
+        self.end = math.inf
         self.last_dt: float | None = None  # the step proposed after the last step (for restarts)
         self._proposal: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
@@ -77,6 +78,7 @@ class TorchdiffeqController(StepSizeController):
 
     def init(self, term, solver, t0, t1, x0, f0):
         self.direction = 1.0 if t1 >= t0 else -1.0
+        self.end = t1
         if self.rule.first_step is not None:
             return _State(abs(float(self.rule.first_step))), 0
         with torch.no_grad():
@@ -90,6 +92,8 @@ class TorchdiffeqController(StepSizeController):
         s = self._next_step_t(t)
         if s is not None and d * (t1 - s) > 0:
             t1, dt = s, abs(s - t)
+        if not self.steps_past_end and d * (t1 - self.end) > 0:  # a jump_t: land on it
+            t1, dt = self.end, abs(self.end - t)
         self._proposal = (t, t1, dt)  # the step size as torchdiffeq holds it (not t1 - t0)
         return t1
 
@@ -117,6 +121,15 @@ class TorchdiffeqController(StepSizeController):
             tol = self.rule.atol + self.rule.rtol * torch.maximum(x0.detach().abs(), x1.detach().abs())
             v = float(self.rule.norm(err.detach() / tol))
         return v if math.isfinite(v) else math.inf
+
+    def end_stage_time(self, t: Any, x: Tensor) -> Any:
+        """The time ``func`` sees: a stage at the end ``t1`` of the step being taken is evaluated
+        one floating point number inside the step, as torchdiffeq does (so that a discontinuity
+        at a ``jump_t`` time is seen from the step's side)."""
+        t0, t1, _ = self._proposal
+        if isinstance(t, float) and t0 == t0 and abs(t - t1) <= 4 * math.ulp(t1) and t1 != t0:
+            return math.nextafter(t1, t0)
+        return t
 
     def _next_step_t(self, t: float) -> float | None:
         ts = self.step_t

@@ -4,6 +4,7 @@ method (torchdiffeq's controller on the loop, restarting at ``jump_t``), a fixed
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def _adaptive(func, state: State, t: Tensor, tols, method: tuple[str, Method, So
     order = m.order if m.kind == "adaptive" else solver.order
     rule = StepRule(tols[0], tols[1], order, o.norm, o.first_step, o.safety, o.ifactor, o.dfactor,
                     o.min_step, o.max_step)
-    field = Field(func, state)
+    field = Field(func, state)  # for the callbacks' times
     callbacks = callbacks_of(func)
     run = dict(solver=solver, max_steps=o.max_num_steps, rtol=_scalar(tols[0]),
                atol=_scalar(tols[1]), **grad.solve_options(func))
@@ -89,7 +90,8 @@ def _adaptive(func, state: State, t: Tensor, tols, method: tuple[str, Method, So
     if len(segments) == 1:
         ctrl = TorchdiffeqController(rule, o.step_t, callbacks, field.time, grad.mode == "direct",
                                      state.split)
-        sol = solve(field, state.x0, t[0], t[-1], saveat=t, controller=ctrl, **run)
+        sol = solve(Field(func, state, ctrl.end_stage_time), state.x0, t[0], t[-1], saveat=t,
+                    controller=ctrl, **run)
         assert sol.ys is not None
         return sol.ys
     if needs_grad(t):
@@ -100,7 +102,7 @@ def _adaptive(func, state: State, t: Tensor, tols, method: tuple[str, Method, So
         last = i == len(segments) - 1
         ctrl = TorchdiffeqController(rule, o.step_t, callbacks, field.time,
                                      last and grad.mode == "direct", state.split)
-        seg_field = field if i == 0 else Field(func, state, _just_after(a, b))
+        seg_field = Field(func, state, _stage_times(ctrl, a, b, first=i == 0))
         sol = solve(seg_field, x, a, b, saveat=saves, controller=ctrl, **run)
         assert sol.ys is not None
         outs.update({k: sol.ys[j] for k, j in where.items()})
@@ -169,14 +171,15 @@ def _with_first(rule: StepRule, first: float) -> StepRule:
     return replace(rule, first_step=first)
 
 
-def _just_after(a: float, b: float):
-    """The time seen by ``func`` at the start ``a`` of a segment after a jump: the next floating
-    point number towards ``b`` (torchdiffeq evaluates ``f`` just after a jump)."""
+def _stage_times(ctrl: TorchdiffeqController, a: float, b: float, first: bool):
+    """The times ``func`` sees in the segment ``[a, b]``: a stage at a step's end just inside the
+    step; after a jump, the start ``a`` as the next floating point number towards ``b``
+    (torchdiffeq evaluates ``f`` just after a jump)."""
 
     def nudge(t: Any, x: Tensor) -> Any:
-        if t != a:
-            return t
-        return torch.nextafter(torch.tensor(t, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
+        if t == a and not first:
+            return math.nextafter(a, b)
+        return ctrl.end_stage_time(t, x)
 
     return nudge
 
