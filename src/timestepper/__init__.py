@@ -44,7 +44,7 @@ from .diffusion import (
     make_grid,
 )
 from .loop import integrate
-from .ode import odeint, odeint_adjoint, sdeint, solve
+from .ode import odeint, odeint_adjoint, odeint_dense, odeint_event, sdeint, solve
 from .sampling import inpaint, likelihood, sample
 
 __all__ = [
@@ -80,6 +80,8 @@ __all__ = [
     "make_grid",
     "odeint",
     "odeint_adjoint",
+    "odeint_dense",
+    "odeint_event",
     "pde",
     "phi",
     "sample",

@@ -1,5 +1,5 @@
-"""Parity with torchdiffeq: same solution to 1e-6, NFE within 10% (dopri5, aggregated over the
-problems) and the odeint shim as a drop-in."""
+"""Parity with torchdiffeq: same solution to 1e-6, the same NFE (dopri5: the shim takes
+torchdiffeq's steps) and the odeint shim as a drop-in."""
 
 import pytest
 import torch
@@ -35,7 +35,7 @@ def test_parity_torchdiffeq_dopri5_solution_and_nfe():
         ref = torchdiffeq.odeint(b, y0, t, rtol=1e-8, atol=1e-8, method="dopri5")
         assert float((ys - ref).abs().max()) < 1e-6
         ours, theirs = ours + a.n, theirs + b.n
-    assert ours <= 1.1 * theirs, (ours, theirs)
+    assert ours == theirs, (ours, theirs)
 
 
 def test_parity_torchdiffeq_rk4_fixed_step():
@@ -46,7 +46,7 @@ def test_parity_torchdiffeq_rk4_fixed_step():
     ys = ts.odeint(a, y0, t, method="rk4", options={"step_size": 0.01})
     ref = torchdiffeq.odeint(b, y0, t, method="rk4", options={"step_size": 0.01})
     assert float((ys - ref).abs().max()) < 1e-6
-    assert a.n <= 1.1 * b.n
+    assert a.n == b.n
 
 
 def test_parity_torchdiffeq_adjoint_gradients():
@@ -74,9 +74,9 @@ def test_parity_torchdiffeq_adjoint_gradients():
 
 
 def test_parity_torchdiffeq_dopri5_nfe_per_detest_problem(tol=1e-6):
-    """The odeint shim takes torchdiffeq's steps: on each of the 25 DETEST problems its NFE is
-    within 10% of torchdiffeq's dopri5 (or lower) and the end states agree to the tolerance
-    (1e-9 too, in benchmarks/ode.py; 1e-6 here to stay fast)."""
+    """The odeint shim takes torchdiffeq's steps: on each of the 25 DETEST problems its NFE equals
+    torchdiffeq's dopri5 and the end states agree to the tolerance (at 1e-9, 24 of 25 are equal
+    and C2 takes 740 evaluations for torchdiffeq's 758: a step decision within rounding)."""
     from timestepper.bench.detest import PROBLEMS
 
     worse = {}
@@ -87,6 +87,6 @@ def test_parity_torchdiffeq_dopri5_nfe_per_detest_problem(tol=1e-6):
         ref = torchdiffeq.odeint(b, p.initial(), t, rtol=tol, atol=tol, method="dopri5")[-1]
         scale = tol + tol * ref.abs()
         assert float(((ours - ref).abs() / scale).max()) < 20, name
-        if a.n > 1.1 * b.n:
+        if a.n != b.n:
             worse[name] = (a.n, b.n)
     assert not worse, worse

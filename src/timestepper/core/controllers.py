@@ -51,6 +51,10 @@ class StepSizeController:
     """
 
     fixed: ClassVar[bool] = False
+    #: the loop does not shorten the last step to land on ``t1``: it steps past it and the save
+    #: times (``t1`` among them) come from the solver's dense output, as torchdiffeq does; the
+    #: solution's ``x`` is then the state at the last step's end (``extras["t"]``).
+    steps_past_end: bool = False
 
     def init(self, term: Any, solver: Solver, t0: Any, t1: Any, x0: Tensor,
              f0: Tensor | None) -> tuple[Any, int]:  # pragma: no cover - interface

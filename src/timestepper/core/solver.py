@@ -39,6 +39,9 @@ nothing is probed with ``hasattr``:
   the solver suits stiff problems (listed in the errors that detect stiffness).
 * ``family``: ``"ode"``, ``"sde"``, ``"diffusion"``, ``"pde"`` or ``"surrogate"`` (for listings
   and error messages).
+* ``carries_state``: a step depends on more than its start ``(t0, x0)`` (a multistep history, or
+  a reused evaluation that is not ``f(t0, x0)``), so it cannot be replayed from a stored state
+  alone (recursive checkpointing refuses it).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Solver:
     is_implicit: ClassVar[bool] = False
     min_steps: ClassVar[int] = 1
     min_steps_reason: ClassVar[str] = ""
+    carries_state: bool = False
 
     def init(self, term: Any, grid: Any, x0: Tensor) -> tuple[Any, Any]:
         """``(state, table)`` for a solve from ``x0`` (see the module docstring)."""

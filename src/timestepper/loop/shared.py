@@ -143,7 +143,8 @@ def _step_end(p: Problem, t: float, cstate: Any, recorder: Recorder) -> float:
     either lands on it)."""
     t_next = p.controller.next_time(t, cstate)
     direction = 1.0 if p.t1 > p.t0 else -1.0
-    for target in (recorder.next_stop(), p.t1):
+    targets = (recorder.next_stop(),) if p.controller.steps_past_end else (recorder.next_stop(), p.t1)
+    for target in targets:
         if target is None:
             continue
         close = math.isfinite(target) and abs(target - t_next) <= 1e-14 * max(1.0, abs(target))

@@ -2,8 +2,9 @@
 torchdiffeq-compatible ``odeint``, and SDE solving."""
 
 from .brownian import VirtualBrownianTree
-from .odeint import odeint, odeint_adjoint
+from .odeint import odeint, odeint_adjoint, odeint_dense, odeint_event
 from .sde import SDETerm, sdeint
 from .solve import solve
 
-__all__ = ["SDETerm", "VirtualBrownianTree", "odeint", "odeint_adjoint", "sdeint", "solve"]
+__all__ = ["SDETerm", "VirtualBrownianTree", "odeint", "odeint_adjoint", "odeint_dense", "odeint_event", "sdeint",
+           "solve"]

@@ -21,7 +21,7 @@ recursive checkpointing and the continuous adjoint.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..core.controllers import PIDController, StepSizeController
 from ..core.solution import Solution
+from ..core.solver import Solver
 from ..core.terms import ODETerm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,6 +72,13 @@ class CheckpointAdjoint(AdjointMethod):
     params: tuple[Tensor, ...] = ()
     name: ClassVar[str] = "checkpoint"
 
+    def check(self, problem):
+        super().check(problem)
+        if problem.solver.carries_state:
+            raise ValueError(f"adjoint='checkpoint' replays steps from stored states, but a step of "
+                             f"{problem.solver.display_name!r} depends on its history; use "
+                             "adjoint='direct' or 'backsolve'")
+
     def solve(self, problem, x0, t_in):
         run = _Run(problem, self, t_in)
         x1, ys = _Checkpoint.apply(run, x0, *run.time_inputs, *self.params)
@@ -87,12 +95,14 @@ class BacksolveAdjoint(AdjointMethod):
         seminorm: measure the backward error on the state and adjoint only, not on the
             parameter-gradient integrals (Kidger, Chen & Lyons 2021, "'Hey, that's not an ODE':
             faster ODE adjoints via seminorms"; fewer backward steps).
+        solver: the solver of the backward solve (default: the forward solve's).
     """
 
     params: tuple[Tensor, ...] = ()
     rtol: float = 1e-6
     atol: float = 1e-9
     seminorm: bool = True
+    solver: Solver | None = None
     name: ClassVar[str] = "backsolve"
 
     def solve(self, problem, x0, t_in):
@@ -279,9 +289,11 @@ class _AugmentedField:
             xr = x if differentiate else x.detach().requires_grad_(True)
             a = z[n: 2 * n].reshape(self.shape)
             fx = self.field(t, xr)
-            vj = torch.autograd.grad(fx, (xr, *self.params), -a, allow_unused=True,
-                                     create_graph=differentiate)
-        parts = [fx.reshape(-1), vj[0].reshape(-1)]
+            vj: tuple[Tensor | None, ...] = (None,) * (1 + len(self.params))
+            if fx.requires_grad:  # else f depends on neither the state nor the parameters
+                vj = torch.autograd.grad(fx, (xr, *self.params), -a, allow_unused=True,
+                                         create_graph=differentiate)
+        parts = [fx.reshape(-1), torch.zeros_like(a).reshape(-1) if vj[0] is None else vj[0].reshape(-1)]
         parts += [z.new_zeros(s) if v is None else v.reshape(-1).to(z.dtype)
                   for v, s in zip(vj[1:], self.sizes)]
         out = torch.cat(parts)
@@ -309,9 +321,10 @@ class _Backsolve(torch.autograd.Function):
         z = torch.cat([sol.x.reshape(-1), a1.reshape(-1)] +
                       [x0.new_zeros(s) for s in aug.sizes])
         actrl = _backward_controller(p.controller, method, 2 * n_x)
+        back = p if method.solver is None else replace(p, solver=method.solver)
         nfe = 0
         for ta, tb in _segments(p, adds):
-            bsol = p.run(z, field=aug, controller=actrl, t_span=(ta, tb), saveat=False)
+            bsol = back.run(z, field=aug, controller=actrl, t_span=(ta, tb), saveat=False)
             nfe += bsol.stats.nfe
             z = bsol.x
             if tb in adds and tb != p.t0:
@@ -322,7 +335,7 @@ class _Backsolve(torch.autograd.Function):
         for q, s in zip(method.params, aug.sizes):
             pg.append(z[off: off + s].reshape(q.shape))
             off += s
-        tg = run.time_gradients(a0, a1, x0, sol.x)
+        tg = run.time_gradients(a0, g_x, x0, sol.x)  # a save at t1 stays put when t1 moves
         return (None, a0, *tg, *pg)
 
 

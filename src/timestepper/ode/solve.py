@@ -38,6 +38,7 @@ from ..solvers.registry import get
 from .adjoint import ADJOINTS, AdjointMethod, BacksolveAdjoint, CheckpointAdjoint, adjoint_method
 from .pytree import Flattener
 from .stiffness import StiffnessDetector, detects_stiffness, implicit_solvers
+from .time_grad import needs_grad, shift_end, shift_saved, shift_start
 from .tracked import describe, untracked_leaves
 
 ERROR_CONTROLS = ("local", "global")
@@ -238,13 +239,44 @@ def _solve(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) ->
                             o.adjoint_atol if o.adjoint_atol is not None else o.atol, o.adjoint_seminorm)
     x0 = flat.flatten(y0)
     _check_finite_state(x0, "y0")
+    times = _TimeGradients(problem, method.name, t0, t1, o.saveat)
+    x0 = times.start(x0)
     if o.regularise:
         sol = _regularised(problem, method, x0)
     else:
         method.check(problem)
         method = _with_closure_params(method, problem, x0, explicit=o.adjoint_params is not None)
         sol = _run_with_hint(method, problem, x0, (t0, t1))
-    return _restore(sol, flat)
+    return _restore(times.end(sol), flat)
+
+
+@dataclass(frozen=True)
+class _TimeGradients:
+    """Gradients with respect to ``t0``, ``t1`` and ``saveat`` tensors that require them
+    (:mod:`timestepper.ode.time_grad`): the checkpoint and backsolve adjoints compute those of
+    ``t0``/``t1`` themselves; direct backpropagation gets them from value-preserving shifts."""
+
+    problem: ODEProblem
+    mode: str
+    t0: Any
+    t1: Any
+    saveat: Any
+
+    def start(self, x0: Tensor) -> Tensor:
+        if self.problem.per_sample and any(needs_grad(t) for t in (self.t0, self.t1, self.saveat)):
+            raise ValueError("gradients with respect to t0, t1 or saveat are not available with "
+                             "per_sample_steps=True; pass detached times")
+        if self.mode == "direct" and needs_grad(self.t0):
+            return shift_start(self.problem.field, self.t0, x0)
+        return x0
+
+    def end(self, sol: Solution) -> Solution:
+        field = self.problem.field
+        if self.mode == "direct" and needs_grad(self.t1):
+            sol.x = shift_end(field, self.t1, sol.x)
+        if needs_grad(self.saveat) and sol.ys is not None:
+            sol.ys = shift_saved(field, self.saveat.reshape(-1), sol.ys)
+        return sol
 
 
 def _run_with_hint(method: AdjointMethod, problem: ODEProblem, x0: Tensor, t_in: tuple) -> Solution:

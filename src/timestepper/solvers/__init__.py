@@ -5,6 +5,7 @@
 """
 
 from . import (  # noqa: F401  (registration)
+    adams,
     ancestral,
     autoregressive,
     ddim,
@@ -27,6 +28,7 @@ from . import (  # noqa: F401  (registration)
     sde_dpmpp,
     unipc,
 )
+from .adams import AdamsBashforthMoulton
 from .ancestral import DPMSolverPP2SAncestral
 from .autoregressive import Autoregressive
 from .base import DiffusionSolver
@@ -62,6 +64,7 @@ __all__ = [
     "LMS",
     "PLMS",
     "PNDM",
+    "AdamsBashforthMoulton",
     "Autoregressive",
     "BrownianPath",
     "ButcherTableau",

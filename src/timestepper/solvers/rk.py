@@ -40,6 +40,11 @@ class ButcherTableau:
             ``None``: no interpolant (adaptive saving then steps onto the save times).
         extra_c, extra_a: extra stages evaluated only when the interpolant is used (DOP853's
             dense output); ``interp`` then has ``stages + len(extra_c)`` rows.
+        reuse_last_stage: the last stage (at ``t1``, evaluated at the embedded solution rather
+            than at ``x1``) becomes the next step's first stage, as torchdiffeq's
+            ``adaptive_heun`` and ``fehlberg2`` do: one evaluation fewer per step, and the order
+            is kept because the first stage's argument is off by the local error ``O(h^(p+1))``
+            of the embedded solution and it enters the step multiplied by ``h``.
     """
 
     name: str
@@ -53,6 +58,7 @@ class ButcherTableau:
     interp: tuple[tuple[float, ...], ...] | None = None
     extra_c: tuple[float, ...] = ()
     extra_a: tuple[tuple[float, ...], ...] = ()
+    reuse_last_stage: bool = False
 
     def __post_init__(self) -> None:
         s = len(self.b)
@@ -159,7 +165,9 @@ class ExplicitRK(Solver):
         self.error_order = None if bt.b_err is None else (bt.error_order or bt.order)
         self.has_dense_output = bt.interp is not None
         self._fsal = bt.fsal
-        self.nfe_per_step = bt.stages - (1 if self._fsal else 0)
+        self._carry = bt.fsal or bt.reuse_last_stage
+        self.carries_state = bt.reuse_last_stage
+        self.nfe_per_step = bt.stages - (1 if self._carry else 0)
         self._err_w = None if bt.b_err is None else tuple(b - e for b, e in zip(bt.b, bt.b_err))
         self._err_w2 = None if bt.b_err2 is None else tuple(b - e for b, e in zip(bt.b, bt.b_err2))
         self._build_flat_weights()
@@ -226,7 +234,7 @@ class ExplicitRK(Solver):
             err = weighted_sum(None, hb, self._err_w, ks)
             if self._err_w2 is not None:
                 err = _combine_errors(err, weighted_sum(None, hb, self._err_w2, ks))  # type: ignore[arg-type]
-        f1 = ks[-1] if self._fsal else None
+        f1 = ks[-1] if self._carry else None
         return x1, RKState(f=f1, x0=x, ks=tuple(ks), h=h, t0=t0), err, nfe
 
     def _step_per_sample(self, term, t0: Tensor, h: Tensor, x: Tensor, state: RKState):
@@ -250,7 +258,7 @@ class ExplicitRK(Solver):
             err = self._combine(hw, r, None, ks)
             if self._err_w2 is not None:
                 err = _combine_errors(err, self._combine(hw, r + 1, None, ks))
-        f1 = ks[-1] if self._fsal else None
+        f1 = ks[-1] if self._carry else None
         return x1, RKState(f=f1, x0=x, ks=tuple(ks), h=h, t0=t0), err
 
     def _step_weights(self, t0: Tensor, h: Tensor, x: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:

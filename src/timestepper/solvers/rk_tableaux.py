@@ -50,6 +50,13 @@ def hermite_rows(b, n_stages: int | None = None, last: int | None = None):
     return [bb, e1 - bb, 2 * bb - e1 - el]
 
 
+def quadratic_extension(b) -> tuple[tuple[float, ...], ...]:
+    """The second-order continuous extension ``P_1 = theta + (b_1 - 1) theta^2``,
+    ``P_i = b_i theta^2`` of a method with ``sum b = 1`` and ``sum b c = 1/2``: it meets both
+    order conditions at every ``theta`` and equals the method at ``theta = 1`` (HNW I, II.6)."""
+    return tuple((1.0, b[0] - 1.0) if i == 0 else (0.0, float(w)) for i, w in enumerate(b))
+
+
 EULER = ButcherTableau(name="rk-euler", order=1, c=(0.0,), a=(), b=(1.0,))
 
 MIDPOINT = ButcherTableau(name="midpoint", order=2, c=(0.0, 0.5), a=((0.5,),), b=(0.0, 1.0))
@@ -58,6 +65,36 @@ MIDPOINT = ButcherTableau(name="midpoint", order=2, c=(0.0, 0.5), a=((0.5,),), b
 RK_HEUN = ButcherTableau(
     name="rk-heun", order=2, c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_err=(1.0, 0.0),
     error_order=2,
+)
+
+# Heun's method whose stage at t1 (the Euler predictor) is the next step's first stage:
+# torchdiffeq's "adaptive_heun" (one evaluation per step after the first). The error estimate is
+# the Heun–Euler difference h (k1 - k2) / 2.
+_HEUN_B = (0.5, 0.5)
+ADAPTIVE_HEUN = ButcherTableau(
+    name="adaptive-heun", order=2, c=(0.0, 1.0), a=((1.0,),), b=_HEUN_B, b_err=(0.0, 1.0),
+    error_order=2, interp=quadratic_extension(_HEUN_B), reuse_last_stage=True,
+)
+
+# Fehlberg's RKF1(2) (Fehlberg 1969, NASA TR R-315), propagating the second-order solution with
+# local extrapolation; the third stage is f at the first-order solution and becomes the next
+# step's first stage, as in torchdiffeq's "fehlberg2".
+_FEHLBERG2_B = (1 / 512, 255 / 256, 1 / 512)
+FEHLBERG2 = ButcherTableau(
+    name="fehlberg2", order=2, c=(0.0, 0.5, 1.0), a=((0.5,), (1 / 256, 255 / 256)),
+    b=_FEHLBERG2_B, b_err=(1 / 256, 255 / 256, 0.0), error_order=2,
+    interp=quadratic_extension(_FEHLBERG2_B), reuse_last_stage=True,
+)
+
+# Heun's third-order method (Heun 1900; HNW Table II.1.1): nodes 0, 1/3, 2/3.
+HEUN3 = ButcherTableau(
+    name="heun3", order=3, c=(0.0, 1 / 3, 2 / 3), a=((1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75),
+)
+
+# Kutta's 3/8 rule (Kutta 1901; HNW Table II.1.2, right), torchdiffeq's fixed-step "rk4".
+RK4_38 = ButcherTableau(
+    name="rk4-38", order=4, c=(0.0, 1 / 3, 2 / 3, 1.0),
+    a=((1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)), b=(0.125, 0.375, 0.375, 0.125),
 )
 
 # The classical fourth-order method (Kutta 1901; HNW Table II.1.2, left).
@@ -236,8 +273,8 @@ DOPRI8 = ButcherTableau(
     extra_a=_DOPRI8_EXTRA_A,
 )
 
-TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, RK_HEUN, RK4, BOSH3, DOPRI5, DOPRI5_SHAMPINE,
-                                 TSIT5, DOPRI8)}
+TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, RK_HEUN, ADAPTIVE_HEUN, FEHLBERG2, HEUN3, RK4,
+                                 RK4_38, BOSH3, DOPRI5, DOPRI5_SHAMPINE, TSIT5, DOPRI8)}
 
 # Each method is ExplicitRK with its tableau fixed. ("euler" and "heun" are the diffusion (EDM)
 # samplers; the Runge–Kutta ones are "rk-euler" and "rk-heun".)
@@ -245,6 +282,10 @@ _SUMMARIES = {
     "rk-euler": "Forward Euler (order 1, fixed steps).",
     "midpoint": "Explicit midpoint rule (order 2, fixed steps).",
     "rk-heun": "Heun's method with Euler embedded: the Heun–Euler 2(1) pair.",
+    "adaptive-heun": "Heun–Euler 2(1) reusing the predictor's evaluation (torchdiffeq's adaptive_heun).",
+    "fehlberg2": "Fehlberg's RKF1(2) (1969) with local extrapolation (torchdiffeq's fehlberg2).",
+    "heun3": "Heun's third-order method (1900; fixed steps).",
+    "rk4-38": "Kutta's 3/8 rule (1901; fixed steps; torchdiffeq's rk4).",
     "rk4": "The classical fourth-order Runge–Kutta method (Kutta 1901; fixed steps).",
     "bosh3": "Bogacki–Shampine 3(2) (1989) with its cubic Hermite dense output.",
     "dopri5": "Dormand–Prince 5(4) (1980) with Shampine's dense output (HNW II.5-6).",
