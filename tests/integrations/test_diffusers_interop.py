@@ -122,7 +122,7 @@ def test_scheduler_errors():
     with pytest.raises(RuntimeError, match="more than"):
         sched.step(torch.zeros(1, 2), 0, torch.zeros(1, 2))
     with pytest.raises(ValueError, match="prediction_type"):
-        Scheduler.from_config({"prediction_type": "flow_prediction"})
+        Scheduler.from_config({"prediction_type": "mu"}, solver="ddim")
 
 
 def test_from_k_diffusion_wraps_a_sigma_denoiser():
