@@ -37,7 +37,7 @@ def _accepts(fn, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def run(sched, model, steps: int, begin: int | None = None, seed: int = 0,  # noqa: PLR0913
+def run(sched, model, steps: int | None, begin: int | None = None, seed: int = 0,  # noqa: PLR0913
         step_kwargs: dict | None = None, set_kwargs: dict | None = None):
     """The pipeline loop: full (``begin=None``) or img2img-style from ``timesteps[begin]`` after
     ``set_begin_index`` and ``add_noise`` (``scale_noise`` for flow schedulers)."""

@@ -53,7 +53,19 @@ CASES = [
     ("UniPCMultistepScheduler", {"disable_corrector": [0, 2]}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
     ("FlowMatchEulerDiscreteScheduler", {}),
+    # multi-evaluation steps through the order-2 protocol (timesteps t0, t1, t1, t2, t2, ...)
+    ("HeunDiscreteScheduler", {}),
+    ("HeunDiscreteScheduler", {**LEADING, **SD}),
+    ("HeunDiscreteScheduler", {"use_karras_sigmas": True}),
+    ("DPMSolverSinglestepScheduler", {}),
+    ("DPMSolverSinglestepScheduler", {"solver_order": 3}),
+    ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min",
+                                      "solver_order": 3}),
+    ("DPMSolverSinglestepScheduler", {"lower_order_final": False, "final_sigmas_type": "sigma_min"}),
+    ("PNDMScheduler", {"skip_prk_steps": True, **LEADING, **SD}),
+    ("PNDMScheduler", {"steps_offset": 1}),  # the Runge-Kutta warm-up: 19 timesteps for 10 steps
 ]
+EPSILON_ONLY = ("FlowMatch", "PNDM")
 PREDICTIONS = ["epsilon", "v_prediction"]
 
 
@@ -72,8 +84,8 @@ def _ids(cases):
 @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
 def test_full_loop_reproduces_the_class(case, prediction):
     name, kwargs = case
-    if name.startswith("FlowMatch") and prediction != "epsilon":
-        pytest.skip("flow matching models predict velocity")
+    if name.startswith(EPSILON_ONLY) and prediction != "epsilon":
+        pytest.skip("flow matching models predict velocity; PNDM's v_prediction is refused")
     ref, ours, model = _pair(name, kwargs, prediction)
     steps = 10
     x_ref, x_ours = run(ref, model, steps), run(ours, model, steps)
@@ -90,10 +102,15 @@ def test_full_loop_reproduces_the_class(case, prediction):
         ref, "scale_model_input") else x, rtol=1e-6, atol=0)
 
 
-# LMS is left out: diffusers' LMS started mid-schedule applies the order-4 coefficient of its
+# Left out: LMS — diffusers' LMS started mid-schedule applies the order-4 coefficient of its
 # first step to a history of one derivative (its order is min(step_index + 1, 4) with the
 # history empty); ours restarts the multistep history, see test_lms_partial_loop_restarts.
-PARTIAL = [c for c in CASES if c[0] != "LMSDiscreteScheduler"]
+# DPM-Solver singlestep of order 3 — diffusers keeps the full schedule's grouping of steps into
+# 3-stage groups, ours groups from the loop's start. PNDM — its warm-up at the loop's start makes
+# other evaluations than the listed timesteps: refused (test_warm_up_solvers_refuse_mid_start).
+PARTIAL = [c for c in CASES if not (
+    c[0] in ("LMSDiscreteScheduler", "PNDMScheduler")
+    or (c[0] == "DPMSolverSinglestepScheduler" and c[1].get("solver_order") == 3))]
 
 
 @pytest.mark.parametrize("prediction", PREDICTIONS)
@@ -101,7 +118,7 @@ PARTIAL = [c for c in CASES if c[0] != "LMSDiscreteScheduler"]
 def test_img2img_loop_reproduces_the_class(case, prediction):
     """The loop of img2img / inpainting with strength 0.6: slice, set_begin_index, add_noise."""
     name, kwargs = case
-    if name.startswith("FlowMatch") and prediction != "epsilon":
+    if name.startswith(EPSILON_ONLY) and prediction != "epsilon":
         pytest.skip("flow matching models predict velocity")
     ref, ours, model = _pair(name, kwargs, prediction)
     assert rel_err(run(ours, model, 10, begin=4), run(ref, model, 10, begin=4)) <= 1e-5
@@ -183,3 +200,16 @@ def test_half_precision_step_upcasts_like_diffusers():
             assert x.dtype == torch.bfloat16
         outs.append(x.float())
     assert rel_err(outs[1], outs[0]) <= 2e-2  # bf16 storage between steps, float32 inside
+
+
+def test_warm_up_solvers_refuse_mid_start():
+    ref = diffusers.PNDMScheduler(skip_prk_steps=True, steps_offset=1)
+    model = gmm_model(dict(ref.config), "epsilon")
+    with pytest.raises(ValueError, match="cannot start mid-schedule"):
+        run(Scheduler.from_config(ref), model, 10, begin=4)
+    with pytest.raises(ValueError, match="Runge-Kutta warm-up at 9 steps"):
+        Scheduler.from_config(diffusers.PNDMScheduler(steps_offset=1)).set_timesteps(9)
+    with pytest.raises(ValueError, match="prediction_type='v_prediction'"):
+        Scheduler.from_config(diffusers.PNDMScheduler(prediction_type="v_prediction"))
+    with pytest.raises(ValueError, match="FlowMatchHeunDiscreteScheduler"):
+        Scheduler.from_config(diffusers.FlowMatchHeunDiscreteScheduler())

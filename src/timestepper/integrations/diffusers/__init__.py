@@ -17,7 +17,7 @@ diffusers is not imported by this package; it is only needed to run a pipeline.
 
 from .config import prediction_from_config, schedule_from_config
 from .model import denoiser_from_diffusers
-from .scheduler import Scheduler, SchedulerOutput, single_evaluation_solvers
+from .scheduler import Scheduler, SchedulerOutput, scheduler_solvers
 
 __all__ = [
     "Scheduler",
@@ -25,5 +25,5 @@ __all__ = [
     "denoiser_from_diffusers",
     "prediction_from_config",
     "schedule_from_config",
-    "single_evaluation_solvers",
+    "scheduler_solvers",
 ]

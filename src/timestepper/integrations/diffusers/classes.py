@@ -32,7 +32,10 @@ class Recipe:
         options: solver options fixed by the config.
         plan: ``plan(n, custom_timesteps, sigmas, mu) -> Plan``.
         schedule: our noise schedule of the config.
-        lower_order_final: the config's flag, applied (like diffusers) only below 15 steps.
+        lower_order_final: ``lower_order_final(n, n_loop)``, the solver's option for a loop of
+            ``n_loop`` steps on an ``n``-step grid
+            (diffusers applies the config's flag only below 15 steps in some classes, and
+            switches it on by itself in others), or ``None`` for solvers without it.
         clip: ``clip_sample_range`` when ``clip_sample`` is on, else ``None``.
         threshold: ``(ratio, max_value)`` when ``thresholding`` is on, else ``None``.
         keeps_model_noise: DDIM's update keeps the model's own noise prediction next to the
@@ -45,7 +48,7 @@ class Recipe:
     options: dict[str, Any]
     plan: PlanBuilder
     schedule: NoiseSchedule
-    lower_order_final: bool | None = None
+    lower_order_final: Callable[[int, int], bool] | None = None
     clip: float | None = None
     threshold: tuple[float, float] | None = None
     keeps_model_noise: bool = False
@@ -140,13 +143,62 @@ def _multistep(name: str) -> Callable[[dict[str, Any]], Recipe]:
         post = _post({k: v for k, v in cfg.items() if k != "clip_sample"})
         return Recipe(name, solver, opts,
                       lambda n, ts=None, **_: plans.multistep_plan(cfg, sch, n, name, train, ts),
-                      sch, lower_order_final=None if solver == "ddim" else bool(
-                          cfg.get("lower_order_final", True)), **post)
+                      sch, lower_order_final=None if solver == "ddim" else _lower_order_rule(cfg, name),
+                      **post)
     return build
 
 
-def _flow_euler(cfg: dict[str, Any]) -> Recipe:
-    refuse_options(cfg, "FlowMatchEulerDiscreteScheduler",
+def _lower_order_rule(cfg: dict[str, Any], name: str) -> Callable[[int, int], bool]:
+    flag = bool(cfg.get("lower_order_final", name != "DPMSolverSinglestepScheduler"))
+    if name == "UniPCMultistepScheduler":
+        return lambda n, n_loop: flag
+    if name == "DPMSolverSinglestepScheduler":
+        order, zero = int(cfg.get("solver_order", 2)), cfg.get("final_sigmas_type", "zero") == "zero"
+        return lambda n, n_loop: flag or n % order != 0 or n_loop % order != 0 or zero
+    return lambda n, n_loop: flag and n < 15
+
+
+def _singlestep(cfg: dict[str, Any]) -> Recipe:
+    name = "DPMSolverSinglestepScheduler"
+    refuse_options(cfg, name, {**_BETA_SIGMAS, **_NO_SHIFT, "lambda_min_clipped": -float("inf")},
+                   {"algorithm_type": ("dpmsolver++", "dpmsolver"), "solver_order": (1, 2, 3),
+                    "solver_type": ("midpoint",), "variance_type": (None, "learned_range")})
+    algo, order = cfg.get("algorithm_type", "dpmsolver++"), int(cfg.get("solver_order", 2))
+    solver = "ddim" if order == 1 else (
+        f"dpmpp-{order}s" if algo == "dpmsolver++" else f"dpm-solver-{order}")
+    sch = schedule_from_config(cfg)
+    train = train_sigmas(_acp(sch))
+    return Recipe(name, solver, {},
+                  lambda n, ts=None, **_: plans.multistep_plan(cfg, sch, n, name, train, ts),
+                  sch, lower_order_final=None if solver == "ddim" else _lower_order_rule(cfg, name),
+                  **_post({k: v for k, v in cfg.items() if k != "clip_sample"}))
+
+
+def _pndm(cfg: dict[str, Any]) -> Recipe:
+    # diffusers' PNDM combines v-predictions linearly and converts the combination at the
+    # current sample, which no noise-prediction method reproduces
+    refuse_options(cfg, "PNDMScheduler", {"prediction_type": "epsilon"})
+    sch = schedule_from_config(cfg)
+    prk = not cfg.get("skip_prk_steps")
+    T = int(cfg.get("num_train_timesteps", 1000))
+
+    def plan(n: int, ts: Any = None, **_: Any) -> plans.Plan:
+        if prk and (T // n) % 2:
+            raise ValueError(
+                f"PNDMScheduler's Runge-Kutta warm-up at {n} steps evaluates the half steps at "
+                f"t - {T // n} // 2, rounded to a whole step, which is not reproduced; use an "
+                "even T // num_inference_steps or skip_prk_steps=True")
+        return plans.discrete_plan(cfg, sch, n, "PNDMScheduler", ts)
+
+    return Recipe("PNDMScheduler", "pndm" if prk else "plms", {}, plan, sch)
+
+
+def _flow(name: str, solver: str) -> Callable[[dict[str, Any]], Recipe]:
+    return lambda cfg: _flow_recipe(cfg, name, solver)
+
+
+def _flow_recipe(cfg: dict[str, Any], name: str, solver: str) -> Recipe:
+    refuse_options(cfg, name,
                    {**_BETA_SIGMAS, "invert_sigmas": False, "shift_terminal": None,
                     "stochastic_sampling": False})
     sch = RectifiedFlowSchedule()
@@ -154,7 +206,7 @@ def _flow_euler(cfg: dict[str, Any]) -> Recipe:
     def plan(n: int, ts: Any = None, sigmas: Any = None, mu: float | None = None) -> plans.Plan:
         return plans.flow_plan(cfg, sch, n, None if sigmas is None else np.asarray(sigmas), mu)
 
-    return Recipe("FlowMatchEulerDiscreteScheduler", "euler", {}, plan, sch)
+    return Recipe(name, solver, {}, plan, sch)
 
 
 CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
@@ -168,7 +220,10 @@ CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
     "DPMSolverMultistepScheduler": _multistep("DPMSolverMultistepScheduler"),
     "DEISMultistepScheduler": _multistep("DEISMultistepScheduler"),
     "UniPCMultistepScheduler": _multistep("UniPCMultistepScheduler"),
-    "FlowMatchEulerDiscreteScheduler": _flow_euler,
+    "FlowMatchEulerDiscreteScheduler": _flow("FlowMatchEulerDiscreteScheduler", "euler"),
+    "HeunDiscreteScheduler": _k("HeunDiscreteScheduler", "heun", {}, {"clip_sample": False}),
+    "PNDMScheduler": _pndm,
+    "DPMSolverSinglestepScheduler": _singlestep,
 }
 
 

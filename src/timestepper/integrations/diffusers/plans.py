@@ -82,7 +82,12 @@ def discrete_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_na
         end = torch.where(end < 0, torch.full_like(end, final), end)
         end = torch.where(end == start, torch.full_like(end, math.nan), end)
     else:
+        if class_name == "PNDMScheduler" and not cfg.get("set_alpha_to_one", False):
+            final = 0.0
         end = torch.cat([start[1:], torch.tensor([final], dtype=torch.float64)])
+        if end[-1] == start[-1]:
+            raise ValueError(f"{class_name} ending at timestep 0 with set_alpha_to_one=False "
+                             "(a zero-length last step) is not reproduced; use steps_offset=1")
     return Plan(torch.as_tensor(ts.astype(np.int64)), start, end, None, "vp", 1.0)
 
 

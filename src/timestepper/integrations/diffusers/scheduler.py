@@ -33,8 +33,9 @@ from ...solvers.registry import available, get
 from . import postprocess
 from .classes import Recipe, recipe_for
 from .config import as_dict, prediction_from_config, schedule_from_config
+from .layout import Layout, expanded, single
 from .plans import Plan
-from .stepping import LoopRun
+from .stepping import LoopRun, evaluation_times
 
 _UPCAST = (torch.float16, torch.bfloat16)
 
@@ -57,22 +58,23 @@ class SchedulerOutput:
 
 
 def _fits_step_protocol(solver: Solver) -> bool:
-    """A fixed-grid diffusion solver with one model evaluation per step."""
-    return solver.family == "diffusion" and solver.nfe_per_step == 1 and solver.error_order is None
+    """A diffusion solver on a fixed grid (multi-evaluation ones through the order-2 protocol)."""
+    return solver.family == "diffusion" and solver.error_order is None
 
 
-def single_evaluation_solvers() -> list[str]:
-    """Registry names of solvers usable through :class:`Scheduler` (one evaluation per step)."""
+def scheduler_solvers() -> list[str]:
+    """Registry names of solvers usable through :class:`Scheduler`."""
     return [name for name in available("diffusion") if _fits_step_protocol(get(name))]
 
 
 def _check_solver(solver: str | Solver, options: dict[str, Any]) -> Solver:
     built = get(solver, **options)
     if not _fits_step_protocol(built):
+        why = ("is not a diffusion sampler" if built.family != "diffusion"
+               else "chooses its own steps (adaptive)")
         raise ValueError(
-            f"solver {solver!r} takes {built.nfe_per_step} model evaluations per step; "
-            "the diffusers step protocol supplies one. Choose from "
-            f"{', '.join(single_evaluation_solvers())}"
+            f"solver {solver!r} {why}; the diffusers step protocol runs a diffusion solver on "
+            f"the scheduler's grid. Choose from {', '.join(scheduler_solvers())}"
         )
     return built
 
@@ -130,6 +132,7 @@ class Scheduler:
 
     def _reset_plan(self) -> None:
         self.plan: Plan | None = None
+        self.layout: Layout | None = None
         self.timesteps: Tensor | None = None
         self.sigmas: Tensor | None = None
         self.num_inference_steps: int | None = None
@@ -193,10 +196,19 @@ class Scheduler:
         else:
             plan = self._our_plan(n, timesteps, sigmas, mu)
         self.plan = plan
-        self.timesteps = plan.timesteps.to(device)
-        self.sigmas = plan.sigmas
+        self.layout = self._layout(plan)
+        self.timesteps = self.layout.timesteps.to(device)
+        self.sigmas = self.layout.sigmas
+        self.order = self.layout.order
         self.num_inference_steps = len(plan.timesteps)
         self.init_noise_sigma = plan.init_noise_sigma
+
+    def _layout(self, plan: Plan) -> Layout:
+        if not plan.chained or getattr(self.solver, "registry_name", "") in (
+                "ddim", "euler", "ddpm", "euler-ancestral"):
+            return single(plan)
+        times = evaluation_times(self.solver, self.schedule, plan.start, plan.end)
+        return expanded(plan, times, self.schedule, len(self))
 
     def _our_plan(self, n: int, timesteps: Any, sigmas: Any, mu: float | None) -> Plan:
         T, sch = len(self), self.schedule
@@ -233,22 +245,28 @@ class Scheduler:
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start the loop at ``timesteps[begin_index]`` (img2img, inpainting, refiners)."""
-        plan = self._require_plan()
-        if not 0 <= int(begin_index) < len(plan.timesteps):
-            raise ValueError(f"begin_index must be in [0, {len(plan.timesteps) - 1}], got {begin_index}")
+        lay = self._require_layout()
+        if not 0 <= int(begin_index) < len(lay.timesteps):
+            raise ValueError(f"begin_index must be in [0, {len(lay.timesteps) - 1}], got {begin_index}")
+        if lay.sub[int(begin_index)] != 0:
+            raise ValueError(f"begin_index={begin_index} is inside a multi-evaluation step; a loop "
+                             "starts at a step's first timestep (t_start * scheduler.order)")
         self._begin_index = int(begin_index)
 
     def index_for_timestep(self, timestep: Any) -> int:
-        """The step whose model time is ``timestep`` (the second of repeated ones, as diffusers)."""
-        plan = self._require_plan()
+        """The entry of ``timesteps`` equal to ``timestep`` where a loop may start (a step's first
+        evaluation; the second of repeated ones, as diffusers)."""
+        lay = self._require_layout()
         t = float(torch.as_tensor(timestep).reshape(-1)[0])
-        hits = torch.nonzero(plan.timesteps.cpu().to(torch.float64) == t).flatten().tolist()
+        hits = torch.nonzero(lay.timesteps.cpu().to(torch.float64) == t).flatten().tolist()
         if not hits:
-            near = plan.timesteps.tolist()
+            near = lay.timesteps.tolist()
             raise ValueError(
                 f"timestep {t:g} is not one of this scheduler's timesteps {near}; a loop must "
                 "start at one of them (slice scheduler.timesteps, or call set_begin_index)"
             )
+        starts = [h for h in hits if lay.sub[h] == 0]  # a loop starts at a step's first one
+        hits = starts or hits
         return hits[1] if len(hits) > 1 else hits[0]
 
     def _current_index(self, timestep: Any) -> int:
@@ -262,15 +280,20 @@ class Scheduler:
             raise RuntimeError("call set_timesteps(num_inference_steps) before stepping")
         return self.plan
 
+    def _require_layout(self) -> Layout:
+        self._require_plan()
+        assert self.layout is not None
+        return self.layout
+
     # -- the step protocol -----------------------------------------------------------------
 
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
         """The model's input: ``sample / sqrt(s^2 + 1)`` for the classes whose state is
         ``x / alpha`` (Euler, LMS, ...), the sample itself otherwise."""
-        plan = self._require_plan()
-        if plan.space != "ve" or plan.sigmas is None:
+        plan, lay = self._require_plan(), self._require_layout()
+        if plan.space != "ve" or lay.sigmas is None:
             return sample
-        s = plan.sigmas[self._current_index(timestep)]
+        s = lay.sigmas[self._current_index(timestep)]
         return sample / ((s**2 + 1) ** 0.5)
 
     def step(self, model_output: Tensor, timestep: Any, sample: Tensor,  # noqa: PLR0913 - diffusers' signature
@@ -281,20 +304,22 @@ class Scheduler:
         Half-precision inputs are stepped in float32 and returned in the model output's dtype,
         as diffusers does. ``kwargs``: ``eta`` (DDIM), ``order`` (LMS), ``s_churn`` (Euler; only
         0 is reproduced), ``use_clipped_model_output`` (DDIM)."""
-        plan = self._require_plan()
-        i = self._current_index(timestep)
-        if i >= len(plan.timesteps):
+        lay = self._require_layout()
+        e = self._current_index(timestep)
+        if e >= len(lay.timesteps):
             raise RuntimeError(
-                f"step() called more than num_inference_steps={len(plan.timesteps)} times; "
+                f"step() called more than len(timesteps)={len(lay.timesteps)} times; "
                 "call set_timesteps again to restart"
             )
         out_dtype = model_output.dtype
         work = sample.float() if sample.dtype in _UPCAST else sample
         m = self._raw_output(model_output.to(work.dtype), work)
         if self._run is None:
-            self._run = self._start_run(i, work, generator, kwargs)
-        x1 = self._from_state(self._run.step(i, self._to_state(work, i), m), i)
-        self._step_index = i + 1
+            self._run = self._start_run(lay.step[e], work, generator, kwargs)
+        x = self._to_state(work, float(lay.times[e]))
+        done, y = self._run.step(lay.step[e], lay.sub[e], x, m)
+        x1 = self._from_state(y, self._next_time(e, done))
+        self._step_index = e + 1
         x1 = x1.to(out_dtype)
         return SchedulerOutput(x1) if return_dict else (x1,)
 
@@ -304,29 +329,51 @@ class Scheduler:
             return m[:, : x.shape[1]]
         return m
 
-    def _to_state(self, x: Tensor, i: int) -> Tensor:
-        plan = self.plan
-        if plan is None or plan.space != "ve":
-            return x
-        return x * float(self.schedule.alpha(plan.start[i]))
-
-    def _from_state(self, x: Tensor, i: int) -> Tensor:
-        plan = self.plan
-        if plan is None or plan.space != "ve":
-            return x
+    def _next_time(self, e: int, done: bool) -> float:
+        """Where the state handed back lives: the step's end, or the next evaluation's time."""
+        lay, plan = self._require_layout(), self._require_plan()
+        if not done:
+            return float(lay.times[e + 1])
+        i = lay.step[e]
         end = float(plan.end[i])
-        if end != end:  # nan: a zero-length step
-            end = float(plan.start[i])
-        alpha = 1.0 if end == self.schedule.t_data else float(self.schedule.alpha(end))
+        return float(plan.start[i]) if end != end else end  # nan: a zero-length step
+
+    def _to_state(self, x: Tensor, t: float) -> Tensor:
+        plan = self._require_plan()
+        if plan.space != "ve":
+            return x
+        return x * float(self.schedule.alpha(t))
+
+    def _from_state(self, x: Tensor, t: float) -> Tensor:
+        plan = self._require_plan()
+        if plan.space != "ve":
+            return x
+        alpha = 1.0 if t == self.schedule.t_data else float(self.schedule.alpha(t))
         return x / alpha
 
     def _start_run(self, first: int, x: Tensor, generator: torch.Generator | None,
                    kwargs: dict[str, Any]) -> LoopRun:
         plan = self._require_plan()
         solver, keep = self._loop_solver(kwargs, first)
+        self._check_mid_start(solver, first)
         transform = self._transform()
         return LoopRun(solver, self.schedule, self.prediction, plan.start, plan.end, first, x,
                        generator, transform, keep if transform is not None else None)
+
+    def _check_mid_start(self, solver: Solver, first: int) -> None:
+        """A loop that starts at step ``first > 0`` of a multi-evaluation grid must find there the
+        evaluations the solver makes from that point (no warm-up that changes them)."""
+        lay, plan = self._require_layout(), self._require_plan()
+        if first == 0 or lay.order == 1:
+            return
+        ahead = evaluation_times(solver, self.schedule, plan.start[first:], plan.end[first:])
+        listed = [[float(t) for t, s in zip(lay.times, lay.step) if s == i]
+                  for i in range(first, len(plan.start))]
+        if ahead != listed:
+            raise ValueError(
+                f"solver {getattr(solver, 'registry_name', solver)!r} started at step {first} "
+                "makes other model evaluations (a warm-up) than the timesteps list; it cannot "
+                "start mid-schedule (img2img) through the diffusers step protocol")
 
     def _loop_solver(self, kwargs: dict[str, Any], first: int) -> tuple[Solver, float | None]:
         """The solver of this loop, with the options ``step``'s keywords and the grid set
@@ -343,8 +390,7 @@ class Scheduler:
                 opts[option] = kwargs[key]
         if recipe.lower_order_final is not None:
             n = len(self._require_plan().timesteps)
-            opts["lower_order_final"] = recipe.lower_order_final and (
-                recipe.solver.startswith("unipc") or n < 15)
+            opts["lower_order_final"] = recipe.lower_order_final(n, n - first)
         if "disable_corrector" in opts:
             opts["disable_corrector"] = tuple(i - first for i in opts["disable_corrector"] if i >= first)
         keep = None
@@ -379,7 +425,7 @@ class Scheduler:
         if direct and isinstance(self.schedule, VPDiscreteSchedule):
             t = ts.to(torch.float64)  # any training step, as diffusers indexes alphas_cumprod
         else:
-            t = plan.start[self._noise_indices(ts)]
+            t = self._require_layout().times[self._noise_indices(ts)]
         a, s = self.schedule.alpha_sigma(t)
         if plan.space == "ve":
             a, s = torch.ones_like(a), s / a

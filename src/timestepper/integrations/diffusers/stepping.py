@@ -2,8 +2,17 @@
 
 The pipeline calls the model itself and hands its output to ``step``; :class:`Replay` is the model
 function of the :class:`~timestepper.diffusion.term.DiffusionTerm` the solver sees, and returns
-that output (after the class's data-prediction post-processing) exactly once per step, at the
-state the pipeline evaluated. The solver's own ``step`` runs unchanged on its table row.
+the outputs the pipeline supplied (after the class's data-prediction post-processing). The
+solver's own ``step`` runs unchanged on its table row.
+
+Solvers that evaluate the model more than once per step (Heun, DPM-Solver-2, PNDM's Runge-Kutta
+warm-up) run through diffusers' order-2 protocol: the step's evaluation times are listed in
+``timesteps`` one after the other (found once per grid by :func:`evaluation_times`, a run of the
+solver on a dummy state). At each pipeline ``step`` the solver's step is re-run from its start
+state with the outputs supplied so far; when it asks for one more, the state it asks at is handed
+back as ``prev_sample`` and the pipeline evaluates the model there at the next timestep. Re-runs
+cost no model calls; a stochastic solver re-draws the same noise (the generator's state is
+restored before each re-run).
 
 :class:`LoopRun` holds one sampling loop from the step where it started (the first ``step`` call,
 or ``set_begin_index``): the solver's table for the grid from that point on, or — for classes whose
@@ -26,27 +35,89 @@ from ...diffusion.predictions import data_coefficients
 from ...diffusion.schedules import NoiseSchedule
 from ...diffusion.term import DiffusionTerm
 
+MEMORYLESS = ("ddim", "euler", "ddpm", "euler-ancestral")
+
+
+class NeedModel(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The solver asks for the model at state ``x`` (at time ``t``)."""
+
+    def __init__(self, x: Tensor, t: Tensor) -> None:
+        super().__init__("model output needed")
+        self.x, self.t = x, t
+
 
 class Replay:
-    """Model function returning the output the pipeline passed to ``step``, exactly once."""
+    """Model function returning the outputs the pipeline supplied for the current step, in
+    order; asking for one more raises :class:`NeedModel`."""
 
     def __init__(self) -> None:
-        self.pending: Tensor | None = None
-        self.at: Tensor | None = None
+        self.outputs: list[Tensor] = []
+        self.used = 0
+
+    def load(self, outputs: list[Tensor]) -> None:
+        self.outputs, self.used = outputs, 0
 
     def __call__(self, x: Tensor, t: Tensor, **_: Any) -> Tensor:
-        if self.pending is None:
-            raise RuntimeError(
-                "the solver asked for a second model evaluation within one step; the "
-                "diffusers step protocol supplies one per step"
+        if self.used < len(self.outputs):
+            self.used += 1
+            return self.outputs[self.used - 1]
+        raise NeedModel(x, t)
+
+
+class _Probe:
+    """A zero model that records the times it is called at."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, x: Tensor, t: Tensor, **_: Any) -> Tensor:
+        self.times.append(float(t.reshape(-1)[0]))
+        return torch.zeros_like(x)
+
+
+def evaluation_times(solver: Solver, schedule: NoiseSchedule, start: Tensor,
+                     end: Tensor) -> list[list[float]]:
+    """The times (our schedule's) at which ``solver`` evaluates the model in each step of the
+    chained grid ``start``/``end``, found by running it once on a dummy state. A step whose first
+    evaluation is not at its start cannot take the pipeline's model output there: refused."""
+    probe = _Probe()
+    term = DiffusionTerm(Denoiser(probe, schedule, "sample"), torch.Generator().manual_seed(0))
+    grid = SamplingGrid.from_times(schedule, torch.cat([start, end[-1:]]))
+    x = torch.zeros(1, 1, dtype=torch.float64)
+    with torch.no_grad():
+        state, rows = solver.init(term, grid, x)
+        per_step = []
+        for i, row in enumerate(rows):
+            probe.times = []
+            x, state, _, _ = solver.step(term, float(start[i]), float(end[i]), x, state, row)
+            per_step.append(probe.times)
+    for i, times in enumerate(per_step):
+        if not times or abs(times[0] - float(start[i])) > 1e-9 * max(1.0, abs(float(start[i]))):
+            raise ValueError(
+                f"solver {getattr(solver, 'registry_name', solver)!r} does not evaluate the model "
+                f"at the start of step {i}; the diffusers step protocol supplies the model output "
+                "there first"
             )
-        if x is not self.at:
-            raise RuntimeError(
-                "the solver evaluated the model at a state other than the sample the pipeline "
-                "evaluated it at; this solver cannot run under the diffusers step protocol"
-            )
-        out, self.pending, self.at = self.pending, None, None
-        return out
+    return per_step
+
+
+class _RngSnapshot:
+    """The state of the generator (or torch's global RNG) at the start of a step."""
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device) -> None:
+        self.generator = generator
+        self.cuda = device.type == "cuda" and generator is None
+        self.device = device
+        self.state = generator.get_state() if generator is not None else torch.get_rng_state()
+        self.cuda_state = torch.cuda.get_rng_state(device) if self.cuda else None
+
+    def restore(self) -> None:
+        if self.generator is not None:
+            self.generator.set_state(self.state)
+            return
+        torch.set_rng_state(self.state)
+        if self.cuda_state is not None:
+            torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
 X0Transform = Callable[[Tensor], Tensor]
@@ -65,7 +136,7 @@ class LoopRun:
         generator: the pipeline's generator (stochastic solvers draw from it).
         transform: post-processing of the data prediction (clip, thresholding) or ``None``.
         keep_model_noise: with ``transform``, keep the model's own noise prediction in the update
-            next to the processed ``x0`` (DDIM's rule; ``eta`` is the DDIM noise scale).
+            next to the processed ``x0`` (DDIM's rule; the value is DDIM's ``eta``).
     """
 
     def __init__(self, solver: Solver, schedule: NoiseSchedule, prediction: str,  # noqa: PLR0913 - one loop's context
@@ -76,7 +147,7 @@ class LoopRun:
         self.start, self.end = start, end
         self.replay = Replay()
         self.transform = transform
-        self.kind = prediction
+        self.generator = generator
         model_kind = "sample" if transform is not None else prediction
         self.term = DiffusionTerm(Denoiser(self.replay, schedule, model_kind), generator)
         self.chained = bool((end[first:-1] == start[first + 1:]).all())
@@ -85,6 +156,9 @@ class LoopRun:
         self.conv = list(zip(a.tolist(), b.tolist()))
         self.noise_keep = None if keep_model_noise is None else _ddim_noise_keep(
             schedule, start, end, keep_model_noise)
+        self.x_start: Tensor | None = None
+        self.outputs: list[Tensor] = []
+        self.rng: _RngSnapshot | None = None
 
     def _rows(self, x: Tensor) -> tuple[Any, list[Any]]:
         """The solver's start state and one table row per step from ``first`` on."""
@@ -93,12 +167,11 @@ class LoopRun:
             grid = SamplingGrid.from_times(self.schedule, times)
             state, rows = self.solver.init(self.term, grid, x)
             return state, list(rows)
-        if self.solver.order != 1 or getattr(self.solver, "registry_name", "") not in (
-                "ddim", "euler", "ddpm", "euler-ancestral"):
+        if getattr(self.solver, "registry_name", "") not in MEMORYLESS:
             raise ValueError(
                 f"solver {getattr(self.solver, 'registry_name', self.solver)!r} keeps a history "
                 "between steps; this grid's steps do not chain (each ends at t - T // N), so "
-                "only a one-step solver (ddim, euler, ddpm) can run on it")
+                f"only a one-step solver ({', '.join(MEMORYLESS)}) can run on it")
         rows = []
         for i in range(self.first, self.start.numel()):
             if torch.isnan(self.end[i]):
@@ -108,17 +181,31 @@ class LoopRun:
             rows.append(self.solver.init(self.term, grid, x)[1][0])
         return (), rows
 
-    def step(self, i: int, x: Tensor, model_output: Tensor) -> Tensor:
-        """The state after step ``i`` from ``x`` given the model output there."""
+    def step(self, i: int, sub: int, x: Tensor, model_output: Tensor) -> tuple[bool, Tensor]:
+        """Feed the model output of evaluation ``sub`` of step ``i`` (at state ``x``).
+
+        Returns ``(True, x1)`` when the step is complete, or ``(False, x_eval)``: the state at
+        which the solver needs its next model output."""
         row = self.rows[i - self.first]
         if row is None:  # a zero-length step: diffusers' update is the identity there
-            return x
-        self.replay.pending, self.replay.at = self._output(i, x, model_output), x
+            return True, x
+        if sub == 0:
+            self.x_start, self.outputs = x, []
+            self.rng = _RngSnapshot(self.generator, x.device)
+        elif self.x_start is None:
+            raise RuntimeError("a loop cannot start in the middle of a multi-evaluation step")
+        self.outputs.append(self._output(i, x, model_output))
+        if sub > 0 and self.rng is not None:
+            self.rng.restore()
+        self.replay.load(self.outputs)
         t0, t1 = float(self.start[i]), float(self.end[i])
         state = self.state if self.chained else ()
-        x1, self.state, _, _ = self.solver.step(self.term, t0, t1, x, state, row)
-        self.replay.pending = self.replay.at = None
-        return x1
+        try:
+            x1, new_state, _, _ = self.solver.step(self.term, t0, t1, self.x_start, state, row)
+        except NeedModel as ask:
+            return False, ask.x
+        self.state = new_state
+        return True, x1
 
     def _output(self, i: int, x: Tensor, m: Tensor) -> Tensor:
         if self.transform is None:
