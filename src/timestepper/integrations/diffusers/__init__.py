@@ -15,9 +15,27 @@
 diffusers is not imported by this package; it is only needed to run a pipeline.
 """
 
+import importlib.util
+from typing import Any
+
 from .config import prediction_from_config, schedule_from_config
 from .model import denoiser_from_diffusers
-from .scheduler import Scheduler, SchedulerOutput, scheduler_solvers
+from .scheduler import SchedulerOutput, scheduler_solvers
+
+
+def __getattr__(name: str) -> Any:
+    """``Scheduler``: the diffusers ``SchedulerMixin`` subclass when diffusers is installed
+    (:mod:`.mixin`, imported on first use so that ``import timestepper`` stays fast), the plain
+    class otherwise."""
+    if name != "Scheduler":
+        raise AttributeError(name)
+    if importlib.util.find_spec("diffusers") is not None:
+        from . import mixin as chosen
+    else:
+        from . import scheduler as chosen  # type: ignore[no-redef]
+    globals()["Scheduler"] = chosen.Scheduler
+    return chosen.Scheduler
+
 
 __all__ = [
     "Scheduler",

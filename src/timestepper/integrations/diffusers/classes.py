@@ -90,7 +90,7 @@ def _k(name: str, solver: str, options: dict[str, Any], fixed: dict[str, Any],
         sch = schedule_from_config(cfg)
         train = train_sigmas(_acp(sch))
         return Recipe(name, solver, dict(options),
-                      lambda n, *_, **__: plans.k_plan(cfg, sch, n, name, train), sch,
+                      lambda n, ts=None, sigmas=None, **_: plans.k_plan(cfg, sch, n, train, ts, sigmas), sch,
                       step_options=dict(step_options or {}))
     return build
 

@@ -48,7 +48,7 @@ class Plan:
     @property
     def chained(self) -> bool:
         """Whether every step ends where the next starts (a multistep solver can run on it)."""
-        return bool((self.end[:-1] == self.start[1:]).all())
+        return bool((self.end[:-1] == self.start[1:]).all()) and not bool(torch.isnan(self.end[-1]))
 
 
 def _times_of_sigmas(schedule: NoiseSchedule, s: np.ndarray) -> Tensor:
@@ -122,21 +122,36 @@ def _sigma_plan(schedule: NoiseSchedule, ts: np.ndarray, s: np.ndarray, last: fl
                 torch.as_tensor(sig, dtype=torch.float32), space, init_noise_sigma)
 
 
-def k_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_name: str,
-           train: np.ndarray) -> Plan:
-    """Euler, Euler-ancestral, LMS: fractional timesteps, sigmas linear in sigma between
-    training steps, the sample scaled by ``1 / alpha`` (state space ``"ve"``)."""
+def _k_sigmas(cfg: dict[str, Any], n: int, train: np.ndarray,
+              custom: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Timesteps and sigmas (without the final one) of the k-diffusion-style classes."""
     T = int(cfg.get("num_train_timesteps", 1000))
-    spacing = cfg.get("timestep_spacing", "linspace")
-    ts = sp.spaced_timesteps(spacing, T, n, int(cfg.get("steps_offset", 0)), multistep=False,
-                             integral=False)
+    if custom is not None:
+        ts = _f32(custom)
+    else:
+        ts = sp.spaced_timesteps(cfg.get("timestep_spacing", "linspace"), T, n,
+                                 int(cfg.get("steps_offset", 0)), multistep=False, integral=False)
     s = sp.sigmas_at(ts, train)
     if cfg.get("interpolation_type", "linear") == "log_linear":
         s = np.exp(np.linspace(math.log(train[-1]), math.log(train[0]), n + 1))[::-1][:n].copy()
     s, converted = _converted(cfg, s, n, train, bounds_from_train=False)
     if converted:
         ts = sp.timestep_of_sigma(s, train)
-    last = _final_sigma(cfg, train, "zero")
+    return ts, s
+
+
+def k_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, train: np.ndarray,  # noqa: PLR0913 - set_timesteps' options
+           custom: np.ndarray | None = None, sigmas: np.ndarray | None = None) -> Plan:
+    """Euler, Euler-ancestral, LMS, Heun: fractional timesteps, sigmas linear in sigma between
+    training steps, the sample scaled by ``1 / alpha`` (state space ``"ve"``); custom
+    ``timesteps``, or custom ``sigmas`` (with their final value)."""
+    spacing = cfg.get("timestep_spacing", "linspace")
+    if sigmas is not None:
+        sig = _f32(sigmas)
+        s, last, ts = sig[:-1], float(sig[-1]), sp.timestep_of_sigma(sig[:-1], train)
+    else:
+        ts, s = _k_sigmas(cfg, n, train, custom)
+        last = _final_sigma(cfg, train, "zero")
     s_max = float(np.float32(max(s.max(), last)))
     init = s_max if spacing in ("linspace", "trailing") else math.sqrt(s_max**2 + 1)
     if cfg.get("timestep_type", "discrete") == "continuous" and cfg.get("prediction_type") == "v_prediction":

@@ -126,9 +126,33 @@ class Scheduler:
         self.grid_options = dict(grid_options or {})
         self.recipe: Recipe | None = None
         default_T = getattr(schedule, "num_train_timesteps", 1000)
-        self.config = _Config(config or {})
-        self.config.setdefault("num_train_timesteps", int(num_train_timesteps or default_T))
+        base = dict(config) if config is not None else _base_config_of(schedule, self.prediction)
+        base.setdefault("num_train_timesteps", int(num_train_timesteps or default_T))
+        self._base = base
+        self._register()
         self._reset_plan()
+
+    def _record(self) -> dict[str, Any]:
+        """The config to save: the diffusers config's keys, and ours under ``ts_*``."""
+        grid = self.grid_name
+        flat = {k: v for k, v in self._base.items() if not k.startswith("_")}
+        flat.update(
+            ts_scheduler_class=self._base.get("_class_name"),
+            ts_solver=None if self.recipe is not None else getattr(
+                self.solver, "registry_name", str(self._solver_spec)),
+            ts_solver_options=None if self.recipe is not None else self._solver_options,
+            ts_grid=grid.tolist() if isinstance(grid, Tensor) else grid,
+            ts_grid_options=self.grid_options, ts_final=self.final)
+        return flat
+
+    def _register(self) -> None:
+        self._config = _Config(self._record())
+
+    @property
+    def config(self) -> Any:
+        """The scheduler's config: the diffusers config it was built from, plus ``ts_*`` keys
+        (solver, grid, final, options) with which :meth:`from_config` rebuilds it."""
+        return self._config
 
     def _reset_plan(self) -> None:
         self.plan: Plan | None = None
@@ -152,12 +176,15 @@ class Scheduler:
         ``options``: ``final``, ``solver_options``, ``grid_options``, ``scheduler_class``.
         """
         cfg = as_dict(config)
+        if "ts_final" in cfg:  # a config saved by this class
+            cfg, solver, grid, options = _saved(cfg, solver, grid, options)
         class_name = options.pop("scheduler_class", None)
         if solver is None:
             return cls._reproducing(cfg, recipe_for(cfg, class_name))
         if str(cfg.get("_class_name", "")).startswith("FlowMatch"):
             sched = cls(RectifiedFlowSchedule(), "velocity", solver, grid, config=cfg, **options)
             sched.grid_options.setdefault("shift", float(cfg.get("shift", 1.0)))
+            sched._register()
             return sched
         grid_options = dict(options.pop("grid_options", {}) or {})
         if grid is None:
@@ -174,10 +201,11 @@ class Scheduler:
         sched = cls(recipe.schedule, prediction, recipe.solver, solver_options=recipe.options,
                     config=cfg)
         sched.recipe = recipe
+        sched._register()
         return sched
 
     def __len__(self) -> int:
-        return int(self.config["num_train_timesteps"])
+        return int(self._base["num_train_timesteps"])
 
     # -- set_timesteps ---------------------------------------------------------------------
 
@@ -373,7 +401,9 @@ class Scheduler:
             raise ValueError(
                 f"solver {getattr(solver, 'registry_name', solver)!r} started at step {first} "
                 "makes other model evaluations (a warm-up) than the timesteps list; it cannot "
-                "start mid-schedule (img2img) through the diffusers step protocol")
+                "start mid-schedule (img2img, inpainting) through the diffusers step protocol. "
+                "Use a solver without a multi-evaluation warm-up there, e.g. "
+                "Scheduler.from_config(config, solver='dpmpp-2m') or an Euler/DPM-Solver config")
 
     def _loop_solver(self, kwargs: dict[str, Any], first: int) -> tuple[Solver, float | None]:
         """The solver of this loop, with the options ``step``'s keywords and the grid set
@@ -441,6 +471,37 @@ class Scheduler:
     def scale_noise(self, sample: Tensor, timestep: Any, noise: Tensor) -> Tensor:
         """Flow matching's forward process ``(1 - sigma) x0 + sigma eps`` at ``timestep``."""
         return self.add_noise(sample, noise, timestep)
+
+
+def _base_config_of(schedule: NoiseSchedule, prediction: str) -> dict[str, Any]:
+    """A diffusers-style config that rebuilds ``schedule`` (for saving a scheduler built from a
+    schedule rather than from a config)."""
+    if isinstance(schedule, RectifiedFlowSchedule):
+        return {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0}
+    if isinstance(schedule, VPDiscreteSchedule):
+        ac = schedule.alphas_cumprod
+        betas = 1.0 - ac / torch.cat([torch.ones(1, dtype=ac.dtype), ac[:-1]])
+        kind = {"epsilon": "epsilon", "sample": "sample", "v_prediction": "v_prediction"}
+        return {"trained_betas": betas.tolist(), "prediction_type": kind.get(prediction, "epsilon")}
+    return {"_class_name": None}
+
+
+def _saved(cfg: dict[str, Any], solver: Any, grid: Any,
+           options: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, dict[str, Any]]:
+    """Split a saved config into the diffusers config and our options (explicit ones win)."""
+    ours = {k: cfg.pop(k) for k in list(cfg) if k.startswith("ts_")}
+    cfg["_class_name"] = ours.get("ts_scheduler_class")
+    options = dict(options)
+    options.pop("return_unused_kwargs", None)
+    if solver is None and ours.get("ts_solver") is not None:
+        solver = ours["ts_solver"]
+        options.setdefault("solver_options", ours.get("ts_solver_options") or {})
+        options.setdefault("grid_options", ours.get("ts_grid_options") or {})
+        options.setdefault("final", ours.get("ts_final", "zero"))
+        if grid is None and ours.get("ts_grid") is not None:
+            g = ours["ts_grid"]
+            grid = torch.tensor(g, dtype=torch.float64) if isinstance(g, list) else g
+    return cfg, solver, grid, options
 
 
 def _array(values: Any) -> np.ndarray | None:

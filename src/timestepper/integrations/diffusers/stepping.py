@@ -150,7 +150,8 @@ class LoopRun:
         self.generator = generator
         model_kind = "sample" if transform is not None else prediction
         self.term = DiffusionTerm(Denoiser(self.replay, schedule, model_kind), generator)
-        self.chained = bool((end[first:-1] == start[first + 1:]).all())
+        self.chained = bool((end[first:-1] == start[first + 1:]).all()) and not bool(
+            torch.isnan(end[-1]))
         self.state, self.rows = self._rows(x)
         a, b = data_coefficients(prediction, schedule, start)
         self.conv = list(zip(a.tolist(), b.tolist()))
@@ -187,8 +188,8 @@ class LoopRun:
         Returns ``(True, x1)`` when the step is complete, or ``(False, x_eval)``: the state at
         which the solver needs its next model output."""
         row = self.rows[i - self.first]
-        if row is None:  # a zero-length step: diffusers' update is the identity there
-            return True, x
+        if row is None:
+            return True, self._zero_length_step(i, x, model_output)
         if sub == 0:
             self.x_start, self.outputs = x, []
             self.rng = _RngSnapshot(self.generator, x.device)
@@ -206,6 +207,15 @@ class LoopRun:
             return False, ask.x
         self.state = new_state
         return True, x1
+
+    def _zero_length_step(self, i: int, x: Tensor, m: Tensor) -> Tensor:
+        """DDIM from a time to itself: ``a x0' + s eps`` is ``x`` unless ``x0'`` is the processed
+        data prediction next to the model's own noise prediction: ``x + a (x0' - x0)``."""
+        if self.transform is None or self.noise_keep is None:
+            return x
+        a, b = self.conv[i]
+        x0 = x * a + m * b
+        return x + (self.transform(x0) - x0) * float(self.schedule.alpha(self.start[i]))
 
     def _output(self, i: int, x: Tensor, m: Tensor) -> Tensor:
         if self.transform is None:
