@@ -61,3 +61,54 @@ def prompt(batch: int = 1, dim: int = 8) -> dict:
 
 def image(seed: int = 3, size: int = 16) -> torch.Tensor:
     return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@_seeded
+def sd3_transformer() -> diffusers.SD3Transformer2DModel:
+    return diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+        num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=8,
+        pooled_projection_dim=8, out_channels=4)
+
+
+@_seeded
+def flux_transformer() -> diffusers.FluxTransformer2DModel:
+    return diffusers.FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=8, pooled_projection_dim=8,
+        axes_dims_rope=[4, 4, 8])
+
+
+def sd3(scheduler):
+    pipe = diffusers.StableDiffusion3Pipeline(
+        transformer=sd3_transformer(), scheduler=scheduler, vae=vae(shift_factor=0.06, scaling_factor=1.5),
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+        text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def flux(scheduler):
+    pipe = diffusers.FluxPipeline(
+        transformer=flux_transformer(), scheduler=scheduler,
+        vae=vae(latent_channels=1, shift_factor=0.06, scaling_factor=1.5),
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pooled(dim: int = 8) -> dict:
+    g = torch.Generator().manual_seed(6)
+    return {"prompt_embeds": torch.randn(1, 4, dim, generator=g),
+            "pooled_prompt_embeds": torch.randn(1, dim, generator=g)}
+
+
+def sdxl(scheduler, refiner: bool = False):
+    unet = unet_cond(addition_embed_type="text_time", addition_time_embed_dim=4,
+                     projection_class_embeddings_input_dim=6 * 4 + 8)
+    cls = diffusers.StableDiffusionXLImg2ImgPipeline if refiner else diffusers.StableDiffusionXLPipeline
+    extra = {"requires_aesthetics_score": False} if refiner else {}
+    pipe = cls(vae=vae(), text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
+               unet=unet, scheduler=scheduler, **extra)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

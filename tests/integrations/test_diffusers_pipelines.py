@@ -135,3 +135,44 @@ def test_reproducing_scheduler_round_trips_too(tmp_path):
     again.set_timesteps(5)
     sched.set_timesteps(5)
     torch.testing.assert_close(again.timesteps, sched.timesteps, rtol=0, atol=0)
+
+
+def test_sd3_pipeline_flow_matching():
+    ref, ours = _both(tp.sd3, diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+                      lambda p: p(**tp.pooled(), num_inference_steps=6, guidance_scale=1.0,
+                                  height=16, width=16, generator=_gen(),
+                                  output_type="latent").images)
+    assert _rel(ours, ref) <= TOL
+
+
+def test_flux_pipeline_dynamic_shifting_and_custom_sigmas():
+    """FluxPipeline calls set_timesteps(sigmas=linspace(1, 1/N, N), mu=...) unguarded."""
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096)
+    ref, ours = _both(tp.flux, sched,
+                      lambda p: p(**tp.pooled(), num_inference_steps=6, guidance_scale=1.0,
+                                  height=16, width=16, generator=_gen(),
+                                  output_type="latent").images)
+    assert _rel(ours, ref) <= TOL
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler",
+                                  "HeunDiscreteScheduler"])
+def test_sdxl_with_refiner_handoff(name):
+    """The base stops at denoising_end=0.7, the refiner starts there (denoising_start)."""
+    outs = []
+    for ours in (False, True):
+        ref = getattr(diffusers, name)(**tp.SD_SCHEDULE)
+        make = (lambda r=ref: Scheduler.from_config(r)) if ours else (
+            lambda r=ref: type(r).from_config(r.config))
+        g = _gen()
+        lat = tp.sdxl(make())(**tp.pooled(), num_inference_steps=10, denoising_end=0.7,
+                              guidance_scale=1.0, height=16, width=16, generator=g,
+                              output_type="latent").images
+        out = tp.sdxl(make(), refiner=True)(**tp.pooled(), image=lat, num_inference_steps=10,
+                                            denoising_start=0.7, guidance_scale=1.0,
+                                            generator=g, output_type="latent").images
+        outs.append((lat, out))
+    assert _rel(outs[1][0], outs[0][0]) <= TOL
+    assert _rel(outs[1][1], outs[0][1]) <= TOL
