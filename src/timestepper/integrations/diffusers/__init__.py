@@ -18,9 +18,12 @@ diffusers is not imported by this package; it is only needed to run a pipeline.
 import importlib.util
 from typing import Any
 
+from ...diffusion.denoiser import Denoiser
 from .config import prediction_from_config, schedule_from_config
 from .model import denoiser_from_diffusers
 from .scheduler import SchedulerOutput, scheduler_solvers
+
+Denoiser._diffusers_builder = staticmethod(denoiser_from_diffusers)  # Denoiser.from_diffusers
 
 
 def __getattr__(name: str) -> Any:

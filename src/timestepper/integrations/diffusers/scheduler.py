@@ -248,8 +248,12 @@ class Scheduler:
             grid: Any = t if isinstance(sch, VPDiscreteSchedule) else t / T
         elif sigmas is not None:
             s = torch.as_tensor(_array(sigmas), dtype=torch.float64)
-            s = s[s > 0] if not isinstance(sch, RectifiedFlowSchedule) else s[s > 0]
-            grid = s if isinstance(sch, RectifiedFlowSchedule) else sch.t_from_log_snr(-torch.log(s))
+            s = s[s > 0]
+            if isinstance(sch, RectifiedFlowSchedule):  # flow sigmas are times; mu shifts them
+                shift = opts.pop("shift", None)
+                grid = s if shift is None else shift * s / (1 + (shift - 1) * s)
+            else:
+                grid = sch.t_from_log_snr(-torch.log(s))
         else:
             grid = self.grid_name
         g = make_grid(sch, n, grid, final=self.final, **opts)
