@@ -70,10 +70,20 @@ PREDICTIONS = ["epsilon", "v_prediction", "sample"]
 
 
 def _pair(name, kwargs, prediction):
+    if name.startswith(EPSILON_ONLY) and prediction != "epsilon":
+        pytest.skip("flow matching models predict velocity; PNDM's v_prediction is refused")
     flow = name.startswith("FlowMatch")
     extra = {} if flow else {"prediction_type": prediction}
     ref = getattr(diffusers, name)(**kwargs, **extra)
     return ref, Scheduler.from_config(ref), gmm_model(dict(ref.config), prediction, flow)
+
+
+def _reference(name, prediction, ref, model, **loop):
+    """diffusers' result, or a skip where its class has no such prediction type."""
+    try:
+        return run(ref, model, 10, **loop)
+    except NotImplementedError:
+        pytest.skip(f"diffusers' {name} does not implement prediction_type={prediction}")
 
 
 def _ids(cases):
@@ -84,15 +94,9 @@ def _ids(cases):
 @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
 def test_full_loop_reproduces_the_class(case, prediction):
     name, kwargs = case
-    if name.startswith(EPSILON_ONLY) and prediction != "epsilon":
-        pytest.skip("flow matching models predict velocity; PNDM's v_prediction is refused")
     ref, ours, model = _pair(name, kwargs, prediction)
-    steps = 10
-    try:
-        x_ref = run(ref, model, steps)
-    except NotImplementedError:
-        pytest.skip(f"diffusers' {name} does not implement prediction_type={prediction}")
-    x_ours = run(ours, model, steps)
+    x_ref = _reference(name, prediction, ref, model)
+    x_ours = run(ours, model, 10)
     assert rel_err(x_ours, x_ref) <= 1e-5
     assert ours.timesteps.dtype == ref.timesteps.dtype
     torch.testing.assert_close(ours.timesteps, ref.timesteps, rtol=1e-6, atol=0)  # exact if int
@@ -122,13 +126,8 @@ PARTIAL = [c for c in CASES if not (
 def test_img2img_loop_reproduces_the_class(case, prediction):
     """The loop of img2img / inpainting with strength 0.6: slice, set_begin_index, add_noise."""
     name, kwargs = case
-    if name.startswith(EPSILON_ONLY) and prediction != "epsilon":
-        pytest.skip("flow matching models predict velocity")
     ref, ours, model = _pair(name, kwargs, prediction)
-    try:
-        x_ref = run(ref, model, 10, begin=4)
-    except NotImplementedError:
-        pytest.skip(f"diffusers' {name} does not implement prediction_type={prediction}")
+    x_ref = _reference(name, prediction, ref, model, begin=4)
     assert rel_err(run(ours, model, 10, begin=4), x_ref) <= 1e-5
 
 

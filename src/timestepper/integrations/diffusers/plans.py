@@ -63,16 +63,23 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32).astype(np.float64)
 
 
+def _integer_timesteps(cfg: dict[str, Any], n: int, custom: np.ndarray | None,
+                       multistep: bool) -> np.ndarray:
+    """Custom timesteps as given, else the config's spacing (float64 of whole steps)."""
+    if custom is not None:
+        return np.asarray(custom, dtype=np.float64)
+    default = "linspace" if multistep else "leading"
+    return sp.spaced_timesteps(cfg.get("timestep_spacing", default),
+                               int(cfg.get("num_train_timesteps", 1000)), n,
+                               int(cfg.get("steps_offset", 0)), multistep=multistep)
+
+
 def discrete_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_name: str,
                   custom: np.ndarray | None = None) -> Plan:
     """DDPM and DDIM: integer timesteps; DDIM steps to ``t - T // N`` (to the final alpha below
     0: ``alpha = 1`` with ``set_alpha_to_one``, else step 0), DDPM to the next timestep."""
     T = int(cfg.get("num_train_timesteps", 1000))
-    if custom is not None:
-        ts = np.asarray(custom, dtype=np.float64)
-    else:
-        ts = sp.spaced_timesteps(cfg.get("timestep_spacing", "leading"), T, n,
-                                 int(cfg.get("steps_offset", 0)), multistep=False)
+    ts = _integer_timesteps(cfg, n, custom, multistep=False)
     start = torch.as_tensor(ts.copy())
     final = schedule.t_data
     if class_name == "DDIMScheduler":
@@ -164,12 +171,7 @@ def multistep_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_n
     """DPM-Solver (multistep, singlestep), DEIS, UniPC: the multistep spacings of
     :mod:`.spacing`, sigmas at integer timesteps (or Karras/exponential sigmas at rounded
     timesteps), the sample unscaled (``"vp"``)."""
-    T = int(cfg.get("num_train_timesteps", 1000))
-    if custom is not None:
-        ts = np.asarray(custom, dtype=np.float64)
-    else:
-        ts = sp.spaced_timesteps(cfg.get("timestep_spacing", "linspace"), T, n,
-                                 int(cfg.get("steps_offset", 0)), multistep=True)
+    ts = _integer_timesteps(cfg, n, custom, multistep=True)
     s = sp.sigmas_at(ts, train)
     s, converted = _converted(cfg, s, n, train, bounds_from_train=True)
     if converted:
