@@ -7,6 +7,7 @@ import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("transformers")  # diffusers' Stable Diffusion pipelines need it importable
 
 
 def _seeded(fn):
