@@ -45,6 +45,10 @@ CASES = [
     ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}),
     ("DPMSolverMultistepScheduler", {"solver_type": "heun", "thresholding": True}),
     ("DPMSolverMultistepScheduler", {"lower_order_final": False, "final_sigmas_type": "sigma_min"}),
+    ("DPMSolverMultistepScheduler", {"euler_at_final": True, "use_exponential_sigmas": True}),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),  # same noise draws
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun",
+                                     **LEADING, **SD}),
     ("DEISMultistepScheduler", {}),
     ("DEISMultistepScheduler", {"solver_order": 3, "timestep_spacing": "trailing"}),
     ("UniPCMultistepScheduler", {}),
@@ -177,6 +181,9 @@ def test_timestep_off_the_grid_raises():
 
 
 def test_unreproduced_options_and_classes_raise():
+    with pytest.raises(ValueError, match="solver_order=3 is not reproduced"):
+        Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
+            algorithm_type="sde-dpmsolver++", solver_order=3))
     with pytest.raises(ValueError, match="use_lu_lambdas=True"):
         Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(use_lu_lambdas=True))
     with pytest.raises(ValueError, match="variance_type='fixed_large'"):

@@ -108,10 +108,11 @@ def _dpm_solver(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return "ddim", {}  # the first-order DPM-Solver(++) step is DDIM's
     opts: dict[str, Any] = {"solver_type": cfg.get("solver_type", "midpoint")}
     if algo == "sde-dpmsolver++":
-        if order == 1:
+        if order != 2:
             raise ValueError("DPMSolverMultistepScheduler: algorithm_type='sde-dpmsolver++' with "
-                             "solver_order=1 is not reproduced by timestepper's Scheduler")
-        return f"sde-dpmpp-{order}m", opts
+                             f"solver_order={order} is not reproduced by timestepper's Scheduler "
+                             "(solver_order=2 is)")
+        return "sde-dpmpp-2m", opts
     if order == 3:
         opts["third_order_weight"] = "published"
     return (f"dpmpp-{order}m" if algo == "dpmsolver++" else f"dpm-solver-{order}m"), opts
