@@ -20,6 +20,10 @@ The SD 1.5 config's ``leading`` spacing starts sampling at ``t = 901`` (10 steps
 belongs at ``t = 999``; the "trailing" rows show the same classes started at ``t = 999``, which
 separates that effect from the solver and grid.
 
+3. Scheduler overhead per step, model cost excluded (the model returns a precomputed tensor):
+   a 20-step loop including ``set_timesteps``, float32 latents (1, 4, 64, 64), one thread,
+   diffusers' scheduler and ours reproducing it alternating in one process, median of repeats.
+
 Run:  python benchmarks/diffusers_dropin.py  [--quick]
 """
 
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -143,6 +149,30 @@ def pipeline_errors(nfes, ref_steps):
     return table, float((check - ref).norm() / ref.norm())
 
 
+def overhead(repeats: int) -> dict[str, tuple[float, float]]:
+    """Milliseconds per step (diffusers, ours) of a 20-step loop with a free model."""
+    torch.set_num_threads(1)
+    x0 = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1)) * 0.1
+
+    def one(sched):
+        t0 = time.perf_counter()
+        sched.set_timesteps(20)
+        x = x0 * sched.init_noise_sigma
+        for t in sched.timesteps:
+            x = sched.step(out, t, sched.scale_model_input(x, t)).prev_sample
+        return (time.perf_counter() - t0) / 20 * 1e3
+
+    result = {}
+    for name in ("EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"):
+        peer, ours = [], []
+        for _ in range(repeats):
+            peer.append(one(sd_config(name)))
+            ours.append(one(Scheduler.from_config(sd_config(name))))
+        result[name.replace("Scheduler", "")] = (statistics.median(peer), statistics.median(ours))
+    return result
+
+
 def markdown(title, table, nfes, note=""):
     lines = [f"### {title}", "", "| method | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
              "|---|" + "---|" * len(nfes)]
@@ -177,6 +207,10 @@ def main() -> None:
                      f"Reference check: diffusers DPM-Solver++ 2M (trailing) at the reference step count differs "
                      f"from the reference by {check:.1e}. Ratio: "
                      + ", ".join(f"NFE {n}: {best_ratio(pipe, i):.1f}x" for i, n in enumerate(nfes)))]
+    cost = overhead(3 if args.quick else 15)
+    text += ["### Scheduler overhead per step (ms, model excluded)", "",
+             "| class | diffusers | ours (reproducing) | ratio ours / diffusers |", "|---|---|---|---|"]
+    text += [f"| {k} | {p:.3f} | {o:.3f} | {o / p:.2f} |" for k, (p, o) in cost.items()]
     out = HERE / "results" / "diffusers_dropin.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(text))

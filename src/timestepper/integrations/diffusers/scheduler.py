@@ -157,6 +157,7 @@ class Scheduler:
     def _reset_plan(self) -> None:
         self.plan: Plan | None = None
         self.layout: Layout | None = None
+        self._scales: list[tuple[float, float]] = []
         self.timesteps: Tensor | None = None
         self.sigmas: Tensor | None = None
         self.num_inference_steps: int | None = None
@@ -225,6 +226,7 @@ class Scheduler:
             plan = self._our_plan(n, timesteps, sigmas, mu)
         self.plan = plan
         self.layout = self._layout(plan)
+        self._scales = self._state_scales(plan, self.layout)
         self.timesteps = self.layout.timesteps.to(device)
         self.sigmas = self.layout.sigmas
         self.order = self.layout.order
@@ -348,9 +350,10 @@ class Scheduler:
         m = self._raw_output(model_output.to(work.dtype), work)
         if self._run is None:
             self._run = self._start_run(lay.step[e], work, generator, kwargs)
-        x = self._to_state(work, float(lay.times[e]))
-        done, y = self._run.step(lay.step[e], lay.sub[e], x, m)
-        x1 = self._from_state(y, self._next_time(e, done))
+        into, back = self._scales[e]
+        x = work if into == 1.0 else work * into
+        _, y = self._run.step(lay.step[e], lay.sub[e], x, m)  # done or not: back says where y is
+        x1 = y if back == 1.0 else y / back
         self._step_index = e + 1
         x1 = x1.to(out_dtype)
         return SchedulerOutput(x1) if return_dict else (x1,)
@@ -361,27 +364,21 @@ class Scheduler:
             return m[:, : x.shape[1]]
         return m
 
-    def _next_time(self, e: int, done: bool) -> float:
-        """Where the state handed back lives: the step's end, or the next evaluation's time."""
-        lay, plan = self._require_layout(), self._require_plan()
-        if not done:
-            return float(lay.times[e + 1])
-        i = lay.step[e]
-        end = float(plan.end[i])
-        return float(plan.start[i]) if end != end else end  # nan: a zero-length step
-
-    def _to_state(self, x: Tensor, t: float) -> Tensor:
-        plan = self._require_plan()
+    def _state_scales(self, plan: Plan, lay: Layout) -> list[tuple[float, float]]:
+        """Per entry: the factor taking the pipeline's sample to our state (``alpha`` for the
+        ``x / alpha`` classes, else 1), and the ``alpha`` dividing the state handed back (at the
+        step's end when the entry completes its step, else at the next evaluation)."""
         if plan.space != "ve":
-            return x
-        return x * float(self.schedule.alpha(t))
-
-    def _from_state(self, x: Tensor, t: float) -> Tensor:
-        plan = self._require_plan()
-        if plan.space != "ve":
-            return x
-        alpha = 1.0 if t == self.schedule.t_data else float(self.schedule.alpha(t))
-        return x / alpha
+            return [(1.0, 1.0)] * len(lay.times)
+        n = len(lay.times)
+        steps = torch.tensor(lay.step)
+        ends = torch.where(torch.isnan(plan.end), plan.start, plan.end)[steps]  # nan: zero length
+        last = torch.tensor([e + 1 == n or lay.sub[e + 1] == 0 for e in range(n)])
+        after = torch.where(last, ends, torch.cat([lay.times[1:], ends[-1:]]))
+        t_data = self.schedule.t_data
+        alpha_in = self.schedule.alpha(lay.times)
+        alpha_out = torch.where(after == t_data, 1.0, self.schedule.alpha(after))
+        return list(zip(alpha_in.tolist(), alpha_out.tolist()))
 
     def _start_run(self, first: int, x: Tensor, generator: torch.Generator | None,
                    kwargs: dict[str, Any]) -> LoopRun:
@@ -389,8 +386,10 @@ class Scheduler:
         solver, keep = self._loop_solver(kwargs, first)
         self._check_mid_start(solver, first)
         transform = self._transform()
-        return LoopRun(solver, self.schedule, self.prediction, plan.start, plan.end, first, x,
-                       generator, transform, keep if transform is not None else None)
+        run = LoopRun(solver, self.schedule, self.prediction, plan.start, plan.end, first, x,
+                      generator, transform, keep if transform is not None else None)
+        run.multi_evaluation = self._require_layout().order > 1
+        return run
 
     def _check_mid_start(self, solver: Solver, first: int) -> None:
         """A loop that starts at step ``first > 0`` of a multi-evaluation grid must find there the

@@ -160,6 +160,8 @@ class LoopRun:
         self.x_start: Tensor | None = None
         self.outputs: list[Tensor] = []
         self.rng: _RngSnapshot | None = None
+        #: steps with several evaluations are re-run: their noise draws must repeat
+        self.multi_evaluation = True
 
     def _rows(self, x: Tensor) -> tuple[Any, list[Any]]:
         """The solver's start state and one table row per step from ``first`` on."""
@@ -192,7 +194,7 @@ class LoopRun:
             return True, self._zero_length_step(i, x, model_output)
         if sub == 0:
             self.x_start, self.outputs = x, []
-            self.rng = _RngSnapshot(self.generator, x.device)
+            self.rng = _RngSnapshot(self.generator, x.device) if self.multi_evaluation else None
         elif self.x_start is None:
             raise RuntimeError("a loop cannot start in the middle of a multi-evaluation step")
         self.outputs.append(self._output(i, x, model_output))
