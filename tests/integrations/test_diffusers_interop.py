@@ -111,8 +111,10 @@ def test_scheduler_in_ddpm_pipeline(unet):
 
 def test_scheduler_errors():
     cfg = {"num_train_timesteps": 1000}
-    with pytest.raises(ValueError, match="evaluations per step"):
-        Scheduler.from_config(cfg, solver="heun")
+    with pytest.raises(ValueError, match="is not a diffusion sampler"):
+        Scheduler.from_config(cfg, solver="etd1")
+    with pytest.raises(ValueError, match="chooses its own steps"):
+        Scheduler.from_config(cfg, solver="dpm-adaptive")
     sched = Scheduler.from_config(cfg, solver="ddim")
     with pytest.raises(RuntimeError, match="set_timesteps"):
         sched.step(torch.zeros(1, 2), 999, torch.zeros(1, 2))
@@ -122,7 +124,7 @@ def test_scheduler_errors():
     with pytest.raises(RuntimeError, match="more than"):
         sched.step(torch.zeros(1, 2), 0, torch.zeros(1, 2))
     with pytest.raises(ValueError, match="prediction_type"):
-        Scheduler.from_config({"prediction_type": "flow_prediction"})
+        Scheduler.from_config({"prediction_type": "mu"}, solver="ddim")
 
 
 def test_from_k_diffusion_wraps_a_sigma_denoiser():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -26,6 +26,21 @@ class Denoiser:
         prediction: ``epsilon``, ``sample``, ``v_prediction``, ``velocity`` or ``score``.
         model_kwargs: extra keyword arguments passed to every call (class labels, conditioning).
     """
+
+    #: set by :mod:`timestepper.integrations.diffusers` when it is imported (it is, with the
+    #: package): a lower layer may not import the front that knows diffusers' models
+    _diffusers_builder: ClassVar[Callable[..., Denoiser] | None] = None
+
+    @classmethod
+    def from_diffusers(cls, model: Any, scheduler_or_config: Any = None,
+                       model_kwargs: dict[str, Any] | None = None) -> Denoiser:
+        """A denoiser over a diffusers ``UNet2DModel``/``UNet2DConditionModel`` (with its
+        scheduler or config), ``SD3Transformer2DModel`` or ``FluxTransformer2DModel``, the
+        conditioning in ``model_kwargs``; see
+        :func:`timestepper.integrations.diffusers.denoiser_from_diffusers`."""
+        if cls._diffusers_builder is None:
+            raise RuntimeError("import timestepper.integrations.diffusers first")
+        return cls._diffusers_builder(model, scheduler_or_config, model_kwargs)
 
     def __init__(self, model_fn: Callable[..., Tensor], schedule: NoiseSchedule,
                  prediction: str = "epsilon", model_kwargs: dict[str, Any] | None = None) -> None:

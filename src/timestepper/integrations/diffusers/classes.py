@@ -1,0 +1,246 @@
+"""Which of our solvers, grid rule and options reproduce each diffusers scheduler class.
+
+A :class:`Recipe` is the translation of one class's config: the registry solver and its options,
+the plan builder of :mod:`.plans`, and the data-prediction post-processing the class applies
+(``clip_sample``, dynamic ``thresholding``). Options whose effect is not reproduced raise
+(:func:`.config.refuse_options`), as does a class not listed in :data:`CLASSES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
+from . import plans
+from .config import refuse_options, schedule_from_config
+from .spacing import train_sigmas
+
+PlanBuilder = Callable[..., plans.Plan]
+
+
+@dataclass
+class Recipe:
+    """How one diffusers class's config is reproduced.
+
+    Attributes:
+        class_name: the diffusers class.
+        solver: registry name of the solver.
+        options: solver options fixed by the config.
+        plan: ``plan(n, custom_timesteps, sigmas, mu) -> Plan``.
+        schedule: our noise schedule of the config.
+        lower_order_final: ``lower_order_final(n, n_loop)``, the solver's option for a loop of
+            ``n_loop`` steps on an ``n``-step grid
+            (diffusers applies the config's flag only below 15 steps in some classes, and
+            switches it on by itself in others), or ``None`` for solvers without it.
+        clip: ``clip_sample_range`` when ``clip_sample`` is on, else ``None``.
+        threshold: ``(ratio, max_value)`` when ``thresholding`` is on, else ``None``.
+        keeps_model_noise: DDIM's update keeps the model's own noise prediction next to the
+            clipped data prediction (unless ``use_clipped_model_output``).
+        step_options: ``step()`` keyword arguments that set solver options (``eta``, ``order``).
+    """
+
+    class_name: str
+    solver: str
+    options: dict[str, Any]
+    plan: PlanBuilder
+    schedule: NoiseSchedule
+    lower_order_final: Callable[[int, int], bool] | None = None
+    clip: float | None = None
+    threshold: tuple[float, float] | None = None
+    keeps_model_noise: bool = False
+    step_options: dict[str, Any] = field(default_factory=dict)
+
+
+_BETA_SIGMAS = {"use_beta_sigmas": False}
+_NO_SHIFT = {"use_dynamic_shifting": False, "use_flow_sigmas": False}
+
+
+def _post(cfg: dict[str, Any]) -> dict[str, Any]:
+    clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample") else None
+    thr = None
+    if cfg.get("thresholding"):
+        thr = (float(cfg.get("dynamic_thresholding_ratio", 0.995)),
+               float(cfg.get("sample_max_value", 1.0)))
+    return {"clip": None if thr else clip, "threshold": thr}
+
+
+def _ddpm(cfg: dict[str, Any]) -> Recipe:
+    refuse_options(cfg, "DDPMScheduler", {}, {"variance_type": ("fixed_small", "fixed_small_log")})
+    sch = schedule_from_config(cfg)
+    return Recipe("DDPMScheduler", "ddim", {"eta": 1.0},
+                  lambda n, ts=None, **_: plans.discrete_plan(cfg, sch, n, "DDPMScheduler", ts),
+                  sch, **_post(cfg))
+
+
+def _ddim(cfg: dict[str, Any]) -> Recipe:
+    sch = schedule_from_config(cfg)
+    return Recipe("DDIMScheduler", "ddim", {"eta": 0.0},
+                  lambda n, ts=None, **_: plans.discrete_plan(cfg, sch, n, "DDIMScheduler", ts),
+                  sch, keeps_model_noise=True, step_options={"eta": "eta"}, **_post(cfg))
+
+
+def _k(name: str, solver: str, options: dict[str, Any], fixed: dict[str, Any],
+       step_options: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], Recipe]:
+    def build(cfg: dict[str, Any]) -> Recipe:
+        refuse_options(cfg, name, {**_BETA_SIGMAS, **fixed})
+        sch = schedule_from_config(cfg)
+        train = train_sigmas(_acp(sch))
+        return Recipe(name, solver, dict(options),
+                      lambda n, ts=None, sigmas=None, **_: plans.k_plan(cfg, sch, n, train, ts, sigmas), sch,
+                      step_options=dict(step_options or {}))
+    return build
+
+
+def _acp(sch: Any) -> Any:
+    return sch.alphas_cumprod
+
+
+def _dpm_solver(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    algo, order = cfg.get("algorithm_type", "dpmsolver++"), int(cfg.get("solver_order", 2))
+    refuse_options(cfg, "DPMSolverMultistepScheduler", {}, {
+        "algorithm_type": ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"),
+        "solver_order": (1, 2, 3), "solver_type": ("midpoint", "heun")})
+    if order == 1 and algo != "sde-dpmsolver++":
+        return "ddim", {}  # the first-order DPM-Solver(++) step is DDIM's
+    opts: dict[str, Any] = {"solver_type": cfg.get("solver_type", "midpoint")}
+    if algo == "sde-dpmsolver++":
+        if order != 2:
+            raise ValueError("DPMSolverMultistepScheduler: algorithm_type='sde-dpmsolver++' with "
+                             f"solver_order={order} is not reproduced by timestepper's Scheduler "
+                             "(solver_order=2 is)")
+        return "sde-dpmpp-2m", opts
+    if order == 3:
+        opts["third_order_weight"] = "published"
+    return (f"dpmpp-{order}m" if algo == "dpmsolver++" else f"dpm-solver-{order}m"), opts
+
+
+def _multistep(name: str) -> Callable[[dict[str, Any]], Recipe]:
+    def build(cfg: dict[str, Any]) -> Recipe:
+        fixed: dict[str, Any] = {**_BETA_SIGMAS, **_NO_SHIFT, "use_lu_lambdas": False,
+                 "lambda_min_clipped": -float("inf"), "shift_terminal": None}
+        allowed: dict[str, tuple[Any, ...]] = {"variance_type": (None, "learned_range")}
+        if name == "DPMSolverMultistepScheduler":
+            solver, opts = _dpm_solver(cfg)
+            if cfg.get("euler_at_final") and cfg.get("final_sigmas_type", "zero") != "zero":
+                raise ValueError(f"{name}: euler_at_final=True with final_sigmas_type="
+                                 f"{cfg.get('final_sigmas_type')!r} is not reproduced")
+        elif name == "DEISMultistepScheduler":
+            fixed.update(algorithm_type="deis", solver_type="logrho")
+            solver, opts = "deis", {"order": int(cfg.get("solver_order", 2))}
+        else:  # UniPC
+            fixed.update(predict_x0=True, solver_p=None)
+            kind = cfg.get("solver_type", "bh2")
+            allowed["solver_type"] = ("bh1", "bh2")
+            solver = f"unipc-{kind}"
+            opts = {"order": int(cfg.get("solver_order", 2)),
+                    "disable_corrector": tuple(cfg.get("disable_corrector") or ())}
+        refuse_options(cfg, name, fixed, allowed)
+        sch = schedule_from_config(cfg)
+        train = train_sigmas(_acp(sch))
+        post = _post({k: v for k, v in cfg.items() if k != "clip_sample"})
+        return Recipe(name, solver, opts,
+                      lambda n, ts=None, **_: plans.multistep_plan(cfg, sch, n, name, train, ts),
+                      sch, lower_order_final=None if solver == "ddim" else _lower_order_rule(cfg, name),
+                      **post)
+    return build
+
+
+def _lower_order_rule(cfg: dict[str, Any], name: str) -> Callable[[int, int], bool]:
+    flag = bool(cfg.get("lower_order_final", name != "DPMSolverSinglestepScheduler"))
+    if name == "UniPCMultistepScheduler":
+        return lambda n, n_loop: flag
+    if name == "DPMSolverSinglestepScheduler":
+        order, zero = int(cfg.get("solver_order", 2)), cfg.get("final_sigmas_type", "zero") == "zero"
+        return lambda n, n_loop: flag or n % order != 0 or n_loop % order != 0 or zero
+    return lambda n, n_loop: flag and n < 15
+
+
+def _singlestep(cfg: dict[str, Any]) -> Recipe:
+    name = "DPMSolverSinglestepScheduler"
+    refuse_options(cfg, name, {**_BETA_SIGMAS, **_NO_SHIFT, "lambda_min_clipped": -float("inf")},
+                   {"algorithm_type": ("dpmsolver++", "dpmsolver"), "solver_order": (1, 2, 3),
+                    "solver_type": ("midpoint",), "variance_type": (None, "learned_range")})
+    algo, order = cfg.get("algorithm_type", "dpmsolver++"), int(cfg.get("solver_order", 2))
+    solver = "ddim" if order == 1 else (
+        f"dpmpp-{order}s" if algo == "dpmsolver++" else f"dpm-solver-{order}")
+    sch = schedule_from_config(cfg)
+    train = train_sigmas(_acp(sch))
+    return Recipe(name, solver, {},
+                  lambda n, ts=None, **_: plans.multistep_plan(cfg, sch, n, name, train, ts),
+                  sch, lower_order_final=None if solver == "ddim" else _lower_order_rule(cfg, name),
+                  **_post({k: v for k, v in cfg.items() if k != "clip_sample"}))
+
+
+def _pndm(cfg: dict[str, Any]) -> Recipe:
+    # diffusers' PNDM combines v-predictions linearly and converts the combination at the
+    # current sample, which no noise-prediction method reproduces
+    refuse_options(cfg, "PNDMScheduler", {"prediction_type": "epsilon"})
+    sch = schedule_from_config(cfg)
+    prk = not cfg.get("skip_prk_steps")
+    T = int(cfg.get("num_train_timesteps", 1000))
+
+    def plan(n: int, ts: Any = None, **_: Any) -> plans.Plan:
+        if prk and (T // n) % 2:
+            raise ValueError(
+                f"PNDMScheduler's Runge-Kutta warm-up at {n} steps evaluates the half steps at "
+                f"t - {T // n} // 2, rounded to a whole step, which is not reproduced; use an "
+                "even T // num_inference_steps or skip_prk_steps=True")
+        return plans.discrete_plan(cfg, sch, n, "PNDMScheduler", ts)
+
+    return Recipe("PNDMScheduler", "pndm" if prk else "plms", {}, plan, sch)
+
+
+def _flow(name: str, solver: str) -> Callable[[dict[str, Any]], Recipe]:
+    return lambda cfg: _flow_recipe(cfg, name, solver)
+
+
+def _flow_recipe(cfg: dict[str, Any], name: str, solver: str) -> Recipe:
+    refuse_options(cfg, name,
+                   {**_BETA_SIGMAS, "invert_sigmas": False, "shift_terminal": None,
+                    "stochastic_sampling": False})
+    sch = RectifiedFlowSchedule()
+
+    def plan(n: int, ts: Any = None, sigmas: Any = None, mu: float | None = None) -> plans.Plan:
+        return plans.flow_plan(cfg, sch, n, None if sigmas is None else np.asarray(sigmas), mu)
+
+    return Recipe(name, solver, {}, plan, sch)
+
+
+CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
+    "DDPMScheduler": _ddpm,
+    "DDIMScheduler": _ddim,
+    "LMSDiscreteScheduler": _k("LMSDiscreteScheduler", "lms", {"order": 4}, {},
+                               {"order": "order"}),
+    "EulerDiscreteScheduler": _k("EulerDiscreteScheduler", "euler", {}, {}),
+    "EulerAncestralDiscreteScheduler": _k("EulerAncestralDiscreteScheduler",
+                                          "euler-ancestral", {"eta": 1.0}, {}),
+    "DPMSolverMultistepScheduler": _multistep("DPMSolverMultistepScheduler"),
+    "DEISMultistepScheduler": _multistep("DEISMultistepScheduler"),
+    "UniPCMultistepScheduler": _multistep("UniPCMultistepScheduler"),
+    "FlowMatchEulerDiscreteScheduler": _flow("FlowMatchEulerDiscreteScheduler", "euler"),
+    "HeunDiscreteScheduler": _k("HeunDiscreteScheduler", "heun", {}, {"clip_sample": False}),
+    "PNDMScheduler": _pndm,
+    "DPMSolverSinglestepScheduler": _singlestep,
+}
+
+
+def recipe_for(cfg: dict[str, Any], class_name: str | None = None) -> Recipe:
+    """The :class:`Recipe` of ``cfg`` as an instance of ``class_name`` (default: the config's
+    ``_class_name``; a live scheduler's class is recorded there by :func:`.config.as_dict`)."""
+    name = class_name or cfg.get("_class_name")
+    if name is None:
+        raise ValueError(
+            "the config does not name its scheduler class (_class_name); pass the scheduler "
+            "itself, scheduler_class='DDIMScheduler' (say), or solver=... for one of ours"
+        )
+    if name not in CLASSES:
+        raise ValueError(
+            f"diffusers scheduler class {name!r} is not reproduced by timestepper's Scheduler; "
+            f"reproduced: {', '.join(CLASSES)}. Pass solver=... to sample this config's schedule "
+            "with one of our solvers instead."
+        )
+    return CLASSES[name](cfg)
