@@ -115,8 +115,8 @@ def test_time_and_intensity_channels():
     assert isinstance(path, LinearPath) and path.channels == 5
     knots = path.values[0]
     assert knots[:, 0].tolist() == [0, 1, 2, 2, 2, 2]  # time held after the last observation
-    assert knots[:, 3].tolist() == [1, 1, 2, 2, 2, 2]  # cumulative observations of channel 0
-    assert knots[:, 4].tolist() == [1, 2, 2, 2, 2, 2]
+    assert (6 * knots[:, 3]).tolist() == [1, 1, 2, 2, 2, 2]  # cumulative observations / L
+    assert (6 * knots[:, 4]).tolist() == [1, 2, 2, 2, 2, 2]
     assert knots[:, 1].tolist() == [0, 2, 4, 4, 4, 4]  # x channel 0, linear through the gap
     rect = control_path(t, x, mask, kind="rectilinear")
     assert rect.knots.tolist() == list(range(11)) and rect.channels == 3

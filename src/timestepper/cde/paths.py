@@ -106,6 +106,10 @@ class LinearPath(ControlPath):
         i, _ = self._piece(t)
         return self._take(self.slopes, i)
 
+    def select(self, index: Any) -> LinearPath:
+        """The path of the series ``values[index]`` (first batch dim)."""
+        return LinearPath(self.knots, self.values[index])
+
 
 class CubicPath(ControlPath):
     """A piecewise cubic ``a + b s + two_c s^2 / 2 + three_d s^3 / 3`` (``s = t - knots[j]``)
@@ -128,6 +132,10 @@ class CubicPath(ControlPath):
         """``(..., L - 1, 4 C)``: ``a, b, two_c, three_d`` side by side (torchcde's layout)."""
         return torch.cat([self.a, self.b, self.two_c, self.three_d], dim=-1)
 
+    def select(self, index: Any) -> CubicPath:
+        """The path of the series ``[index]`` (first batch dim)."""
+        return CubicPath(self.knots, self.a[index], self.b[index], self.two_c[index], self.three_d[index])
+
     def evaluate(self, t: Any) -> Tensor:
         i, s = self._piece(t)
         s = self._offset(s, self.a)
@@ -146,7 +154,8 @@ def with_channels(times: Tensor, values: Tensor, mask: Tensor, *, time_channel: 
 
     The time channel is observed up to each series' last observation and missing after it, so
     every interpolation holds it (and the path) constant there. The intensity channels are
-    ``cumsum(mask)`` along time (Kidger et al. 2020, sec. 3.5), always observed."""
+    ``cumsum(mask) / L`` along time (Kidger et al. 2020, sec. 3.5, scaled by the number of time
+    points ``L`` so they stay in [0, 1]), always observed."""
     parts, masks = [values], [mask]
     if time_channel:
         seen = mask.any(-1, keepdim=True)
@@ -157,7 +166,7 @@ def with_channels(times: Tensor, values: Tensor, mask: Tensor, *, time_channel: 
         parts.insert(0, t)
         masks.insert(0, alive)
     if intensity:
-        parts.append(mask.to(values.dtype).cumsum(-2))
+        parts.append(mask.to(values.dtype).cumsum(-2) / mask.shape[-2])
         masks.append(torch.ones_like(mask))
     return torch.cat(parts, -1), torch.cat(masks, -1)
 
@@ -176,7 +185,7 @@ def control_path(times: Tensor, values: Tensor, mask: Tensor | None = None, *,  
             Morrill et al. 2021 recommend for online use).
         time_channel: put time as channel 0 (Kidger et al. 2020: needed for the CDE to see the
             speed of the data).
-        intensity: append the observational-intensity channels ``cumsum(mask)``.
+        intensity: append the observational-intensity channels ``cumsum(mask) / L``.
 
     Returns:
         A :class:`LinearPath` or :class:`CubicPath` with ``C + time_channel + C * intensity``
