@@ -47,19 +47,15 @@ def test_rectilinear_knots_match_torchcde():
 
 
 @pytest.mark.parametrize("masked", [True, False])
-def test_hermite_coefficients_match_torchcde(masked):
+@pytest.mark.parametrize("kind", ["hermite-cubic", "natural-cubic"])
+def test_cubic_coefficients_match_torchcde(kind, masked):
     t, x, mask, xn = _series(1)
-    got = torch.cat(hermite_cubic_coeffs(t, x, mask if masked else None), -1)
-    ref = torchcde.hermite_cubic_coefficients_with_backward_differences(xn if masked else x, t)
-    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("masked", [True, False])
-def test_natural_cubic_coefficients_match_torchcde(masked):
-    t, x, mask, xn = _series(2)
-    got = torch.cat(natural_cubic_coeffs(t, x, mask if masked else None), -1)
-    ref = torchcde.natural_cubic_coeffs(xn if masked else x, t)
-    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+    ours, theirs = {
+        "hermite-cubic": (hermite_cubic_coeffs, torchcde.hermite_cubic_coefficients_with_backward_differences),
+        "natural-cubic": (natural_cubic_coeffs, torchcde.natural_cubic_coeffs),
+    }[kind]
+    got = torch.cat(ours(t, x, mask if masked else None), -1)
+    torch.testing.assert_close(got, theirs(xn if masked else x, t), rtol=1e-9, atol=1e-9)
 
 
 def _torchcde_path(kind, xn, t):

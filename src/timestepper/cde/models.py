@@ -33,7 +33,7 @@ from .solve import cdeint
 from .term import CDETerm
 
 SDE_KINDS = ("langevin", "linear-noise", "geometric")
-REGULARISERS = (None, "error", "local-error")
+REGULARISERS = (None, "error", "stiffness", "local-error")
 
 
 def mlp(n_in: int, width: int, n_out: int, depth: int = 2, final: nn.Module | None = None) -> nn.Sequential:
@@ -73,7 +73,8 @@ class NeuralCDE(nn.Module):
         width: width of the vector field's MLP.
         regulariser: during training, put in ``self.reg`` (add ``lam * model.reg`` to the loss)
             ``"error"``: the accumulated error estimate ``R_E`` of Pal et al. (2021, ERNODE;
-            ``adjoint="direct"`` only), or ``"local-error"``: the local estimate at a random time
+            ``adjoint="direct"`` only), ``"stiffness"``: their accumulated stiffness estimate
+            ``R_S`` (SRNODE; same restriction), or ``"local-error"``: the local estimate at a random time
             of Pal, Edelman & Rackauckas (2023; any adjoint). Adaptive solvers only.
         local_samples: random times per forward pass for ``"local-error"`` (the paper: 1).
         solve_options: keyword options of :func:`~timestepper.cde.cdeint` (solver, rtol, atol,
@@ -99,12 +100,12 @@ class NeuralCDE(nn.Module):
         if self.training and self.regulariser == "local-error":
             return self.readout(self._locally_regularised(path, z0))
         opts = dict(self.solve_options)
-        if self.training and self.regulariser == "error":
+        if self.training and self.regulariser in ("error", "stiffness"):
             opts["regularise"] = True
         sol = cdeint(path, self.func, z0, **opts)
         self.nfe = int(sol.stats.nfe)
         if "reg_error" in sol.extras:
-            self.reg = sol.extras["reg_error"]
+            self.reg = sol.extras["reg_error" if self.regulariser == "error" else "reg_stiffness"]
         return self.readout(sol.x)
 
     def _locally_regularised(self, path: ControlPath, z0: Tensor) -> Tensor:
