@@ -229,13 +229,20 @@ class StableNeuralSDE(nn.Module):
         s = self.sigma(t, z)
         return s.expand_as(z) if self.kind == "langevin" else s * z
 
-    def forward(self, path: ControlPath) -> Tensor:
-        self._path = path
+    def initial_state(self, path: ControlPath) -> Tensor:
+        """``z(t0)`` from the path's first value (positive for the geometric class, whose state
+        keeps the sign it starts with)."""
         z0 = self.initial(path.evaluate(path.interval[0]))
-        if self.kind == "geometric":  # z stays on the side of its start: start away from 0
-            z0 = torch.nn.functional.softplus(z0) + 1e-3
-        grid, _ = refined_grid(path.knots, self.dt)
-        bm = GridBrownian(grid, tuple(z0.shape), self.generator, z0.dtype)
+        return torch.nn.functional.softplus(z0) + 1e-3 if self.kind == "geometric" else z0
+
+    def forward(self, path: ControlPath, bm: Any = None) -> Tensor:
+        """Logits from ``z(T)``; ``bm(ta, tb)`` is the Brownian motion (default: increments on
+        the solver's grid drawn from ``self.generator``)."""
+        self._path = path
+        z0 = self.initial_state(path)
+        if bm is None:
+            grid, _ = refined_grid(path.knots, self.dt)
+            bm = GridBrownian(grid, tuple(z0.shape), self.generator, z0.dtype)
         sol = sdeint(self.drift, self.diffusion, z0, path.knots, solver=self.solver, dt=self.dt, bm=bm)
         self.nfe = int(sol.stats.nfe)
         self._path = None
