@@ -66,4 +66,4 @@ def test_neural_cde_local_regulariser_is_differentiable_with_any_adjoint(adjoint
 
 def test_bad_regulariser_is_named():
     with pytest.raises(ValueError, match="regulariser must be one of"):
-        NeuralCDE(3, 4, 2, regulariser="stiffness")
+        NeuralCDE(3, 4, 2, regulariser="kinetic")
