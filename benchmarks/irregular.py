@@ -270,11 +270,19 @@ def peer_table(rows: list[dict[str, Any]], sde_rows: list[list[Any]]) -> str:
     return table(["model", "dropped", "s / epoch", "NFE / epoch", "result"], body)
 
 
+def _stiffness_regularised_loss(field, head, x, y, lam: float, tol: float) -> torch.Tensor:  # noqa: PLR0913
+    """Cross-entropy of ``head(z(1))`` plus ``lam * R_S`` of the solve."""
+    import timestepper as ts
+
+    sol = ts.solve(field, x, 0.0, 1.0, solver="tsit5", rtol=tol, atol=tol, regularise=lam > 0)
+    reg = lam * sol.extras["reg_stiffness"] if lam > 0 else 0.0
+    return torch.nn.functional.cross_entropy(head(sol.x), y) + reg
+
+
 def bench_srnode_digits(lams=(0.0, 0.01, 0.1), iters=150, tol=1e-8, width=64) -> str:
     """SRNODE in the setting where it did not lower NFE (docs/ode.md): the 8x8 digits classifier
     of ``benchmarks/ode.py`` (neural ODE on [0, 1], tsit5 at 1e-8, 150 Adam steps, batch 128)
     with ``lam * R_S`` added."""
-    import timestepper as ts
     from timestepper.train.data import digits
 
     dt = torch.float64
@@ -296,12 +304,8 @@ def bench_srnode_digits(lams=(0.0, 0.01, 0.1), iters=150, tol=1e-8, width=64) ->
         gen = torch.Generator().manual_seed(1)
         for _ in range(iters):
             idx = torch.randint(0, len(xtr), (128,), generator=gen)
-            sol = ts.solve(field, xtr[idx], 0.0, 1.0, solver="tsit5", rtol=tol, atol=tol, regularise=lam > 0)
-            loss = torch.nn.functional.cross_entropy(head(sol.x), ytr[idx])
-            if lam > 0:
-                loss = loss + lam * sol.extras["reg_stiffness"]
             opt.zero_grad()
-            loss.backward()
+            _stiffness_regularised_loss(field, head, xtr[idx], ytr[idx], lam, tol).backward()
             opt.step()
         nfe, s_mean, hs, z1 = _stiffness_profile(field, tol, xte)
         with torch.no_grad():
