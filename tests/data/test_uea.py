@@ -67,3 +67,11 @@ def test_subset(basic):
     train, _ = basic
     sub = train.subset(train.labels == 0)
     assert len(sub) == 10 and bool((sub.labels == 0).all()) and sub.times is train.times
+
+
+def test_missing_sktime_names_the_pip_command(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sktime", None)  # import sktime now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'timestepper\[data\]'"):
+        load_uea("BasicMotions")

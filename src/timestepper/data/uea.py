@@ -62,7 +62,7 @@ class IrregularDataset:
 def _sktime_loader(name: str):
     try:
         from sktime import datasets
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise ImportError(f"timestepper.data needs sktime for the bundled {name!r} set: {INSTALL}") from exc
     return {"BasicMotions": datasets.load_basic_motions,
             "JapaneseVowels": datasets.load_japanese_vowels}[name]
