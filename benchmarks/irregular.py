@@ -64,41 +64,45 @@ class TorchsdeSDE(torch.nn.Module):
     """The same stable neural SDE solved by torchsde (Euler-Maruyama, same knots and steps, the
     same BrownianInterval as ours: see :func:`sde_side_by_side`)."""
 
-    noise_type, sde_type = "diagonal", "ito"
+    noise_type = "diagonal"
 
-    def __init__(self, ours: StableNeuralSDE, dt: float) -> None:
+    def __init__(self, ours: StableNeuralSDE, dt: float, reversible: bool = False) -> None:
         super().__init__()
-        self.inner, self.dt, self.nfe = ours, dt, 0
+        self.inner, self.dt, self.reversible = ours, dt, reversible
+        self.sde_type = "stratonovich" if reversible else "ito"
 
     def f(self, t, y):
-        self.nfe += 1
         return self.inner.drift(float(t), y)
 
     def g(self, t, y):
-        self.nfe += 1
         return self.inner.diffusion(float(t), y)
 
     def forward(self, path, bm) -> torch.Tensor:
         import torchsde
 
-        self.inner._path, self.nfe = path, 0
+        self.inner._path = path
         z0 = self.inner.initial_state(path)
-        zs = torchsde.sdeint(self, z0, path.knots.to(z0.dtype), bm=bm, method="euler", dt=self.dt)
+        ts = path.knots.to(z0.dtype)
+        if self.reversible:
+            zs = torchsde.sdeint_adjoint(self, z0, ts, bm=bm, method="reversible_heun", dt=self.dt,
+                                         adjoint_method="adjoint_reversible_heun",
+                                         adjoint_params=tuple(self.inner.parameters()))
+        else:
+            zs = torchsde.sdeint(self, z0, ts, bm=bm, method="euler", dt=self.dt)
         return self.inner.readout(zs[-1])
 
 
 def sde_side_by_side(args, rate: float = 0.5, epochs: int = 3) -> list[list[Any]]:
-    """LSDE trained by ``timestepper.sdeint`` and by ``torchsde.sdeint`` from the same
-    initialisation with the same Brownian paths (one BrownianInterval per batch)."""
+    """LSDE trained by ``timestepper.sdeint`` and by torchsde from the same initialisation with
+    the same Brownian paths (one BrownianInterval per batch): Euler-Maruyama with
+    backpropagation through the steps, and reversible Heun with the reversible adjoint
+    (torchsde's ``sdeint_adjoint(adjoint_method="adjoint_reversible_heun")``)."""
     import torchsde
 
     train, _ = load_uea(args.dataset, drop_rate=rate, seed=args.seed, dtype=torch.float64)
     times = train.times / train.times[-1]
     dt = float(times[1] - times[0])
     path = control_path(times, train.values, train.mask, kind="hermite-cubic", intensity=True)
-    torch.manual_seed(args.seed)
-    ours = StableNeuralSDE(path.channels, args.hidden, len(train.classes), kind="langevin").double()  # steps: knots
-    peer = TorchsdeSDE(copy.deepcopy(ours), dt * 1.000001)  # one step per knot interval
 
     def batch(index):
         bm = torchsde.BrownianInterval(0.0, 1.0, size=(len(index), args.hidden), dtype=torch.float64,
@@ -106,11 +110,20 @@ def sde_side_by_side(args, rate: float = 0.5, epochs: int = 3) -> list[list[Any]
         return (path.select(index), bm)
 
     rows = []
-    for name, model in (("LSDE (timestepper.sdeint)", ours), ("LSDE (torchsde.sdeint)", peer)):
-        hist = fit_classifier(model, batch, train.labels, epochs=epochs, batch_size=args.batch, lr=args.lr,
-                              seed=args.seed)
-        rows.append([name, f"{sum(hist.seconds) / epochs:.2f}", f"{sum(hist.nfe) / epochs:.0f}",
-                     f"{hist.loss[-1]:.4f}"])
+    for reversible in (False, True):
+        torch.manual_seed(args.seed)
+        ours = StableNeuralSDE(path.channels, args.hidden, len(train.classes), kind="langevin",  # steps: knots
+                               solver="reversible-heun" if reversible else "sde-euler",
+                               adjoint="reversible" if reversible else "direct").double()
+        peer = TorchsdeSDE(copy.deepcopy(ours), dt * 1.000001, reversible)  # one step per knot interval
+        how = "reversible Heun, reversible adjoint" if reversible else "Euler, backprop"
+        for name, model, counted in ((f"LSDE, {how} (timestepper.sdeint)", ours, ours),
+                                     (f"LSDE, {how} (torchsde)", peer, peer.inner)):
+            before = counted.calls
+            hist = fit_classifier(model, batch, train.labels, epochs=epochs, batch_size=args.batch, lr=args.lr,
+                                  seed=args.seed)
+            rows.append([name, f"{sum(hist.seconds) / epochs:.2f}", f"{(counted.calls - before) / epochs:.0f}",
+                         f"{hist.loss[-1]:.4f}"])
     return rows
 
 
@@ -267,7 +280,8 @@ def peer_table(rows: list[dict[str, Any]], sde_rows: list[list[Any]]) -> str:
              f"acc {r['accuracy']:.3f}"]
             for r in rows if r["drop_rate"] in peer_rates and "neural CDE" in r["model"]]
     body += [[name, "50 %", s, nfe, f"loss {loss}"] for name, s, nfe, loss in sde_rows]
-    return table(["model", "dropped", "s / epoch", "NFE / epoch", "result"], body)
+    return table(["model", "dropped", "s / epoch", "NFE / epoch (SDE: drift + diffusion calls, backward included)",
+                  "result"], body)
 
 
 def _stiffness_regularised_loss(field, head, x, y, lam: float, tol: float) -> torch.Tensor:  # noqa: PLR0913

@@ -193,16 +193,21 @@ class StableNeuralSDE(nn.Module):
         kind: ``"langevin"``, ``"linear-noise"`` or ``"geometric"``.
         sigma_max: bound of the diffusion ``sigma(t)``.
         dt: Euler–Maruyama step (the path's knots refined to at most ``dt``).
-        solver: an SDE solver of the registry (Itô: ``"sde-euler"``, ``"milstein"``).
+        solver: an SDE solver of the registry (Itô: ``"sde-euler"``, ``"milstein"``;
+            ``"reversible-heun"`` reads the SDE in Stratonovich form, the same SDE for the
+            Langevin class, whose noise is additive).
+        adjoint: ``"direct"`` or ``"reversible"`` (with ``"reversible-heun"``: O(1) memory,
+            :func:`timestepper.sdeint`).
     """
 
     def __init__(self, channels: int, hidden: int, classes: int, width: int = 32, *,  # noqa: PLR0913
                  kind: str = "langevin", sigma_max: float = 0.5, dt: float | None = None,
-                 solver: str = "sde-euler") -> None:
+                 solver: str = "sde-euler", adjoint: str = "direct") -> None:
         super().__init__()
         if kind not in SDE_KINDS:
             raise ValueError(f"kind must be one of {SDE_KINDS}, got {kind!r}")
         self.kind, self.sigma_max, self.dt, self.solver = kind, float(sigma_max), dt, solver
+        self.adjoint = adjoint
         self.initial = nn.Linear(channels, hidden)
         self.embed = nn.Linear(1 + hidden + channels, hidden)  # zeta(t, z, X(t))
         self.drift_net = mlp(hidden, width, hidden, final=nn.Tanh())
@@ -210,6 +215,7 @@ class StableNeuralSDE(nn.Module):
         self.readout = nn.Linear(hidden, classes)
         self.generator: torch.Generator | None = None
         self.nfe = 0
+        self.calls = 0  # drift and diffusion evaluations, backward passes included
         self._path: ControlPath | None = None
 
     def sigma(self, t: Any, like: Tensor) -> Tensor:
@@ -219,6 +225,7 @@ class StableNeuralSDE(nn.Module):
 
     def drift(self, t: Any, z: Tensor) -> Tensor:
         assert self._path is not None
+        self.calls += 1
         x = self._path.evaluate(t).to(z.dtype)
         tt = torch.full((*z.shape[:-1], 1), float(t), dtype=z.dtype, device=z.device)
         zbar = torch.tanh(self.embed(torch.cat([tt, z, x], -1)))
@@ -226,6 +233,7 @@ class StableNeuralSDE(nn.Module):
         return z * g if self.kind == "geometric" else g
 
     def diffusion(self, t: Any, z: Tensor) -> Tensor:
+        self.calls += 1
         s = self.sigma(t, z)
         return s.expand_as(z) if self.kind == "langevin" else s * z
 
@@ -243,9 +251,10 @@ class StableNeuralSDE(nn.Module):
         if bm is None:
             grid, _ = refined_grid(path.knots, self.dt)
             bm = GridBrownian(grid, tuple(z0.shape), self.generator, z0.dtype)
-        sol = sdeint(self.drift, self.diffusion, z0, path.knots, solver=self.solver, dt=self.dt, bm=bm)
+        params = tuple(p for p in self.parameters() if p.requires_grad)
+        sol = sdeint(self.drift, self.diffusion, z0, path.knots, solver=self.solver, dt=self.dt, bm=bm,
+                     adjoint=self.adjoint, adjoint_params=params if self.adjoint != "direct" else ())
         self.nfe = int(sol.stats.nfe)
-        self._path = None
         return self.readout(sol.x)
 
 
