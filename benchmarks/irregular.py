@@ -92,6 +92,29 @@ class TorchsdeSDE(torch.nn.Module):
         return self.inner.readout(zs[-1])
 
 
+def cde_step_timing(args, rate: float = 0.5, repeats: int = 15) -> list[list[Any]]:
+    """One training step (forward + backward, batch of ``args.batch``) of the neural CDE by
+    timestepper and by torchcde, alternating, ``repeats`` times: median milliseconds."""
+    train, _ = load_uea(args.dataset, drop_rate=rate, seed=args.seed, dtype=torch.float64)
+    times = train.times / train.times[-1]
+    dt = float(times[1] - times[0]) * 1.000001
+    path = control_path(times, train.values, train.mask, kind="hermite-cubic", intensity=True)
+    index = torch.arange(args.batch)
+    torch.manual_seed(args.seed)
+    ours = NeuralCDE(path.channels, args.hidden, len(train.classes), solver="rk4", dt=dt).double()
+    peer = TorchcdeCDE(ours, dt)
+    inputs = {"timestepper": (ours, (path.select(index),)), "torchcde": (peer, (path.coefficients[index], times))}
+    ms: dict[str, list[float]] = {k: [] for k in inputs}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, (model, x) in inputs.items():
+            start = time.perf_counter()
+            model(*x).square().sum().backward()
+            ms[name].append(1e3 * (time.perf_counter() - start))
+    med = {k: sorted(v[1:])[len(v) // 2] for k, v in ms.items()}
+    return [[f"neural CDE train step, median of {repeats} ({name})", f"{med[name]:.1f} ms",
+             inputs[name][0].nfe, f"{med[name] / med['torchcde']:.2f}x torchcde"] for name in inputs]
+
+
 def sde_side_by_side(args, rate: float = 0.5, epochs: int = 3) -> list[list[Any]]:
     """LSDE trained by ``timestepper.sdeint`` and by torchsde from the same initialisation with
     the same Brownian paths (one BrownianInterval per batch): Euler-Maruyama with
@@ -272,7 +295,7 @@ def accuracy_table(rows: list[dict[str, Any]]) -> str:
     return table(head, body)
 
 
-def peer_table(rows: list[dict[str, Any]], sde_rows: list[list[Any]]) -> str:
+def peer_table(rows: list[dict[str, Any]], sde_rows: list[list[Any]], step_rows: list[list[Any]]) -> str:
     """Ours next to the peers at the peer rates: the CDE rows of the main run, the SDE rows of
     :func:`sde_side_by_side`."""
     peer_rates = {r["drop_rate"] for r in rows if "torchcde" in r["model"]}
@@ -280,6 +303,7 @@ def peer_table(rows: list[dict[str, Any]], sde_rows: list[list[Any]]) -> str:
              f"acc {r['accuracy']:.3f}"]
             for r in rows if r["drop_rate"] in peer_rates and "neural CDE" in r["model"]]
     body += [[name, "50 %", s, nfe, f"loss {loss}"] for name, s, nfe, loss in sde_rows]
+    body += [[name, "50 %", ms, nfe, ratio] for name, ms, nfe, ratio in step_rows]
     return table(["model", "dropped", "s / epoch", "NFE / epoch (SDE: drift + diffusion calls, backward included)",
                   "result"], body)
 
@@ -329,7 +353,7 @@ def bench_srnode_digits(lams=(0.0, 0.01, 0.1), iters=150, tol=1e-8, width=64) ->
 
 
 def report(rows: list[dict[str, Any]], args, seconds: float, extra: str = "",  # noqa: PLR0913
-           sde_rows: list[list[Any]] | None = None) -> str:
+           peers: tuple[list[list[Any]], list[list[Any]]] = ([], [])) -> str:
     return "\n".join([
         f"# Irregular time series: {args.dataset}", "",
         f"Test accuracy after {args.epochs} epochs (Adam, lr {args.lr}, batch {args.batch}, hidden "
@@ -342,9 +366,10 @@ def report(rows: list[dict[str, Any]], args, seconds: float, extra: str = "",  #
         "## Side by side with torchcde and torchsde", "",
         "Same model, initialisation, batches and steps: torchcde's `cdeint` on the same Hermite "
         "coefficients with torchdiffeq's `rk4` (the 3/8 rule) at the knot spacing; torchsde's "
-        "`sdeint` (Euler) with the same BrownianInterval per batch (3 epochs; equal final loss "
-        "means the two solves trained the same model).", "",
-        peer_table(rows, sde_rows or []), "",
+        "`sdeint` / `sdeint_adjoint` with the same BrownianInterval per batch (3 epochs; equal final "
+        "loss means the two solves trained the same model). Epoch times move with the load of the "
+        "machine; the last two rows time one training step of each CDE alternately (median).", "",
+        peer_table(rows, *peers), "",
         extra,
         f"Total wall time {seconds:.0f} s. Reproduce: `PYTHONPATH=src python benchmarks/irregular.py`.", ""])
 
@@ -377,8 +402,8 @@ def main(argv: list[str] | None = None) -> None:
             bench_regularisers(args), "",
             "## SRNODE where it did not lower NFE", "", _doc(bench_srnode_digits), "", bench_srnode_digits(), "",
             "## SRNODE on a task where stiffness grows", "", _doc(bench_srnode), "", bench_srnode(), ""])
-    sde_rows = sde_side_by_side(args) if args.torchcde else []
-    text = report(rows, args, time.perf_counter() - start, extra, sde_rows)
+    peers = (sde_side_by_side(args), cde_step_timing(args)) if args.torchcde else ([], [])
+    text = report(rows, args, time.perf_counter() - start, extra, peers)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
