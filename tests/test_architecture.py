@@ -1,10 +1,12 @@
 """The layers of the package (README, "Design"): data flows down one way.
 
-    fronts (sampling, ode, pde, train, integrations, bench, cli, guidance, the package itself)
+    fronts (sampling, ode, pde, train, integrations, bench, cli, guidance, data, cde's cdeint and
+            models, the package itself)
       -> loop (timestepper.loop: integrate)
         -> solvers (timestepper.solvers: every solver and the registry)
           -> below (timestepper.core, timestepper.diffusion: terms, contracts, controllers,
-             schedules, grids, the diffusion term, solutions, status, validation)
+             schedules, grids, the diffusion term, solutions, status, validation; the control
+             paths and the CDE term of timestepper.cde)
 
 Every import in ``src/`` (module level or inside a function; ``if TYPE_CHECKING`` blocks aside) is
 read from the source: no module imports a higher layer, and the import graph has no cycle.
@@ -18,7 +20,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "timestepper"
 LAYERS = [  # (name, module prefixes), from the bottom
-    ("below", ("timestepper.core", "timestepper.diffusion", "timestepper._version")),
+    ("below", ("timestepper.core", "timestepper.diffusion", "timestepper._version",
+               "timestepper.cde.interpolation", "timestepper.cde.paths", "timestepper.cde.term")),
     ("solvers", ("timestepper.solvers",)),
     ("loop", ("timestepper.loop",)),
     ("fronts", ("timestepper",)),

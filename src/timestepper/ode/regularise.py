@@ -90,3 +90,37 @@ def stiffness_estimate(solver, state) -> Tensor | None:
     den = torch.linalg.vector_norm(dx)
     tiny = torch.finfo(den.dtype).tiny
     return torch.where(den > tiny, num / den.clamp(min=tiny), torch.zeros_like(num))
+
+
+def local_error_estimate(field, t: float, y: Tensor, h: float, solver: Solver, rtol: float,  # noqa: PLR0913
+                         atol: float, norm: str = "rms") -> Tensor:
+    """The scaled local error estimate ``E(t)`` of one step of ``solver`` from ``(t, y)`` with
+    step ``h``, differentiable in ``y`` and the field's parameters.
+
+    This is the estimator of Pal, Edelman & Rackauckas (2023, "Locally Regularized Neural
+    Differential Equations: Some Black Boxes Were Meant to Remain Closed!", ICML, sec. 3): rather
+    than accumulating ``E_j |h_j|`` over every step of the solve (``R_E`` above, which needs
+    backpropagation through the solver), sample a time ``t_r`` uniformly in ``[t0, t1]``, take
+    the state there from the solve (any gradient method), and regularise ``|t1 - t0| E(t_r)``
+    with ``h`` the step the solver took at ``t_r``: in expectation over ``t_r`` this is
+    ``sum_j |h_j| E_j'`` with ``E_j'`` the error of a step of the same size started inside step
+    ``j`` (so close to ``R_E``), at the cost of one extra step per sample.
+    """
+    from ..core.terms import ODETerm
+
+    term = ODETerm(field)
+    state, _ = solver.init(term, None, y)
+    x1, _, err, _ = solver.step(term, t, t + h, y, state, None)
+    if err is None:
+        raise ValueError(f"solver {solver.display_name!r} has no error estimate to regularise")
+    return scaled_error(y, x1, err, rtol, atol, norm)
+
+
+def step_at(step_ts: Tensor, t: float) -> float:
+    """The size of the accepted step (of the step times ``step_ts``) that contains ``t``."""
+    ts = step_ts.tolist()
+    forward = ts[-1] >= ts[0]
+    for a, b in zip(ts[:-1], ts[1:]):
+        if (a <= t <= b) if forward else (b <= t <= a):
+            return b - a
+    raise ValueError(f"t={t:.6g} is outside the solve [{ts[0]:.6g}, {ts[-1]:.6g}]")
