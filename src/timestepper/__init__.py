@@ -8,11 +8,13 @@ solvers. See the README for a tour; the layers, from the bottom:
 * :mod:`timestepper.solvers`: every solver and the registry;
 * :mod:`timestepper.loop`: :func:`integrate`, the one loop;
 * the fronts: :mod:`timestepper.sampling` (``sample``, ``inpaint``, ``likelihood``),
-  :mod:`timestepper.ode` (``solve``, ``odeint``, ``sdeint``), :mod:`timestepper.pde`,
-  :mod:`timestepper.train`, and the interop of :mod:`timestepper.integrations`.
+  :mod:`timestepper.ode` (``solve``, ``odeint``, ``sdeint``), :mod:`timestepper.cde` (neural
+  CDEs and stable neural SDEs on irregular series, with :mod:`timestepper.data`),
+  :mod:`timestepper.pde`, :mod:`timestepper.train`, and the interop of
+  :mod:`timestepper.integrations`.
 """
 
-from . import guidance, integrations, pde, solvers, train
+from . import cde, data, guidance, integrations, pde, solvers, train
 from ._version import __version__
 from .core import (
     FixedGrid,
