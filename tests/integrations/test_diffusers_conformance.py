@@ -118,10 +118,9 @@ def test_full_loop_reproduces_the_class(case, prediction):
 # first step to a history of one derivative (its order is min(step_index + 1, 4) with the
 # history empty); ours restarts the multistep history, see test_lms_partial_loop_restarts.
 # DPM-Solver singlestep of order 3 — diffusers keeps the full schedule's grouping of steps into
-# 3-stage groups, ours groups from the loop's start. PNDM — its warm-up at the loop's start makes
-# other evaluations than the listed timesteps: refused (test_warm_up_solvers_refuse_mid_start).
+# 3-stage groups, ours groups from the loop's start.
 PARTIAL = [c for c in CASES if not (
-    c[0] in ("LMSDiscreteScheduler", "PNDMScheduler")
+    c[0] in ("LMSDiscreteScheduler",)
     or (c[0] == "DPMSolverSinglestepScheduler" and c[1].get("solver_order") == 3))]
 
 
@@ -216,11 +215,36 @@ def test_half_precision_step_upcasts_like_diffusers():
     assert rel_err(outs[1], outs[0]) <= 2e-2  # bf16 storage between steps, float32 inside
 
 
-def test_warm_up_solvers_refuse_mid_start():
-    ref = diffusers.PNDMScheduler(skip_prk_steps=True, steps_offset=1)
+PNDM_CONFIGS = [{"skip_prk_steps": True, **LEADING, **SD},
+                {"skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "trailing"},
+                {"skip_prk_steps": True, "set_alpha_to_one": True, **LEADING},
+                {"steps_offset": 1, **SD}]
+
+
+@pytest.mark.parametrize("kwargs", PNDM_CONFIGS)
+@pytest.mark.parametrize("begin", [1, 2, 7])
+def test_pndm_partial_loops_follow_the_call_counter(kwargs, begin):
+    """PNDM has no step index: a sliced loop (``order`` 1, ``timesteps[t_start:]``) restarts its
+    call counter on a later timestep; begin 1 evaluates the warm-up's second call at a level the
+    sample is not at, later begins lag the labels one step behind the sample."""
+    ref = diffusers.PNDMScheduler(**kwargs)
+    ours = Scheduler.from_config(ref)
     model = gmm_model(dict(ref.config), "epsilon")
+    x_ref = run(ref, model, 10, begin=begin)
+    assert ours.order == ref.order == 1
+    assert rel_err(run(ours, model, 10, begin=begin), x_ref) <= 1e-5
+
+
+def test_our_warm_up_solver_refuses_mid_start():
+    """Our own PLMS (``solver="plms"``, not reproducing the class) has no call counter: its
+    warm-up would need evaluations the sliced timesteps do not list."""
+    ref = diffusers.PNDMScheduler(skip_prk_steps=True, **LEADING)
     with pytest.raises(ValueError, match="cannot start mid-schedule"):
-        run(Scheduler.from_config(ref), model, 10, begin=4)
+        run(Scheduler.from_config(ref, solver="plms"), gmm_model(dict(ref.config), "epsilon"), 10,
+            begin=4)
+
+
+def test_pndm_options_still_refused():
     with pytest.raises(ValueError, match="Runge-Kutta warm-up at 9 steps"):
         Scheduler.from_config(diffusers.PNDMScheduler(steps_offset=1)).set_timesteps(9)
     with pytest.raises(ValueError, match="prediction_type='v_prediction'"):

@@ -17,6 +17,7 @@ import numpy as np
 from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
 from . import plans
 from .config import refuse_options, schedule_from_config
+from .pndm_counter import PndmCounterLoop
 from .spacing import train_sigmas
 
 PlanBuilder = Callable[..., plans.Plan]
@@ -41,6 +42,10 @@ class Recipe:
         keeps_model_noise: DDIM's update keeps the model's own noise prediction next to the
             clipped data prediction (unless ``use_clipped_model_output``).
         step_options: ``step()`` keyword arguments that set solver options (``eta``, ``order``).
+        order: the class's ``order`` attribute when it is not the most evaluations per step
+            (PNDM declares 1: pipelines slice ``timesteps[t_start:]``), else ``None``.
+        mid_loop: ``mid_loop(timesteps)`` builds the class's own loop for a loop that does not
+            start at ``timesteps[0]`` (PNDM's call counter, :mod:`.pndm_counter`), or ``None``.
     """
 
     class_name: str
@@ -53,8 +58,11 @@ class Recipe:
     threshold: tuple[float, float] | None = None
     keeps_model_noise: bool = False
     step_options: dict[str, Any] = field(default_factory=dict)
+    order: int | None = None
+    mid_loop: Callable[[Any], PndmCounterLoop] | None = None
 
 
+PRK_STEPS, PRK_ENTRIES = 3, 12  # PNDM's Runge-Kutta warm-up: 3 steps, 12 timesteps
 _BETA_SIGMAS = {"use_beta_sigmas": False}
 _NO_SHIFT = {"use_dynamic_shifting": False, "use_flow_sigmas": False}
 
@@ -182,6 +190,7 @@ def _pndm(cfg: dict[str, Any]) -> Recipe:
     sch = schedule_from_config(cfg)
     prk = not cfg.get("skip_prk_steps")
     T = int(cfg.get("num_train_timesteps", 1000))
+    final = sch.t_data if cfg.get("set_alpha_to_one", False) else 0.0
 
     def plan(n: int, ts: Any = None, **_: Any) -> plans.Plan:
         if prk and (T // n) % 2:
@@ -191,7 +200,13 @@ def _pndm(cfg: dict[str, Any]) -> Recipe:
                 "even T // num_inference_steps or skip_prk_steps=True")
         return plans.discrete_plan(cfg, sch, n, "PNDMScheduler", ts)
 
-    return Recipe("PNDMScheduler", "pndm" if prk else "plms", {}, plan, sch)
+    def mid_loop(timesteps: Any) -> PndmCounterLoop:
+        n = len(timesteps) - (PRK_ENTRIES - PRK_STEPS if prk else 1)
+        labels = [int(t) for t in timesteps[:PRK_ENTRIES]] if prk else []
+        return PndmCounterLoop(sch, T, n, labels, final)
+
+    return Recipe("PNDMScheduler", "pndm" if prk else "plms", {}, plan, sch, order=1,
+                  mid_loop=mid_loop)
 
 
 def _flow(name: str, solver: str) -> Callable[[dict[str, Any]], Recipe]:

@@ -35,6 +35,7 @@ from .classes import Recipe, recipe_for
 from .config import as_dict, prediction_from_config, schedule_from_config
 from .layout import Layout, expanded, single
 from .plans import Plan
+from .pndm_counter import PndmCounterLoop
 from .stepping import LoopRun, evaluation_times
 
 _UPCAST = (torch.float16, torch.bfloat16)
@@ -165,6 +166,7 @@ class Scheduler:
         self._begin_index: int | None = None
         self._step_index: int | None = None
         self._run: LoopRun | None = None
+        self._counter: PndmCounterLoop | None = None
 
     @classmethod
     def from_config(cls, config: Any, solver: str | Solver | None = None,
@@ -230,6 +232,8 @@ class Scheduler:
         self.timesteps = self.layout.timesteps.to(device)
         self.sigmas = self.layout.sigmas
         self.order = self.layout.order
+        if self.recipe is not None and self.recipe.order is not None:
+            self.order = self.recipe.order  # the class's declared order (what pipelines slice by)
         self.num_inference_steps = len(plan.timesteps)
         self.init_noise_sigma = plan.init_noise_sigma
 
@@ -282,10 +286,14 @@ class Scheduler:
         lay = self._require_layout()
         if not 0 <= int(begin_index) < len(lay.timesteps):
             raise ValueError(f"begin_index must be in [0, {len(lay.timesteps) - 1}], got {begin_index}")
-        if lay.sub[int(begin_index)] != 0:
+        if lay.sub[int(begin_index)] != 0 and not self._counts_calls():
             raise ValueError(f"begin_index={begin_index} is inside a multi-evaluation step; a loop "
                              "starts at a step's first timestep (t_start * scheduler.order)")
         self._begin_index = int(begin_index)
+
+    def _counts_calls(self) -> bool:
+        """Whether a loop that starts mid-schedule runs the class's own call-counter loop."""
+        return self.recipe is not None and self.recipe.mid_loop is not None
 
     def index_for_timestep(self, timestep: Any) -> int:
         """The entry of ``timesteps`` equal to ``timestep`` where a loop may start (a step's first
@@ -348,12 +356,21 @@ class Scheduler:
         out_dtype = model_output.dtype
         work = sample.float() if sample.dtype in _UPCAST else sample
         m = self._raw_output(model_output.to(work.dtype), work)
+        if self._counter is None and self._run is None and e > 0 and self._counts_calls():
+            assert self.recipe is not None and self.recipe.mid_loop is not None
+            self._counter = self.recipe.mid_loop(lay.timesteps.tolist())
+        if self._counter is not None:
+            tau = float(torch.as_tensor(timestep).reshape(-1)[0])
+            return self._finish(e, self._counter.step(m, tau, work), out_dtype, return_dict)
         if self._run is None:
             self._run = self._start_run(lay.step[e], work, generator, kwargs)
         into, back = self._scales[e]
         x = work if into == 1.0 else work * into
         _, y = self._run.step(lay.step[e], lay.sub[e], x, m)  # done or not: back says where y is
         x1 = y if back == 1.0 else y / back
+        return self._finish(e, x1, out_dtype, return_dict)
+
+    def _finish(self, e: int, x1: Tensor, out_dtype: torch.dtype, return_dict: bool) -> Any:
         self._step_index = e + 1
         x1 = x1.to(out_dtype)
         return SchedulerOutput(x1) if return_dict else (x1,)
