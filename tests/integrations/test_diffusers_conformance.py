@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.integrations._diffusers_harness import gmm_model, noise, rel_err, run
+from tests.integrations._diffusers_harness import data, gmm_model, noise, rel_err, run
 from timestepper.integrations.diffusers import Scheduler
 
 diffusers = pytest.importorskip("diffusers")
@@ -114,16 +114,7 @@ def test_full_loop_reproduces_the_class(case, prediction):
         ref, "scale_model_input") else x, rtol=1e-6, atol=0)
 
 
-# Left out: LMS — diffusers' LMS started mid-schedule applies the order-4 coefficient of its
-# first step to a history of one derivative (its order is min(step_index + 1, 4) with the
-# history empty); ours restarts the multistep history, see test_lms_partial_loop_restarts.
-# DPM-Solver singlestep of order 3 — diffusers keeps the full schedule's grouping of steps into
-# 3-stage groups, ours groups from the loop's start.
-PARTIAL = [c for c in CASES if not (
-    c[0] in ("LMSDiscreteScheduler",)
-    or (c[0] == "DPMSolverSinglestepScheduler" and c[1].get("solver_order") == 3))]
-
-
+PARTIAL = CASES  # every class's own mid-schedule behaviour is reproduced (mid_schedule="diffusers")
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("case", PARTIAL, ids=_ids(PARTIAL))
 def test_img2img_loop_reproduces_the_class(case, prediction):
@@ -152,22 +143,47 @@ def test_partial_loop_without_set_begin_index_starts_at_the_first_timestep():
     assert rel_err(x, y) <= 1e-5
 
 
-def test_lms_partial_loop_restarts_the_history():
-    """Ours started at step 4 is the LMS method on the remaining grid (warm-up from order 1)."""
+MID_CASES = [("LMSDiscreteScheduler", {}), ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+             ("DPMSolverSinglestepScheduler", {"solver_order": 3}),
+             ("DPMSolverSinglestepScheduler", {"solver_order": 3, "lower_order_final": False,
+                                               "final_sigmas_type": "sigma_min"}),
+             ("DPMSolverSinglestepScheduler", {})]
+
+
+@pytest.mark.parametrize("case", MID_CASES, ids=_ids(MID_CASES))
+def test_mid_schedule_quirks_at_every_start(case):
+    """LMS started at step ``b`` uses the full schedule's order-``min(b + 1, 4)`` weights on a
+    history that starts empty; singlestep DPM-Solver keeps the full schedule's grouping (a
+    partial group at the start ramps up from first order). Reproduced at every start by default;
+    ``mid_schedule="restart"`` is the method started afresh, which differs."""
+    name, kwargs = case
+    ref, ours, model = _pair(name, kwargs, "epsilon")
+    restart = Scheduler.from_config(ref, mid_schedule="restart")
+    differs = 0.0
+    for begin in range(1, 10):
+        x_ref = run(ref, model, 10, begin=begin)
+        assert rel_err(run(ours, model, 10, begin=begin), x_ref) <= 1e-5, begin
+        differs = max(differs, rel_err(run(restart, model, 10, begin=begin), x_ref))
+    assert differs > 1e-3
+
+
+def test_restart_is_the_method_on_the_remaining_grid():
+    """``mid_schedule="restart"``: LMS from step 4 is LMS warmed up from order 1 on the grid
+    from there: a loop that starts at step 4 of the same scheduler after ``set_begin_index``
+    equals one driven without it (from the first timestep), and the option is saved."""
     ref = diffusers.LMSDiscreteScheduler()
     model = gmm_model(dict(ref.config), "epsilon")
-    ours = Scheduler.from_config(ref)
-    x_mid = run(ours, model, 10, begin=4)
-    ours2 = Scheduler.from_config(ref)
-    ours2.set_timesteps(10)
-    x = ours2.add_noise(
-        __import__("tests.integrations._diffusers_harness", fromlist=["data"]).data(), noise(),
-        ours2.timesteps[4:5])
-    ours2.set_begin_index(4)
-    for t in ours2.timesteps[4:]:
-        x = ours2.step(model(ours2.scale_model_input(x, t), t), t, x).prev_sample
+    restart = Scheduler.from_config(ref, mid_schedule="restart")
+    assert restart.config["ts_mid_schedule"] == "restart"
+    assert Scheduler.from_config(restart.config).mid_schedule == "restart"
+    x_mid = run(restart, model, 10, begin=4)
+    restart.set_timesteps(10)
+    x = restart.add_noise(data(), noise(), restart.timesteps[4:5])
+    for t in restart.timesteps[4:]:
+        x = restart.step(model(restart.scale_model_input(x, t), t), t, x).prev_sample
     torch.testing.assert_close(x, x_mid, rtol=0, atol=0)
-    assert rel_err(x_mid, run(diffusers.LMSDiscreteScheduler(), model, 10, begin=4)) > 1e-3
+    with pytest.raises(ValueError, match="mid_schedule must be one of"):
+        Scheduler.from_config(ref, mid_schedule="fresh")
 
 
 def test_timestep_off_the_grid_raises():

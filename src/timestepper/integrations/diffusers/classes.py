@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
+from ...solvers.dpm_solver import singlestep_orders
 from . import plans
 from .config import refuse_options, schedule_from_config
 from .pndm_counter import PndmCounterLoop
 from .spacing import train_sigmas
 
 PlanBuilder = Callable[..., plans.Plan]
+MidSegments = Callable[[int, int, dict[str, Any]], list[tuple[int, int, dict[str, Any]]]]
 
 
 @dataclass
@@ -44,6 +46,10 @@ class Recipe:
         step_options: ``step()`` keyword arguments that set solver options (``eta``, ``order``).
         order: the class's ``order`` attribute when it is not the most evaluations per step
             (PNDM declares 1: pipelines slice ``timesteps[t_start:]``), else ``None``.
+        mid_segments: ``mid_segments(n, first, options)``: the solver runs
+            ``(table_start, loop_start, options)`` (:class:`.stepping.Segment`) with which the
+            class runs a loop that starts at step ``first`` of ``n`` (``None``: our solver started
+            afresh there, which is what the class does).
         mid_loop: ``mid_loop(timesteps)`` builds the class's own loop for a loop that does not
             start at ``timesteps[0]`` (PNDM's call counter, :mod:`.pndm_counter`), or ``None``.
     """
@@ -59,6 +65,7 @@ class Recipe:
     keeps_model_noise: bool = False
     step_options: dict[str, Any] = field(default_factory=dict)
     order: int | None = None
+    mid_segments: MidSegments | None = None
     mid_loop: Callable[[Any], PndmCounterLoop] | None = None
 
 
@@ -91,16 +98,43 @@ def _ddim(cfg: dict[str, Any]) -> Recipe:
                   sch, keeps_model_noise=True, step_options={"eta": "eta"}, **_post(cfg))
 
 
-def _k(name: str, solver: str, options: dict[str, Any], fixed: dict[str, Any],
-       step_options: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], Recipe]:
+def _k(name: str, solver: str, options: dict[str, Any], fixed: dict[str, Any],  # noqa: PLR0913 - a class's description
+       step_options: dict[str, Any] | None = None,
+       mid_segments: MidSegments | None = None) -> Callable[[dict[str, Any]], Recipe]:
     def build(cfg: dict[str, Any]) -> Recipe:
         refuse_options(cfg, name, {**_BETA_SIGMAS, **fixed})
         sch = schedule_from_config(cfg)
         train = train_sigmas(_acp(sch))
         return Recipe(name, solver, dict(options),
                       lambda n, ts=None, sigmas=None, **_: plans.k_plan(cfg, sch, n, train, ts, sigmas), sch,
-                      step_options=dict(step_options or {}))
+                      step_options=dict(step_options or {}), mid_segments=mid_segments)
     return build
+
+
+def _full_table(n: int, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    """LMS started at step ``first``: the full schedule's table (step ``i`` at order
+    ``min(i + 1, 4)``, its Lagrange weights over the full grid's points) applied to a history
+    that starts empty, i.e. the missing derivatives count as zero."""
+    return [(0, first, opts)]
+
+
+def _singlestep_segments(order: int, flag: Callable[[int, int], bool]) -> MidSegments:
+    """Singlestep DPM-Solver started at step ``first``: the full schedule's grouping of steps,
+    each group's order cut to the outputs the loop has (a partial group at the start ramps up
+    from first order), i.e. a run over the rest of the partial group, then one from the next
+    group start with the full schedule's ``lower_order_final``."""
+
+    def segments(n: int, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+        full_flag = flag(n, n)
+        orders = singlestep_orders(n, order, full_flag)
+        starts = [i for i in range(first + 1, n) if orders[i] == 1]
+        whole = {**opts, "lower_order_final": full_flag}
+        if orders[first] == 1:
+            return [(first, first, whole)]
+        head = [(first, first, {**opts, "lower_order_final": True})]
+        return head + [(starts[0], starts[0], whole)] if starts else head
+
+    return segments
 
 
 def _acp(sch: Any) -> Any:
@@ -177,9 +211,11 @@ def _singlestep(cfg: dict[str, Any]) -> Recipe:
         f"dpmpp-{order}s" if algo == "dpmsolver++" else f"dpm-solver-{order}")
     sch = schedule_from_config(cfg)
     train = train_sigmas(_acp(sch))
+    rule = None if solver == "ddim" else _lower_order_rule(cfg, name)
     return Recipe(name, solver, {},
                   lambda n, ts=None, **_: plans.multistep_plan(cfg, sch, n, name, train, ts),
-                  sch, lower_order_final=None if solver == "ddim" else _lower_order_rule(cfg, name),
+                  sch, lower_order_final=rule,
+                  mid_segments=None if rule is None else _singlestep_segments(order, rule),
                   **_post({k: v for k, v in cfg.items() if k != "clip_sample"}))
 
 
@@ -229,7 +265,7 @@ CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
     "DDPMScheduler": _ddpm,
     "DDIMScheduler": _ddim,
     "LMSDiscreteScheduler": _k("LMSDiscreteScheduler", "lms", {"order": 4}, {},
-                               {"order": "order"}),
+                               {"order": "order"}, _full_table),
     "EulerDiscreteScheduler": _k("EulerDiscreteScheduler", "euler", {}, {}),
     "EulerAncestralDiscreteScheduler": _k("EulerAncestralDiscreteScheduler",
                                           "euler-ancestral", {"eta": 1.0}, {}),

@@ -36,9 +36,10 @@ from .config import as_dict, prediction_from_config, schedule_from_config
 from .layout import Layout, expanded, single
 from .plans import Plan
 from .pndm_counter import PndmCounterLoop
-from .stepping import LoopRun, evaluation_times
+from .stepping import LoopRun, Segment, evaluation_times
 
 _UPCAST = (torch.float16, torch.bfloat16)
+MID_SCHEDULES = ("diffusers", "restart")
 
 
 class _Config(dict):
@@ -126,6 +127,9 @@ class Scheduler:
         self.final = final
         self.grid_options = dict(grid_options or {})
         self.recipe: Recipe | None = None
+        #: how a reproduced class runs a loop that starts mid-schedule: ``"diffusers"`` as the
+        #: class does, ``"restart"`` our solver started afresh there (see :meth:`from_config`)
+        self.mid_schedule = "diffusers"
         default_T = getattr(schedule, "num_train_timesteps", 1000)
         base = dict(config) if config is not None else _base_config_of(schedule, self.prediction)
         base.setdefault("num_train_timesteps", int(num_train_timesteps or default_T))
@@ -143,7 +147,8 @@ class Scheduler:
                 self.solver, "registry_name", str(self._solver_spec)),
             ts_solver_options=None if self.recipe is not None else self._solver_options,
             ts_grid=grid.tolist() if isinstance(grid, Tensor) else grid,
-            ts_grid_options=self.grid_options, ts_final=self.final)
+            ts_grid_options=self.grid_options, ts_final=self.final,
+            ts_mid_schedule=self.mid_schedule)
         return flat
 
     def _register(self) -> None:
@@ -176,14 +181,25 @@ class Scheduler:
         With no ``solver`` the config's class (``_class_name``, or ``scheduler_class=``) is
         reproduced. With a ``solver``, that solver runs on ``grid`` (default: the config's
         ``timestep_spacing`` with its ``steps_offset``, or ``karras`` with ``use_karras_sigmas``).
-        ``options``: ``final``, ``solver_options``, ``grid_options``, ``scheduler_class``.
+        ``options``: ``final``, ``solver_options``, ``grid_options``, ``scheduler_class``, and
+        ``mid_schedule``: how a reproduced class runs a loop that starts mid-schedule (img2img,
+        inpainting): ``"diffusers"`` (default) exactly as the class does, quirks included
+        (LMS's first steps with a truncated history, singlestep DPM-Solver's full-schedule
+        grouping, PNDM's call counter); ``"restart"``: our solver started afresh at the loop's
+        first step (the method as published on the remaining grid; PNDM then raises).
         """
         cfg = as_dict(config)
         if "ts_final" in cfg:  # a config saved by this class
             cfg, solver, grid, options = _saved(cfg, solver, grid, options)
         class_name = options.pop("scheduler_class", None)
+        mid = options.pop("mid_schedule", "diffusers")
+        if mid not in MID_SCHEDULES:
+            raise ValueError(f"mid_schedule must be one of {', '.join(MID_SCHEDULES)}, got {mid!r}")
         if solver is None:
-            return cls._reproducing(cfg, recipe_for(cfg, class_name))
+            sched = cls._reproducing(cfg, recipe_for(cfg, class_name))
+            sched.mid_schedule = mid
+            sched._register()
+            return sched
         if str(cfg.get("_class_name", "")).startswith("FlowMatch"):
             sched = cls(RectifiedFlowSchedule(), "velocity", solver, grid, config=cfg, **options)
             sched.grid_options.setdefault("shift", float(cfg.get("shift", 1.0)))
@@ -293,7 +309,8 @@ class Scheduler:
 
     def _counts_calls(self) -> bool:
         """Whether a loop that starts mid-schedule runs the class's own call-counter loop."""
-        return self.recipe is not None and self.recipe.mid_loop is not None
+        return (self.recipe is not None and self.recipe.mid_loop is not None
+                and self.mid_schedule == "diffusers")
 
     def index_for_timestep(self, timestep: Any) -> int:
         """The entry of ``timesteps`` equal to ``timestep`` where a loop may start (a step's first
@@ -400,13 +417,25 @@ class Scheduler:
     def _start_run(self, first: int, x: Tensor, generator: torch.Generator | None,
                    kwargs: dict[str, Any]) -> LoopRun:
         plan = self._require_plan()
-        solver, keep = self._loop_solver(kwargs, first)
-        self._check_mid_start(solver, first)
+        opts, keep = self._loop_options(kwargs, first)
+        solver = self.solver if opts is None else _check_solver(self._solver_name(), opts)
+        segments = None
+        recipe = self.recipe
+        if (first > 0 and opts is not None and recipe is not None
+                and recipe.mid_segments is not None and self.mid_schedule == "diffusers"):
+            segments = [Segment(a, b, _check_solver(self._solver_name(), o))
+                        for a, b, o in recipe.mid_segments(len(plan.timesteps), first, opts)]
+        else:
+            self._check_mid_start(solver, first)
         transform = self._transform()
         run = LoopRun(solver, self.schedule, self.prediction, plan.start, plan.end, first, x,
-                      generator, transform, keep if transform is not None else None)
+                      generator, transform, keep if transform is not None else None, segments)
         run.multi_evaluation = self._require_layout().order > 1
         return run
+
+    def _solver_name(self) -> str:
+        assert self.recipe is not None
+        return self.recipe.solver
 
     def _check_mid_start(self, solver: Solver, first: int) -> None:
         """A loop that starts at step ``first > 0`` of a multi-evaluation grid must find there the
@@ -425,12 +454,14 @@ class Scheduler:
                 "Use a solver without a multi-evaluation warm-up there, e.g. "
                 "Scheduler.from_config(config, solver='dpmpp-2m') or an Euler/DPM-Solver config")
 
-    def _loop_solver(self, kwargs: dict[str, Any], first: int) -> tuple[Solver, float | None]:
-        """The solver of this loop, with the options ``step``'s keywords and the grid set
-        (step indices in options count from the loop's first step)."""
+    def _loop_options(self, kwargs: dict[str, Any],
+                      first: int) -> tuple[dict[str, Any] | None, float | None]:
+        """The reproduced class's solver options for this loop, with ``step``'s keywords and the
+        grid set (step indices in options count from the loop's first step), and DDIM's ``eta``
+        where the model's own noise is kept; ``(None, None)`` for our own solver."""
         recipe = self.recipe
         if recipe is None:
-            return self.solver, None
+            return None, None
         if kwargs.get("s_churn", 0.0) or kwargs.get("variance_noise") is not None:
             raise ValueError("step(s_churn > 0 / variance_noise=...) is not reproduced by "
                              "timestepper's Scheduler")
@@ -446,7 +477,7 @@ class Scheduler:
         keep = None
         if recipe.keeps_model_noise and not kwargs.get("use_clipped_model_output", False):
             keep = float(opts.get("eta", 0.0))
-        return _check_solver(recipe.solver, opts), keep
+        return opts, keep
 
     def _transform(self) -> Any:
         recipe = self.recipe
@@ -513,6 +544,8 @@ def _saved(cfg: dict[str, Any], solver: Any, grid: Any,
     cfg["_class_name"] = ours.get("ts_scheduler_class")
     options = dict(options)
     options.pop("return_unused_kwargs", None)
+    if solver is None and ours.get("ts_solver") is None:
+        options.setdefault("mid_schedule", ours.get("ts_mid_schedule") or "diffusers")
     if solver is None and ours.get("ts_solver") is not None:
         solver = ours["ts_solver"]
         options.setdefault("solver_options", ours.get("ts_solver_options") or {})
