@@ -186,6 +186,30 @@ def test_restart_is_the_method_on_the_remaining_grid():
         Scheduler.from_config(ref, mid_schedule="fresh")
 
 
+ZERO_SNR = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", **SD}
+ZERO_SNR_CLASSES = ["DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler",
+                    "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
+                    "UniPCMultistepScheduler"]
+
+
+@pytest.mark.parametrize("begin", [None, 4])
+@pytest.mark.parametrize("name", ZERO_SNR_CLASSES)
+def test_zero_terminal_snr(name, begin):
+    """``rescale_betas_zero_snr`` (Lin et al. 2024) with trailing spacing and v-prediction: the
+    first step starts at pure noise (``alphas_cumprod = 0``; ``2**-24`` in the sigma classes)."""
+    ref, ours, model = _pair(name, {**ZERO_SNR, "clip_sample": False}
+                             if name.startswith("DD") else ZERO_SNR, "v_prediction")
+    assert rel_err(run(ours, model, 10, begin=begin), run(ref, model, 10, begin=begin)) <= 1e-5
+
+
+def test_zero_terminal_snr_with_noise_prediction_at_pure_noise_raises():
+    ours = Scheduler.from_config(diffusers.DDIMScheduler(**ZERO_SNR))
+    with pytest.raises(ValueError, match="no data estimate there"):
+        ours.set_timesteps(10)
+    ours = Scheduler.from_config(diffusers.DDIMScheduler(**{**ZERO_SNR, **LEADING}))
+    ours.set_timesteps(10)  # leading spacing never reaches the last training step
+
+
 def test_timestep_off_the_grid_raises():
     ours = Scheduler.from_config(diffusers.EulerDiscreteScheduler())
     ours.set_timesteps(10)
@@ -207,8 +231,6 @@ def test_unreproduced_options_and_classes_raise():
         Scheduler.from_config(diffusers.KDPM2DiscreteScheduler())
     with pytest.raises(ValueError, match="_class_name"):
         Scheduler.from_config({"num_train_timesteps": 1000})
-    with pytest.raises(ValueError, match="rescale_betas_zero_snr"):
-        Scheduler.from_config(diffusers.DDIMScheduler(rescale_betas_zero_snr=True))
     sched = Scheduler.from_config(diffusers.EulerDiscreteScheduler())
     sched.set_timesteps(4)
     t = sched.timesteps[0]

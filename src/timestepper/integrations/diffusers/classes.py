@@ -83,18 +83,41 @@ def _post(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"clip": None if thr else clip, "threshold": thr}
 
 
+def _pure_noise_guard(cfg: dict[str, Any], name: str, build: PlanBuilder) -> PlanBuilder:
+    """DDPM/DDIM with ``rescale_betas_zero_snr`` (``alphas_cumprod = 0`` at the last training
+    step) and a noise-predicting model: a grid through that step asks for ``x0`` from ``eps`` at
+    ``alpha = 0``, where diffusers divides by zero (NaN); refused rather than made up."""
+    T = int(cfg.get("num_train_timesteps", 1000))
+    if not cfg.get("rescale_betas_zero_snr") or cfg.get("prediction_type", "epsilon") != "epsilon":
+        return build
+
+    def plan(n: int, ts: Any = None, **kw: Any) -> plans.Plan:
+        p = build(n, ts, **kw)
+        if bool((p.timesteps == T - 1).any()):
+            raise ValueError(
+                f"{name}: rescale_betas_zero_snr=True with prediction_type='epsilon' on a grid "
+                f"through timestep {T - 1} (alpha = 0): the noise prediction gives no data "
+                "estimate there (diffusers returns NaN); use prediction_type='v_prediction', "
+                "as zero-terminal-SNR models are trained, or timestep_spacing='leading'")
+        return p
+
+    return plan
+
+
 def _ddpm(cfg: dict[str, Any]) -> Recipe:
     refuse_options(cfg, "DDPMScheduler", {}, {"variance_type": ("fixed_small", "fixed_small_log")})
     sch = schedule_from_config(cfg)
-    return Recipe("DDPMScheduler", "ddim", {"eta": 1.0},
-                  lambda n, ts=None, **_: plans.discrete_plan(cfg, sch, n, "DDPMScheduler", ts),
+    return Recipe("DDPMScheduler", "ddim", {"eta": 1.0}, _pure_noise_guard(
+        cfg, "DDPMScheduler",
+        lambda n, ts=None, **_: plans.discrete_plan(cfg, sch, n, "DDPMScheduler", ts)),
                   sch, **_post(cfg))
 
 
 def _ddim(cfg: dict[str, Any]) -> Recipe:
     sch = schedule_from_config(cfg)
-    return Recipe("DDIMScheduler", "ddim", {"eta": 0.0},
-                  lambda n, ts=None, **_: plans.discrete_plan(cfg, sch, n, "DDIMScheduler", ts),
+    return Recipe("DDIMScheduler", "ddim", {"eta": 0.0}, _pure_noise_guard(
+        cfg, "DDIMScheduler",
+        lambda n, ts=None, **_: plans.discrete_plan(cfg, sch, n, "DDIMScheduler", ts)),
                   sch, keeps_model_noise=True, step_options={"eta": "eta"}, **_post(cfg))
 
 
