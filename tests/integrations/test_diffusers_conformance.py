@@ -55,7 +55,11 @@ CASES = [
     ("UniPCMultistepScheduler", {"solver_order": 3, **LEADING, **SD}),
     ("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
     ("UniPCMultistepScheduler", {"disable_corrector": [0, 2]}),
+    ("EulerDiscreteScheduler", {"use_beta_sigmas": True, **SD}),
+    ("DPMSolverMultistepScheduler", {"use_lu_lambdas": True, **SD}),
+    ("UniPCMultistepScheduler", {"use_beta_sigmas": True}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+    ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0, "use_beta_sigmas": True}),
     ("FlowMatchEulerDiscreteScheduler", {}),
     # multi-evaluation steps through the order-2 protocol (timesteps t0, t1, t1, t2, t2, ...)
     ("HeunDiscreteScheduler", {}),
@@ -223,8 +227,6 @@ def test_unreproduced_options_and_classes_raise():
     with pytest.raises(ValueError, match="solver_order=3 is not reproduced"):
         Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
             algorithm_type="sde-dpmsolver++", solver_order=3))
-    with pytest.raises(ValueError, match="use_lu_lambdas=True"):
-        Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(use_lu_lambdas=True))
     with pytest.raises(ValueError, match="variance_type='fixed_large'"):
         Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large"))
     with pytest.raises(ValueError, match="'KDPM2DiscreteScheduler' is not reproduced"):
@@ -302,11 +304,6 @@ def test_custom_timesteps(name):
     ours = Scheduler.from_config(ref)
     assert rel_err(run(ours, model, None, set_kwargs=kw), x_ref) <= 1e-5
     torch.testing.assert_close(ours.timesteps.double(), ref.timesteps.double(), rtol=0, atol=0)
-
-
-def test_beta_sigmas_are_refused():
-    with pytest.raises(ValueError, match="use_beta_sigmas"):
-        Scheduler.from_config(diffusers.EulerDiscreteScheduler(use_beta_sigmas=True)).set_timesteps(4)
 
 
 def test_euler_continuous_timesteps_for_v_prediction():

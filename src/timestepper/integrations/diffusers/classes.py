@@ -70,7 +70,7 @@ class Recipe:
 
 
 PRK_STEPS, PRK_ENTRIES = 3, 12  # PNDM's Runge-Kutta warm-up: 3 steps, 12 timesteps
-_BETA_SIGMAS = {"use_beta_sigmas": False}
+_BETA_SIGMAS: dict[str, Any] = {}  # use_beta_sigmas is reproduced (plans._converted)
 _NO_SHIFT = {"use_dynamic_shifting": False, "use_flow_sigmas": False}
 
 
@@ -185,8 +185,8 @@ def _dpm_solver(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def _multistep(name: str) -> Callable[[dict[str, Any]], Recipe]:
     def build(cfg: dict[str, Any]) -> Recipe:
-        fixed: dict[str, Any] = {**_BETA_SIGMAS, **_NO_SHIFT, "use_lu_lambdas": False,
-                 "lambda_min_clipped": -float("inf"), "shift_terminal": None}
+        fixed: dict[str, Any] = {**_BETA_SIGMAS, **_NO_SHIFT,
+                                 "lambda_min_clipped": -float("inf"), "shift_terminal": None}
         allowed: dict[str, tuple[Any, ...]] = {"variance_type": (None, "learned_range")}
         if name == "DPMSolverMultistepScheduler":
             solver, opts = _dpm_solver(cfg)

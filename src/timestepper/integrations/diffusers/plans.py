@@ -98,20 +98,25 @@ def discrete_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_na
     return Plan(torch.as_tensor(ts.astype(np.int64)), start, end, None, "vp", 1.0)
 
 
+CONVERSIONS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+
+
 def _converted(cfg: dict[str, Any], s: np.ndarray, n: int, train: np.ndarray,
                bounds_from_train: bool) -> tuple[np.ndarray, bool]:
-    """Karras / exponential sigmas when the config asks (``bounds_from_train``: span the
-    training sigmas, as the multistep family does; else the given list's ends)."""
-    if cfg.get("use_beta_sigmas"):
-        raise ValueError("use_beta_sigmas=True is not reproduced by timestepper's Scheduler")
-    if not (cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas")):
+    """Karras / exponential / beta sigmas, or DPM-Solver's uniform log-SNR ``use_lu_lambdas``,
+    when the config asks (``bounds_from_train``: span the training sigmas, as the multistep
+    family does; else the given list's ends; ``sigma_min``/``sigma_max`` of the config win)."""
+    kind = next((k for k in CONVERSIONS if cfg.get(k)), None)
+    if kind is None:
         return s, False
     hi, lo = (float(train[-1]), float(train[0])) if bounds_from_train else (float(s[0]), float(s[-1]))
+    if kind == "use_lu_lambdas":  # uniform in log sigma over the training range, no overrides
+        return sp.exponential_sigmas(hi, lo, n), True
     hi = float(cfg["sigma_max"]) if cfg.get("sigma_max") is not None else hi
     lo = float(cfg["sigma_min"]) if cfg.get("sigma_min") is not None else lo
-    if cfg.get("use_karras_sigmas"):
-        return sp.karras_sigmas(hi, lo, n), True
-    return sp.exponential_sigmas(hi, lo, n), True
+    convert = {"use_karras_sigmas": sp.karras_sigmas, "use_exponential_sigmas": sp.exponential_sigmas,
+               "use_beta_sigmas": sp.beta_sigmas}[kind]
+    return convert(hi, lo, n), True
 
 
 def _final_sigma(cfg: dict[str, Any], train: np.ndarray, default: str) -> float:
@@ -176,7 +181,8 @@ def multistep_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_n
     s, converted = _converted(cfg, s, n, train, bounds_from_train=True)
     if converted:
         ts = sp.timestep_of_sigma(s, train)
-        if cfg.get("use_karras_sigmas") and cfg.get("beta_schedule") != "squaredcos_cap_v2":
+        rounded = cfg.get("use_karras_sigmas") or cfg.get("use_lu_lambdas")
+        if rounded and cfg.get("beta_schedule") != "squaredcos_cap_v2":
             ts = ts.round()
     default_final = "sigma_min" if class_name == "DEISMultistepScheduler" else "zero"
     last = _final_sigma(cfg, train, default_final)
