@@ -66,6 +66,9 @@ CASES = [
     ("HeunDiscreteScheduler", {**LEADING, **SD}),
     ("HeunDiscreteScheduler", {"use_karras_sigmas": True}),
     ("DPMSolverSinglestepScheduler", {}),
+    ("KDPM2DiscreteScheduler", {}),
+    ("KDPM2DiscreteScheduler", {**LEADING, **SD}),
+    ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
     ("DPMSolverSinglestepScheduler", {"solver_order": 3}),
     ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min",
                                       "solver_order": 3}),
@@ -229,8 +232,8 @@ def test_unreproduced_options_and_classes_raise():
             algorithm_type="sde-dpmsolver++", solver_order=3))
     with pytest.raises(ValueError, match="variance_type='fixed_large'"):
         Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large"))
-    with pytest.raises(ValueError, match="'KDPM2DiscreteScheduler' is not reproduced"):
-        Scheduler.from_config(diffusers.KDPM2DiscreteScheduler())
+    with pytest.raises(ValueError, match="'KDPM2AncestralDiscreteScheduler' is not reproduced"):
+        Scheduler.from_config(diffusers.KDPM2AncestralDiscreteScheduler())
     with pytest.raises(ValueError, match="_class_name"):
         Scheduler.from_config({"num_train_timesteps": 1000})
     sched = Scheduler.from_config(diffusers.EulerDiscreteScheduler())

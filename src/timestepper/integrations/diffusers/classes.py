@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
 from ...solvers.dpm_solver import singlestep_orders
@@ -132,6 +133,24 @@ def _k(name: str, solver: str, options: dict[str, Any], fixed: dict[str, Any],  
                       lambda n, ts=None, sigmas=None, **_: plans.k_plan(cfg, sch, n, train, ts, sigmas), sch,
                       step_options=dict(step_options or {}), mid_segments=mid_segments)
     return build
+
+
+def _kdpm2(cfg: dict[str, Any]) -> Recipe:
+    """KDPM2 (k-diffusion's ``sample_dpm_2``, Karras et al. 2022's DPM-Solver-2 variant): our
+    ``dpm-2``; the midpoint's timestep is the class's (linear in ``log sigma``) and its
+    ``sigmas`` attribute lists every grid sigma twice (``s0, s1, s1, ..., 0, 0``)."""
+    recipe = _k("KDPM2DiscreteScheduler", "dpm-2", {}, {})(cfg)
+    base = recipe.plan
+
+    def plan(*args: Any, **kw: Any) -> plans.Plan:
+        p = base(*args, **kw)
+        s = p.sigmas
+        assert s is not None
+        p.exposed_sigmas = torch.cat([s[:1], s[1:].repeat_interleave(2), s[-1:]])
+        return p
+
+    recipe.plan = plan
+    return recipe
 
 
 def _full_table(n: int, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
@@ -298,6 +317,7 @@ CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
     "FlowMatchEulerDiscreteScheduler": _flow("FlowMatchEulerDiscreteScheduler", "euler"),
     "HeunDiscreteScheduler": _k("HeunDiscreteScheduler", "heun", {}, {"clip_sample": False}),
     "PNDMScheduler": _pndm,
+    "KDPM2DiscreteScheduler": _kdpm2,
     "DPMSolverSinglestepScheduler": _singlestep,
 }
 

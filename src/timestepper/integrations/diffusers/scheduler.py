@@ -246,7 +246,7 @@ class Scheduler:
         self.layout = self._layout(plan)
         self._scales = self._state_scales(plan, self.layout)
         self.timesteps = self.layout.timesteps.to(device)
-        self.sigmas = self.layout.sigmas
+        self.sigmas = plan.exposed_sigmas if plan.exposed_sigmas is not None else self.layout.sigmas
         self.order = self.layout.order
         if self.recipe is not None and self.recipe.order is not None:
             self.order = self.recipe.order  # the class's declared order (what pipelines slice by)
@@ -317,7 +317,9 @@ class Scheduler:
         evaluation; the second of repeated ones, as diffusers)."""
         lay = self._require_layout()
         t = float(torch.as_tensor(timestep).reshape(-1)[0])
-        hits = torch.nonzero(lay.timesteps.cpu().to(torch.float64) == t).flatten().tolist()
+        listed = lay.timesteps.cpu().to(torch.float64)
+        # float32 timesteps of another computation of the same rule may differ in the last bit
+        hits = torch.nonzero((listed - t).abs() <= 1e-6 * max(1.0, abs(t))).flatten().tolist()
         if not hits:
             near = lay.timesteps.tolist()
             raise ValueError(
