@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import timestepper as ts
 from tests.integrations._diffusers_harness import data, gmm_model, noise, rel_err, run
 from timestepper.integrations.diffusers import Scheduler
 
@@ -61,6 +62,8 @@ CASES = [
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0, "use_beta_sigmas": True}),
     ("FlowMatchEulerDiscreteScheduler", {}),
+    ("FlowMatchHeunDiscreteScheduler", {}),  # Heun in x itself, from pure noise (s = 1)
+    ("FlowMatchHeunDiscreteScheduler", {"shift": 3.0}),
     # multi-evaluation steps through the order-2 protocol (timesteps t0, t1, t1, t2, t2, ...)
     ("HeunDiscreteScheduler", {}),
     ("HeunDiscreteScheduler", {**LEADING, **SD}),
@@ -292,8 +295,6 @@ def test_pndm_options_still_refused():
         Scheduler.from_config(diffusers.PNDMScheduler(steps_offset=1)).set_timesteps(9)
     with pytest.raises(ValueError, match="prediction_type='v_prediction'"):
         Scheduler.from_config(diffusers.PNDMScheduler(prediction_type="v_prediction"))
-    with pytest.raises(ValueError, match="FlowMatchHeunDiscreteScheduler"):
-        Scheduler.from_config(diffusers.FlowMatchHeunDiscreteScheduler())
 
 
 @pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "DDPMScheduler",
@@ -317,3 +318,11 @@ def test_euler_continuous_timesteps_for_v_prediction():
     ours.set_timesteps(7)
     torch.testing.assert_close(ours.timesteps, ref.timesteps, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ours.sigmas, ref.sigmas, rtol=1e-6, atol=0)
+
+
+def test_flow_heun_needs_a_rectified_flow():
+    from timestepper.integrations.diffusers.flow_heun import FlowHeun
+
+    ours = Scheduler(ts.VPDiscreteSchedule.from_betas(), "epsilon", FlowHeun())
+    with pytest.raises(ValueError, match="flow-heun steps the state of a RectifiedFlowSchedule"):
+        ours.set_timesteps(4)

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...core.solver import Solver
 from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
 from ...solvers.dpm_solver import singlestep_orders
 from . import plans
 from .config import refuse_options, schedule_from_config
+from .flow_heun import FlowHeun
 from .pndm_counter import PndmCounterLoop
 from .spacing import train_sigmas
 
@@ -32,7 +34,7 @@ class Recipe:
 
     Attributes:
         class_name: the diffusers class.
-        solver: registry name of the solver.
+        solver: registry name of the solver (or the instance of a class-specific one).
         options: solver options fixed by the config.
         plan: ``plan(n, custom_timesteps, sigmas, mu) -> Plan``.
         schedule: our noise schedule of the config.
@@ -56,7 +58,7 @@ class Recipe:
     """
 
     class_name: str
-    solver: str
+    solver: str | Solver
     options: dict[str, Any]
     plan: PlanBuilder
     schedule: NoiseSchedule
@@ -287,11 +289,11 @@ def _pndm(cfg: dict[str, Any]) -> Recipe:
                   mid_loop=mid_loop)
 
 
-def _flow(name: str, solver: str) -> Callable[[dict[str, Any]], Recipe]:
+def _flow(name: str, solver: str | Solver) -> Callable[[dict[str, Any]], Recipe]:
     return lambda cfg: _flow_recipe(cfg, name, solver)
 
 
-def _flow_recipe(cfg: dict[str, Any], name: str, solver: str) -> Recipe:
+def _flow_recipe(cfg: dict[str, Any], name: str, solver: str | Solver) -> Recipe:
     refuse_options(cfg, name,
                    {**_BETA_SIGMAS, "invert_sigmas": False, "shift_terminal": None,
                     "stochastic_sampling": False})
@@ -315,6 +317,7 @@ CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
     "DEISMultistepScheduler": _multistep("DEISMultistepScheduler"),
     "UniPCMultistepScheduler": _multistep("UniPCMultistepScheduler"),
     "FlowMatchEulerDiscreteScheduler": _flow("FlowMatchEulerDiscreteScheduler", "euler"),
+    "FlowMatchHeunDiscreteScheduler": _flow("FlowMatchHeunDiscreteScheduler", FlowHeun()),
     "HeunDiscreteScheduler": _k("HeunDiscreteScheduler", "heun", {}, {"clip_sample": False}),
     "PNDMScheduler": _pndm,
     "KDPM2DiscreteScheduler": _kdpm2,

@@ -58,7 +58,8 @@ def expanded(plan: Plan, per_step: list[list[float]], schedule: NoiseSchedule,
     sigmas = None
     if plan.sigmas is not None:
         a, s = schedule.alpha_sigma(times)
-        sigmas = torch.cat([(s / a).to(torch.float32), plan.sigmas[-1:]])
+        level = times if plan.space == "flow" else s / a  # a flow's sigma is its time
+        sigmas = torch.cat([level.to(torch.float32), plan.sigmas[-1:]])
     return Layout(step, sub, times, exposed, sigmas, max(len(t) for t in per_step))
 
 

@@ -435,7 +435,7 @@ class Scheduler:
         run.multi_evaluation = self._require_layout().order > 1
         return run
 
-    def _solver_name(self) -> str:
+    def _solver_name(self) -> str | Solver:
         assert self.recipe is not None
         return self.recipe.solver
 
