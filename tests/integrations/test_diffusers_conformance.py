@@ -48,6 +48,7 @@ CASES = [
     ("DPMSolverMultistepScheduler", {"lower_order_final": False, "final_sigmas_type": "sigma_min"}),
     ("DPMSolverMultistepScheduler", {"euler_at_final": True, "use_exponential_sigmas": True}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),  # same noise draws
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 1}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun",
                                      **LEADING, **SD}),
     ("DEISMultistepScheduler", {}),
@@ -230,7 +231,8 @@ def test_timestep_off_the_grid_raises():
 
 
 def test_unreproduced_options_and_classes_raise():
-    with pytest.raises(ValueError, match="solver_order=3 is not reproduced"):
+    with pytest.raises(ValueError, match="solver_order=3 is not reproduced: diffusers weights the "
+                                         "second difference"):
         Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
             algorithm_type="sde-dpmsolver++", solver_order=3))
     with pytest.raises(ValueError, match="variance_type='fixed_large'"):

@@ -194,10 +194,16 @@ def _dpm_solver(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return "ddim", {}  # the first-order DPM-Solver(++) step is DDIM's
     opts: dict[str, Any] = {"solver_type": cfg.get("solver_type", "midpoint")}
     if algo == "sde-dpmsolver++":
-        if order != 2:
-            raise ValueError("DPMSolverMultistepScheduler: algorithm_type='sde-dpmsolver++' with "
-                             f"solver_order={order} is not reproduced by timestepper's Scheduler "
-                             "(solver_order=2 is)")
+        if order == 1:  # the first-order SDE-DPM-Solver++ step is DDIM's with eta = 1 (DDPM's)
+            return "ddim", {"eta": 1.0}
+        if order == 3:
+            raise ValueError(
+                "DPMSolverMultistepScheduler: algorithm_type='sde-dpmsolver++' with solver_order=3 "
+                "is not reproduced: diffusers weights the second difference D2 by "
+                "alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 0.5) = alpha_t (-1 + h/3 + ...), an O(1) "
+                "weight where the SDE-DPM-Solver++ (and k-diffusion's 3M SDE) has "
+                "-alpha_t (phi_2 / 2h - 0.5) = alpha_t (h/3 + ...). Use solver_order=2 (reproduced), "
+                "or Scheduler.from_config(config, solver='sde-dpmpp-3m') for the method")
         return "sde-dpmpp-2m", opts
     if order == 3:
         opts["third_order_weight"] = "published"
