@@ -24,6 +24,7 @@ CASES = [
     ("DDPMScheduler", {}),  # clip_sample=True by default: the mixture's data reach |x| = 2
     ("DDPMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}),
     ("DDPMScheduler", {"thresholding": True, "sample_max_value": 1.5}),
+    ("DDPMScheduler", {"variance_type": "fixed_large"}),  # noise sqrt(beta_t): a scale per step
     ("DDIMScheduler", {}),
     ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False, **LEADING, **SD}),
     ("DDIMScheduler", {"timestep_spacing": "trailing"}),
@@ -235,8 +236,11 @@ def test_unreproduced_options_and_classes_raise():
                                          "second difference"):
         Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
             algorithm_type="sde-dpmsolver++", solver_order=3))
-    with pytest.raises(ValueError, match="variance_type='fixed_large'"):
-        Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large"))
+    with pytest.raises(ValueError, match="square root of log"):
+        Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large_log"))
+    with pytest.raises(ValueError, match="adds noise of variance beta_t on its last step"):
+        Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large",
+                                                      steps_offset=1)).set_timesteps(10)
     with pytest.raises(ValueError, match="'KDPM2AncestralDiscreteScheduler' is not reproduced"):
         Scheduler.from_config(diffusers.KDPM2AncestralDiscreteScheduler())
     with pytest.raises(ValueError, match="_class_name"):

@@ -53,6 +53,8 @@ class Recipe:
             ``(table_start, loop_start, options)`` (:class:`.stepping.Segment`) with which the
             class runs a loop that starts at step ``first`` of ``n`` (``None``: our solver started
             afresh there, which is what the class does).
+        segments: ``segments(plan, first, options)``: solver runs as ``mid_segments`` for every
+            loop (DDPM's ``fixed_large`` variance: a noise scale per step), or ``None``.
         mid_loop: ``mid_loop(timesteps)`` builds the class's own loop for a loop that does not
             start at ``timesteps[0]`` (PNDM's call counter, :mod:`.pndm_counter`), or ``None``.
     """
@@ -69,6 +71,7 @@ class Recipe:
     step_options: dict[str, Any] = field(default_factory=dict)
     order: int | None = None
     mid_segments: MidSegments | None = None
+    segments: Callable[[plans.Plan, int, dict[str, Any]], list[tuple[int, int, dict[str, Any]]]] | None = None
     mid_loop: Callable[[Any], PndmCounterLoop] | None = None
 
 
@@ -108,12 +111,44 @@ def _pure_noise_guard(cfg: dict[str, Any], name: str, build: PlanBuilder) -> Pla
 
 
 def _ddpm(cfg: dict[str, Any]) -> Recipe:
-    refuse_options(cfg, "DDPMScheduler", {}, {"variance_type": ("fixed_small", "fixed_small_log")})
+    if cfg.get("variance_type") == "fixed_large_log":
+        raise ValueError(
+            "DDPMScheduler: variance_type='fixed_large_log' is not reproduced: diffusers 0.42 "
+            "scales the noise by the square root of log(beta_t) < 0, so every sample is NaN; "
+            "use 'fixed_large' (reproduced) or 'fixed_small'")
+    refuse_options(cfg, "DDPMScheduler", {}, {"variance_type": ("fixed_small", "fixed_small_log",
+                                                                 "fixed_large")})
     sch = schedule_from_config(cfg)
-    return Recipe("DDPMScheduler", "ddim", {"eta": 1.0}, _pure_noise_guard(
-        cfg, "DDPMScheduler",
-        lambda n, ts=None, **_: plans.discrete_plan(cfg, sch, n, "DDPMScheduler", ts)),
-                  sch, **_post(cfg))
+    large = cfg.get("variance_type") == "fixed_large"
+
+    def plan(n: int, ts: Any = None, **_: Any) -> plans.Plan:
+        p = plans.discrete_plan(cfg, sch, n, "DDPMScheduler", ts)
+        if large and float(p.timesteps[-1]) > 0:
+            raise ValueError(
+                "DDPMScheduler with variance_type='fixed_large' ending at timestep "
+                f"{int(p.timesteps[-1])} > 0 adds noise of variance beta_t on its last step (to "
+                "alpha = 1), which no sampler step does; reproduced when the last timestep is 0 "
+                "(steps_offset=0 with leading or linspace spacing)")
+        return p
+
+    return Recipe("DDPMScheduler", "ddim", {"eta": 1.0},
+                  _pure_noise_guard(cfg, "DDPMScheduler", plan), sch,
+                  segments=_large_variance_segments(sch) if large else None, **_post(cfg))
+
+
+def _large_variance_segments(sch: NoiseSchedule) -> Callable[..., list[tuple[int, int, dict[str, Any]]]]:
+    """DDPM's ``fixed_large`` variance (Ho et al. 2020, Section 3.2: ``sigma_t^2 = beta_t``, the
+    upper bound, where ``fixed_small`` is the posterior's ``beta~_t``): the ancestral step with
+    its noise scaled by ``sqrt(beta_t / beta~_t) = sqrt((1 - abar_t) / (1 - abar_prev))``, one
+    segment per step."""
+
+    def segments(plan: plans.Plan, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
+        a0 = sch.alpha(plan.start) ** 2
+        a1 = torch.where(plan.end == sch.t_data, torch.ones_like(a0), sch.alpha(plan.end) ** 2)
+        scale = torch.where(a1 < 1, ((1 - a0) / (1 - a1).clamp(min=1e-300)).sqrt(), torch.ones_like(a0))
+        return [(i, i, {**opts, "s_noise": float(scale[i])}) for i in range(first, len(plan.start))]
+
+    return segments
 
 
 def _ddim(cfg: dict[str, Any]) -> Recipe:

@@ -421,19 +421,29 @@ class Scheduler:
         plan = self._require_plan()
         opts, keep = self._loop_options(kwargs, first)
         solver = self.solver if opts is None else _check_solver(self._solver_name(), opts)
-        segments = None
-        recipe = self.recipe
-        if (first > 0 and opts is not None and recipe is not None
-                and recipe.mid_segments is not None and self.mid_schedule == "diffusers"):
-            segments = [Segment(a, b, _check_solver(self._solver_name(), o))
-                        for a, b, o in recipe.mid_segments(len(plan.timesteps), first, opts)]
-        else:
+        runs = self._class_runs(first, opts)
+        segments = None if runs is None else [
+            Segment(a, b, _check_solver(self._solver_name(), o)) for a, b, o in runs]
+        if runs is None or first > 0 and self.recipe is not None and self.recipe.segments is not None:
             self._check_mid_start(solver, first)
         transform = self._transform()
         run = LoopRun(solver, self.schedule, self.prediction, plan.start, plan.end, first, x,
                       generator, transform, keep if transform is not None else None, segments)
         run.multi_evaluation = self._require_layout().order > 1
         return run
+
+    def _class_runs(self, first: int,
+                    opts: dict[str, Any] | None) -> list[tuple[int, int, dict[str, Any]]] | None:
+        """The solver runs (:class:`Segment` arguments) of the reproduced class's loop from step
+        ``first``, or ``None`` for one run of the solver from there."""
+        recipe, plan = self.recipe, self._require_plan()
+        if recipe is None or opts is None:
+            return None
+        if recipe.segments is not None:
+            return recipe.segments(plan, first, opts)
+        if first > 0 and recipe.mid_segments is not None and self.mid_schedule == "diffusers":
+            return recipe.mid_segments(len(plan.timesteps), first, opts)
+        return None
 
     def _solver_name(self) -> str | Solver:
         assert self.recipe is not None

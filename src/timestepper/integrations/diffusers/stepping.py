@@ -126,12 +126,13 @@ X0Transform = Callable[[Tensor], Tensor]
 
 @dataclass
 class Segment:
-    """A run of ``solver`` from step ``loop_start`` on (up to the next segment), on the table it
-    builds for the grid from step ``table_start <= loop_start`` (rows before ``loop_start``
-    unused), with the fresh state of that table. One segment ``(first, first)`` is the solver
+    """A run of ``solver`` from step ``loop_start`` up to the next segment, on the table it
+    builds for the grid from step ``table_start <= loop_start`` to there (rows before
+    ``loop_start`` unused), with the fresh state of that table. One segment ``(first, first)`` is the solver
     started at the loop's first step; diffusers' classes started mid-schedule keep the full
     schedule's table (LMS: ``(0, first)``) or its grouping (singlestep: a partial group, then
-    the full schedule's groups)."""
+    the full schedule's groups); DDPM's ``fixed_large`` variance is one segment per step, each
+    with its own noise scale."""
 
     table_start: int
     loop_start: int
@@ -189,7 +190,7 @@ class LoopRun:
             rows: list[Any] = []
             stops = [seg.loop_start for seg in self.segments[1:]] + [self.start.numel()]
             for seg, stop in zip(self.segments, stops):
-                times = torch.cat([self.start[seg.table_start:], self.end[-1:]])
+                times = torch.cat([self.start[seg.table_start:stop], self.end[stop - 1:stop]])
                 grid = SamplingGrid.from_times(self.schedule, times)
                 state, table = seg.solver.init(self.term, grid, x)
                 self.fresh[seg.loop_start] = state
