@@ -48,6 +48,8 @@ CASES = [
     ("DPMSolverMultistepScheduler", {"solver_type": "heun", "thresholding": True}),
     ("DPMSolverMultistepScheduler", {"lower_order_final": False, "final_sigmas_type": "sigma_min"}),
     ("DPMSolverMultistepScheduler", {"euler_at_final": True, "use_exponential_sigmas": True}),
+    ("DPMSolverMultistepScheduler", {"euler_at_final": True, "final_sigmas_type": "sigma_min",
+                                     "solver_order": 3}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),  # same noise draws
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 1}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun",
@@ -236,6 +238,13 @@ def test_unreproduced_options_and_classes_raise():
                                          "second difference"):
         Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
             algorithm_type="sde-dpmsolver++", solver_order=3))
+    with pytest.raises(ValueError, match="returns inf"):
+        Scheduler.from_config(diffusers.UniPCMultistepScheduler(lower_order_final=False))
+    euler_final = Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
+        euler_at_final=True, final_sigmas_type="sigma_min"))
+    euler_final.set_timesteps(20)
+    with pytest.raises(ValueError, match="lowers only the last step to first order"):
+        euler_final.step(torch.zeros(1, 2), euler_final.timesteps[0], torch.zeros(1, 2))
     with pytest.raises(ValueError, match="square root of log"):
         Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large_log"))
     with pytest.raises(ValueError, match="adds noise of variance beta_t on its last step"):

@@ -75,6 +75,7 @@ class Recipe:
     mid_loop: Callable[[Any], PndmCounterLoop] | None = None
 
 
+LOWER_ORDER_BELOW = 15  # diffusers' multistep lower_order_final acts below 15 steps
 PRK_STEPS, PRK_ENTRIES = 3, 12  # PNDM's Runge-Kutta warm-up: 3 steps, 12 timesteps
 _BETA_SIGMAS: dict[str, Any] = {}  # use_beta_sigmas is reproduced (plans._converted)
 _NO_SHIFT = {"use_dynamic_shifting": False, "use_flow_sigmas": False}
@@ -252,14 +253,17 @@ def _multistep(name: str) -> Callable[[dict[str, Any]], Recipe]:
         allowed: dict[str, tuple[Any, ...]] = {"variance_type": (None, "learned_range")}
         if name == "DPMSolverMultistepScheduler":
             solver, opts = _dpm_solver(cfg)
-            if cfg.get("euler_at_final") and cfg.get("final_sigmas_type", "zero") != "zero":
-                raise ValueError(f"{name}: euler_at_final=True with final_sigmas_type="
-                                 f"{cfg.get('final_sigmas_type')!r} is not reproduced")
         elif name == "DEISMultistepScheduler":
             fixed.update(algorithm_type="deis", solver_type="logrho")
             solver, opts = "deis", {"order": int(cfg.get("solver_order", 2))}
         else:  # UniPC
             fixed.update(predict_x0=True, solver_p=None)
+            if (cfg.get("lower_order_final") is False and int(cfg.get("solver_order", 2)) > 1
+                    and cfg.get("final_sigmas_type", "zero") == "zero"):
+                raise ValueError(
+                    f"{name}: lower_order_final=False with final_sigmas_type='zero' is not "
+                    "reproduced: diffusers' higher-order UniPC step to sigma = 0 (h = inf) returns "
+                    "inf; use lower_order_final=True (the default) or final_sigmas_type='sigma_min'")
             kind = cfg.get("solver_type", "bh2")
             allowed["solver_type"] = ("bh1", "bh2")
             solver = f"unipc-{kind}"
@@ -283,7 +287,28 @@ def _lower_order_rule(cfg: dict[str, Any], name: str) -> Callable[[int, int], bo
     if name == "DPMSolverSinglestepScheduler":
         order, zero = int(cfg.get("solver_order", 2)), cfg.get("final_sigmas_type", "zero") == "zero"
         return lambda n, n_loop: flag or n % order != 0 or n_loop % order != 0 or zero
-    return lambda n, n_loop: flag and n < 15
+    if cfg.get("euler_at_final") and cfg.get("final_sigmas_type", "zero") != "zero":
+        return _euler_at_final_rule(flag, int(cfg.get("solver_order", 2)))
+    return lambda n, n_loop: flag and n < LOWER_ORDER_BELOW
+
+
+def _euler_at_final_rule(flag: bool, order: int) -> Callable[[int, int], bool]:
+    """DPM-Solver multistep's ``euler_at_final`` before a final sigma > 0: the last step is first
+    order; the one before is lowered only by ``lower_order_final`` (below 15 steps). Our
+    ``lower_order_final`` lowers both, below 15 steps: the same at order 2, and at order 3 when
+    the flag holds."""
+
+    def rule(n: int, n_loop: int) -> bool:
+        if n >= LOWER_ORDER_BELOW or (order == 3 and not flag):
+            raise ValueError(
+                "DPMSolverMultistepScheduler: euler_at_final=True with final_sigmas_type="
+                f"'sigma_min' at {n} steps (solver_order={order}, lower_order_final={flag}) "
+                "lowers only the last step to first order, which our multistep solvers do below "
+                f"{LOWER_ORDER_BELOW} steps (both last steps at order 3, with lower_order_final); "
+                "use fewer steps or final_sigmas_type='zero'")
+        return True
+
+    return rule
 
 
 def _singlestep(cfg: dict[str, Any]) -> Recipe:
