@@ -474,9 +474,15 @@ class Scheduler:
         recipe = self.recipe
         if recipe is None:
             return None, None
-        if kwargs.get("s_churn", 0.0) or kwargs.get("variance_noise") is not None:
-            raise ValueError("step(s_churn > 0 / variance_noise=...) is not reproduced by "
-                             "timestepper's Scheduler")
+        if kwargs.get("s_churn", 0.0):
+            raise ValueError(
+                "step(s_churn > 0) is not reproduced: diffusers adds the churn noise after the "
+                "pipeline evaluated the model at the un-churned sample, and uses that output as if "
+                "taken at the raised sigma (Karras et al. 2022's stochastic sampler evaluates "
+                "after the noise); no sampler of ours steps that way. Use s_churn=0")
+        if kwargs.get("variance_noise") is not None:
+            raise ValueError("step(variance_noise=...) is not reproduced: our solvers draw their "
+                             "noise from the generator passed to step")
         opts = dict(recipe.options)
         for key, option in recipe.step_options.items():
             if key in kwargs:
