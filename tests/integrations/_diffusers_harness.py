@@ -8,7 +8,7 @@ import torch
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture
-from timestepper.integrations.diffusers.config import diffusers_alphas_cumprod
+from timestepper.integrations.diffusers.config import schedule_from_config
 
 GMM = GaussianMixture.random(8, 4, seed=1, full=True)
 SHAPE = (4, 2, 2, 2)
@@ -19,7 +19,7 @@ def gmm_model(cfg: dict, prediction: str, flow: bool = False):
     if flow:
         den = GMM.denoiser(ts.RectifiedFlowSchedule(), "velocity")
         return lambda x, t: den.model_fn(x, torch.as_tensor(t, dtype=torch.float64).reshape(1) / 1000)
-    schedule = ts.VPDiscreteSchedule(diffusers_alphas_cumprod(cfg).double())
+    schedule = schedule_from_config(cfg)
     den = GMM.denoiser(schedule, prediction)
     return lambda x, t: den.model_fn(x, torch.as_tensor(t, dtype=torch.float64).reshape(1))
 

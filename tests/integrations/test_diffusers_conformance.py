@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.integrations._diffusers_harness import gmm_model, noise, rel_err, run
+import timestepper as ts
+from tests.integrations._diffusers_harness import data, gmm_model, noise, rel_err, run
 from timestepper.integrations.diffusers import Scheduler
 
 diffusers = pytest.importorskip("diffusers")
@@ -23,6 +24,7 @@ CASES = [
     ("DDPMScheduler", {}),  # clip_sample=True by default: the mixture's data reach |x| = 2
     ("DDPMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}),
     ("DDPMScheduler", {"thresholding": True, "sample_max_value": 1.5}),
+    ("DDPMScheduler", {"variance_type": "fixed_large"}),  # noise sqrt(beta_t): a scale per step
     ("DDIMScheduler", {}),
     ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False, **LEADING, **SD}),
     ("DDIMScheduler", {"timestep_spacing": "trailing"}),
@@ -46,7 +48,10 @@ CASES = [
     ("DPMSolverMultistepScheduler", {"solver_type": "heun", "thresholding": True}),
     ("DPMSolverMultistepScheduler", {"lower_order_final": False, "final_sigmas_type": "sigma_min"}),
     ("DPMSolverMultistepScheduler", {"euler_at_final": True, "use_exponential_sigmas": True}),
+    ("DPMSolverMultistepScheduler", {"euler_at_final": True, "final_sigmas_type": "sigma_min",
+                                     "solver_order": 3}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),  # same noise draws
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 1}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun",
                                      **LEADING, **SD}),
     ("DEISMultistepScheduler", {}),
@@ -55,13 +60,22 @@ CASES = [
     ("UniPCMultistepScheduler", {"solver_order": 3, **LEADING, **SD}),
     ("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
     ("UniPCMultistepScheduler", {"disable_corrector": [0, 2]}),
+    ("EulerDiscreteScheduler", {"use_beta_sigmas": True, **SD}),
+    ("DPMSolverMultistepScheduler", {"use_lu_lambdas": True, **SD}),
+    ("UniPCMultistepScheduler", {"use_beta_sigmas": True}),
     ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+    ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0, "use_beta_sigmas": True}),
     ("FlowMatchEulerDiscreteScheduler", {}),
+    ("FlowMatchHeunDiscreteScheduler", {}),  # Heun in x itself, from pure noise (s = 1)
+    ("FlowMatchHeunDiscreteScheduler", {"shift": 3.0}),
     # multi-evaluation steps through the order-2 protocol (timesteps t0, t1, t1, t2, t2, ...)
     ("HeunDiscreteScheduler", {}),
     ("HeunDiscreteScheduler", {**LEADING, **SD}),
     ("HeunDiscreteScheduler", {"use_karras_sigmas": True}),
     ("DPMSolverSinglestepScheduler", {}),
+    ("KDPM2DiscreteScheduler", {}),
+    ("KDPM2DiscreteScheduler", {**LEADING, **SD}),
+    ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
     ("DPMSolverSinglestepScheduler", {"solver_order": 3}),
     ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min",
                                       "solver_order": 3}),
@@ -114,17 +128,7 @@ def test_full_loop_reproduces_the_class(case, prediction):
         ref, "scale_model_input") else x, rtol=1e-6, atol=0)
 
 
-# Left out: LMS — diffusers' LMS started mid-schedule applies the order-4 coefficient of its
-# first step to a history of one derivative (its order is min(step_index + 1, 4) with the
-# history empty); ours restarts the multistep history, see test_lms_partial_loop_restarts.
-# DPM-Solver singlestep of order 3 — diffusers keeps the full schedule's grouping of steps into
-# 3-stage groups, ours groups from the loop's start. PNDM — its warm-up at the loop's start makes
-# other evaluations than the listed timesteps: refused (test_warm_up_solvers_refuse_mid_start).
-PARTIAL = [c for c in CASES if not (
-    c[0] in ("LMSDiscreteScheduler", "PNDMScheduler")
-    or (c[0] == "DPMSolverSinglestepScheduler" and c[1].get("solver_order") == 3))]
-
-
+PARTIAL = CASES  # every class's own mid-schedule behaviour is reproduced (mid_schedule="diffusers")
 @pytest.mark.parametrize("prediction", PREDICTIONS)
 @pytest.mark.parametrize("case", PARTIAL, ids=_ids(PARTIAL))
 def test_img2img_loop_reproduces_the_class(case, prediction):
@@ -153,22 +157,71 @@ def test_partial_loop_without_set_begin_index_starts_at_the_first_timestep():
     assert rel_err(x, y) <= 1e-5
 
 
-def test_lms_partial_loop_restarts_the_history():
-    """Ours started at step 4 is the LMS method on the remaining grid (warm-up from order 1)."""
+MID_CASES = [("LMSDiscreteScheduler", {}), ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+             ("DPMSolverSinglestepScheduler", {"solver_order": 3}),
+             ("DPMSolverSinglestepScheduler", {"solver_order": 3, "lower_order_final": False,
+                                               "final_sigmas_type": "sigma_min"}),
+             ("DPMSolverSinglestepScheduler", {})]
+
+
+@pytest.mark.parametrize("case", MID_CASES, ids=_ids(MID_CASES))
+def test_mid_schedule_quirks_at_every_start(case):
+    """LMS started at step ``b`` uses the full schedule's order-``min(b + 1, 4)`` weights on a
+    history that starts empty; singlestep DPM-Solver keeps the full schedule's grouping (a
+    partial group at the start ramps up from first order). Reproduced at every start by default;
+    ``mid_schedule="restart"`` is the method started afresh, which differs."""
+    name, kwargs = case
+    ref, ours, model = _pair(name, kwargs, "epsilon")
+    restart = Scheduler.from_config(ref, mid_schedule="restart")
+    differs = 0.0
+    for begin in range(1, 10):
+        x_ref = run(ref, model, 10, begin=begin)
+        assert rel_err(run(ours, model, 10, begin=begin), x_ref) <= 1e-5, begin
+        differs = max(differs, rel_err(run(restart, model, 10, begin=begin), x_ref))
+    assert differs > 1e-3
+
+
+def test_restart_is_the_method_on_the_remaining_grid():
+    """``mid_schedule="restart"``: LMS from step 4 is LMS warmed up from order 1 on the grid
+    from there: a loop that starts at step 4 of the same scheduler after ``set_begin_index``
+    equals one driven without it (from the first timestep), and the option is saved."""
     ref = diffusers.LMSDiscreteScheduler()
     model = gmm_model(dict(ref.config), "epsilon")
-    ours = Scheduler.from_config(ref)
-    x_mid = run(ours, model, 10, begin=4)
-    ours2 = Scheduler.from_config(ref)
-    ours2.set_timesteps(10)
-    x = ours2.add_noise(
-        __import__("tests.integrations._diffusers_harness", fromlist=["data"]).data(), noise(),
-        ours2.timesteps[4:5])
-    ours2.set_begin_index(4)
-    for t in ours2.timesteps[4:]:
-        x = ours2.step(model(ours2.scale_model_input(x, t), t), t, x).prev_sample
+    restart = Scheduler.from_config(ref, mid_schedule="restart")
+    assert restart.config["ts_mid_schedule"] == "restart"
+    assert Scheduler.from_config(restart.config).mid_schedule == "restart"
+    x_mid = run(restart, model, 10, begin=4)
+    restart.set_timesteps(10)
+    x = restart.add_noise(data(), noise(), restart.timesteps[4:5])
+    for t in restart.timesteps[4:]:
+        x = restart.step(model(restart.scale_model_input(x, t), t), t, x).prev_sample
     torch.testing.assert_close(x, x_mid, rtol=0, atol=0)
-    assert rel_err(x_mid, run(diffusers.LMSDiscreteScheduler(), model, 10, begin=4)) > 1e-3
+    with pytest.raises(ValueError, match="mid_schedule must be one of"):
+        Scheduler.from_config(ref, mid_schedule="fresh")
+
+
+ZERO_SNR = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", **SD}
+ZERO_SNR_CLASSES = ["DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler",
+                    "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler",
+                    "UniPCMultistepScheduler"]
+
+
+@pytest.mark.parametrize("begin", [None, 4])
+@pytest.mark.parametrize("name", ZERO_SNR_CLASSES)
+def test_zero_terminal_snr(name, begin):
+    """``rescale_betas_zero_snr`` (Lin et al. 2024) with trailing spacing and v-prediction: the
+    first step starts at pure noise (``alphas_cumprod = 0``; ``2**-24`` in the sigma classes)."""
+    ref, ours, model = _pair(name, {**ZERO_SNR, "clip_sample": False}
+                             if name.startswith("DD") else ZERO_SNR, "v_prediction")
+    assert rel_err(run(ours, model, 10, begin=begin), run(ref, model, 10, begin=begin)) <= 1e-5
+
+
+def test_zero_terminal_snr_with_noise_prediction_at_pure_noise_raises():
+    ours = Scheduler.from_config(diffusers.DDIMScheduler(**ZERO_SNR))
+    with pytest.raises(ValueError, match="no data estimate there"):
+        ours.set_timesteps(10)
+    ours = Scheduler.from_config(diffusers.DDIMScheduler(**{**ZERO_SNR, **LEADING}))
+    ours.set_timesteps(10)  # leading spacing never reaches the last training step
 
 
 def test_timestep_off_the_grid_raises():
@@ -181,19 +234,26 @@ def test_timestep_off_the_grid_raises():
 
 
 def test_unreproduced_options_and_classes_raise():
-    with pytest.raises(ValueError, match="solver_order=3 is not reproduced"):
+    with pytest.raises(ValueError, match="solver_order=3 is not reproduced: diffusers weights the "
+                                         "second difference"):
         Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
             algorithm_type="sde-dpmsolver++", solver_order=3))
-    with pytest.raises(ValueError, match="use_lu_lambdas=True"):
-        Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(use_lu_lambdas=True))
-    with pytest.raises(ValueError, match="variance_type='fixed_large'"):
-        Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large"))
-    with pytest.raises(ValueError, match="'KDPM2DiscreteScheduler' is not reproduced"):
-        Scheduler.from_config(diffusers.KDPM2DiscreteScheduler())
+    with pytest.raises(ValueError, match="returns inf"):
+        Scheduler.from_config(diffusers.UniPCMultistepScheduler(lower_order_final=False))
+    euler_final = Scheduler.from_config(diffusers.DPMSolverMultistepScheduler(
+        euler_at_final=True, final_sigmas_type="sigma_min"))
+    euler_final.set_timesteps(20)
+    with pytest.raises(ValueError, match="lowers only the last step to first order"):
+        euler_final.step(torch.zeros(1, 2), euler_final.timesteps[0], torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="square root of log"):
+        Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large_log"))
+    with pytest.raises(ValueError, match="adds noise of variance beta_t on its last step"):
+        Scheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_large",
+                                                      steps_offset=1)).set_timesteps(10)
+    with pytest.raises(ValueError, match="'KDPM2AncestralDiscreteScheduler' is not reproduced"):
+        Scheduler.from_config(diffusers.KDPM2AncestralDiscreteScheduler())
     with pytest.raises(ValueError, match="_class_name"):
         Scheduler.from_config({"num_train_timesteps": 1000})
-    with pytest.raises(ValueError, match="rescale_betas_zero_snr"):
-        Scheduler.from_config(diffusers.DDIMScheduler(rescale_betas_zero_snr=True))
     sched = Scheduler.from_config(diffusers.EulerDiscreteScheduler())
     sched.set_timesteps(4)
     t = sched.timesteps[0]
@@ -216,17 +276,40 @@ def test_half_precision_step_upcasts_like_diffusers():
     assert rel_err(outs[1], outs[0]) <= 2e-2  # bf16 storage between steps, float32 inside
 
 
-def test_warm_up_solvers_refuse_mid_start():
-    ref = diffusers.PNDMScheduler(skip_prk_steps=True, steps_offset=1)
+PNDM_CONFIGS = [{"skip_prk_steps": True, **LEADING, **SD},
+                {"skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "trailing"},
+                {"skip_prk_steps": True, "set_alpha_to_one": True, **LEADING},
+                {"steps_offset": 1, **SD}]
+
+
+@pytest.mark.parametrize("kwargs", PNDM_CONFIGS)
+@pytest.mark.parametrize("begin", [1, 2, 7])
+def test_pndm_partial_loops_follow_the_call_counter(kwargs, begin):
+    """PNDM has no step index: a sliced loop (``order`` 1, ``timesteps[t_start:]``) restarts its
+    call counter on a later timestep; begin 1 evaluates the warm-up's second call at a level the
+    sample is not at, later begins lag the labels one step behind the sample."""
+    ref = diffusers.PNDMScheduler(**kwargs)
+    ours = Scheduler.from_config(ref)
     model = gmm_model(dict(ref.config), "epsilon")
+    x_ref = run(ref, model, 10, begin=begin)
+    assert ours.order == ref.order == 1
+    assert rel_err(run(ours, model, 10, begin=begin), x_ref) <= 1e-5
+
+
+def test_our_warm_up_solver_refuses_mid_start():
+    """Our own PLMS (``solver="plms"``, not reproducing the class) has no call counter: its
+    warm-up would need evaluations the sliced timesteps do not list."""
+    ref = diffusers.PNDMScheduler(skip_prk_steps=True, **LEADING)
     with pytest.raises(ValueError, match="cannot start mid-schedule"):
-        run(Scheduler.from_config(ref), model, 10, begin=4)
+        run(Scheduler.from_config(ref, solver="plms"), gmm_model(dict(ref.config), "epsilon"), 10,
+            begin=4)
+
+
+def test_pndm_options_still_refused():
     with pytest.raises(ValueError, match="Runge-Kutta warm-up at 9 steps"):
         Scheduler.from_config(diffusers.PNDMScheduler(steps_offset=1)).set_timesteps(9)
     with pytest.raises(ValueError, match="prediction_type='v_prediction'"):
         Scheduler.from_config(diffusers.PNDMScheduler(prediction_type="v_prediction"))
-    with pytest.raises(ValueError, match="FlowMatchHeunDiscreteScheduler"):
-        Scheduler.from_config(diffusers.FlowMatchHeunDiscreteScheduler())
 
 
 @pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "DDPMScheduler",
@@ -242,11 +325,6 @@ def test_custom_timesteps(name):
     torch.testing.assert_close(ours.timesteps.double(), ref.timesteps.double(), rtol=0, atol=0)
 
 
-def test_beta_sigmas_are_refused():
-    with pytest.raises(ValueError, match="use_beta_sigmas"):
-        Scheduler.from_config(diffusers.EulerDiscreteScheduler(use_beta_sigmas=True)).set_timesteps(4)
-
-
 def test_euler_continuous_timesteps_for_v_prediction():
     """``timestep_type="continuous"`` with v-prediction: the model gets ``0.25 log sigma``."""
     ref = diffusers.EulerDiscreteScheduler(timestep_type="continuous", prediction_type="v_prediction")
@@ -255,3 +333,11 @@ def test_euler_continuous_timesteps_for_v_prediction():
     ours.set_timesteps(7)
     torch.testing.assert_close(ours.timesteps, ref.timesteps, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ours.sigmas, ref.sigmas, rtol=1e-6, atol=0)
+
+
+def test_flow_heun_needs_a_rectified_flow():
+    from timestepper.integrations.diffusers.flow_heun import FlowHeun
+
+    ours = Scheduler(ts.VPDiscreteSchedule.from_betas(), "epsilon", FlowHeun())
+    with pytest.raises(ValueError, match="flow-heun steps the state of a RectifiedFlowSchedule"):
+        ours.set_timesteps(4)

@@ -1,8 +1,10 @@
 """Interop with diffusers: its models as :class:`Denoiser` s, and our solvers as a scheduler.
 
 * :class:`Scheduler` speaks diffusers' scheduler protocol. ``Scheduler.from_config(cfg)``
-  reproduces the config's own class (DDPM, DDIM, LMS, Euler, Euler-ancestral,
-  DPM-Solver multistep, DEIS, UniPC, FlowMatch Euler); ``Scheduler.from_config(cfg,
+  reproduces the config's own class (DDPM, DDIM, PNDM, LMS, Euler, Euler-ancestral, Heun,
+  KDPM2, DPM-Solver multistep and singlestep, DEIS, UniPC, FlowMatch Euler and Heun), in full
+  loops and in loops started mid-schedule (``mid_schedule="restart"``: the method started
+  afresh there instead); ``Scheduler.from_config(cfg,
   solver="dpmpp-3m", grid="logsnr")`` runs one of our solvers instead::
 
       pipe.scheduler = Scheduler.from_config(pipe.scheduler.config)                # same images

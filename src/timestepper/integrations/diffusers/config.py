@@ -30,9 +30,32 @@ def as_dict(config: Any) -> dict[str, Any]:
     return cfg
 
 
+#: classes that replace the zero terminal ``alphas_cumprod`` of ``rescale_betas_zero_snr`` by
+#: ``2**-24`` (finite sigma at the last training step); the others (DDPM, DDIM) keep 0
+TERMINAL_2_24 = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+                 "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+#: what stands for ``alphas_cumprod = 0`` in our schedule (which needs ``alpha > 0``): at
+#: ``alpha = 1e-10`` a v-prediction's data estimate differs from its ``alpha = 0`` value by
+#: ``1e-10 |x|``, far below float32 rounding
+ZERO_ALPHAS_CUMPROD = 1e-20
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2024), "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    Algorithm 1: shift ``sqrt(alphas_cumprod)`` so that its last value is 0 and scale it so that
+    its first is unchanged; the betas of that schedule (float32, as the input)."""
+    root = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    bar = root**2
+    ratios = torch.cat([bar[:1], bar[1:] / bar[:-1]])
+    return 1.0 - ratios
+
+
 def diffusers_alphas_cumprod(cfg: dict[str, Any]) -> torch.Tensor:
     """``alphas_cumprod`` as diffusers forms it: float32 betas, float32 cumulative product (the
-    schedule the model was trained with, bit for bit)."""
+    schedule the model was trained with, bit for bit); with ``rescale_betas_zero_snr`` the
+    rescaled betas and the class's terminal value (0, or ``2**-24``, :data:`TERMINAL_2_24`)."""
     n = int(cfg.get("num_train_timesteps", 1000))
     betas = cfg.get("trained_betas")
     if betas is not None:
@@ -47,18 +70,20 @@ def diffusers_alphas_cumprod(cfg: dict[str, Any]) -> torch.Tensor:
         # the float32 betas, recovered exactly from the float64 product of (1 - beta)
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ac64[:-1]])
         b = (1.0 - ac64 / prev).to(torch.float32)
-    return torch.cumprod(1.0 - b, dim=0)
+    if cfg.get("rescale_betas_zero_snr"):
+        b = rescale_zero_terminal_snr(b)
+    ac = torch.cumprod(1.0 - b, dim=0)
+    if cfg.get("rescale_betas_zero_snr") and cfg.get("_class_name") in TERMINAL_2_24:
+        ac[-1] = 2**-24
+    return ac
 
 
 def schedule_from_config(config: Any) -> VPDiscreteSchedule:
-    """The :class:`VPDiscreteSchedule` of a diffusers DDPM-family scheduler (or its config)."""
-    cfg = as_dict(config)
-    if cfg.get("rescale_betas_zero_snr"):
-        raise ValueError(
-            "rescale_betas_zero_snr=True gives alphas_cumprod = 0 at the last step, "
-            "which a VPDiscreteSchedule cannot represent"
-        )
-    return VPDiscreteSchedule(diffusers_alphas_cumprod(cfg).to(torch.float64))
+    """The :class:`VPDiscreteSchedule` of a diffusers DDPM-family scheduler (or its config); a
+    zero terminal ``alphas_cumprod`` (``rescale_betas_zero_snr``) becomes
+    :data:`ZERO_ALPHAS_CUMPROD`."""
+    ac = diffusers_alphas_cumprod(as_dict(config)).to(torch.float64)
+    return VPDiscreteSchedule(ac.clamp(min=ZERO_ALPHAS_CUMPROD))
 
 
 def prediction_from_config(config: Any) -> str:

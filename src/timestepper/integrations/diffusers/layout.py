@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,13 +50,25 @@ def expanded(plan: Plan, per_step: list[list[float]], schedule: NoiseSchedule,
     times = torch.tensor([t for ts in per_step for t in ts], dtype=torch.float64)
     starts = plan.start.tolist()
     model = [float(plan.timesteps[starts.index(t)]) if t in starts else
-             (t if isinstance(schedule, VPDiscreteSchedule) else t * num_train_timesteps)
-             for t in times.tolist()]
+             _own_label(plan, schedule, t, num_train_timesteps) for t in times.tolist()]
     stamps = torch.tensor(model, dtype=torch.float64)
     integral = plan.timesteps.dtype == torch.int64 and bool((stamps == stamps.round()).all())
-    exposed = stamps.to(torch.int64) if integral else stamps.to(torch.float32)
+    floating = plan.timesteps.dtype if plan.timesteps.is_floating_point() else torch.float32
+    exposed = stamps.to(torch.int64) if integral else stamps.to(floating)
     sigmas = None
     if plan.sigmas is not None:
         a, s = schedule.alpha_sigma(times)
-        sigmas = torch.cat([(s / a).to(torch.float32), plan.sigmas[-1:]])
+        level = times if plan.space == "flow" else s / a  # a flow's sigma is its time
+        sigmas = torch.cat([level.to(torch.float32), plan.sigmas[-1:]])
     return Layout(step, sub, times, exposed, sigmas, max(len(t) for t in per_step))
+
+
+def _own_label(plan: Plan, schedule: NoiseSchedule, t: float, num_train_timesteps: int) -> float:
+    """The model timestep of an evaluation at time ``t`` between grid points: the class's rule
+    of its noise level (``plan.label_of_sigma``), else our schedule's time (``1000 t`` for
+    continuous schedules)."""
+    if plan.label_of_sigma is not None:
+        a, s = schedule.alpha_sigma(torch.tensor([t], dtype=torch.float64))
+        level = np.asarray((s / a).to(torch.float32).numpy(), dtype=np.float64)
+        return float(plan.label_of_sigma(level)[0])
+    return t if isinstance(schedule, VPDiscreteSchedule) else t * num_train_timesteps

@@ -12,6 +12,7 @@ DPM-Solver/DEIS/UniPC family); ``"ve"`` — the sample is ``x / alpha = x0 + s e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,11 @@ class Plan:
         sigmas: the class's ``sigmas`` attribute (float32, with the final value) or ``None``.
         space: ``"vp"``, ``"ve"`` or ``"flow"`` (module docstring).
         init_noise_sigma: the class's ``init_noise_sigma``.
+        label_of_sigma: the model timestep the class gives an evaluation between grid points at
+            noise level ``s = sigma / alpha`` (KDPM2's midpoints: linear in ``log sigma`` between
+            training steps), or ``None`` (our schedule's time).
+        exposed_sigmas: the class's ``sigmas`` attribute where it is not the noise level of
+            each evaluation (KDPM2 repeats the grid's sigmas), else ``None``.
     """
 
     timesteps: Tensor
@@ -44,6 +50,8 @@ class Plan:
     sigmas: Tensor | None
     space: str
     init_noise_sigma: float
+    label_of_sigma: Callable[[np.ndarray], np.ndarray] | None = None
+    exposed_sigmas: Tensor | None = None
 
     @property
     def chained(self) -> bool:
@@ -57,6 +65,10 @@ def _times_of_sigmas(schedule: NoiseSchedule, s: np.ndarray) -> Tensor:
     pos = s64 > 0
     t = schedule.t_from_log_snr(-torch.log(torch.where(pos, s64, torch.ones_like(s64))))
     return torch.where(pos, t, torch.full_like(t, schedule.t_data))
+
+
+#: k-diffusion-style classes that round the timesteps of Karras sigmas to whole steps
+ROUNDED_KARRAS_TIMESTEPS = ("KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler")
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -98,20 +110,25 @@ def discrete_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_na
     return Plan(torch.as_tensor(ts.astype(np.int64)), start, end, None, "vp", 1.0)
 
 
+CONVERSIONS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+
+
 def _converted(cfg: dict[str, Any], s: np.ndarray, n: int, train: np.ndarray,
                bounds_from_train: bool) -> tuple[np.ndarray, bool]:
-    """Karras / exponential sigmas when the config asks (``bounds_from_train``: span the
-    training sigmas, as the multistep family does; else the given list's ends)."""
-    if cfg.get("use_beta_sigmas"):
-        raise ValueError("use_beta_sigmas=True is not reproduced by timestepper's Scheduler")
-    if not (cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas")):
+    """Karras / exponential / beta sigmas, or DPM-Solver's uniform log-SNR ``use_lu_lambdas``,
+    when the config asks (``bounds_from_train``: span the training sigmas, as the multistep
+    family does; else the given list's ends; ``sigma_min``/``sigma_max`` of the config win)."""
+    kind = next((k for k in CONVERSIONS if cfg.get(k)), None)
+    if kind is None:
         return s, False
     hi, lo = (float(train[-1]), float(train[0])) if bounds_from_train else (float(s[0]), float(s[-1]))
+    if kind == "use_lu_lambdas":  # uniform in log sigma over the training range, no overrides
+        return sp.exponential_sigmas(hi, lo, n), True
     hi = float(cfg["sigma_max"]) if cfg.get("sigma_max") is not None else hi
     lo = float(cfg["sigma_min"]) if cfg.get("sigma_min") is not None else lo
-    if cfg.get("use_karras_sigmas"):
-        return sp.karras_sigmas(hi, lo, n), True
-    return sp.exponential_sigmas(hi, lo, n), True
+    convert = {"use_karras_sigmas": sp.karras_sigmas, "use_exponential_sigmas": sp.exponential_sigmas,
+               "use_beta_sigmas": sp.beta_sigmas}[kind]
+    return convert(hi, lo, n), True
 
 
 def _final_sigma(cfg: dict[str, Any], train: np.ndarray, default: str) -> float:
@@ -144,6 +161,8 @@ def _k_sigmas(cfg: dict[str, Any], n: int, train: np.ndarray,
     s, converted = _converted(cfg, s, n, train, bounds_from_train=False)
     if converted:
         ts = sp.timestep_of_sigma(s, train)
+        if cfg.get("use_karras_sigmas") and cfg.get("_class_name") in ROUNDED_KARRAS_TIMESTEPS:
+            ts = ts.round()
     return ts, s
 
 
@@ -163,7 +182,11 @@ def k_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, train: np.ndarr
     init = s_max if spacing in ("linspace", "trailing") else math.sqrt(s_max**2 + 1)
     if cfg.get("timestep_type", "discrete") == "continuous" and cfg.get("prediction_type") == "v_prediction":
         ts = 0.25 * np.log(_f32(s))
-    return _sigma_plan(schedule, ts, s, last, "ve", torch.float32, init)
+    converted = sigmas is None and any(cfg.get(k) for k in CONVERSIONS)
+    wide = converted and cfg.get("_class_name") in ROUNDED_KARRAS_TIMESTEPS  # float64 there
+    plan = _sigma_plan(schedule, ts, s, last, "ve", torch.float64 if wide else torch.float32, init)
+    plan.label_of_sigma = lambda sig: sp.timestep_of_sigma(sig, train)
+    return plan
 
 
 def multistep_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_name: str,
@@ -176,7 +199,8 @@ def multistep_plan(cfg: dict[str, Any], schedule: NoiseSchedule, n: int, class_n
     s, converted = _converted(cfg, s, n, train, bounds_from_train=True)
     if converted:
         ts = sp.timestep_of_sigma(s, train)
-        if cfg.get("use_karras_sigmas") and cfg.get("beta_schedule") != "squaredcos_cap_v2":
+        rounded = cfg.get("use_karras_sigmas") or cfg.get("use_lu_lambdas")
+        if rounded and cfg.get("beta_schedule") != "squaredcos_cap_v2":
             ts = ts.round()
     default_final = "sigma_min" if class_name == "DEISMultistepScheduler" else "zero"
     last = _final_sigma(cfg, train, default_final)

@@ -35,9 +35,11 @@ from .classes import Recipe, recipe_for
 from .config import as_dict, prediction_from_config, schedule_from_config
 from .layout import Layout, expanded, single
 from .plans import Plan
-from .stepping import LoopRun, evaluation_times
+from .pndm_counter import PndmCounterLoop
+from .stepping import LoopRun, Segment, evaluation_times
 
 _UPCAST = (torch.float16, torch.bfloat16)
+MID_SCHEDULES = ("diffusers", "restart")
 
 
 class _Config(dict):
@@ -125,6 +127,9 @@ class Scheduler:
         self.final = final
         self.grid_options = dict(grid_options or {})
         self.recipe: Recipe | None = None
+        #: how a reproduced class runs a loop that starts mid-schedule: ``"diffusers"`` as the
+        #: class does, ``"restart"`` our solver started afresh there (see :meth:`from_config`)
+        self.mid_schedule = "diffusers"
         default_T = getattr(schedule, "num_train_timesteps", 1000)
         base = dict(config) if config is not None else _base_config_of(schedule, self.prediction)
         base.setdefault("num_train_timesteps", int(num_train_timesteps or default_T))
@@ -142,7 +147,8 @@ class Scheduler:
                 self.solver, "registry_name", str(self._solver_spec)),
             ts_solver_options=None if self.recipe is not None else self._solver_options,
             ts_grid=grid.tolist() if isinstance(grid, Tensor) else grid,
-            ts_grid_options=self.grid_options, ts_final=self.final)
+            ts_grid_options=self.grid_options, ts_final=self.final,
+            ts_mid_schedule=self.mid_schedule)
         return flat
 
     def _register(self) -> None:
@@ -165,6 +171,7 @@ class Scheduler:
         self._begin_index: int | None = None
         self._step_index: int | None = None
         self._run: LoopRun | None = None
+        self._counter: PndmCounterLoop | None = None
 
     @classmethod
     def from_config(cls, config: Any, solver: str | Solver | None = None,
@@ -174,14 +181,25 @@ class Scheduler:
         With no ``solver`` the config's class (``_class_name``, or ``scheduler_class=``) is
         reproduced. With a ``solver``, that solver runs on ``grid`` (default: the config's
         ``timestep_spacing`` with its ``steps_offset``, or ``karras`` with ``use_karras_sigmas``).
-        ``options``: ``final``, ``solver_options``, ``grid_options``, ``scheduler_class``.
+        ``options``: ``final``, ``solver_options``, ``grid_options``, ``scheduler_class``, and
+        ``mid_schedule``: how a reproduced class runs a loop that starts mid-schedule (img2img,
+        inpainting): ``"diffusers"`` (default) exactly as the class does, quirks included
+        (LMS's first steps with a truncated history, singlestep DPM-Solver's full-schedule
+        grouping, PNDM's call counter); ``"restart"``: our solver started afresh at the loop's
+        first step (the method as published on the remaining grid; PNDM then raises).
         """
         cfg = as_dict(config)
         if "ts_final" in cfg:  # a config saved by this class
             cfg, solver, grid, options = _saved(cfg, solver, grid, options)
         class_name = options.pop("scheduler_class", None)
+        mid = options.pop("mid_schedule", "diffusers")
+        if mid not in MID_SCHEDULES:
+            raise ValueError(f"mid_schedule must be one of {', '.join(MID_SCHEDULES)}, got {mid!r}")
         if solver is None:
-            return cls._reproducing(cfg, recipe_for(cfg, class_name))
+            sched = cls._reproducing(cfg, recipe_for(cfg, class_name))
+            sched.mid_schedule = mid
+            sched._register()
+            return sched
         if str(cfg.get("_class_name", "")).startswith("FlowMatch"):
             sched = cls(RectifiedFlowSchedule(), "velocity", solver, grid, config=cfg, **options)
             sched.grid_options.setdefault("shift", float(cfg.get("shift", 1.0)))
@@ -228,8 +246,10 @@ class Scheduler:
         self.layout = self._layout(plan)
         self._scales = self._state_scales(plan, self.layout)
         self.timesteps = self.layout.timesteps.to(device)
-        self.sigmas = self.layout.sigmas
+        self.sigmas = plan.exposed_sigmas if plan.exposed_sigmas is not None else self.layout.sigmas
         self.order = self.layout.order
+        if self.recipe is not None and self.recipe.order is not None:
+            self.order = self.recipe.order  # the class's declared order (what pipelines slice by)
         self.num_inference_steps = len(plan.timesteps)
         self.init_noise_sigma = plan.init_noise_sigma
 
@@ -282,17 +302,24 @@ class Scheduler:
         lay = self._require_layout()
         if not 0 <= int(begin_index) < len(lay.timesteps):
             raise ValueError(f"begin_index must be in [0, {len(lay.timesteps) - 1}], got {begin_index}")
-        if lay.sub[int(begin_index)] != 0:
+        if lay.sub[int(begin_index)] != 0 and not self._counts_calls():
             raise ValueError(f"begin_index={begin_index} is inside a multi-evaluation step; a loop "
                              "starts at a step's first timestep (t_start * scheduler.order)")
         self._begin_index = int(begin_index)
+
+    def _counts_calls(self) -> bool:
+        """Whether a loop that starts mid-schedule runs the class's own call-counter loop."""
+        return (self.recipe is not None and self.recipe.mid_loop is not None
+                and self.mid_schedule == "diffusers")
 
     def index_for_timestep(self, timestep: Any) -> int:
         """The entry of ``timesteps`` equal to ``timestep`` where a loop may start (a step's first
         evaluation; the second of repeated ones, as diffusers)."""
         lay = self._require_layout()
         t = float(torch.as_tensor(timestep).reshape(-1)[0])
-        hits = torch.nonzero(lay.timesteps.cpu().to(torch.float64) == t).flatten().tolist()
+        listed = lay.timesteps.cpu().to(torch.float64)
+        # float32 timesteps of another computation of the same rule may differ in the last bit
+        hits = torch.nonzero((listed - t).abs() <= 1e-6 * max(1.0, abs(t))).flatten().tolist()
         if not hits:
             near = lay.timesteps.tolist()
             raise ValueError(
@@ -348,12 +375,21 @@ class Scheduler:
         out_dtype = model_output.dtype
         work = sample.float() if sample.dtype in _UPCAST else sample
         m = self._raw_output(model_output.to(work.dtype), work)
+        if self._counter is None and self._run is None and e > 0 and self._counts_calls():
+            assert self.recipe is not None and self.recipe.mid_loop is not None
+            self._counter = self.recipe.mid_loop(lay.timesteps.tolist())
+        if self._counter is not None:
+            tau = float(torch.as_tensor(timestep).reshape(-1)[0])
+            return self._finish(e, self._counter.step(m, tau, work), out_dtype, return_dict)
         if self._run is None:
             self._run = self._start_run(lay.step[e], work, generator, kwargs)
         into, back = self._scales[e]
         x = work if into == 1.0 else work * into
         _, y = self._run.step(lay.step[e], lay.sub[e], x, m)  # done or not: back says where y is
         x1 = y if back == 1.0 else y / back
+        return self._finish(e, x1, out_dtype, return_dict)
+
+    def _finish(self, e: int, x1: Tensor, out_dtype: torch.dtype, return_dict: bool) -> Any:
         self._step_index = e + 1
         x1 = x1.to(out_dtype)
         return SchedulerOutput(x1) if return_dict else (x1,)
@@ -383,13 +419,35 @@ class Scheduler:
     def _start_run(self, first: int, x: Tensor, generator: torch.Generator | None,
                    kwargs: dict[str, Any]) -> LoopRun:
         plan = self._require_plan()
-        solver, keep = self._loop_solver(kwargs, first)
-        self._check_mid_start(solver, first)
+        opts, keep = self._loop_options(kwargs, first)
+        solver = self.solver if opts is None else _check_solver(self._solver_name(), opts)
+        runs = self._class_runs(first, opts)
+        segments = None if runs is None else [
+            Segment(a, b, _check_solver(self._solver_name(), o)) for a, b, o in runs]
+        if runs is None or first > 0 and self.recipe is not None and self.recipe.segments is not None:
+            self._check_mid_start(solver, first)
         transform = self._transform()
         run = LoopRun(solver, self.schedule, self.prediction, plan.start, plan.end, first, x,
-                      generator, transform, keep if transform is not None else None)
+                      generator, transform, keep if transform is not None else None, segments)
         run.multi_evaluation = self._require_layout().order > 1
         return run
+
+    def _class_runs(self, first: int,
+                    opts: dict[str, Any] | None) -> list[tuple[int, int, dict[str, Any]]] | None:
+        """The solver runs (:class:`Segment` arguments) of the reproduced class's loop from step
+        ``first``, or ``None`` for one run of the solver from there."""
+        recipe, plan = self.recipe, self._require_plan()
+        if recipe is None or opts is None:
+            return None
+        if recipe.segments is not None:
+            return recipe.segments(plan, first, opts)
+        if first > 0 and recipe.mid_segments is not None and self.mid_schedule == "diffusers":
+            return recipe.mid_segments(len(plan.timesteps), first, opts)
+        return None
+
+    def _solver_name(self) -> str | Solver:
+        assert self.recipe is not None
+        return self.recipe.solver
 
     def _check_mid_start(self, solver: Solver, first: int) -> None:
         """A loop that starts at step ``first > 0`` of a multi-evaluation grid must find there the
@@ -408,15 +466,23 @@ class Scheduler:
                 "Use a solver without a multi-evaluation warm-up there, e.g. "
                 "Scheduler.from_config(config, solver='dpmpp-2m') or an Euler/DPM-Solver config")
 
-    def _loop_solver(self, kwargs: dict[str, Any], first: int) -> tuple[Solver, float | None]:
-        """The solver of this loop, with the options ``step``'s keywords and the grid set
-        (step indices in options count from the loop's first step)."""
+    def _loop_options(self, kwargs: dict[str, Any],
+                      first: int) -> tuple[dict[str, Any] | None, float | None]:
+        """The reproduced class's solver options for this loop, with ``step``'s keywords and the
+        grid set (step indices in options count from the loop's first step), and DDIM's ``eta``
+        where the model's own noise is kept; ``(None, None)`` for our own solver."""
         recipe = self.recipe
         if recipe is None:
-            return self.solver, None
-        if kwargs.get("s_churn", 0.0) or kwargs.get("variance_noise") is not None:
-            raise ValueError("step(s_churn > 0 / variance_noise=...) is not reproduced by "
-                             "timestepper's Scheduler")
+            return None, None
+        if kwargs.get("s_churn", 0.0):
+            raise ValueError(
+                "step(s_churn > 0) is not reproduced: diffusers adds the churn noise after the "
+                "pipeline evaluated the model at the un-churned sample, and uses that output as if "
+                "taken at the raised sigma (Karras et al. 2022's stochastic sampler evaluates "
+                "after the noise); no sampler of ours steps that way. Use s_churn=0")
+        if kwargs.get("variance_noise") is not None:
+            raise ValueError("step(variance_noise=...) is not reproduced: our solvers draw their "
+                             "noise from the generator passed to step")
         opts = dict(recipe.options)
         for key, option in recipe.step_options.items():
             if key in kwargs:
@@ -429,7 +495,7 @@ class Scheduler:
         keep = None
         if recipe.keeps_model_noise and not kwargs.get("use_clipped_model_output", False):
             keep = float(opts.get("eta", 0.0))
-        return _check_solver(recipe.solver, opts), keep
+        return opts, keep
 
     def _transform(self) -> Any:
         recipe = self.recipe
@@ -496,6 +562,8 @@ def _saved(cfg: dict[str, Any], solver: Any, grid: Any,
     cfg["_class_name"] = ours.get("ts_scheduler_class")
     options = dict(options)
     options.pop("return_unused_kwargs", None)
+    if solver is None and ours.get("ts_solver") is None:
+        options.setdefault("mid_schedule", ours.get("ts_mid_schedule") or "diffusers")
     if solver is None and ours.get("ts_solver") is not None:
         solver = ours["ts_solver"]
         options.setdefault("solver_options", ours.get("ts_solver_options") or {})

@@ -70,7 +70,7 @@ def sigmas_at(timesteps: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
 def timestep_of_sigma(s: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     """The fractional timestep of each ``s``: linear in ``log sigma`` between training steps,
     clamped to ``[0, T - 1]``."""
-    log_train = np.log(sigmas.astype(np.float64))
+    log_train = np.log(sigmas.astype(np.float32)).astype(np.float64)  # float32 logs, as diffusers
     log_s = np.log(np.maximum(np.asarray(s, dtype=np.float64), 1e-10))
     low = np.clip(np.searchsorted(log_train, log_s, side="right") - 1, 0, len(log_train) - 2)
     w = (log_train[low] - log_s) / (log_train[low] - log_train[low + 1])
@@ -87,6 +87,18 @@ def karras_sigmas(s_max: float, s_min: float, N: int, rho: float = 7.0) -> np.nd
 def exponential_sigmas(s_max: float, s_min: float, N: int) -> np.ndarray:
     """``N`` sigmas uniform in ``log sigma`` from ``s_max`` to ``s_min``."""
     return np.exp(np.linspace(math.log(s_max), math.log(s_min), N))
+
+
+def beta_sigmas(s_max: float, s_min: float, N: int, a: float = 0.6, b: float = 0.6) -> np.ndarray:
+    """``N`` sigmas from ``s_max`` to ``s_min`` at the quantiles ``1 - linspace(0, 1, N)`` of the
+    Beta(``a``, ``b``) distribution, linear in sigma (Lee et al. 2024, "Beta Sampling is All You
+    Need"; diffusers' ``use_beta_sigmas`` with ``a = b = 0.6``): steps concentrate at both ends."""
+    try:
+        from scipy.special import betaincinv
+    except ImportError as e:  # pragma: no cover - scipy ships with the test extra
+        raise ImportError("use_beta_sigmas needs scipy (pip install scipy)") from e
+    q = betaincinv(a, b, 1.0 - np.linspace(0.0, 1.0, N))
+    return s_min + q * (s_max - s_min)
 
 
 def flow_shift(sigmas: np.ndarray, shift: float) -> np.ndarray:

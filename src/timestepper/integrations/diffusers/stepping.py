@@ -23,6 +23,7 @@ from that step's own two points, which only a memoryless solver may use.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -123,6 +124,21 @@ class _RngSnapshot:
 X0Transform = Callable[[Tensor], Tensor]
 
 
+@dataclass
+class Segment:
+    """A run of ``solver`` from step ``loop_start`` up to the next segment, on the table it
+    builds for the grid from step ``table_start <= loop_start`` to there (rows before
+    ``loop_start`` unused), with the fresh state of that table. One segment ``(first, first)`` is the solver
+    started at the loop's first step; diffusers' classes started mid-schedule keep the full
+    schedule's table (LMS: ``(0, first)``) or its grouping (singlestep: a partial group, then
+    the full schedule's groups); DDPM's ``fixed_large`` variance is one segment per step, each
+    with its own noise scale."""
+
+    table_start: int
+    loop_start: int
+    solver: Solver
+
+
 class LoopRun:
     """One sampling loop of a solver over ``start``/``end`` times from step ``first`` on.
 
@@ -137,13 +153,16 @@ class LoopRun:
         transform: post-processing of the data prediction (clip, thresholding) or ``None``.
         keep_model_noise: with ``transform``, keep the model's own noise prediction in the update
             next to the processed ``x0`` (DDIM's rule; the value is DDIM's ``eta``).
+        segments: the solver runs of a chained grid (:class:`Segment`, ``loop_start`` increasing
+            from ``first``); default one run of ``solver`` from ``first``.
     """
 
     def __init__(self, solver: Solver, schedule: NoiseSchedule, prediction: str,  # noqa: PLR0913 - one loop's context
                  start: Tensor, end: Tensor, first: int, x: Tensor,
                  generator: torch.Generator | None, transform: X0Transform | None,
-                 keep_model_noise: float | None) -> None:
+                 keep_model_noise: float | None, segments: list[Segment] | None = None) -> None:
         self.solver, self.schedule, self.first = solver, schedule, first
+        self.segments = segments or [Segment(first, first, solver)]
         self.start, self.end = start, end
         self.replay = Replay()
         self.transform = transform
@@ -152,6 +171,8 @@ class LoopRun:
         self.term = DiffusionTerm(Denoiser(self.replay, schedule, model_kind), generator)
         self.chained = bool((end[first:-1] == start[first + 1:]).all()) and not bool(
             torch.isnan(end[-1]))
+        self.solvers: list[Solver] = []
+        self.fresh: dict[int, Any] = {}  # the state a segment starts with, by its first step
         self.state, self.rows = self._rows(x)
         a, b = data_coefficients(prediction, schedule, start)
         self.conv = list(zip(a.tolist(), b.tolist()))
@@ -166,10 +187,16 @@ class LoopRun:
     def _rows(self, x: Tensor) -> tuple[Any, list[Any]]:
         """The solver's start state and one table row per step from ``first`` on."""
         if self.chained:
-            times = torch.cat([self.start[self.first:], self.end[-1:]])
-            grid = SamplingGrid.from_times(self.schedule, times)
-            state, rows = self.solver.init(self.term, grid, x)
-            return state, list(rows)
+            rows: list[Any] = []
+            stops = [seg.loop_start for seg in self.segments[1:]] + [self.start.numel()]
+            for seg, stop in zip(self.segments, stops):
+                times = torch.cat([self.start[seg.table_start:stop], self.end[stop - 1:stop]])
+                grid = SamplingGrid.from_times(self.schedule, times)
+                state, table = seg.solver.init(self.term, grid, x)
+                self.fresh[seg.loop_start] = state
+                rows += list(table)[seg.loop_start - seg.table_start:stop - seg.table_start]
+                self.solvers += [seg.solver] * (stop - seg.loop_start)
+            return self.fresh[self.first], rows
         if getattr(self.solver, "registry_name", "") not in MEMORYLESS:
             raise ValueError(
                 f"solver {getattr(self.solver, 'registry_name', self.solver)!r} keeps a history "
@@ -182,6 +209,7 @@ class LoopRun:
                 continue
             grid = SamplingGrid.from_times(self.schedule, torch.stack([self.start[i], self.end[i]]))
             rows.append(self.solver.init(self.term, grid, x)[1][0])
+        self.solvers = [self.solver] * len(rows)
         return (), rows
 
     def step(self, i: int, sub: int, x: Tensor, model_output: Tensor) -> tuple[bool, Tensor]:
@@ -193,6 +221,8 @@ class LoopRun:
         if row is None:
             return True, self._zero_length_step(i, x, model_output)
         if sub == 0:
+            if i in self.fresh:
+                self.state = self.fresh[i]
             self.x_start, self.outputs = x, []
             self.rng = _RngSnapshot(self.generator, x.device) if self.multi_evaluation else None
         elif self.x_start is None:
@@ -204,7 +234,8 @@ class LoopRun:
         t0, t1 = float(self.start[i]), float(self.end[i])
         state = self.state if self.chained else ()
         try:
-            x1, new_state, _, _ = self.solver.step(self.term, t0, t1, self.x_start, state, row)
+            x1, new_state, _, _ = self.solvers[i - self.first].step(
+                self.term, t0, t1, self.x_start, state, row)
         except NeedModel as ask:
             return False, ask.x
         self.state = new_state
