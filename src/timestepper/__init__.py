@@ -74,6 +74,8 @@ __all__ = [
     "VPDiscreteSchedule",
     "VPLinearSchedule",
     "__version__",
+    "cde",
+    "data",
     "guidance",
     "inpaint",
     "integrate",
