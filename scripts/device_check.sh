@@ -2,7 +2,8 @@
 # The GPU checks and measurements a CPU session cannot make, as one short run (about 5-8 minutes)
 # for a session that is lent a device machine (see the device tool's README):
 #   1. scripts/cuda_check.py: the loop's contracts on CUDA (results = CPU, no host sync in a
-#      sampling step, adaptive and per-sample solves, compiled steps: one graph per kind of step);
+#      sampling step, adaptive and per-sample solves, compiled steps: one graph per kind of step;
+#      implicit solvers, the torchdiffeq drop-in and neural CDE paths on the device);
 #   2. benchmarks/compiled.py --device cuda: compiled vs eager step time on the GPU;
 #   3. benchmarks/stochastic.py --device cuda --only overhead: the SDE samplers' step cost vs the
 #      ODE step (issue 4), and benchmarks/ode.py --gpu: batched neural ODEs with peak GPU memory.
