@@ -44,6 +44,9 @@ CASES = [
     ("ddpm", {}, "sample_euler_ancestral", {}),
     ("dpmpp-2s-ancestral", {}, "sample_dpmpp_2s_ancestral", {}),
     ("dpmpp-2s-ancestral", {"eta": 0.5}, "sample_dpmpp_2s_ancestral", {"eta": 0.5}),
+    ("dpm-2-ancestral", {}, "sample_dpm_2_ancestral", {}),
+    ("dpm-2-ancestral", {"eta": 0.5, "s_noise": 0.8}, "sample_dpm_2_ancestral",
+     {"eta": 0.5, "s_noise": 0.8}),
     ("sde-dpmpp-2m", {"lower_order_final": False}, "sample_dpmpp_2m_sde", {}),
     ("sde-dpmpp-2m", {"lower_order_final": False, "solver_type": "heun"}, "sample_dpmpp_2m_sde",
      {"solver_type": "heun"}),
@@ -70,7 +73,7 @@ def test_parity_kdiffusion_gmm(k_sampling, gmm2, name, opts, k_name, k_opts):
     assert torch.max(torch.abs(other - ref)) > 1e-3
 
 
-@pytest.mark.parametrize("name,opts,k_name,k_opts", [CASES[0], CASES[4], CASES[6], CASES[9]])
+@pytest.mark.parametrize("name,opts,k_name,k_opts", [CASES[0], CASES[4], CASES[6], CASES[8], CASES[11]])
 def test_parity_kdiffusion_unet(k_sampling, tiny_unet, name, opts, k_name, k_opts):
     den, noise, sigmas, k_model, x_init = _setup(None, tiny_unet)
     x = ts.sample(den, noise, name, steps=STEPS, grid="karras", solver_options=opts, generator=SEED)

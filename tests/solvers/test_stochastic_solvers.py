@@ -13,7 +13,7 @@ from timestepper.solvers import BrownianPath
 from timestepper.solvers.noise import BrownianNoise
 
 F64 = torch.float64
-STOCHASTIC = ["ddpm", "euler-ancestral", "dpmpp-2s-ancestral", "sde-dpmpp-2m", "sde-dpmpp-3m",
+STOCHASTIC = ["ddpm", "euler-ancestral", "dpmpp-2s-ancestral", "dpm-2-ancestral", "sde-dpmpp-2m", "sde-dpmpp-3m",
               "euler-maruyama", "pc"]
 
 
@@ -59,6 +59,13 @@ def test_ddim_eta_zero_is_the_deterministic_sampler(setup):
     assert torch.equal(a, b)
 
 
+def test_dpm2_ancestral_eta_zero_is_dpm2(setup):
+    den, noise = setup
+    a = ts.sample(den, noise, "dpm-2", steps=8)
+    b = ts.sample(den, noise, "dpm-2-ancestral", steps=8, solver_options={"eta": 0.0}, generator=3)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
 def test_ddpm_is_euler_ancestral_and_ddim_eta_one(setup):
     den, noise = setup
     a = ts.sample(den, noise, "ddpm", steps=8, generator=1)
@@ -101,6 +108,7 @@ def _order(gmm2, name, opts, steps=(16, 32, 64)):
     # the peers' 3M formula halves the second-difference term: a second-order method
     ("sde-dpmpp-3m", {"eta": 0.0, "lower_order_final": False, "variant": "k-diffusion"}, 2),
     ("dpmpp-2s-ancestral", {"eta": 0.0}, 2),
+    ("dpm-2-ancestral", {"eta": 0.0}, 2),
     ("euler-ancestral", {"eta": 0.0}, 1),
 ])
 def test_deterministic_limit_convergence_order(gmm2, name, opts, order):

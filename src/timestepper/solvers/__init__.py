@@ -29,7 +29,7 @@ from . import (  # noqa: F401  (registration)
     unipc,
 )
 from .adams import AdamsBashforthMoulton
-from .ancestral import DPMSolverPP2SAncestral
+from .ancestral import DPM2Ancestral, DPMSolverPP2SAncestral
 from .autoregressive import Autoregressive
 from .base import DiffusionSolver
 from .ddim import DDIM
@@ -58,6 +58,7 @@ __all__ = [
     "DDIM",
     "DEIS",
     "DPM2",
+    "DPM2Ancestral",
     "ETD1",
     "ETDRK2",
     "ETDRK4",
