@@ -22,7 +22,7 @@ from . import plans
 from .config import refuse_options, schedule_from_config
 from .flow_heun import FlowHeun
 from .pndm_counter import PndmCounterLoop
-from .spacing import train_sigmas
+from .spacing import timestep_of_sigma, train_sigmas
 
 PlanBuilder = Callable[..., plans.Plan]
 MidSegments = Callable[[int, int, dict[str, Any]], list[tuple[int, int, dict[str, Any]]]]
@@ -173,11 +173,17 @@ def _k(name: str, solver: str, options: dict[str, Any], fixed: dict[str, Any],  
     return build
 
 
-def _kdpm2(cfg: dict[str, Any]) -> Recipe:
+def _kdpm2(cfg: dict[str, Any], name: str = "KDPM2DiscreteScheduler", solver: str = "dpm-2",
+           options: dict[str, Any] | None = None) -> Recipe:
     """KDPM2 (k-diffusion's ``sample_dpm_2``, Karras et al. 2022's DPM-Solver-2 variant): our
     ``dpm-2``; the midpoint's timestep is the class's (linear in ``log sigma``) and its
-    ``sigmas`` attribute lists every grid sigma twice (``s0, s1, s1, ..., 0, 0``)."""
-    recipe = _k("KDPM2DiscreteScheduler", "dpm-2", {}, {})(cfg)
+    ``sigmas`` attribute lists every grid sigma twice (``s0, s1, s1, ..., 0, 0``). KDPM2-ancestral
+    (``sample_dpm_2_ancestral``) is the same with our ``dpm-2-ancestral`` at ``eta = 1``: the
+    midpoint between ``sigma_i`` and ``sigma_down``, one draw from the pipeline's generator after
+    the second evaluation, as the class draws it."""
+    recipe = _k(name, solver, options or {}, {})(cfg)
+    ancestral = solver == "dpm-2-ancestral"
+    train = train_sigmas(_acp(recipe.schedule))
     base = recipe.plan
 
     def plan(*args: Any, **kw: Any) -> plans.Plan:
@@ -185,10 +191,25 @@ def _kdpm2(cfg: dict[str, Any]) -> Recipe:
         s = p.sigmas
         assert s is not None
         p.exposed_sigmas = torch.cat([s[:1], s[1:].repeat_interleave(2), s[-1:]])
+        if ancestral:
+            p.mid_timesteps = torch.as_tensor(timestep_of_sigma(_ancestral_midpoints(s), train, np.float32))
         return p
 
     recipe.plan = plan
     return recipe
+
+
+def _ancestral_midpoints(sigmas: torch.Tensor) -> np.ndarray:
+    """KDPM2-ancestral's ``sigma_interpol`` of each step, as the class computes it in float32 from
+    its sigmas (with the final 0): ``exp(lerp(log sigma_i, log sigma_down, 1/2))``, ``sigma_down``
+    of the ancestral split with ``eta = 1``."""
+    s = sigmas.to(torch.float32)
+    nxt = torch.cat([s[1:], s.new_zeros(1)])
+    up = (nxt**2 * (s**2 - nxt**2) / s**2) ** 0.5
+    down = (nxt**2 - up**2) ** 0.5
+    down[-1] = 0.0
+    mid = s.log().lerp(down.log(), 0.5).exp()
+    return mid[:-1].numpy()
 
 
 def _full_table(n: int, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
@@ -387,6 +408,8 @@ CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
     "HeunDiscreteScheduler": _k("HeunDiscreteScheduler", "heun", {}, {"clip_sample": False}),
     "PNDMScheduler": _pndm,
     "KDPM2DiscreteScheduler": _kdpm2,
+    "KDPM2AncestralDiscreteScheduler": lambda cfg: _kdpm2(
+        cfg, "KDPM2AncestralDiscreteScheduler", "dpm-2-ancestral", {"eta": 1.0}),
     "DPMSolverSinglestepScheduler": _singlestep,
 }
 
