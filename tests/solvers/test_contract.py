@@ -162,7 +162,7 @@ ORDER_TESTS = {
        for n in ("euler", "heun")},
     **{n: ("tests.solvers.test_stochastic_solvers", "test_deterministic_limit_convergence_order")
        for n in ("sde-dpmpp-2m", "sde-dpmpp-3m", "dpmpp-2s-ancestral", "dpm-2-ancestral",
-                  "euler-ancestral")},
+                  "dpmpp-sde", "euler-ancestral")},
 }
 EXEMPT = {
     "autoregressive": "applies a learned one-step map: there is no discretisation to converge",

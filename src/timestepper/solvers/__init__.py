@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (registration)
     dpm_adaptive,
     dpm_solver,
     dpmpp,
+    dpmpp_sde,
     edm,
     etd,
     implicit,
@@ -38,6 +39,7 @@ from .dpm2 import DPM2
 from .dpm_adaptive import DPMSolverAdaptive, LuStepSizeController
 from .dpm_solver import DPMSolverSinglestep
 from .dpmpp import DPMSolverMultistep
+from .dpmpp_sde import DPMSolverPPSDE
 from .edm import EDMHeun
 from .etd import ETD1, ETDRK2, ETDRK4, IMEXEuler
 from .inpaint import Inpaint
@@ -59,6 +61,7 @@ __all__ = [
     "DEIS",
     "DPM2",
     "DPM2Ancestral",
+    "DPMSolverPPSDE",
     "ETD1",
     "ETDRK2",
     "ETDRK4",

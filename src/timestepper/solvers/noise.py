@@ -138,15 +138,24 @@ def draws(kind: str, term: Any, grid: Any, x0: Tensor) -> list[Draw]:
     The Brownian path's seed is the term generator's ``initial_seed()`` (so a seeded generator
     gives a reproducible path), or a fresh seed from torch's global RNG without a generator.
     """
+    s = (grid.sigma / grid.alpha).tolist()
+    return draws_between(kind, term, x0, max(s), [(s[i], s[i + 1]) for i in range(grid.steps)])
+
+
+def draws_between(kind: str, term: Any, x0: Tensor, s_max: float,
+                  levels: list[tuple[float, float]]) -> list[Draw]:
+    """One draw per pair ``(s0, s1)`` of noise levels ``s = sigma / alpha`` (``s0 > s1``), in
+    order: independent generator draws (``"normal"``), or the normalised increments of one
+    Brownian path on ``[0, s_max]`` between those levels (``"brownian"``; two pairs that share a
+    level share the path there, as a sampler with several noisy stages per step needs)."""
     check_choice(kind, NOISE_KINDS, "noise")
     gen = term.generator
     if kind == "normal":
         draw = GeneratorNoise(gen).draw
-        return [draw] * grid.steps
+        return [draw] * len(levels)
     seed = gen.initial_seed() if gen is not None else int(torch.randint(0, 2**62, (1,)))
-    s = (grid.sigma / grid.alpha).tolist()
-    source = BrownianNoise(max(s), x0, seed)
-    return [functools.partial(_brownian_draw, source, s[i], s[i + 1]) for i in range(grid.steps)]
+    source = BrownianNoise(s_max, x0, seed)
+    return [functools.partial(_brownian_draw, source, s0, s1) for s0, s1 in levels]
 
 
 def _brownian_draw(source: BrownianNoise, s0: float, s1: float, like: Tensor) -> Tensor:
