@@ -20,6 +20,7 @@ order 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..core.validation import check_in_range
 from ..diffusion.term import EvalPoint
@@ -57,15 +58,16 @@ class DPMSolverPPSDE(StochasticDiffusionSolver):
     Args:
         eta: ancestral noise scale of both stages in ``[0, 1]`` (default 1).
         s_noise: multiplier of the added noise.
-        noise: ``"normal"`` (independent draws) or ``"brownian"`` (both stages' draws from one
-            Brownian path, as k-diffusion's Brownian-tree noise sampler).
+        noise: ``"normal"`` (independent draws), ``"brownian"`` (both stages' draws from one
+            Brownian path, as k-diffusion's Brownian-tree noise sampler) or a
+            :class:`~timestepper.solvers.noise.LevelNoise`.
         r: where the stage sits in the step's log-SNR interval, in ``(0, 1]`` (default 1/2).
     """
 
     order = 2
     nfe_per_step = 2
 
-    def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: str = "normal",
+    def __init__(self, eta: float = 1.0, s_noise: float = 1.0, noise: Any = "normal",
                  r: float = 0.5) -> None:
         super().__init__(eta, s_noise, noise)
         self.r = check_in_range(r, "r", 0.0, 1.0)

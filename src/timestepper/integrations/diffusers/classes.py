@@ -19,6 +19,7 @@ from ...core.solver import Solver
 from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
 from ...solvers.dpm_solver import singlestep_orders
 from . import plans
+from .brownian import ClassBrownianNoise
 from .config import refuse_options, schedule_from_config
 from .flow_heun import FlowHeun
 from .pndm_counter import PndmCounterLoop
@@ -210,6 +211,33 @@ def _ancestral_midpoints(sigmas: torch.Tensor) -> np.ndarray:
     down[-1] = 0.0
     mid = s.log().lerp(down.log(), 0.5).exp()
     return mid[:-1].numpy()
+
+
+def _dpm_sde(cfg: dict[str, Any]) -> Recipe:
+    """DPMSolverSDE (k-diffusion's ``sample_dpmpp_sde``): our ``dpmpp-sde`` with the class's
+    torchsde Brownian noise (:mod:`.brownian`, seeded by ``noise_sampler_seed``), the stage at the
+    log-sigma midpoint labelled by its own timestep (float64, as the class), ``sigmas`` listing
+    every inner grid sigma twice (``s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0``)."""
+    name = "DPMSolverSDEScheduler"
+    recipe = _k(name, "dpmpp-sde", {}, {})(cfg)
+    source = ClassBrownianNoise(cfg.get("noise_sampler_seed"))
+    recipe.options = {"eta": 1.0, "noise": source}
+    train = train_sigmas(_acp(recipe.schedule))
+    base = recipe.plan
+
+    def plan(*args: Any, **kw: Any) -> plans.Plan:
+        p = base(*args, **kw)
+        s = p.sigmas
+        assert s is not None
+        p.exposed_sigmas = torch.cat([s[:1], s[1:-1].repeat_interleave(2), s[-1:]])
+        p.timesteps = p.timesteps.to(torch.float64)
+        log_s = np.log(s[:-1].numpy().astype(np.float64))
+        p.mid_timesteps = torch.as_tensor(timestep_of_sigma(np.exp(0.5 * (log_s[:-1] + log_s[1:])), train))
+        source.reset(s)
+        return p
+
+    recipe.plan = plan
+    return recipe
 
 
 def _full_table(n: int, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
@@ -408,6 +436,7 @@ CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
     "HeunDiscreteScheduler": _k("HeunDiscreteScheduler", "heun", {}, {"clip_sample": False}),
     "PNDMScheduler": _pndm,
     "KDPM2DiscreteScheduler": _kdpm2,
+    "DPMSolverSDEScheduler": _dpm_sde,
     "KDPM2AncestralDiscreteScheduler": lambda cfg: _kdpm2(
         cfg, "KDPM2AncestralDiscreteScheduler", "dpm-2-ancestral", {"eta": 1.0}),
     "DPMSolverSinglestepScheduler": _singlestep,

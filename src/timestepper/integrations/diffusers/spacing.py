@@ -72,7 +72,7 @@ def timestep_of_sigma(s: np.ndarray, sigmas: np.ndarray, dtype: type = np.float6
     clamped to ``[0, T - 1]``, computed in ``dtype`` (``np.float32`` where the class does the
     arithmetic on float32 tensors, as KDPM2-ancestral's midpoints; the logs of the training
     sigmas are float32 either way, as diffusers')."""
-    log_train = np.log(sigmas.astype(np.float32)).astype(dtype)
+    log_train: np.ndarray = np.log(sigmas.astype(np.float32)).astype(dtype)
     log_s = np.log(np.maximum(np.asarray(s, dtype=dtype), dtype(1e-10)))
     low = np.clip(np.searchsorted(log_train, log_s, side="right") - 1, 0, len(log_train) - 2)
     w = np.clip((log_train[low] - log_s) / (log_train[low] - log_train[low + 1]), 0, 1)
