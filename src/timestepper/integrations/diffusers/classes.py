@@ -185,15 +185,24 @@ def _kdpm2(cfg: dict[str, Any], name: str = "KDPM2DiscreteScheduler", solver: st
     recipe = _k(name, solver, options or {}, {})(cfg)
     ancestral = solver == "dpm-2-ancestral"
     train = train_sigmas(_acp(recipe.schedule))
+
+    def adjust(p: plans.Plan, s: torch.Tensor) -> None:
+        p.exposed_sigmas = torch.cat([s[:1], s[1:].repeat_interleave(2), s[-1:]])
+        if ancestral:
+            p.mid_timesteps = torch.as_tensor(timestep_of_sigma(_ancestral_midpoints(s), train, np.float32))
+
+    return _adjusted(recipe, adjust)
+
+
+def _adjusted(recipe: Recipe, adjust: Callable[[plans.Plan, torch.Tensor], None]) -> Recipe:
+    """``recipe`` whose plans are changed by ``adjust(plan, plan.sigmas)`` (a class's own
+    ``sigmas`` attribute and stage timesteps)."""
     base = recipe.plan
 
     def plan(*args: Any, **kw: Any) -> plans.Plan:
         p = base(*args, **kw)
-        s = p.sigmas
-        assert s is not None
-        p.exposed_sigmas = torch.cat([s[:1], s[1:].repeat_interleave(2), s[-1:]])
-        if ancestral:
-            p.mid_timesteps = torch.as_tensor(timestep_of_sigma(_ancestral_midpoints(s), train, np.float32))
+        assert p.sigmas is not None
+        adjust(p, p.sigmas)
         return p
 
     recipe.plan = plan
@@ -223,21 +232,15 @@ def _dpm_sde(cfg: dict[str, Any]) -> Recipe:
     source = ClassBrownianNoise(cfg.get("noise_sampler_seed"))
     recipe.options = {"eta": 1.0, "noise": source}
     train = train_sigmas(_acp(recipe.schedule))
-    base = recipe.plan
 
-    def plan(*args: Any, **kw: Any) -> plans.Plan:
-        p = base(*args, **kw)
-        s = p.sigmas
-        assert s is not None
+    def adjust(p: plans.Plan, s: torch.Tensor) -> None:
         p.exposed_sigmas = torch.cat([s[:1], s[1:-1].repeat_interleave(2), s[-1:]])
         p.timesteps = p.timesteps.to(torch.float64)
         log_s = np.log(s[:-1].numpy().astype(np.float64))
         p.mid_timesteps = torch.as_tensor(timestep_of_sigma(np.exp(0.5 * (log_s[:-1] + log_s[1:])), train))
         source.reset(s)
-        return p
 
-    recipe.plan = plan
-    return recipe
+    return _adjusted(recipe, adjust)
 
 
 def _full_table(n: int, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
