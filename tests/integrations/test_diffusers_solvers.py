@@ -30,7 +30,7 @@ def _pipeline_loop(sched, den, x, seed=7):
 
 
 def test_every_fixed_grid_diffusion_solver_is_offered():
-    for name in ("heun", "dpm-2", "dpmpp-2s-ancestral", "plms", "pndm", "euler-ancestral",
+    for name in ("heun", "dpm-2", "dpmpp-2s-ancestral", "dpm-2-ancestral", "plms", "pndm", "euler-ancestral",
                  "sde-dpmpp-2m", "unipc-bh2", "lms"):
         assert name in SOLVERS
     for name in ("etd1", "imex-euler", "dpm-adaptive", "rk45"):
@@ -44,7 +44,7 @@ def test_scheduler_step_equals_ts_sample(solver):
     x = _pipeline_loop(sched, den, noise())
     want = ts.sample(den, noise(), solver, 8, grid="logsnr", generator=7)
     assert rel_err(x, want) <= 1e-6
-    if solver in ("heun", "dpm-2", "dpmpp-2s-ancestral"):
+    if solver in ("heun", "dpm-2", "dpmpp-2s-ancestral", "dpm-2-ancestral"):
         assert sched.order == 2 and len(sched.timesteps) > 8
 
 

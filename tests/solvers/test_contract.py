@@ -161,7 +161,8 @@ ORDER_TESTS = {
     **{n: ("tests.solvers.test_convergence_foundation", "test_empirical_order_matches_declared")
        for n in ("euler", "heun")},
     **{n: ("tests.solvers.test_stochastic_solvers", "test_deterministic_limit_convergence_order")
-       for n in ("sde-dpmpp-2m", "sde-dpmpp-3m", "dpmpp-2s-ancestral", "euler-ancestral")},
+       for n in ("sde-dpmpp-2m", "sde-dpmpp-3m", "dpmpp-2s-ancestral", "dpm-2-ancestral",
+                  "dpmpp-sde", "euler-ancestral")},
 }
 EXEMPT = {
     "autoregressive": "applies a learned one-step map: there is no discretisation to converge",

@@ -44,7 +44,8 @@ def _run_steps(den, solver, grid, x):
 SOLVERS = [
     ("ddpm", {}), ("ddim", {"eta": 0.5}), ("euler-ancestral", {}), ("dpmpp-2s-ancestral", {}),
     ("sde-dpmpp-2m", {}), ("sde-dpmpp-3m", {}), ("euler-maruyama", {}), ("pc", {"n_corrector": 2}),
-    ("sde-dpmpp-2m", {"noise": "brownian"}),
+    ("sde-dpmpp-2m", {"noise": "brownian"}), ("dpm-2-ancestral", {}), ("dpmpp-sde", {}),
+    ("dpmpp-sde", {"noise": "brownian"}),
 ]
 
 

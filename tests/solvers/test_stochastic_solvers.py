@@ -13,7 +13,8 @@ from timestepper.solvers import BrownianPath
 from timestepper.solvers.noise import BrownianNoise
 
 F64 = torch.float64
-STOCHASTIC = ["ddpm", "euler-ancestral", "dpmpp-2s-ancestral", "sde-dpmpp-2m", "sde-dpmpp-3m",
+STOCHASTIC = ["ddpm", "euler-ancestral", "dpmpp-2s-ancestral", "dpm-2-ancestral", "dpmpp-sde",
+              "sde-dpmpp-2m", "sde-dpmpp-3m",
               "euler-maruyama", "pc"]
 
 
@@ -59,6 +60,21 @@ def test_ddim_eta_zero_is_the_deterministic_sampler(setup):
     assert torch.equal(a, b)
 
 
+def test_dpm2_ancestral_eta_zero_is_dpm2(setup):
+    den, noise = setup
+    a = ts.sample(den, noise, "dpm-2", steps=8)
+    b = ts.sample(den, noise, "dpm-2-ancestral", steps=8, solver_options={"eta": 0.0}, generator=3)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_dpmpp_sde_eta_zero_is_dpmpp_2s(setup):
+    """At eta = 0 both samplers are k-diffusion's DPM-Solver++(2S) with r = 1/2 on every step."""
+    den, noise = setup
+    a = ts.sample(den, noise, "dpmpp-2s-ancestral", steps=8, solver_options={"eta": 0.0})
+    b = ts.sample(den, noise, "dpmpp-sde", steps=8, solver_options={"eta": 0.0}, generator=3)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
 def test_ddpm_is_euler_ancestral_and_ddim_eta_one(setup):
     den, noise = setup
     a = ts.sample(den, noise, "ddpm", steps=8, generator=1)
@@ -70,6 +86,8 @@ def test_ddpm_is_euler_ancestral_and_ddim_eta_one(setup):
 @pytest.mark.parametrize("name,opts,match", [
     ("ddim", {"eta": -0.1}, "eta"), ("ddim", {"eta": 1.5}, "eta"),
     ("ddpm", {"noise": "pink"}, "noise"),
+    ("dpmpp-sde", {"r": 0.0}, "r must be in"), ("dpmpp-sde", {"r": 1.5}, "r must be in"),
+    ("dpm-2-ancestral", {"eta": 2.0}, "eta"),
     ("sde-dpmpp-2m", {"solver_type": "rk"}, "solver_type"), ("sde-dpmpp-2m", {"eta": -1}, "eta"),
     ("pc", {"snr": 0.0}, "snr"), ("pc", {"n_corrector": -1}, "n_corrector"),
     ("pc", {"corrector": "hmc"}, "corrector"), ("pc", {"predictor": "rk4"}, "predictor"),
@@ -101,6 +119,8 @@ def _order(gmm2, name, opts, steps=(16, 32, 64)):
     # the peers' 3M formula halves the second-difference term: a second-order method
     ("sde-dpmpp-3m", {"eta": 0.0, "lower_order_final": False, "variant": "k-diffusion"}, 2),
     ("dpmpp-2s-ancestral", {"eta": 0.0}, 2),
+    ("dpm-2-ancestral", {"eta": 0.0}, 2),
+    ("dpmpp-sde", {"eta": 0.0}, 2),
     ("euler-ancestral", {"eta": 0.0}, 1),
 ])
 def test_deterministic_limit_convergence_order(gmm2, name, opts, order):

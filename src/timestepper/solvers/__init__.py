@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (registration)
     dpm_adaptive,
     dpm_solver,
     dpmpp,
+    dpmpp_sde,
     edm,
     etd,
     implicit,
@@ -29,7 +30,7 @@ from . import (  # noqa: F401  (registration)
     unipc,
 )
 from .adams import AdamsBashforthMoulton
-from .ancestral import DPMSolverPP2SAncestral
+from .ancestral import DPM2Ancestral, DPMSolverPP2SAncestral
 from .autoregressive import Autoregressive
 from .base import DiffusionSolver
 from .ddim import DDIM
@@ -38,6 +39,7 @@ from .dpm2 import DPM2
 from .dpm_adaptive import DPMSolverAdaptive, LuStepSizeController
 from .dpm_solver import DPMSolverSinglestep
 from .dpmpp import DPMSolverMultistep
+from .dpmpp_sde import DPMSolverPPSDE
 from .edm import EDMHeun
 from .etd import ETD1, ETDRK2, ETDRK4, IMEXEuler
 from .inpaint import Inpaint
@@ -58,6 +60,8 @@ __all__ = [
     "DDIM",
     "DEIS",
     "DPM2",
+    "DPM2Ancestral",
+    "DPMSolverPPSDE",
     "ETD1",
     "ETDRK2",
     "ETDRK4",

@@ -45,12 +45,18 @@ def ancestral_coefficients(grid, eta: float) -> tuple[list, list, list]:
     ``cd = -alpha_{i+1} expm1(log(rho) - h)`` (no cancellation for small ``h``). A step to zero
     noise (``h = inf``) gives ``(0, alpha_{i+1}, 0)``.
     """
-    h = step_sizes(grid)
+    return ancestral_between(grid.sigma[:-1], grid.sigma[1:], grid.alpha[1:], step_sizes(grid), eta)
+
+
+def ancestral_between(sigma0: torch.Tensor, sigma1: torch.Tensor, alpha1: torch.Tensor,
+                      h: torch.Tensor, eta: float) -> tuple[list, list, list]:
+    """:func:`ancestral_coefficients` of steps from noise levels ``sigma0`` to ``(alpha1,
+    sigma1)``, ``h`` their log-SNR increments (any pairs of points, not only a grid's steps)."""
     one_minus_e2h = -torch.expm1(-2.0 * h)
-    cn = eta * grid.sigma[1:] * torch.sqrt(one_minus_e2h)
+    cn = eta * sigma1 * torch.sqrt(one_minus_e2h)
     log_rho = 0.5 * torch.log1p(-(eta * eta) * one_minus_e2h)
-    cx = torch.exp(log_rho) * grid.sigma[1:] / grid.sigma[:-1]
-    cd = -grid.alpha[1:] * torch.expm1(log_rho - h)
+    cx = torch.exp(log_rho) * sigma1 / sigma0
+    cd = -alpha1 * torch.expm1(log_rho - h)
     return cx.tolist(), cd.tolist(), cn.tolist()
 
 

@@ -48,11 +48,12 @@ def midpoint_step(term: DiffusionTerm, x: Tensor, row: MidpointRow, prediction: 
     return lincomb(x, row.cx, ((row.ce, m),)), nfe
 
 
-def log_snr_midpoints(schedule, grid: SamplingGrid) -> SamplingGrid:
-    """The points at the log-SNR midpoint of every step that does not end at zero noise
-    (a placeholder copy of the step start on those that do; it is never evaluated)."""
+def log_snr_midpoints(schedule, grid: SamplingGrid, r: float = 0.5) -> SamplingGrid:
+    """The points at ``lambda_i + r h_i`` (the log-SNR midpoint for ``r = 1/2``) of every step
+    that does not end at zero noise (a placeholder copy of the step start on those that do; it is
+    never evaluated)."""
     lam = grid.log_snr
-    mid = torch.where(torch.isfinite(lam[1:]), 0.5 * (lam[:-1] + lam[1:]), lam[:-1])
+    mid = torch.where(torch.isfinite(lam[1:]), lam[:-1] + r * (lam[1:] - lam[:-1]), lam[:-1])
     return SamplingGrid.from_times(schedule, schedule.t_from_log_snr(mid))
 
 

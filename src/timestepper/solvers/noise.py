@@ -17,6 +17,10 @@ table row (``draws(kind, term, grid, x0)`` gives one per step). Two sources exis
   recomputation and strong-convergence studies need. It costs ``O(log2(s_max / tol))`` draws per
   query (fewer when consecutive queries share a branch; the last branch is cached).
 
+A third source is any object with ``increment(s0, s1, like)`` returning a standard normal tensor
+shaped like ``like`` for the move from noise level ``s0`` to ``s1`` (:class:`LevelNoise`; a peer's
+noise sampler, e.g. diffusers' torchsde Brownian tree in :mod:`timestepper.integrations.diffusers`).
+
 Nothing here synchronises with the device: seeds and tree positions are Python integers and floats.
 """
 
@@ -26,7 +30,7 @@ import functools
 import math
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -39,6 +43,21 @@ NOISE_KINDS = ("normal", "brownian")
 _MASK = (1 << 63) - 1
 
 Draw = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class LevelNoise(Protocol):
+    """A noise source queried by noise levels: ``increment(s0, s1, like)`` is a standard normal
+    tensor shaped like ``like`` for the move from ``s = s0`` to ``s1`` (``s = sigma / alpha``)."""
+
+    def increment(self, s0: float, s1: float, like: Tensor) -> Tensor: ...
+
+
+def check_noise(noise: Any) -> Any:
+    """``"normal"``, ``"brownian"`` or a :class:`LevelNoise` object."""
+    if not isinstance(noise, str) and isinstance(noise, LevelNoise):
+        return noise
+    return check_choice(noise, NOISE_KINDS, "noise")
 
 
 class GeneratorNoise:
@@ -132,21 +151,35 @@ class BrownianNoise:
         return (self.path(s0) - self.path(s1)) * (1.0 / math.sqrt(s0 - s1))
 
 
-def draws(kind: str, term: Any, grid: Any, x0: Tensor) -> list[Draw]:
+def draws(kind: Any, term: Any, grid: Any, x0: Tensor) -> list[Draw]:
     """One noise draw per step of ``grid``: ``kind`` is ``"normal"`` or ``"brownian"``.
 
     The Brownian path's seed is the term generator's ``initial_seed()`` (so a seeded generator
     gives a reproducible path), or a fresh seed from torch's global RNG without a generator.
     """
-    check_choice(kind, NOISE_KINDS, "noise")
+    s = (grid.sigma / grid.alpha).tolist()
+    return draws_between(kind, term, x0, max(s), [(s[i], s[i + 1]) for i in range(grid.steps)])
+
+
+def draws_between(kind: Any, term: Any, x0: Tensor, s_max: float,
+                  levels: list[tuple[float, float]]) -> list[Draw]:
+    """One draw per pair ``(s0, s1)`` of noise levels ``s = sigma / alpha`` (``s0 > s1``), in
+    order: independent generator draws (``"normal"``), or the normalised increments of one
+    Brownian path on ``[0, s_max]`` between those levels (``"brownian"``; two pairs that share a
+    level share the path there, as a sampler with several noisy stages per step needs)."""
+    if not isinstance(check_noise(kind), str):
+        return [functools.partial(_level_draw, kind, s0, s1) for s0, s1 in levels]
     gen = term.generator
     if kind == "normal":
         draw = GeneratorNoise(gen).draw
-        return [draw] * grid.steps
+        return [draw] * len(levels)
     seed = gen.initial_seed() if gen is not None else int(torch.randint(0, 2**62, (1,)))
-    s = (grid.sigma / grid.alpha).tolist()
-    source = BrownianNoise(max(s), x0, seed)
-    return [functools.partial(_brownian_draw, source, s[i], s[i + 1]) for i in range(grid.steps)]
+    source = BrownianNoise(s_max, x0, seed)
+    return [functools.partial(_brownian_draw, source, s0, s1) for s0, s1 in levels]
+
+
+def _level_draw(source: LevelNoise, s0: float, s1: float, like: Tensor) -> Tensor:
+    return source.increment(s0, s1, like)
 
 
 def _brownian_draw(source: BrownianNoise, s0: float, s1: float, like: Tensor) -> Tensor:
@@ -176,13 +209,13 @@ class StochasticDiffusionSolver(DiffusionSolver):
     Args:
         eta: the noise scale of the method (validated by :meth:`validate_eta`).
         s_noise: multiplier of the added noise (k-diffusion's ``s_noise``; 1 is the algorithm).
-        noise: ``"normal"`` or ``"brownian"`` (see the module docstring).
+        noise: ``"normal"``, ``"brownian"`` or a :class:`LevelNoise` (see the module docstring).
     """
 
-    def __init__(self, eta: float, s_noise: float = 1.0, noise: str = "normal") -> None:
+    def __init__(self, eta: float, s_noise: float = 1.0, noise: Any = "normal") -> None:
         self.eta = self.validate_eta(eta)
         self.s_noise = float(s_noise)
-        self.noise = check_choice(noise, NOISE_KINDS, "noise")
+        self.noise = check_noise(noise)
         self.is_stochastic = self.eta > 0.0
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 * :class:`Scheduler` speaks diffusers' scheduler protocol. ``Scheduler.from_config(cfg)``
   reproduces the config's own class (DDPM, DDIM, PNDM, LMS, Euler, Euler-ancestral, Heun,
-  KDPM2, DPM-Solver multistep and singlestep, DEIS, UniPC, FlowMatch Euler and Heun), in full
+  KDPM2, KDPM2-ancestral, DPM-Solver multistep and singlestep, DEIS, UniPC, FlowMatch Euler and Heun), in full
   loops and in loops started mid-schedule (``mid_schedule="restart"``: the method started
   afresh there instead); ``Scheduler.from_config(cfg,
   solver="dpmpp-3m", grid="logsnr")`` runs one of our solvers instead::

@@ -19,10 +19,11 @@ from ...core.solver import Solver
 from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
 from ...solvers.dpm_solver import singlestep_orders
 from . import plans
+from .brownian import ClassBrownianNoise
 from .config import refuse_options, schedule_from_config
 from .flow_heun import FlowHeun
 from .pndm_counter import PndmCounterLoop
-from .spacing import train_sigmas
+from .spacing import timestep_of_sigma, train_sigmas
 
 PlanBuilder = Callable[..., plans.Plan]
 MidSegments = Callable[[int, int, dict[str, Any]], list[tuple[int, int, dict[str, Any]]]]
@@ -173,22 +174,73 @@ def _k(name: str, solver: str, options: dict[str, Any], fixed: dict[str, Any],  
     return build
 
 
-def _kdpm2(cfg: dict[str, Any]) -> Recipe:
+def _kdpm2(cfg: dict[str, Any], name: str = "KDPM2DiscreteScheduler", solver: str = "dpm-2",
+           options: dict[str, Any] | None = None) -> Recipe:
     """KDPM2 (k-diffusion's ``sample_dpm_2``, Karras et al. 2022's DPM-Solver-2 variant): our
     ``dpm-2``; the midpoint's timestep is the class's (linear in ``log sigma``) and its
-    ``sigmas`` attribute lists every grid sigma twice (``s0, s1, s1, ..., 0, 0``)."""
-    recipe = _k("KDPM2DiscreteScheduler", "dpm-2", {}, {})(cfg)
+    ``sigmas`` attribute lists every grid sigma twice (``s0, s1, s1, ..., 0, 0``). KDPM2-ancestral
+    (``sample_dpm_2_ancestral``) is the same with our ``dpm-2-ancestral`` at ``eta = 1``: the
+    midpoint between ``sigma_i`` and ``sigma_down``, one draw from the pipeline's generator after
+    the second evaluation, as the class draws it."""
+    recipe = _k(name, solver, options or {}, {})(cfg)
+    ancestral = solver == "dpm-2-ancestral"
+    train = train_sigmas(_acp(recipe.schedule))
+
+    def adjust(p: plans.Plan, s: torch.Tensor) -> None:
+        p.exposed_sigmas = torch.cat([s[:1], s[1:].repeat_interleave(2), s[-1:]])
+        if ancestral:
+            p.mid_timesteps = torch.as_tensor(timestep_of_sigma(_ancestral_midpoints(s), train, np.float32))
+
+    return _adjusted(recipe, adjust)
+
+
+def _adjusted(recipe: Recipe, adjust: Callable[[plans.Plan, torch.Tensor], None]) -> Recipe:
+    """``recipe`` whose plans are changed by ``adjust(plan, plan.sigmas)`` (a class's own
+    ``sigmas`` attribute and stage timesteps)."""
     base = recipe.plan
 
     def plan(*args: Any, **kw: Any) -> plans.Plan:
         p = base(*args, **kw)
-        s = p.sigmas
-        assert s is not None
-        p.exposed_sigmas = torch.cat([s[:1], s[1:].repeat_interleave(2), s[-1:]])
+        assert p.sigmas is not None
+        adjust(p, p.sigmas)
         return p
 
     recipe.plan = plan
     return recipe
+
+
+def _ancestral_midpoints(sigmas: torch.Tensor) -> np.ndarray:
+    """KDPM2-ancestral's ``sigma_interpol`` of each step, as the class computes it in float32 from
+    its sigmas (with the final 0): ``exp(lerp(log sigma_i, log sigma_down, 1/2))``, ``sigma_down``
+    of the ancestral split with ``eta = 1``."""
+    s = sigmas.to(torch.float32)
+    nxt = torch.cat([s[1:], s.new_zeros(1)])
+    up = (nxt**2 * (s**2 - nxt**2) / s**2) ** 0.5
+    down = (nxt**2 - up**2) ** 0.5
+    down[-1] = 0.0
+    mid = s.log().lerp(down.log(), 0.5).exp()
+    return mid[:-1].numpy()
+
+
+def _dpm_sde(cfg: dict[str, Any]) -> Recipe:
+    """DPMSolverSDE (k-diffusion's ``sample_dpmpp_sde``): our ``dpmpp-sde`` with the class's
+    torchsde Brownian noise (:mod:`.brownian`, seeded by ``noise_sampler_seed``), the stage at the
+    log-sigma midpoint labelled by its own timestep (float64, as the class), ``sigmas`` listing
+    every inner grid sigma twice (``s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0``)."""
+    name = "DPMSolverSDEScheduler"
+    recipe = _k(name, "dpmpp-sde", {}, {})(cfg)
+    source = ClassBrownianNoise(cfg.get("noise_sampler_seed"))
+    recipe.options = {"eta": 1.0, "noise": source}
+    train = train_sigmas(_acp(recipe.schedule))
+
+    def adjust(p: plans.Plan, s: torch.Tensor) -> None:
+        p.exposed_sigmas = torch.cat([s[:1], s[1:-1].repeat_interleave(2), s[-1:]])
+        p.timesteps = p.timesteps.to(torch.float64)
+        log_s = np.log(s[:-1].numpy().astype(np.float64))
+        p.mid_timesteps = torch.as_tensor(timestep_of_sigma(np.exp(0.5 * (log_s[:-1] + log_s[1:])), train))
+        source.reset(s)
+
+    return _adjusted(recipe, adjust)
 
 
 def _full_table(n: int, first: int, opts: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
@@ -387,6 +439,9 @@ CLASSES: dict[str, Callable[[dict[str, Any]], Recipe]] = {
     "HeunDiscreteScheduler": _k("HeunDiscreteScheduler", "heun", {}, {"clip_sample": False}),
     "PNDMScheduler": _pndm,
     "KDPM2DiscreteScheduler": _kdpm2,
+    "DPMSolverSDEScheduler": _dpm_sde,
+    "KDPM2AncestralDiscreteScheduler": lambda cfg: _kdpm2(
+        cfg, "KDPM2AncestralDiscreteScheduler", "dpm-2-ancestral", {"eta": 1.0}),
     "DPMSolverSinglestepScheduler": _singlestep,
 }
 

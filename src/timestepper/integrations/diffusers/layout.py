@@ -49,8 +49,8 @@ def expanded(plan: Plan, per_step: list[list[float]], schedule: NoiseSchedule,
     sub = [j for times in per_step for j in range(len(times))]
     times = torch.tensor([t for ts in per_step for t in ts], dtype=torch.float64)
     starts = plan.start.tolist()
-    model = [float(plan.timesteps[starts.index(t)]) if t in starts else
-             _own_label(plan, schedule, t, num_train_timesteps) for t in times.tolist()]
+    model = [_label(plan, schedule, t, i, j, starts, num_train_timesteps)
+             for t, i, j in zip(times.tolist(), step, sub)]
     stamps = torch.tensor(model, dtype=torch.float64)
     integral = plan.timesteps.dtype == torch.int64 and bool((stamps == stamps.round()).all())
     floating = plan.timesteps.dtype if plan.timesteps.is_floating_point() else torch.float32
@@ -61,6 +61,18 @@ def expanded(plan: Plan, per_step: list[list[float]], schedule: NoiseSchedule,
         level = times if plan.space == "flow" else s / a  # a flow's sigma is its time
         sigmas = torch.cat([level.to(torch.float32), plan.sigmas[-1:]])
     return Layout(step, sub, times, exposed, sigmas, max(len(t) for t in per_step))
+
+
+def _label(plan: Plan, schedule: NoiseSchedule, t: float, i: int, j: int,  # noqa: PLR0913 - one evaluation's context
+           starts: list[float], num_train_timesteps: int) -> float:
+    """The model timestep of evaluation ``j`` of step ``i`` at time ``t``: the class's own
+    midpoint label (``plan.mid_timesteps``), the timestep of a grid point at ``t``, or
+    :func:`_own_label`."""
+    if j == 1 and plan.mid_timesteps is not None:
+        return float(plan.mid_timesteps[i])
+    if t in starts:
+        return float(plan.timesteps[starts.index(t)])
+    return _own_label(plan, schedule, t, num_train_timesteps)
 
 
 def _own_label(plan: Plan, schedule: NoiseSchedule, t: float, num_train_timesteps: int) -> float:

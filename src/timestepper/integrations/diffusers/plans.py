@@ -42,6 +42,10 @@ class Plan:
             training steps), or ``None`` (our schedule's time).
         exposed_sigmas: the class's ``sigmas`` attribute where it is not the noise level of
             each evaluation (KDPM2 repeats the grid's sigmas), else ``None``.
+        mid_timesteps: the model timestep of each step's second evaluation where the class
+            computes it from its own float32 midpoint sigmas (KDPM2-ancestral: there the midpoint
+            is the next grid sigma, but the class labels it by ``sigma_interpol``, unrounded),
+            else ``None`` (:attr:`label_of_sigma` or the grid's timestep).
     """
 
     timesteps: Tensor
@@ -52,6 +56,7 @@ class Plan:
     init_noise_sigma: float
     label_of_sigma: Callable[[np.ndarray], np.ndarray] | None = None
     exposed_sigmas: Tensor | None = None
+    mid_timesteps: Tensor | None = None
 
     @property
     def chained(self) -> bool:

@@ -67,14 +67,16 @@ def sigmas_at(timesteps: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return np.interp(timesteps, np.arange(len(sigmas)), sigmas)
 
 
-def timestep_of_sigma(s: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+def timestep_of_sigma(s: np.ndarray, sigmas: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """The fractional timestep of each ``s``: linear in ``log sigma`` between training steps,
-    clamped to ``[0, T - 1]``."""
-    log_train = np.log(sigmas.astype(np.float32)).astype(np.float64)  # float32 logs, as diffusers
-    log_s = np.log(np.maximum(np.asarray(s, dtype=np.float64), 1e-10))
+    clamped to ``[0, T - 1]``, computed in ``dtype`` (``np.float32`` where the class does the
+    arithmetic on float32 tensors, as KDPM2-ancestral's midpoints; the logs of the training
+    sigmas are float32 either way, as diffusers')."""
+    log_train: np.ndarray = np.log(sigmas.astype(np.float32)).astype(dtype)
+    log_s = np.log(np.maximum(np.asarray(s, dtype=dtype), dtype(1e-10)))
     low = np.clip(np.searchsorted(log_train, log_s, side="right") - 1, 0, len(log_train) - 2)
-    w = (log_train[low] - log_s) / (log_train[low] - log_train[low + 1])
-    return (1 - np.clip(w, 0, 1)) * low + np.clip(w, 0, 1) * (low + 1)
+    w = np.clip((log_train[low] - log_s) / (log_train[low] - log_train[low + 1]), 0, 1)
+    return ((1 - w) * low.astype(dtype) + w * (low + 1).astype(dtype)).astype(np.float64)
 
 
 def karras_sigmas(s_max: float, s_min: float, N: int, rho: float = 7.0) -> np.ndarray:
