@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from .status import NonFiniteError
+
 T = TypeVar("T")
 
 
@@ -46,6 +48,16 @@ def check_int(value: object, name: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_finite_state(x: Tensor, name: str, locate: bool = True) -> None:
+    """Refuse a state holding NaN/inf, naming it (and, with ``locate``, the first bad index): one
+    host read, made before a solve starts, never inside a step."""
+    bad = ~torch.isfinite(x.detach())
+    if bool(bad.any()):
+        first = [int(i) for i in bad.nonzero()[0]] if locate and x.ndim else []
+        where = f" (first at index {tuple(first)})" if first else ""
+        raise NonFiniteError(f"{name} contains {int(bad.sum())} NaN/inf value(s){where}")
 
 
 def as_generator(generator: object, device: torch.device | str | None = None,
@@ -130,6 +142,7 @@ def save_times(ts: Any, t0: float, t1: float, name: str = "saveat") -> list[floa
 
 __all__ = [
     "as_generator",
+    "check_finite_state",
     "check_choice",
     "check_in_range",
     "check_int",

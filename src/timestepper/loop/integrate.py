@@ -18,8 +18,8 @@ from torch import Tensor
 from ..core.controllers import FixedGrid, StepSizeController
 from ..core.solution import SaveAt, Solution
 from ..core.solver import Solver, term_type_names
-from ..core.status import ON_FAILURE, NonFiniteError
-from ..core.validation import check_choice, check_int, check_state
+from ..core.status import ON_FAILURE
+from ..core.validation import check_choice, check_finite_state, check_int, check_state
 from ..solvers.registry import available, get
 from .options import LoopOptions, Problem, StepRecord
 from .per_sample import run_per_sample
@@ -87,8 +87,8 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
     save = saveat if isinstance(saveat, SaveAt) else SaveAt(ts=saveat) if saveat is not None else SaveAt()
     problem = _problem(term, slv, stepping, x0, t_span, per_sample)
     _check_saving(problem, save, per_sample)
-    if check_finite:
-        _check_initial_state(x0)
+    if check_finite:  # at once, naming where, not later as a step-size or step error
+        check_finite_state(x0, "x0")
     opts = LoopOptions(step=_step_function(slv, compile), saveat=save, check_finite=check_finite,
                        progress=progress, callback=callback, max_steps=max_steps,
                        on_failure=on_failure, on_accept=on_accept, time_dtype=time_dtype)
@@ -161,16 +161,6 @@ def _check_adaptive_span(t0: float, t1: float) -> None:
             raise ValueError(f"{name} must be a number, got nan")
     if t0 == t1:
         raise ValueError("t_span must have t0 != t1")
-
-
-def _check_initial_state(x0: Tensor) -> None:
-    """``check_finite``: refuse a NaN/inf initial state at once (one host read, before any step),
-    naming where, instead of failing later as a step-size or step error."""
-    bad = ~torch.isfinite(x0)
-    if bool(bad.any()):
-        first = [int(i) for i in bad.nonzero()[0]] if x0.ndim else []
-        where = f" (first at index {tuple(first)})" if first else ""
-        raise NonFiniteError(f"x0 contains {int(bad.sum())} NaN/inf value(s){where}")
 
 
 def _as_float(t: Any, name: str) -> float:

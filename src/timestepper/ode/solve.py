@@ -29,9 +29,9 @@ from torch import Tensor
 from ..core.controllers import StepSizeController, controller_from
 from ..core.solution import Solution
 from ..core.solver import Solver
-from ..core.status import MaxStepsError, NonFiniteError, StiffnessError
+from ..core.status import MaxStepsError, StiffnessError
 from ..core.terms import ODETerm
-from ..core.validation import check_choice, check_positive, save_times
+from ..core.validation import check_choice, check_finite_state, check_positive, save_times
 from ..loop import integrate
 from ..solvers.implicit import ImplicitRK
 from ..solvers.registry import get
@@ -238,7 +238,7 @@ def _solve(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) ->
                             o.adjoint_rtol if o.adjoint_rtol is not None else o.rtol,
                             o.adjoint_atol if o.adjoint_atol is not None else o.atol, o.adjoint_seminorm)
     x0 = flat.flatten(y0)
-    _check_finite_state(x0, "y0")
+    check_finite_state(x0, "y0", locate=flat.is_tensor)
     times = _TimeGradients(problem, method.name, t0, t1, o.saveat)
     x0 = times.start(x0)
     if o.regularise:
@@ -351,12 +351,6 @@ def _problem(field: FlatField, slv: Solver, t0: Any, t1: Any, o: SolveOptions) -
     detect = o.stiffness_check and o.on_failure == "raise" and detects_stiffness(slv)
     return ODEProblem(field, slv, ctrl, o.dt, t0, t1, st, o.max_steps, o.on_failure,
                       o.per_sample_steps, o.time_dtype, STIFFNESS_EVERY if detect else 0)
-
-
-def _check_finite_state(x0: Tensor, name: str) -> None:
-    bad = ~torch.isfinite(x0.detach())
-    if bool(bad.any()):
-        raise NonFiniteError(f"{name} contains {int(bad.sum())} NaN/inf value(s)")
 
 
 def _interval(t0: Any, t1: Any) -> tuple[float, float]:
