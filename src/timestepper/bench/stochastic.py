@@ -24,6 +24,8 @@ STOCHASTIC_SAMPLERS: dict[str, tuple[dict[str, Any], int]] = {
     "euler-ancestral": ({}, 1),
     "ddim": ({"eta": 0.5}, 1),
     "dpmpp-2s-ancestral": ({}, 2),
+    "dpm-2-ancestral": ({}, 2),
+    "dpmpp-sde": ({}, 2),
     "sde-dpmpp-2m": ({}, 1),
     "sde-dpmpp-3m": ({}, 1),
     "euler-maruyama": ({}, 1),
