@@ -57,7 +57,7 @@ def gradient_inputs(term: DiffusionTerm) -> tuple[Tensor, ...]:
     """The tensors the backward pass differentiates: the model's parameters and the conditioning
     tensors in ``model_kwargs`` that require grad."""
     den = term.denoiser
-    params = [p for p in den.model_fn.parameters() if p.requires_grad] \
+    params: list[Tensor] = [p for p in den.model_fn.parameters() if p.requires_grad] \
         if isinstance(den.model_fn, torch.nn.Module) else []
     params += [v for v in den.model_kwargs.values() if isinstance(v, Tensor) and v.requires_grad]
     return tuple(params)
@@ -86,8 +86,8 @@ def differentiable_sample(mode: str, term: DiffusionTerm, solver: Any, grid: Sam
 
 # -- checkpointing ---------------------------------------------------------------------------
 
-def _segment(term, solver, grid, rows, lo, hi, x, state):
-    for i in range(lo, hi):
+def _segment(term, solver, grid, rows, span, x, state):
+    for i in range(*span):
         x, state, _, _ = solver.step(term, float(grid.t[i]), float(grid.t[i + 1]), x, state, rows[i])
     return x, state
 
@@ -103,7 +103,7 @@ def checkpointed_steps(term: DiffusionTerm, solver: Any, grid: SamplingGrid, x0:
     x = x0
     with torch.enable_grad():
         for lo in range(0, n, size):
-            x, state = checkpoint(_segment, term, solver, grid, rows, lo, min(n, lo + size), x, state,
+            x, state = checkpoint(_segment, term, solver, grid, rows, (lo, min(n, lo + size)), x, state,
                                   use_reentrant=False)
     return x
 
@@ -162,7 +162,7 @@ def _bdia_backward(term, grid, pair, a, params, gamma):
 
 class _AdjointDPM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, term, solver, grid, x0, *params):  # type: ignore[override]
+    def forward(ctx, term, solver, grid, x0, *params):
         last: list[Tensor] = [x0, x0]
 
         def keep(i, t, x):
@@ -175,7 +175,7 @@ class _AdjointDPM(torch.autograd.Function):
         return x1
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx, g):
         x1, prev = ctx.saved_tensors
         params = gradient_inputs(ctx.term)
         if isinstance(ctx.solver, BDIA):

@@ -172,6 +172,7 @@ def invert(  # noqa: PLR0913 - keyword options of the front, all with defaults
             xt, nfe, extras = _invert_ddim(term, sgrid, x0, iters if m == "fixed-point" else 0)
         noise = xt / scale
         recon = sample(denoiser, noise, slv, steps=steps, grid=grid, final=final, grid_options=grid_options)
+    assert isinstance(recon, Tensor)
     return InversionResult(noise, recon, relative_error(recon, x0),
                            None if true_noise is None else relative_error(noise, true_noise), m, nfe, extras)
 

@@ -125,6 +125,7 @@ def invert_bdia(term: DiffusionTerm, grid: SamplingGrid, last: Tensor, previous:
 
 register("bdia-ddim", BDIA,
          summary="BDIA-DDIM (Zhang et al. 2023): DDIM with a backward re-estimate of the previous "
-                 "interval weighted by gamma; exactly invertible for gamma > 0. Order 2 at gamma = 1 (default), else 1.")
+                 "interval weighted by gamma; exactly invertible for gamma > 0. Order 2 at gamma = 1 "
+                 "(default), else 1.")
 
 __all__ = ["BDIA", "bdia_rows", "ddim_map_coefficients", "invert_bdia"]
