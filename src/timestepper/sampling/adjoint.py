@@ -18,7 +18,7 @@
   is independent of the number of steps. The state is recovered by
 
   - ``"ddim"`` (``eta = 0``): fixed-point inversion of each step (``adjoint_iterations``
-    iterations, :func:`timestepper.sampling.invert.ddim_inverse_step`); the gradient then
+    iterations, :func:`timestepper.sampling.adjoint_recovery.ddim_inverse_step`); the gradient then
     agrees with direct backpropagation to the inversion's accuracy (the paper's backward ODE
     solve, with its discretisation error);
   - ``"bdia-ddim"``: the exact BDIA inverse (Zhang et al. 2023), so the gradient equals direct
@@ -47,6 +47,7 @@ from ..loop import integrate
 from ..solvers.base import lincomb, nonzero
 from ..solvers.bdia import BDIA, bdia_rows, ddim_map_coefficients
 from ..solvers.ddim import DDIM
+from .adjoint_recovery import ddim_inverse_step
 
 GRADIENTS = ("direct", "checkpoint", "adjoint")
 ADJOINT_SOLVERS = ("ddim (eta=0)", "bdia-ddim (gamma > 0)")
@@ -123,8 +124,6 @@ def _accumulate(total: list, new: list) -> None:
 
 
 def _ddim_backward(term, grid, x_last, a, params):
-    from .invert import ddim_inverse_step  # the inversion front sits beside this module
-
     points = term.points(grid, x_last)
     pgrads: list = [None] * len(params)
     x = x_last

@@ -32,11 +32,12 @@ from torch import Tensor
 
 from ..core.validation import check_choice, check_int, check_state
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.grids import SamplingGrid, make_grid
+from ..diffusion.grids import make_grid
 from ..diffusion.term import DiffusionTerm
 from ..solvers.bdia import BDIA, invert_bdia
 from ..solvers.ddim import DDIM
 from ..solvers.registry import get
+from .adjoint_recovery import ddim_inverse_step
 from .sample import sample
 
 METHODS = ("naive", "fixed-point", "bdia")
@@ -71,24 +72,6 @@ def relative_error(x: Tensor, ref: Tensor) -> float:
     d = (x - ref).double().flatten(1).norm(dim=1) if x.ndim > 1 else (x - ref).double().norm()[None]
     r = ref.double().flatten(1).norm(dim=1) if ref.ndim > 1 else ref.double().norm()[None]
     return float((d / r.clamp_min(1e-300)).max())
-
-
-def ddim_inverse_step(term: DiffusionTerm, grid: SamplingGrid, i: int, x_next: Tensor,  # noqa: PLR0913
-                      iterations: int, points: list) -> Tensor:
-    """``x_i`` from ``x_{i+1}`` by the DDIM step solved with ``eps`` taken at ``x_{i+1}`` and then
-    ``iterations`` fixed-point updates ``x_i <- A x_{i+1} + B eps(x_i, t_i)``. From pure noise
-    (``alpha_i = 0``, a flow at ``t = 1``), where ``eps(x) = x`` gives no equation, the data split
-    ``x_i <- (sigma_i / sigma_{i+1}) (x_{i+1} - alpha_{i+1} x0(x_i))`` is iterated instead."""
-    a0, a1, s0, s1 = (float(v) for v in (grid.alpha[i], grid.alpha[i + 1], grid.sigma[i], grid.sigma[i + 1]))
-    x = x_next
-    if a0 == 0.0:
-        for _ in range(iterations + 1):
-            x = (s0 / s1) * (x_next - a1 * term.data_prediction(x, points[i]))
-        return x
-    ca, cb = a0 / a1, s0 - a0 * s1 / a1
-    for _ in range(iterations + 1):
-        x = ca * x_next + cb * term.noise_prediction(x, points[i])
-    return x
 
 
 def _invert_ddim(term, grid, x0, iterations):
