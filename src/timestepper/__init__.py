@@ -47,7 +47,7 @@ from .diffusion import (
 )
 from .loop import integrate
 from .ode import odeint, odeint_adjoint, odeint_dense, odeint_event, sdeint, solve
-from .sampling import inpaint, likelihood, sample
+from .sampling import inpaint, invert, likelihood, sample
 
 __all__ = [
     "Denoiser",
@@ -80,6 +80,7 @@ __all__ = [
     "inpaint",
     "integrate",
     "integrations",
+    "invert",
     "likelihood",
     "make_grid",
     "odeint",

@@ -15,6 +15,7 @@ from ..diffusion.grids import make_grid
 from ..diffusion.term import DiffusionTerm
 from ..loop import integrate
 from ..solvers.registry import available, get
+from .adjoint import differentiable_sample
 
 SAVES = ("final", "all")
 
@@ -37,6 +38,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
     check_finite: bool = True,
     callback=None,
     grad: bool = False,
+    gradient: str | None = None,
 ) -> Tensor | Solution:
     """Sample a diffusion or flow model by solving its probability-flow ODE (or SDE).
 
@@ -63,6 +65,10 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
             respect to the noise or the model's parameters). By default sampling runs under
             ``torch.no_grad()``, so memory does not grow with the number of steps; a model that
             needs gradients inside its call (classifier guidance) enables them itself.
+        gradient: how gradients flow (:mod:`timestepper.sampling.adjoint`): ``"direct"`` (as
+            ``grad=True``), ``"checkpoint"`` (segment checkpointing, ``O(sqrt(steps))`` memory) or
+            ``"adjoint"`` (AdjointDPM, memory independent of the steps; ``ddim``/``bdia-ddim``).
+            ``"checkpoint"``/``"adjoint"`` return the final state only.
 
     A solver that chooses its own steps (``"dpm-adaptive"``) runs over the grid's log-SNR range
     with its own controller; ``steps`` then only fixes the grid's end points.
@@ -82,6 +88,9 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
     options: dict[str, Any] = dict(saveat=SaveAt(steps=save == "all"), progress=progress,
                                    callback=callback, check_finite=check_finite)
     controller = slv.default_controller(sgrid)
+    if gradient not in (None, "direct"):
+        return differentiable_sample(str(gradient), term, slv, sgrid, x0)
+    grad = grad or gradient == "direct"
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
         if controller is None:
             sol = integrate(term, slv, sgrid, x0, **options)
