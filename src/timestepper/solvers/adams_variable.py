@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..core.solver import OrderErrors, Solver
@@ -159,10 +160,17 @@ class VariableOrderAdams(Solver):
     def _estimates(h: float, g: list[float], k: int, star: tuple[Tensor, ...],  # noqa: PLR0913
                    top: Tensor, higher: bool) -> dict[int, Tensor]:
         """Local error estimates of the orders ``k``, ``k - 1`` (when ``k > 1``) and ``k + 1``
-        (when ``higher``): ``h (g_{q+1} - g_q) phi_{q+1}(n+1)``."""
+        (when ``higher``): ``h (g_{q+1} - g_q) phi_{q+1}(n+1)``. Shampine & Gordon lower the order
+        only when neither ``k - 1`` nor ``k - 2`` estimates more than ``k``, so that a difference
+        that happens to vanish (a zero of the derivative) does not lower it: the ``k - 1``
+        estimate reported is the elementwise larger of the two."""
         out = {k: (h * (g[k] - g[k - 1])) * top}
         if k > 1:
-            out[k - 1] = (h * (g[k - 1] - g[k - 2])) * (top + star[k - 1])
+            lower = top + star[k - 1]  # phi_k(n+1)
+            out[k - 1] = (h * (g[k - 1] - g[k - 2])) * lower
+            if k > 2:
+                below = (h * (g[k - 2] - g[k - 3])) * (lower + star[k - 2])
+                out[k - 1] = torch.maximum(out[k - 1].abs(), below.abs())
         if higher:
             out[k + 1] = (h * (g[k + 1] - g[k])) * (top - star[k])
         return out
