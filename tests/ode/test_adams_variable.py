@@ -19,10 +19,16 @@ def a3(t, y):  # DETEST A3: y = exp(sin t)
     return y * torch.cos(torch.as_tensor(t, dtype=y.dtype))
 
 
-def run(problem, tol, solver="vode-adams", t1=None, **kw):
+def run(problem, tol, solver="vode-adams"):
+    """The solve and the orders of its accepted steps (none for a fixed-order solver)."""
     orders: list[int] = []
+
+    def record(step):
+        if isinstance(step.err, OrderErrors):
+            orders.append(step.err.order)
+
     sol = ts.integrate(ts.ODETerm(problem.f), solver, PIDController(tol, tol), problem.initial(),
-                       t_span=(0.0, t1 or problem.t1), on_accept=lambda r: orders.append(r.err.order if isinstance(r.err, OrderErrors) else 0), **kw)
+                       t_span=(0.0, problem.t1), on_accept=record)
     return sol, orders
 
 

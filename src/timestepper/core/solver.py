@@ -79,7 +79,8 @@ class OrderErrors:
     errors: dict[int, Tensor]
 
 
-StepResult = tuple[Tensor, Any, "Tensor | OrderErrors | None", int]
+StepResult = tuple[Tensor, Any, "Tensor | None", int]
+"""What ``step`` returns (a variable-order solver's ``err`` is an :class:`OrderErrors` instead)."""
 
 
 class Solver:

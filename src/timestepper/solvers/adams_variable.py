@@ -68,8 +68,9 @@ def adams_integrals(h: float, psi: tuple[float, ...], count: int, theta: float =
 class DividedDifferences:
     """What a step carries: the past times (newest first), the modified divided differences
     ``phi_j(n)`` (``phi_1 = f_n``), the order of the last step, how many steps in a row took it
-    and whether every step so far raised the order (the start phase); and for dense output the last step's start, size, ``psi``
-    values and the terms of its corrector polynomial (``phi*_1..phi*_k, phi_{k+1}``)."""
+    and whether every step so far raised the order (the start phase); and for dense output the
+    last step's start, size, ``psi`` values and the terms of its corrector polynomial
+    (``phi*_1..phi*_k, phi_{k+1}``)."""
 
     ts: tuple[float, ...] = ()
     phi: tuple[Tensor, ...] = ()
