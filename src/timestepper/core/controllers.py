@@ -8,7 +8,10 @@ A controller decides where steps end and whether a step is kept (in the spirit o
   already has it from a solver that provides its first derivative, else ``None``);
 * ``next_time(t, cstate)``: where it proposes the next step to end (the loop then clips to the
   end time and, without dense output, to save times);
-* ``adapt(t0, t1, x0, x1, err, cstate) -> (accept, cstate, underflow)`` after each step.
+* ``adapt(t0, t1, x0, x1, err, cstate) -> (accept, cstate, underflow)`` after each step;
+* ``next_order(cstate)``: with a variable-order solver (``Solver.variable_order``), the order of
+  the next step, handed to the step as its ``row`` (``None``: the controller does not choose
+  orders, and such a solver refuses it).
 
 Times are Python floats for one shared step size, ``(B,)`` tensors in per-sample mode (then
 ``accept`` and ``underflow`` are ``(B,)`` bool tensors). A fixed grid is the controller
@@ -25,6 +28,15 @@ PID rule (Söderlind 2003, "Digital filters in adaptive time-stepping", eq. 6; S
 
 with ``b1 = p + i + d``, ``b2 = -(p + 2 d)``, ``b3 = d`` (``pcoeff``, ``icoeff``, ``dcoeff``) and
 ``k`` the solver's error order. ``icoeff=1`` (others 0) is the classical I controller.
+
+With a variable-order solver the step returns its error estimates at its order ``k`` and at the
+neighbouring orders (:class:`~timestepper.core.solver.OrderErrors`). The step is accepted on the
+order-``k`` norm; the next order ``q`` maximises the step-size ratio
+``eta_q = (bias_q * e_q)^(-1/(q+1))`` with CVODE's biases 6, 6, 10 for ``q = k-1, k, k+1``
+(Byrne & Hindmarsh 1975; Hindmarsh et al. 2005, SUNDIALS, CVODE's order selection; after a
+rejection only ``k - 1`` or ``k``); the PID rule then sets the step from ``e_q`` with ``k = q + 1``.
+The PID memory (the previous inverse norms) always holds errors of the order the next step uses:
+on an order change it restarts from this step's estimate at the new order.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .solver import Solver
+from .solver import OrderErrors, Solver
 from .terms import VectorFieldTerm
 from .validation import check_choice, check_tolerances, time_grid
 
@@ -63,9 +75,14 @@ class StepSizeController:
     def next_time(self, t: Any, cstate: Any) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def adapt(self, t0: Any, t1: Any, x0: Tensor, x1: Tensor, err: Tensor | None,
+    def adapt(self, t0: Any, t1: Any, x0: Tensor, x1: Tensor, err: Any,
               cstate: Any) -> tuple[Any, Any, Any]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def next_order(self, cstate: Any) -> int | None:
+        """The order of the next step of a variable-order solver, or ``None`` (the default: this
+        controller does not choose orders)."""
+        return None
 
 
 class FixedGrid(StepSizeController):
@@ -137,13 +154,14 @@ def scaled_error_norm(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: fl
 @dataclass
 class PIDState:
     """The controller's state: the next step size (``dt``, a float or ``(B,)`` tensor), the inverse
-    scaled errors of the two previous accepted steps (1 at the start) and the solver's error
-    order."""
+    scaled errors of the two previous accepted steps (1 at the start), the error order of the
+    next step and, with a variable-order solver, its method order (else ``None``)."""
 
     dt: Any
     prev: Any = 1.0
     prev2: Any = 1.0
     error_order: int = 1
+    order: int | None = None
 
 
 class PIDController(StepSizeController):
@@ -201,14 +219,20 @@ class PIDController(StepSizeController):
                 dt = math.copysign(abs(float(self.dt0)), t1 - t0)
         else:
             dt, nfe = self.initial_step(term, solver.error_order, t0, t1, x0, f0)
-        return PIDState(dt=dt, error_order=solver.error_order), nfe
+        order = solver.error_order - 1 if solver.variable_order else None
+        return PIDState(dt=dt, error_order=solver.error_order, order=order), nfe
 
     def next_time(self, t, cstate):
         return t + cstate.dt
 
+    def next_order(self, cstate):
+        return cstate.order
+
     def adapt(self, t0, t1, x0, x1, err, cstate):
         if err is None:
             raise ValueError("an adaptive step needs the solver's error estimate")
+        if cstate.order is not None:
+            return self._adapt_order(t0, t1, x0, x1, err, cstate)
         if isinstance(t0, Tensor):
             return self._adapt_tensor(self.error_norm(x0, x1, err, batched=True), t1 - t0, cstate, t1)
         return self._adapt_float(float(self.error_norm(x0, x1, err)), t1 - t0, cstate, t1)
@@ -224,10 +248,12 @@ class PIDController(StepSizeController):
         return ((self.pcoeff + self.icoeff + self.dcoeff) / k, -(self.pcoeff + 2 * self.dcoeff) / k,
                 self.dcoeff / k)
 
-    def _adapt_float(self, norm: float, taken: float, cs: PIDState, t: float):
-        """Shared step: Python floats (one host read of the norm, no tensor ops)."""
+    def _adapt_float(self, norm: float, taken: float, cs: PIDState, t: float,
+                     accept: bool | None = None):
+        """Shared step: Python floats (one host read of the norm, no tensor ops). ``accept``
+        overrides ``norm <= 1`` when the step's acceptance is decided on another error."""
         b1, b2, b3 = self._gains(cs.error_order)
-        accept = norm <= 1.0
+        accept = norm <= 1.0 if accept is None else accept
         inv = 1.0 / max(norm, 1e-10) if math.isfinite(norm) else 0.0
         factor = self.safety * inv**b1 * cs.prev**b2 * cs.prev2**b3
         lo = self.factor_min_accept if accept else self.factor_min
@@ -235,9 +261,26 @@ class PIDController(StepSizeController):
         dt = taken * factor
         if self.dt_max is not None:
             dt = math.copysign(min(abs(dt), self.dt_max), dt)
-        new = PIDState(dt, inv, cs.prev, cs.error_order) if accept else replace(cs, dt=dt)
+        new = replace(cs, dt=dt, prev=inv, prev2=cs.prev) if accept else replace(cs, dt=dt)
         floor = self.dt_min if self.dt_min is not None else 1e-14 * max(1.0, abs(t))
         return accept, new, not abs(dt) >= floor
+
+    def _adapt_order(self, t0, t1, x0, x1, err: OrderErrors, cs: PIDState):
+        """A variable-order step (see the module docstring): one host read of the norms of all
+        the estimates, then the order and the step size of the next step."""
+        if isinstance(t0, Tensor):
+            raise ValueError("variable-order steps are shared-step only (per_sample=False)")
+        if not isinstance(err, OrderErrors) or err.order not in err.errors:
+            raise TypeError("a variable-order step must return OrderErrors including its own order")
+        orders = [err.order] + [q for q in sorted(err.errors) if q != err.order]
+        norms = dict(zip(orders, torch.stack(
+            [self.error_norm(x0, x1, err.errors[q]) for q in orders]).tolist(), strict=True))
+        accept, k = norms[err.order] <= 1.0, err.order
+        new = select_order(norms, k, accept)
+        same = replace(cs, error_order=k + 1)
+        # on an order change, restart the memory with this step's error at the new order
+        changed = replace(cs, prev=1.0, prev2=1.0, order=new, error_order=new + 1)
+        return self._adapt_float(norms[new], t1 - t0, same if new == k else changed, t1, accept)
 
     def _adapt_tensor(self, norm: Tensor, taken: Tensor, cs: PIDState, t1: Tensor):
         """Per-sample steps: ``(B,)`` tensors (no host synchronisation). The error history
@@ -285,6 +328,24 @@ class PIDController(StepSizeController):
         with torch.no_grad():
             return _hairer_initial_step(term, error_order, t0, t1, x0.detach(), f0,
                                         (self.rtol, self.atol))
+
+
+ORDER_BIAS = {-1: 6.0, 0: 6.0, 1: 10.0}
+"""CVODE's biases of the step-size ratios of orders ``k - 1``, ``k``, ``k + 1`` in the choice of
+the next order (it prefers not to raise)."""
+
+
+def select_order(norms: dict[int, float], order: int, accepted: bool) -> int:
+    """The order ``q`` (among those estimated, not above ``order`` after a rejection) with the
+    largest step-size ratio ``(bias * e_q)^(-1/(q+1))``; ties keep ``order`` (``norms`` lists it
+    first)."""
+    def ratio(q: int) -> float:
+        e = norms[q]
+        if not math.isfinite(e):
+            return 0.0
+        return (ORDER_BIAS[max(-1, min(1, q - order))] * max(e, 1e-10)) ** (-1.0 / (q + 1))
+
+    return max((q for q in norms if accepted or q <= order), key=ratio)
 
 
 def _hairer_initial_step(term, error_order, t0, t1, x0, f0, tolerances):
@@ -357,5 +418,6 @@ __all__ = [
     "controller_from",
     "error_ratio",
     "max_scaled_difference",
+    "select_order",
     "scaled_error_norm",
 ]

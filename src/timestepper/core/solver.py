@@ -42,17 +42,45 @@ nothing is probed with ``hasattr``:
 * ``carries_state``: a step depends on more than its start ``(t0, x0)`` (a multistep history, or
   a reused evaluation that is not ``f(t0, x0)``), so it cannot be replayed from a stored state
   alone (recursive checkpointing refuses it).
+* ``variable_order``: the method's order changes from step to step, chosen by the step-size
+  controller from the errors the solver estimates for neighbouring orders (variable-order Adams).
+  On an adaptive solve ``step`` then receives as ``row`` the order ``k`` of this step (a Python
+  int, ``controller.next_order(cstate)``; the first is ``error_order - 1``), and returns as
+  ``err`` an :class:`OrderErrors`: the local error estimate at order ``k`` (``O(h^(k+1))``,
+  which decides acceptance) and at the neighbouring orders it can estimate, from which the
+  controller picks the next order and step size with that order's exponent ``1/(q+1)``. The
+  choice is data dependent, so it is made where the loop already reads the error norm on the
+  host (the controller), not in the step. Fixed-order solvers are unaffected (``row`` stays
+  ``None`` on an adaptive solve).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from .terms import Term
 
+
+@dataclass(frozen=True)
+class OrderErrors:
+    """The error a variable-order step returns (see ``variable_order`` in the module docstring).
+
+    Attributes:
+        order: the order ``k`` of the formula whose error the step controls (the ``row`` it was
+            given); its local error is ``O(h^(k+1))``.
+        errors: order ``q`` -> the estimated local error of the step had it used order ``q``:
+            ``k`` itself and the neighbours the solver can estimate (``k - 1``, ``k + 1``).
+    """
+
+    order: int
+    errors: dict[int, Tensor]
+
+
 StepResult = tuple[Tensor, Any, "Tensor | None", int]
+"""What ``step`` returns (a variable-order solver's ``err`` is an :class:`OrderErrors` instead)."""
 
 
 class Solver:
@@ -74,6 +102,7 @@ class Solver:
     min_steps: ClassVar[int] = 1
     min_steps_reason: ClassVar[str] = ""
     carries_state: bool = False
+    variable_order: ClassVar[bool] = False
 
     def init(self, term: Any, grid: Any, x0: Tensor) -> tuple[Any, Any]:
         """``(state, table)`` for a solve from ``x0`` (see the module docstring)."""
@@ -127,4 +156,4 @@ def term_type_names(solver: Solver) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
-__all__ = ["Solver", "StepResult", "term_type_names"]
+__all__ = ["OrderErrors", "Solver", "StepResult", "term_type_names"]

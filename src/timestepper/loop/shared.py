@@ -77,6 +77,7 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
     watch = _Watchers(opts, recorder, _progress_bar(opts.progress, p, fixed), fixed)
     finite: list[Tensor] | None = [] if fixed and opts.check_finite else None
     step, next_time, adapt = opts.step, p.controller.next_time, p.controller.adapt
+    order = p.controller.next_order if p.solver.variable_order else None  # the row of an adaptive step
     term, t1, t, x = p.term, p.t1, p.t0, p.x0
     direction = 1.0 if p.t1 > p.t0 else -1.0
     step_ts = [t]
@@ -89,7 +90,8 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
                 "on_failure='return' to get the state"))
             break
         t_next = next_time(t, cstate) if fixed else _step_end(p, t, cstate, recorder)
-        x_new, state_new, err, n = step(term, t, t_next, x, state, table[accepted] if table is not None else None)
+        row = table[accepted] if table is not None else order(cstate) if order is not None else None
+        x_new, state_new, err, n = step(term, t, t_next, x, state, row)
         nfe += n
         accept, cstate, underflow = adapt(t, t_next, x, x_new, err, cstate)
         if accept:

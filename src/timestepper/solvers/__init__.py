@@ -6,6 +6,7 @@
 
 from . import (  # noqa: F401  (registration)
     adams,
+    adams_variable,
     ancestral,
     autoregressive,
     bdia,
