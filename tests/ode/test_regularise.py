@@ -2,6 +2,7 @@
 error times the step, both terms carry gradients, and descending the ERNODE term alone makes a
 learned field cheaper to solve."""
 
+import pytest
 import torch
 
 import timestepper as ts
@@ -71,3 +72,18 @@ def test_descending_the_error_term_lowers_test_nfe():
         opt.step()
     after = nfe()
     assert after <= 0.8 * before, (before, after)
+
+
+def test_variable_order_solver_regularises_with_the_error_of_its_order():
+    """vode-adams returns OrderErrors; R_E accumulates the estimate at the order each step used."""
+    sol = ts.solve(lambda t, y: -y, torch.ones(3, dtype=torch.float64), 0.0, 1.0, solver="vode-adams",
+                   controller="pi", rtol=1e-6, atol=1e-6, regularise=True)
+    reg = sol.extras["reg_error"]
+    assert torch.isfinite(reg) and 0 < float(reg) < 1
+
+
+def test_sampled_local_error_refuses_a_variable_order_solver():
+    from timestepper.ode.regularise import local_error_estimate
+
+    with pytest.raises(ValueError, match="fixed-order solver"):
+        local_error_estimate(lambda t, y: -y, 0.0, torch.ones(3), 0.1, ts.solvers.get("vode-adams"), 1e-6, 1e-6)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..core.controllers import error_ratio
-from ..core.solver import Solver
+from ..core.solver import OrderErrors, Solver
 from ..loop import StepRecord
 from ..solvers.rk import ExplicitRK, bcast, weighted_sum
 
@@ -68,7 +68,8 @@ class SolverHeuristics:
         if step.err is None:
             raise ValueError("the regularisation statistics need the solver's error estimate")
         self.steps += 1
-        e = scaled_error(step.x0, step.x1, step.err, self.rtol, self.atol, self.norm)
+        err = step.err.errors[step.err.order] if isinstance(step.err, OrderErrors) else step.err
+        e = scaled_error(step.x0, step.x1, err, self.rtol, self.atol, self.norm)
         self.error = self.error + e * abs(step.t1 - step.t0)
         s = stiffness_estimate(self.solver, step.state)
         if s is not None:
@@ -108,6 +109,10 @@ def local_error_estimate(field, t: float, y: Tensor, h: float, solver: Solver, r
     """
     from ..core.terms import ODETerm
 
+    if solver.variable_order:
+        raise ValueError(f"solver {solver.display_name!r} chooses its order per step from the solve's "
+                         "history; the sampled local error estimate needs a fixed-order solver with an "
+                         "error estimate (e.g. 'dopri5', 'tsit5')")
     term = ODETerm(field)
     state, _ = solver.init(term, None, y)
     x1, _, err, _ = solver.step(term, t, t + h, y, state, None)
