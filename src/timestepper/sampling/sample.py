@@ -91,7 +91,9 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
             raise ValueError('give either schedule= or grid="searched:PATH", not both')
         given = dict(solver=solver, steps=steps, final=final, shift=shift, grid_options=grid_options,
                      solver_options=solver_options, grid=None if path is not None else grid)
-        slv, sgrid, sched = resolve_schedule(denoiser, schedule if path is None else path, force, given)
+        source = path if path is not None else schedule
+        assert source is not None
+        slv, sgrid, sched = resolve_schedule(denoiser, source, force, given)
     else:
         sched = None
         slv = get("dpmpp-2m" if solver is None else solver, **(solver_options or {}))
