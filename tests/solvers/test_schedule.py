@@ -170,6 +170,10 @@ def test_schedule_of_a_registered_solver(gmm, tmp_path):
     assert out.stats.nfe == 7
     assert torch.equal(out.x, ts.sample(den, noise, "dpmpp-2m", grid=grid,
                                         solver_options={"solver_type": "heun"}))
+    unknown = SolverSchedule(tuple(grid.t.tolist()), solver="heun")
+    assert unknown.nfe == 14 and not unknown.nfe_is_exact and "nfe" not in unknown.to_dict()["provenance"]
+    unknown.save(tmp_path / "h.json")
+    assert ts.sample(den, noise, grid=f"searched:{tmp_path / 'h.json'}", return_solution=True).stats.nfe == 13
     heun = SolverSchedule(tuple(grid.t.tolist()), solver="heun", provenance={"nfe": 13})
     assert heun.nfe == ts.sample(den, noise, schedule=heun, return_solution=True).stats.nfe == 13
     heun.provenance["nfe"] = 14  # the last step to zero noise is an Euler step
