@@ -112,6 +112,15 @@ def history_plan(specs: Sequence[StepSpec]) -> tuple[list[tuple[bool, bool, bool
     return [(k[0], k[1], k[2]) for k in kinds], keep
 
 
+def declared_order(specs: Sequence[StepSpec]) -> int:
+    """The lowest ``order + corrector`` of the steps, leaving out the warm-up (the first
+    ``max order - 1`` steps) and the last step (first order to zero noise, or uncorrected), as
+    the order of the multistep solvers is declared; all steps when no others remain."""
+    warm = max(s.order for s in specs) - 1
+    core = specs[warm:-1] or specs
+    return min(s.order + int(s.corrector) for s in core)
+
+
 class ScheduledSolver(DiffusionSolver):
     """A per-step solver schedule run as one diffusion solver (USF, Liu et al. 2023).
 
@@ -124,7 +133,8 @@ class ScheduledSolver(DiffusionSolver):
             (UniP-2, data prediction).
 
     The declared ``order`` is the lowest ``order + corrector`` of the steps (UniC raises the
-    order by one, Zhao et al. 2023, Theorem 3.3); one model call per step.
+    order by one, Zhao et al. 2023, Theorem 3.3), leaving out the warm-up and the last step of
+    an explicit list (:func:`declared_order`); one model call per step.
     """
 
     nfe_per_step = 1
@@ -141,7 +151,7 @@ class ScheduledSolver(DiffusionSolver):
             if not self.specs:
                 raise ValueError("steps must hold at least one StepSpec")
             specs = self.specs
-        self.order = min(s.order + int(s.corrector) for s in specs)
+        self.order = declared_order(specs)
 
     def init(self, term, grid, x0):
         # a grid from pure noise: its first step is the DDIM step (base class) and the table
