@@ -1,5 +1,5 @@
-"""The resolution-aware flow time shift (SD3's sqrt(m / n), adopted by Lumina-Next) and the
-time-shift map against hand-computed values."""
+"""The resolution-aware flow time shift (SD3's sqrt(m / n)) and the time-shift map (SD3's, and
+Lumina-Next's in its own time convention) against hand-computed values."""
 
 from __future__ import annotations
 

@@ -35,8 +35,10 @@ released sampler applies the same map in its own time ``s = 1 - t`` (0 = noise):
 ``grid_options={"tokens": m, "base_tokens": n}`` the factor is ``sqrt(m / n)``, SD3's rule
 (Esser et al. 2024, Sec. 5.3.2: a time ``t_n`` at resolution ``n`` has the same uncertainty as
 ``t_m = sqrt(m/n) t_n / (1 + (sqrt(m/n) - 1) t_n)`` at resolution ``m``, ``n, m`` the numbers of
-pixels -- equivalently of latent tokens, which grow with them), the time shifting Lumina-Next
-adopts for flow models sampled above their training resolution.
+pixels -- equivalently of latent tokens, which grow with them). Lumina-Next's released sampler
+takes the factor as a user setting (``time_shifting_factor``, applied with the map above; higher
+for higher resolutions); the resolution rule used here to set it is SD3's, the only closed form
+we could verify.
 """
 
 from __future__ import annotations
@@ -181,8 +183,9 @@ RESOLUTION_OPTIONS = ("tokens", "base_tokens")
 
 def resolution_shift(tokens: float, base_tokens: float) -> float:
     """The resolution-aware flow time shift ``sqrt(tokens / base_tokens)`` (Esser et al. 2024,
-    Sec. 5.3.2, adopted by Lumina-Next): ``tokens`` is the number of image tokens (or pixels) to
-    sample, ``base_tokens`` that of the resolution the model's grid was set for (shift 1 there)."""
+    SD3, Sec. 5.3.2; the factor Lumina-Next's sampler applies is set by hand): ``tokens`` is the
+    number of image tokens (or pixels) to sample, ``base_tokens`` that of the resolution the
+    model's grid was set for (shift 1 there)."""
     for name, v in (("tokens", tokens), ("base_tokens", base_tokens)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"{name} must be a number > 0, got {v!r}")

@@ -64,7 +64,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
             than the model's (refused by default).
         final: ``"zero"`` (last step to sigma = 0, default) or ``"sigma_min"``.
         shift: flow time-shift factor applied to a named grid, or ``"resolution"`` (with
-            ``grid_options={"tokens": m, "base_tokens": n}``: ``sqrt(m / n)``, SD3/Lumina-Next).
+            ``grid_options={"tokens": m, "base_tokens": n}``: ``sqrt(m / n)``, SD3's rule).
         grid_options: spacing options, e.g. ``{"rho": 7}``.
         solver_options: options for a solver given by name, e.g. ``{"order": 3}``.
         generator: ``torch.Generator`` or integer seed for stochastic solvers.
