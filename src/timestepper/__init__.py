@@ -48,6 +48,7 @@ from .diffusion import (
 from .loop import integrate
 from .ode import odeint, odeint_adjoint, odeint_dense, odeint_event, sdeint, solve
 from .sampling import inpaint, invert, likelihood, sample
+from .solvers.schedule import SolverSchedule, StepSpec, load_schedule
 
 __all__ = [
     "Denoiser",
@@ -64,9 +65,11 @@ __all__ = [
     "SemilinearTerm",
     "SolveError",
     "Solution",
+    "SolverSchedule",
     "Stats",
     "Status",
     "StepSizeUnderflowError",
+    "StepSpec",
     "StiffnessError",
     "SubVPSchedule",
     "VESchedule",
@@ -82,6 +85,7 @@ __all__ = [
     "integrations",
     "invert",
     "likelihood",
+    "load_schedule",
     "make_grid",
     "odeint",
     "odeint_adjoint",
