@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -198,7 +199,7 @@ def _check_inputs(denoiser: Denoiser, data: Tensor, iterations: int, batch_size:
 
 
 def _trainable_copy(denoiser: Denoiser, inplace: bool) -> Denoiser:
-    model = denoiser.model_fn if inplace else copy.deepcopy(denoiser.model_fn)
+    model = cast(nn.Module, denoiser.model_fn if inplace else copy.deepcopy(denoiser.model_fn))
     model.requires_grad_(True)
     return Denoiser(model, denoiser.schedule, denoiser.prediction, denoiser.model_kwargs)
 
@@ -276,7 +277,7 @@ def mmd_finetune(  # noqa: PLR0913 - keyword options of the front, all with defa
     with torch.no_grad():
         kern = make_kernel(kernel, phi(first).double(), rbf_bandwidths)
     den = _trainable_copy(denoiser, inplace)
-    params = [p for p in den.model_fn.parameters() if p.requires_grad]
+    params = [p for p in cast(nn.Module, den.model_fn).parameters() if p.requires_grad]
     run = _Run(den, params, data, phi, kern, budget, batch_size, grad_clip, gen)
     opt = torch.optim.Adam(params, lr=lr)
     result = MMDResult(den)
