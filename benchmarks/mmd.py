@@ -9,6 +9,7 @@ Writes benchmarks/results/mmd.md (+ mmd.json). Every number in the Markdown is c
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -146,7 +147,7 @@ def markdown(res: dict, args) -> str:
     return "\n".join(L) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train-seconds", type=float, default=120)
@@ -161,18 +162,24 @@ def main() -> None:
     args = p.parse_args()
     args.budgets = [int(v) for v in args.budgets.split(",")]
     args.channels = [int(v) for v in args.channels.split(",")]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-
-    def log(msg):
-        print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
-
+    start = time.perf_counter()
+    log = functools.partial(_log, start)
     res = run(args, log)
-    res["total_s"] = time.perf_counter() - t0
-    (RESULTS / "mmd.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / "mmd.md").write_text(markdown(res, args))
+    res["total_s"] = time.perf_counter() - start
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name, text in (("mmd.json", json.dumps(res, indent=2)), ("mmd.md", markdown(res, args))):
+        (RESULTS / name).write_text(text)
     log("wrote benchmarks/results/mmd.md")
+
+
+def _log(start: float, msg: str) -> None:
+    print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
 
 
 if __name__ == "__main__":

@@ -291,24 +291,18 @@ def mmd_finetune(  # noqa: PLR0913 - keyword options of the front, all with defa
 
 
 @torch.no_grad()
-def budget_mmd(  # noqa: PLR0913 - evaluation options mirroring mmd_finetune
-    denoiser: Denoiser,
-    data: Tensor,
-    noise: Tensor,
-    steps: int = 5,
-    solver: str = "ddim",
-    *,
-    grid: str | None = None,
-    kernel: str | Kernel = "polynomial",
-    features: str | FeatureMap = "raw",
-    rbf_bandwidths: Sequence[float] | None = None,
-) -> float:
-    """``MMD_u^2`` between the samples of ``denoiser`` from ``noise`` at the budget and
-    ``data`` (held out), with the kernel and features of :func:`mmd_finetune`."""
+def budget_mmd(denoiser: Denoiser, data: Tensor, noise: Tensor, budget: int | MMDBudget = 5,
+               kernel: str | Kernel = "polynomial", features: str | FeatureMap = "raw",
+               rbf_bandwidths: Sequence[float] | None = None) -> float:
+    """``MMD_u^2`` between the samples of ``denoiser`` from ``noise`` at ``budget`` (a number of
+    DDIM steps or an :class:`MMDBudget`) and ``data`` (held out), with the kernel and features of
+    :func:`mmd_finetune`."""
+    plan = budget if isinstance(budget, MMDBudget) else MMDBudget(budget)
+    plan.check()
     phi = feature_map(features)
     real = phi(data).double()
     kern = make_kernel(kernel, real, rbf_bandwidths)
-    x = sample(denoiser, noise, solver, steps, grid or default_grid(denoiser.schedule))
+    x = sample(denoiser, noise, plan.solver, plan.steps, plan.grid or default_grid(denoiser.schedule))
     return float(mmd2_unbiased(phi(x).double(), real, kern))  # type: ignore[arg-type]
 
 
