@@ -89,6 +89,13 @@ SCHEDULES = {
 }
 
 
+# Options for the accuracy check. BDIA's default gamma = 1 (the exactly invertible, time-symmetric
+# form) has a leapfrog-like parasitic mode: at 12 log-SNR steps on VE/EDM it is less accurate
+# than DDIM (docs/inversion.md, table (b)); its order and inverse are tested in test_bdia.py, and
+# gamma = 0.5, the sampling setting, is checked here.
+ACCURACY_OPTIONS = {"bdia-ddim": {"gamma": 0.5}}
+
+
 @pytest.fixture(scope="module")
 def gmm():
     return GaussianMixture.random(2, 3, seed=3, full=True)
@@ -112,7 +119,8 @@ def test_diffusion_solver_on_every_schedule(gmm, name, schedule):
     den = gmm.denoiser(make(), kind)
     noise = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     grid = "uniform" if schedule == "flow" else "logsnr"
-    sol = ts.sample(den, noise, name, steps=12, grid=grid, generator=0, return_solution=True)
+    sol = ts.sample(den, noise, name, steps=12, grid=grid, generator=0, return_solution=True,
+                    solver_options=ACCURACY_OPTIONS.get(name))
     assert sol.succeeded and torch.isfinite(sol.x).all(), (name, schedule)
     if ts.solvers.get(name).is_stochastic:
         return
