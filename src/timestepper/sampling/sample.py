@@ -37,6 +37,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
     check_finite: bool = True,
     callback=None,
     grad: bool = False,
+    compile: bool | dict[str, Any] = False,
 ) -> Tensor | Solution:
     """Sample a diffusion or flow model by solving its probability-flow ODE (or SDE).
 
@@ -63,6 +64,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
             respect to the noise or the model's parameters). By default sampling runs under
             ``torch.no_grad()``, so memory does not grow with the number of steps; a model that
             needs gradients inside its call (classifier guidance) enables them itself.
+        compile: compile the steps with ``torch.compile`` (see :func:`timestepper.integrate`).
 
     A solver that chooses its own steps (``"dpm-adaptive"``) runs over the grid's log-SNR range
     with its own controller; ``steps`` then only fixes the grid's end points.
@@ -80,7 +82,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
     scale = float(torch.sqrt(sgrid.alpha[0] ** 2 + sgrid.sigma[0] ** 2))
     x0 = noise * scale if scale != 1.0 else noise
     options: dict[str, Any] = dict(saveat=SaveAt(steps=save == "all"), progress=progress,
-                                   callback=callback, check_finite=check_finite)
+                                   callback=callback, check_finite=check_finite, compile=compile)
     controller = slv.default_controller(sgrid)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
         if controller is None:
