@@ -16,7 +16,6 @@ import torch
 from torch._dynamo.utils import counters
 
 import timestepper as ts
-from timestepper.diffusion.term import DiffusionTerm
 from timestepper.loop.compiled import CompileFallbackWarning, compile_stats
 
 F64 = torch.float64

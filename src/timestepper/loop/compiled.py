@@ -15,6 +15,7 @@ the batch dimension dynamic from the start so that a new batch size does not rec
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -83,8 +84,7 @@ def _reason(exc: Exception) -> str:
 def compile_stats() -> dict[str, int]:
     """Graphs dynamo compiled in this process so far (``unique_graphs``) and the calls that were
     captured (``captured``) -- for reporting recompiles; counters reset with ``torch._dynamo.reset``."""
-    from torch._dynamo.utils import counters
-
+    counters = importlib.import_module("torch._dynamo.utils").counters
     return {"graphs": int(counters["stats"]["unique_graphs"]), "captured": int(counters["stats"]["calls_captured"])}
 
 
