@@ -25,6 +25,8 @@ from .compiled import CompiledCall, compile_options
 from .options import LoopOptions, Problem, StepRecord
 from .per_sample import run_per_sample
 from .shared import run_shared
+from .shared_device import applies as on_device
+from .shared_device import run_shared_on_device
 
 
 def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defaults
@@ -97,6 +99,8 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
                        compile=options)
     if per_sample:
         return run_per_sample(problem, opts)
+    if on_device(problem, opts):
+        return run_shared_on_device(problem, opts)
     return run_shared(problem, opts)
 
 
