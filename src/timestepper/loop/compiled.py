@@ -15,6 +15,7 @@ the batch dimension dynamic from the start so that a new batch size does not rec
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import warnings
 from collections.abc import Callable
@@ -81,6 +82,20 @@ def _reason(exc: Exception) -> str:
     return first if len(first) <= 300 else first[:297] + "..."
 
 
+def clone_tensors(obj: Any) -> Any:
+    """``obj`` with every tensor in it (tuples, lists, dicts, dataclasses) replaced by a copy."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(clone_tensors(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: clone_tensors(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: clone_tensors(getattr(obj, f.name))
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
 def compile_stats() -> dict[str, int]:
     """Graphs dynamo compiled in this process so far (``unique_graphs``) and the calls that were
     captured (``captured``) -- for reporting recompiles; counters reset with ``torch._dynamo.reset``."""
@@ -88,4 +103,4 @@ def compile_stats() -> dict[str, int]:
     return {"graphs": int(counters["stats"]["unique_graphs"]), "captured": int(counters["stats"]["calls_captured"])}
 
 
-__all__ = ["SYNC_EVERY", "CompileFallbackWarning", "CompiledCall", "compile_options", "compile_stats"]
+__all__ = ["SYNC_EVERY", "CompileFallbackWarning", "CompiledCall", "clone_tensors", "compile_options", "compile_stats"]
