@@ -37,6 +37,7 @@ class _Batch:
     active: Tensor
     stopped: Tensor
     nonfinite: Tensor  # rejected NaN/inf proposals in a row, per sample
+    masked: bool = False  # a stopped sample may exist: mask its steps (always when compiled)
 
 
 def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
@@ -107,6 +108,7 @@ def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forw
     calls = _Evaluations()
     snap = 4 * torch.finfo(run.t.dtype).eps * run.t_end.abs().clamp(min=1.0)  # lands on t_end
     attempt, every = _attempt_function(p, opts, saver)
+    run.masked = every > 1  # between two syncs a sample may stop unseen
     for i in range(opts.max_steps):
         active = run.active
         if saver is None:
@@ -174,7 +176,8 @@ def _step_ends(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> Tensor:
     or finished sample takes a zero-length step; an end within ``snap`` of ``t_end`` lands on it)."""
     t_next = p.controller.next_time(run.t, run.cstate)
     t_next = torch.minimum(t_next, run.t_end) if forward else torch.maximum(t_next, run.t_end)
-    t_next = torch.where(run.active, t_next, run.t)
+    if run.masked:
+        t_next = torch.where(run.active, t_next, run.t)
     return torch.where((run.t_end - t_next).abs() <= snap, run.t_end, t_next)
 
 
@@ -194,7 +197,9 @@ def _stop_flags(run: _Batch, under: Tensor) -> None:
     """Which samples go on, on the device: samples whose step size underflowed stop with
     ``Status.DT_UNDERFLOW``, samples whose proposals stayed NaN/inf for ``NONFINITE_TRIES`` step
     sizes in a row with ``Status.NONFINITE``; finished samples stop."""
-    active = (run.t != run.t_end) & ~run.stopped
+    active = run.t != run.t_end
+    if run.masked:
+        active = active & ~run.stopped
     bad = active & (run.nonfinite >= NONFINITE_TRIES)
     under = active & under & ~bad
     run.status = torch.where(bad, int(Status.NONFINITE), torch.where(under, int(Status.DT_UNDERFLOW), run.status))
@@ -209,6 +214,7 @@ def _still_active(opts: LoopOptions, run: _Batch) -> bool:
     any_active, any_stopped = torch.stack([run.active, run.stopped]).any(dim=1).tolist()
     if any_stopped and opts.on_failure == "raise":
         raise _stop_error(run)
+    run.masked = run.masked or bool(any_stopped)
     return bool(any_active)
 
 
