@@ -140,15 +140,8 @@ def _attempt(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> int:
     """One attempted step of every sample, all on the device (no host synchronisation): the step,
     the controller's accept/reject and next step size, the merge of accepted samples and the
     stop flags. Returns the step's evaluations."""
-    t_next = _step_ends(p, run, forward, snap)
-    x_new, state_new, err, n = p.solver.step(p.term, run.t, t_next, run.x, run.state, None)
-    accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
-    accept = _count_attempt(run, accept, x_new)
-    accept_b = accept.reshape((-1,) + (1,) * (run.x.ndim - 1))
-    run.x = torch.where(accept_b, x_new, run.x)
-    run.t = torch.where(accept, t_next, run.t)
-    run.state = p.solver.merge(accept_b, state_new, run.state)
-    _stop_flags(run, under)
+    t_next, x_new, state_new, accept, under, n = _propose(p, p.solver.step, run, forward, snap)
+    _take(p, run, (t_next, x_new, state_new), accept, under)
     return n
 
 
@@ -156,19 +149,31 @@ def _attempt_saving(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver,  
                     forward: bool, snap: Tensor, calls: _Evaluations) -> int:
     """:func:`_attempt` with save times served from the step's dense output (eager loop; the
     step itself may be compiled)."""
-    t_next = _step_ends(p, run, forward, snap)
-    x_new, state_new, err, n = opts.step(p.term, run.t, t_next, run.x, run.state, None)
-    accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
-    accept = _count_attempt(run, accept, x_new)
+    t_next, x_new, state_new, accept, under, n = _propose(p, opts.step, run, forward, snap)
     state_new, n_dense = saver.record(p.solver, p.term, accept, run.t, t_next, state_new)
     if n_dense:
         calls.add_extra(n_dense, run.active)
+    _take(p, run, (t_next, x_new, state_new), accept, under)
+    return n
+
+
+def _propose(p: Problem, step: Any, run: _Batch, forward: bool, snap: Tensor) -> tuple[Any, ...]:
+    """The step from every sample's time and the controller's verdict on it (nothing merged)."""
+    t_next = _step_ends(p, run, forward, snap)
+    x_new, state_new, err, n = step(p.term, run.t, t_next, run.x, run.state, None)
+    accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
+    accept = _count_attempt(run, accept, x_new)
+    return t_next, x_new, state_new, accept, under, n
+
+
+def _take(p: Problem, run: _Batch, new: tuple[Tensor, Tensor, Any], accept: Tensor, under: Tensor) -> None:
+    """Merge the proposals ``new = (t, x, state)`` of the accepted samples; update the stop flags."""
+    t_next, x_new, state_new = new
     accept_b = accept.reshape((-1,) + (1,) * (run.x.ndim - 1))
     run.x = torch.where(accept_b, x_new, run.x)
     run.t = torch.where(accept, t_next, run.t)
     run.state = p.solver.merge(accept_b, state_new, run.state)
     _stop_flags(run, under)
-    return n
 
 
 def _step_ends(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> Tensor:
