@@ -45,6 +45,13 @@ def compile_options(compile: bool | dict[str, Any]) -> dict[str, Any] | None:
     return {**DEFAULT_OPTIONS, **compile}
 
 
+_CAPTURE_FAILURES = (torch._dynamo.exc.TorchDynamoException,
+                     getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", torch._dynamo.exc.TorchDynamoException))
+"""What dynamo raises, before running anything, when it cannot capture a call in one graph: an
+unsupported construct, a failed backend, or (``fullgraph=True``) the recompile limit reached
+because a value the graph was specialised on changes from call to call."""
+
+
 class CompiledCall:
     """``fn`` through ``torch.compile(fn, **options)``, falling back to ``fn`` itself (with a
     :class:`CompileFallbackWarning` naming the reason, once) when dynamo cannot capture it.
@@ -64,7 +71,7 @@ class CompiledCall:
         if self.reason is None:
             try:
                 return self.compiled(*args)
-            except torch._dynamo.exc.TorchDynamoException as exc:  # capture failed: nothing ran
+            except _CAPTURE_FAILURES as exc:  # capture failed: nothing ran
                 self.reason = _reason(exc)
                 warnings.warn(f"compile=True: {self.what} could not be compiled ({self.reason}); "
                               "running it eagerly", CompileFallbackWarning, stacklevel=3)
