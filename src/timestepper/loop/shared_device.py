@@ -58,9 +58,10 @@ def run_shared_on_device(p: Problem, opts: LoopOptions) -> Solution:
     stats = sol.stats
     ints = [int(v) for v in torch.stack([stats.nfe, stats.steps, stats.accepted, stats.rejected]).reshape(4, -1)[:, 0]]
     t_end = float(sol.extras["t"][0])
+    status = Status(int(torch.as_tensor(sol.status).reshape(-1)[0]))
     return Solution(x=sol.x.reshape(shape), ts=torch.tensor([float(p.t0), t_end], dtype=torch.float64),
                     ys=None, stats=Stats(nfe=ints[0], steps=ints[1], accepted=ints[2], rejected=ints[3]),
-                    status=Status(int(sol.status[0])), extras={"t": t_end, "on_device": True})
+                    status=status, extras={"t": t_end, "on_device": True})
 
 
 __all__ = ["applies", "run_shared_on_device"]
