@@ -2,8 +2,9 @@
 ``--device cuda``: compiled_cuda.md (+ .json).
 
 Side by side in one process, ``ts.integrate(term, solver, grid, x0, compile=True)`` (the solver's
-step through ``torch.compile(..., dynamic=True)``, default inductor backend) against the same call
-with ``compile=False``:
+step fused with the loop's finiteness probe, through ``torch.compile(..., dynamic=True,
+fullgraph=True)``, default inductor backend; see docs/performance.md) against the same call with
+``compile=False``:
 
 (a) fixed-grid diffusion sampling with dpmpp-2m and unipc-bh2 (VP linear-beta schedule, uniform
     log-SNR grid), float32 states (1, 4, 64, 64) and (16, 4, 64, 64). The "model" returns a

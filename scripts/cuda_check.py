@@ -157,6 +157,38 @@ def compiled(dev: torch.device) -> str:
     return "; ".join(out)
 
 
+@check("fixed grids through CUDA graphs (compile mode 'reduce-overhead') and the compiled "
+       "per-sample loop = eager")
+def graphed(dev: torch.device) -> str:
+    torch._dynamo.reset()
+    out = []
+    den = _denoiser(dev)
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=F64).to(dev)
+    grid = ts.make_grid(den.schedule, 12, "logsnr")
+    opts = {"mode": "reduce-overhead"}
+    with torch.no_grad():
+        eager = ts.integrate(DiffusionTerm(den), "dpmpp-2m", grid, x0).x
+        for _ in range(2):  # the second run replays the recorded graphs
+            got = ts.integrate(DiffusionTerm(den), "dpmpp-2m", grid, x0, compile=opts).x
+        err = float((got - eager).abs().max())
+    assert err < 1e-10, err
+    out.append(f"dpmpp-2m (history kept across replays): {err:.0e}")
+    mu = torch.linspace(0.5, 3.0, 32, dtype=F64, device=dev)
+
+    def vdp(t, y):
+        return torch.stack([y[:, 1], mu * (1 - y[:, 0] ** 2) * y[:, 1] - y[:, 0]], dim=1)
+
+    y0 = torch.zeros(32, 2, dtype=F64, device=dev)
+    y0[:, 0] = 2.0
+    ctrl = ts.PIDController(rtol=1e-6, atol=1e-6)
+    runs = [ts.integrate(ts.ODETerm(vdp), "tsit5", ctrl, y0, t_span=(0.0, 2.0), per_sample=True, compile=c)
+            for c in (False, True)]
+    err = float((runs[0].x - runs[1].x).abs().max())
+    assert err < 1e-10 and torch.equal(runs[0].stats.accepted, runs[1].stats.accepted), err
+    out.append(f"per-sample tsit5 compiled on the device: {err:.0e}")
+    return "; ".join(out)
+
+
 @check("implicit solvers (dense and Krylov Newton) on the device = CPU")
 def implicit_matches_cpu(dev: torch.device) -> str:
     def vdp(t, y):  # scaled Van der Pol, mu = 1e3: stiff
@@ -204,7 +236,7 @@ def main() -> int:
     dev = torch.device(ap.parse_args().device)
     print(f"torch {torch.__version__}, device {dev}"
           + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""), flush=True)
-    for fn in (sampling_matches_cpu, stochastic_runs, no_sync, adaptive_matches_cpu, compiled,
+    for fn in (sampling_matches_cpu, stochastic_runs, no_sync, adaptive_matches_cpu, compiled, graphed,
                implicit_matches_cpu, odeint_and_cde):
         fn(dev)
     for name, ok, msg in RESULTS:

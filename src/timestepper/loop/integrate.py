@@ -21,9 +21,12 @@ from ..core.solver import Solver, term_type_names
 from ..core.status import ON_FAILURE
 from ..core.validation import check_choice, check_finite_state, check_int, check_state
 from ..solvers.registry import available, get
+from .compiled import CompiledCall, compile_options
 from .options import LoopOptions, Problem, StepRecord
 from .per_sample import run_per_sample
 from .shared import run_shared
+from .shared_device import applies as on_device
+from .shared_device import run_shared_on_device
 
 
 def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defaults
@@ -89,11 +92,15 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
     _check_saving(problem, save, per_sample)
     if check_finite:  # at once, naming where, not later as a step-size or step error
         check_finite_state(x0, "x0")
-    opts = LoopOptions(step=_step_function(slv, compile), saveat=save, check_finite=check_finite,
+    options = compile_options(compile)
+    opts = LoopOptions(step=_step_function(slv, options), saveat=save, check_finite=check_finite,
                        progress=progress, callback=callback, max_steps=max_steps,
-                       on_failure=on_failure, on_accept=on_accept, time_dtype=time_dtype)
+                       on_failure=on_failure, on_accept=on_accept, time_dtype=time_dtype,
+                       compile=options)
     if per_sample:
         return run_per_sample(problem, opts)
+    if on_device(problem, opts):
+        return run_shared_on_device(problem, opts)
     return run_shared(problem, opts)
 
 
@@ -174,11 +181,10 @@ def _as_float(t: Any, name: str) -> float:
         raise TypeError(f"{name} must be a number, got {type(t).__name__}") from exc
 
 
-def _step_function(solver: Solver, compile: bool | dict[str, Any]) -> Callable[..., Any]:
-    if compile is False:
+def _step_function(solver: Solver, options: dict[str, Any] | None) -> Callable[..., Any]:
+    if options is None:
         return solver.step
-    options = {"dynamic": True, **(compile if isinstance(compile, dict) else {})}
-    return torch.compile(solver.step, **options)
+    return CompiledCall(solver.step, options, f"the step of {solver.display_name!r}")
 
 
 __all__ = ["integrate"]

@@ -47,7 +47,8 @@ class StepRecord:
 class LoopOptions:
     """How the loop runs (see :func:`timestepper.integrate` for each option).
 
-    ``step`` is the function that takes a step: the solver's own ``step``, or a compiled one.
+    ``step`` is the function that takes a step: the solver's own ``step``, or a compiled one;
+    ``compile`` the ``torch.compile`` options of a compiled solve (``None``: eager).
     """
 
     step: Callable[..., Any]
@@ -59,6 +60,7 @@ class LoopOptions:
     on_failure: str = "raise"
     on_accept: Callable[[StepRecord], None] | None = None
     time_dtype: Any = None
+    compile: dict[str, Any] | None = None
 
 
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
+from .compiled import SYNC_EVERY, CompiledCall
 from .options import LoopOptions, Problem, start_controller
 from .shared import NONFINITE_TRIES
 
@@ -36,7 +37,7 @@ class _Batch:
     active: Tensor
     stopped: Tensor
     nonfinite: Tensor  # rejected NaN/inf proposals in a row, per sample
-    any_stopped: bool = False
+    masked: bool = False  # a stopped sample may exist: mask its steps (always when compiled)
 
 
 def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
@@ -101,28 +102,23 @@ class _Evaluations:
 
 
 def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forward: bool) -> _Evaluations:
+    """Attempt steps until every sample has finished or stopped. Eager: the "anyone running?"
+    flag is read every step; compiled (without save times): :func:`_attempt` is one compiled
+    graph and the flag is read every :data:`~.compiled.SYNC_EVERY` attempts."""
     calls = _Evaluations()
     snap = 4 * torch.finfo(run.t.dtype).eps * run.t_end.abs().clamp(min=1.0)  # lands on t_end
-    bshape = (-1,) + (1,) * (run.x.ndim - 1)
-    for _ in range(opts.max_steps):
-        t_next = _step_ends(p, run, forward, snap)
-        x_new, state_new, err, n = opts.step(p.term, run.t, t_next, run.x, run.state, None)
-        calls.add(n, run.active)
-        accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
-        accept = accept & run.active
-        _count_nonfinite(run, accept, x_new)
-        run.tries += run.active
-        run.accepted += accept
-        if saver is not None:
-            state_new, n_dense = saver.record(p.solver, p.term, accept, run.t, t_next, state_new)
-            if n_dense:
-                calls.add_extra(n_dense, run.active)
-        accept_b = accept.reshape(bshape)
-        run.x = torch.where(accept_b, x_new, run.x)
-        run.t = torch.where(accept, t_next, run.t)
-        run.state = p.solver.merge(accept_b, state_new, run.state)
-        if not _still_active(opts, run, under):
+    attempt, every = _attempt_function(p, opts, saver)
+    run.masked = every > 1  # between two syncs a sample may stop unseen
+    for i in range(opts.max_steps):
+        active = run.active
+        if saver is None:
+            calls.add(attempt(p, run, forward, snap), active)
+        else:
+            calls.add(_attempt_saving(p, opts, run, saver, forward, snap, calls), active)
+        if (i + 1) % every == 0 and not _still_active(opts, run):
             return calls
+    if not _still_active(opts, run):
+        return calls
     if opts.on_failure == "raise":
         raise MaxStepsError(f"max_steps={opts.max_steps} reached in per-sample mode; pass "
                             "on_failure='return' to get the states")
@@ -130,47 +126,107 @@ def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forw
     return calls
 
 
+def _attempt_function(p: Problem, opts: LoopOptions, saver: _Saver | None) -> tuple[Any, int]:
+    """The function that attempts one step of every sample, and how many attempts the loop
+    makes between two host syncs: compiled (one graph: step, controller, merge), it syncs every
+    :data:`~.compiled.SYNC_EVERY` attempts."""
+    if opts.compile is None or saver is not None:
+        return _attempt, 1
+    what = f"the per-sample step of {p.solver.display_name!r} (with its controller)"
+    return CompiledCall(_attempt, opts.compile, what), SYNC_EVERY
+
+
+def _attempt(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> int:
+    """One attempted step of every sample, all on the device (no host synchronisation): the step,
+    the controller's accept/reject and next step size, the merge of accepted samples and the
+    stop flags. Returns the step's evaluations."""
+    t_next, x_new, state_new, accept, under, n = _propose(p, p.solver.step, run, forward, snap)
+    _take(p, run, (t_next, x_new, state_new), accept, under)
+    return n
+
+
+def _attempt_saving(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver,  # noqa: PLR0913
+                    forward: bool, snap: Tensor, calls: _Evaluations) -> int:
+    """:func:`_attempt` with save times served from the step's dense output (eager loop; the
+    step itself may be compiled)."""
+    t_next, x_new, state_new, accept, under, n = _propose(p, opts.step, run, forward, snap)
+    state_new, n_dense = saver.record(p.solver, p.term, accept, run.t, t_next, state_new)
+    if n_dense:
+        calls.add_extra(n_dense, run.active)
+    _take(p, run, (t_next, x_new, state_new), accept, under)
+    return n
+
+
+def _propose(p: Problem, step: Any, run: _Batch, forward: bool, snap: Tensor) -> tuple[Any, ...]:
+    """The step from every sample's time and the controller's verdict on it (nothing merged)."""
+    t_next = _step_ends(p, run, forward, snap)
+    x_new, state_new, err, n = step(p.term, run.t, t_next, run.x, run.state, None)
+    accept, run.cstate, under = p.controller.adapt(run.t, t_next, run.x, x_new, err, run.cstate)
+    accept = _count_attempt(run, accept, x_new)
+    return t_next, x_new, state_new, accept, under, n
+
+
+def _take(p: Problem, run: _Batch, new: tuple[Tensor, Tensor, Any], accept: Tensor, under: Tensor) -> None:
+    """Merge the proposals ``new = (t, x, state)`` of the accepted samples; update the stop flags."""
+    t_next, x_new, state_new = new
+    accept_b = accept.reshape((-1,) + (1,) * (run.x.ndim - 1))
+    run.x = torch.where(accept_b, x_new, run.x)
+    run.t = torch.where(accept, t_next, run.t)
+    run.state = p.solver.merge(accept_b, state_new, run.state)
+    _stop_flags(run, under)
+
+
 def _step_ends(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> Tensor:
     """Each sample's next step end: the controller's proposal clipped to its end time (a stopped
     or finished sample takes a zero-length step; an end within ``snap`` of ``t_end`` lands on it)."""
     t_next = p.controller.next_time(run.t, run.cstate)
     t_next = torch.minimum(t_next, run.t_end) if forward else torch.maximum(t_next, run.t_end)
-    if run.any_stopped:
+    if run.masked:
         t_next = torch.where(run.active, t_next, run.t)
     return torch.where((run.t_end - t_next).abs() <= snap, run.t_end, t_next)
 
 
-def _count_nonfinite(run: _Batch, accept: Tensor, x_new: Tensor) -> None:
-    """Per sample, the rejected proposals in a row that were NaN/inf (device ops, no sync)."""
+def _count_attempt(run: _Batch, accept: Tensor, x_new: Tensor) -> Tensor:
+    """The samples that take the step (accepted and active); counts the attempt, and per sample
+    the rejected proposals in a row that were NaN/inf (device ops, no sync)."""
+    accept = accept & run.active
     finite = torch.isfinite(x_new.reshape(x_new.shape[0], -1)).all(dim=1)
     bad = run.active & ~accept & ~finite
     run.nonfinite = torch.where(bad, run.nonfinite + 1, torch.where(accept, 0, run.nonfinite))
+    run.tries = run.tries + run.active
+    run.accepted = run.accepted + accept
+    return accept
 
 
-def _still_active(opts: LoopOptions, run: _Batch, under: Tensor) -> bool:
-    """Update which samples go on (one host synchronisation). Samples whose step size underflowed
-    stop with ``Status.DT_UNDERFLOW``, samples whose proposals stayed NaN/inf for
-    ``NONFINITE_TRIES`` step sizes in a row with ``Status.NONFINITE`` (or raise)."""
-    run.active = run.t != run.t_end
-    if run.any_stopped:
-        run.active = run.active & ~run.stopped
-    bad = run.active & (run.nonfinite >= NONFINITE_TRIES)
-    under = run.active & under & ~bad
-    any_active, any_under, any_bad = torch.stack([run.active, under, bad]).any(dim=1).tolist()  # one sync
-    if not (any_under or any_bad):
-        return bool(any_active)
-    if opts.on_failure == "raise":
-        raise _stop_error(run, bad if any_bad else under, any_bad)
-    run.status = torch.where(under, int(Status.DT_UNDERFLOW), run.status)
-    run.status = torch.where(bad, int(Status.NONFINITE), run.status)
+def _stop_flags(run: _Batch, under: Tensor) -> None:
+    """Which samples go on, on the device: samples whose step size underflowed stop with
+    ``Status.DT_UNDERFLOW``, samples whose proposals stayed NaN/inf for ``NONFINITE_TRIES`` step
+    sizes in a row with ``Status.NONFINITE``; finished samples stop."""
+    active = run.t != run.t_end
+    if run.masked:
+        active = active & ~run.stopped
+    bad = active & (run.nonfinite >= NONFINITE_TRIES)
+    under = active & under & ~bad
+    run.status = torch.where(bad, int(Status.NONFINITE), torch.where(under, int(Status.DT_UNDERFLOW), run.status))
     stop = under | bad
-    run.stopped, run.any_stopped = run.stopped | stop, True
-    run.active = run.active & ~stop
-    return bool(run.active.any())
+    run.stopped = run.stopped | stop
+    run.active = active & ~stop
 
 
-def _stop_error(run: _Batch, which: Tensor, nonfinite: bool) -> Exception:
-    i = int(which.nonzero()[0])
+def _still_active(opts: LoopOptions, run: _Batch) -> bool:
+    """Whether any sample goes on (one host synchronisation); with ``on_failure="raise"`` a
+    sample stopped by an underflow or NaN/inf proposals raises."""
+    any_active, any_stopped = torch.stack([run.active, run.stopped]).any(dim=1).tolist()
+    if any_stopped and opts.on_failure == "raise":
+        raise _stop_error(run)
+    run.masked = run.masked or bool(any_stopped)
+    return bool(any_active)
+
+
+def _stop_error(run: _Batch) -> Exception:
+    bad = run.status == int(Status.NONFINITE)
+    nonfinite = bool(bad.any())
+    i = int((bad if nonfinite else run.stopped).nonzero()[0])
     if nonfinite:
         return NonFiniteError(f"sample {i}: the proposals from t={float(run.t[i]):.6g} were NaN/inf for "
                               f"{NONFINITE_TRIES} step sizes in a row (the vector field returns NaN/inf "

@@ -21,6 +21,7 @@ from torch import Tensor
 from ..core.controllers import FixedGrid
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
+from .compiled import CompiledCall, clone_tensors
 from .options import LoopOptions, Problem, StepRecord, start_controller
 from .saving import Recorder
 
@@ -75,8 +76,11 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
     recorder = Recorder(opts.saveat, p.solver, p.term, p.t0, p.t1, p.x0,
                         p.controller.times if isinstance(p.controller, FixedGrid) else None)
     watch = _Watchers(opts, recorder, _progress_bar(opts.progress, p, fixed), fixed)
-    finite: list[Tensor] | None = [] if fixed and opts.check_finite else None
-    step, next_time, adapt = opts.step, p.controller.next_time, p.controller.adapt
+    probes: list[Tensor] = []  # finiteness of every accepted state, on a fixed grid
+    step, finite = _fixed_grid_step(p, opts, probes) if fixed and opts.check_finite else (opts.step, None)
+    if opts.compile is not None:
+        step = _TensorTimes(step)
+    next_time, adapt = p.controller.next_time, p.controller.adapt
     order = p.controller.next_order if p.solver.variable_order else None  # the row of an adaptive step
     term, t1, t, x = p.term, p.t1, p.t0, p.x0
     direction = 1.0 if p.t1 > p.t0 else -1.0
@@ -111,9 +115,58 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
             break
     if watch.bar is not None:
         watch.bar.close()
-    if finite:
-        status = _check_finite(torch.stack(finite), step_ts, opts, status)
+    if probes:
+        status = _check_finite(torch.stack(probes), step_ts, opts, status)
     return _solution(_Progress(t, x, nfe + watch.nfe, accepted, rejected, status), recorder, step_ts)
+
+
+def _fixed_grid_step(p: Problem, opts: LoopOptions, probes: list[Tensor]) -> tuple[Any, list[Tensor] | None]:
+    """The step of a fixed-grid solve that tracks finiteness, and the list the loop appends the
+    probe of each accepted state to (``None`` when the step itself does: compiled, the step and
+    its probe are one graph)."""
+    if opts.compile is None:
+        return opts.step, probes
+    return _ProbedStep(p.solver, opts, probes), None
+
+
+class _ProbedStep:
+    """A compiled fixed-grid step fused with the finiteness probe of its result (one graph)."""
+
+    def __init__(self, solver: Any, opts: LoopOptions, probes: list[Tensor]) -> None:
+        assert opts.compile is not None
+        self.solver, self.probes = solver, probes
+        self.fn = CompiledCall(_step_and_probe, opts.compile, f"the step of {solver.display_name!r}")
+
+        # CUDA graphs (mode "reduce-overhead") replay into the same output memory every step:
+        # what the loop keeps from one step to the next is copied out of it.
+        self.graphed = "reduce-overhead" in str(opts.compile.get("mode", ""))
+
+    def __call__(self, term: Any, t0: float, t1: float, x: Tensor, state: Any, row: Any) -> Any:  # noqa: PLR0913
+        out = self.fn(self.solver, term, t0, t1, x, state, row)
+        if self.graphed:
+            out = clone_tensors(out)
+        x1, state1, err, n, probe = out
+        self.probes.append(probe)
+        return x1, state1, err, n
+
+
+def _step_and_probe(solver: Any, term: Any, t0: float, t1: float, x: Tensor, state: Any,  # noqa: PLR0913
+                    row: Any) -> tuple[Any, ...]:
+    x1, state1, err, n = solver.step(term, t0, t1, x, state, row)
+    return x1, state1, err, n, _finiteness_probe(x1)
+
+
+class _TensorTimes:
+    """A compiled step takes its times as 0-d float64 tensors: a Python float that changes every
+    step and leaves the graph (a Runge-Kutta state keeps ``h`` and ``t0`` for dense output) would
+    be specialised, one graph per step size."""
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+
+    def __call__(self, term: Any, t0: float, t1: float, x: Tensor, state: Any, row: Any) -> Any:  # noqa: PLR0913
+        times = torch.tensor([t0, t1], dtype=torch.float64, device=x.device).unbind(0)
+        return self.step(term, times[0], times[1], x, state, row)
 
 
 NONFINITE_TRIES = 10

@@ -88,6 +88,7 @@ class ODEProblem:
     per_sample: bool = False
     time_dtype: torch.dtype = torch.float64
     stiffness_every: int = 0
+    compile: bool | dict = False
 
     def run(self, x0: Tensor, field: Callable | None = None, controller: StepSizeController | None = None,
             t_span: tuple[Any, Any] | None = None, saveat: Tensor | None | bool = True,
@@ -101,7 +102,7 @@ class ODEProblem:
         if on_accept is None and self.stiffness_every and ctrl is not None and not self.per_sample:
             on_accept = StiffnessDetector(self.solver, self.stiffness_every)  # type: ignore[arg-type]
         opts: dict[str, Any] = dict(max_steps=self.max_steps, on_failure=self.on_failure,
-                                    on_accept=on_accept)
+                                    on_accept=on_accept, compile=self.compile)
         if ctrl is None:  # fixed steps of size dt, with the save times as grid points
             saves = None if st is None else st.tolist()
             grid = fixed_grid(float(t0), float(t1), self.dt, saves)  # type: ignore[arg-type]
@@ -139,6 +140,7 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
     adjoint_seminorm: bool = True,
     error_control: str = "local",
     stiffness_check: bool = True,
+    compile: bool | dict = False,
 ) -> Solution:
     """Solve ``dy/dt = f(t, y, *args)`` from ``t0`` to ``t1``.
 
@@ -185,6 +187,7 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
             held at its stability limit (:mod:`timestepper.ode.stiffness`), instead of
             crawling until ``max_steps``. A ``max_steps`` failure of an explicit solver names
             the implicit solvers too.
+        compile: compile the steps with ``torch.compile`` (see :func:`timestepper.integrate`).
     """
     opts = SolveOptions(
         solver=solver, rtol=rtol, atol=atol, saveat=saveat, adjoint=adjoint, args=args,
@@ -192,7 +195,7 @@ def solve(  # noqa: PLR0913 - keyword options of the front, all with defaults
         max_steps=max_steps, on_failure=on_failure, adjoint_params=adjoint_params,
         adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, regularise=regularise,
         time_dtype=time_dtype, adjoint_seminorm=adjoint_seminorm, error_control=error_control,
-        stiffness_check=stiffness_check)
+        stiffness_check=stiffness_check, compile=compile)
     return _solve(f, y0, t0, t1, opts)
 
 
@@ -221,6 +224,7 @@ class SolveOptions:
     adjoint_seminorm: bool
     error_control: str
     stiffness_check: bool = True
+    compile: bool | dict = False
 
 
 def _solve(f: Callable[..., Any], y0: Any, t0: Any, t1: Any, o: SolveOptions) -> Solution:
@@ -350,7 +354,7 @@ def _problem(field: FlatField, slv: Solver, t0: Any, t1: Any, o: SolveOptions) -
         save_times(st, t0, t1)  # inside [t0, t1] and monotone, for fixed steps as for adaptive
     detect = o.stiffness_check and o.on_failure == "raise" and detects_stiffness(slv)
     return ODEProblem(field, slv, ctrl, o.dt, t0, t1, st, o.max_steps, o.on_failure,
-                      o.per_sample_steps, o.time_dtype, STIFFNESS_EVERY if detect else 0)
+                      o.per_sample_steps, o.time_dtype, STIFFNESS_EVERY if detect else 0, o.compile)
 
 
 def _interval(t0: Any, t1: Any) -> tuple[float, float]:

@@ -90,6 +90,7 @@ class SpectralEquation:
         t0: float = 0.0,
         progress: bool = False,
         check_finite: bool = True,
+        compile: bool | dict = False,
     ) -> Tensor:
         """Advance the real field ``u0`` (shape ``(*batch, *space)``) to ``t0 + t_end``.
 
@@ -103,6 +104,7 @@ class SpectralEquation:
                 ``k`` steps, shape ``(*batch, 1 + steps // k, *space)``, starting with ``u0``.
             progress: tqdm bar over the steps.
             check_finite: raise :class:`~timestepper.NonFiniteError` naming the step of a blow-up.
+            compile: compile the steps with ``torch.compile`` (see :func:`timestepper.integrate`).
         """
         self.check_field("u0", u0)
         grid = uniform_grid(t_end, dt, t0)
@@ -120,7 +122,8 @@ class SpectralEquation:
 
         try:
             sol = integrate(
-                term, solver, grid, x0, check_finite=check_finite, progress=progress, callback=callback
+                term, solver, grid, x0, check_finite=check_finite, progress=progress, callback=callback,
+                compile=compile,
             )
         except NonFiniteError as exc:
             raise NonFiniteError(f"{exc}; {_stability_hint(solver, dt)}") from exc

@@ -43,6 +43,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
     callback=None,
     grad: bool = False,
     gradient: str | None = None,
+    compile: bool | dict[str, Any] = False,
 ) -> Tensor | Solution:
     """Sample a diffusion or flow model by solving its probability-flow ODE (or SDE).
 
@@ -83,6 +84,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
             ``grad=True``), ``"checkpoint"`` (segment checkpointing, ``O(sqrt(steps))`` memory) or
             ``"adjoint"`` (AdjointDPM, memory independent of the steps; ``ddim``/``bdia-ddim``).
             ``"checkpoint"``/``"adjoint"`` return the final state only.
+        compile: compile the steps with ``torch.compile`` (see :func:`timestepper.integrate`).
 
     A solver that chooses its own steps (``"dpm-adaptive"``) runs over the grid's log-SNR range
     with its own controller; ``steps`` then only fixes the grid's end points.
@@ -101,7 +103,7 @@ def sample(  # noqa: PLR0913 - keyword options of the front, all with defaults
     scale = float(torch.sqrt(sgrid.alpha[0] ** 2 + sgrid.sigma[0] ** 2))
     x0 = noise * scale if scale != 1.0 else noise
     options: dict[str, Any] = dict(saveat=SaveAt(steps=save == "all"), progress=progress,
-                                   callback=callback, check_finite=check_finite)
+                                   callback=callback, check_finite=check_finite, compile=compile)
     controller = slv.default_controller(sgrid)
     if gradient not in (None, "direct"):
         return differentiable_sample(str(gradient), term, slv, sgrid, x0)
