@@ -24,7 +24,7 @@ LAYERS = [  # (name, module prefixes), from the bottom
                "timestepper.cde.interpolation", "timestepper.cde.paths", "timestepper.cde.term")),
     ("solvers", ("timestepper.solvers",)),
     ("loop", ("timestepper.loop",)),
-    ("fronts", ("timestepper",)),  # tuning (issue 15) is a front too
+    ("fronts", ("timestepper",)),
 ]
 
 
