@@ -73,6 +73,7 @@ from ..diffusion.term import DiffusionTerm, EvalPoint
 from .base import DiffusionSolver
 from .expint import first_order_at, grid_floats, multistep_orders, polynomial_basis
 from .registry import register
+from .schedule import describe_schedule
 
 F64 = torch.float64
 GL_NODES = 8
@@ -179,25 +180,32 @@ class EMS:
                     "timestepper.tuning.ems.compute_ems, or pass force=True to use them anyway")
 
 
-def _tensors_of(obj: Any, depth: int = 0) -> list[Tensor]:
-    """The tensors a model function reaches: a module's state, closure cells, a bound object's
-    attributes (two levels deep)."""
+def _children(obj: Any) -> list[Any]:
+    """What a model function holds: a denoiser's function and keyword arguments, a function's
+    closure cells, bound object and wrapped function, a container's items, an object's attributes."""
+    if isinstance(obj, Denoiser):
+        return [obj.model_fn, obj.model_kwargs]
+    if isinstance(obj, dict):
+        return list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    out = [c.cell_contents for c in (getattr(obj, "__closure__", None) or ()) if _cell_is_set(c)]
+    out += [getattr(obj, a, None) for a in ("__self__", "__wrapped__", "func")]
+    return out + list(getattr(obj, "__dict__", {}).values())
+
+
+def _tensors_of(obj: Any, depth: int = 0, seen: set[int] | None = None) -> list[Tensor]:
+    """The tensors a model function reaches (a module's parameters and buffers, the arrays of an
+    exact model), following closures, bound objects and attributes up to five levels deep."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 5 or isinstance(obj, (str, bytes, int, float, bool, type(None), type)):
+        return []
+    seen.add(id(obj))
     if isinstance(obj, Tensor):
         return [obj]
     if isinstance(obj, torch.nn.Module):
         return list(obj.state_dict().values())
-    if depth > 2 or isinstance(obj, (str, bytes, int, float, bool, type(None))):
-        return []
-    found: list[Tensor] = []
-    parts: list[Any] = [c.cell_contents for c in (getattr(obj, "__closure__", None) or ())
-                        if _cell_is_set(c)]
-    parts += [getattr(obj, "__self__", None), getattr(obj, "func", None)]
-    parts += list(getattr(obj, "__dict__", {}).values()) if not callable(obj) or depth > 0 else []
-    if isinstance(obj, (list, tuple)):
-        parts += list(obj)
-    for p in parts:
-        found += _tensors_of(p, depth + 1)
-    return found
+    return [t for child in _children(obj) for t in _tensors_of(child, depth + 1, seen)]
 
 
 def _cell_is_set(cell: Any) -> bool:
@@ -209,32 +217,31 @@ def _cell_is_set(cell: Any) -> bool:
 
 
 def _digest(tensors: Sequence[Tensor]) -> str:
-    h = hashlib.sha256()
+    """A hash of the set of tensors (each by dtype, shape and bytes; order and repeats ignored)."""
+    parts = set()
     for t in tensors:
         t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+        parts.add(hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode() + t.view(torch.uint8).numpy().tobytes())
+                  .hexdigest())
+    return hashlib.sha256("".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
-def model_fingerprint(denoiser: Denoiser) -> dict[str, str]:
-    """``{"schedule", "prediction", "model"}`` of a denoiser: the schedule's class and its
-    ``alpha, sigma`` at 33 times (hashed), the prediction type, and a hash of the tensors its model
-    function reaches (a module's parameters and buffers, or the arrays of an exact model). Cached
-    per denoiser object."""
+def model_fingerprint(denoiser: Denoiser) -> dict[str, Any]:
+    """``{"schedule", "prediction", "model"}`` of a denoiser: its noise schedule as
+    :func:`~timestepper.solvers.schedule.describe_schedule` records it in a solver schedule's
+    provenance, its prediction type, and a hash of the set of tensors its model function reaches
+    (a module's parameters and buffers, or the arrays of an exact model; wrappers such as a
+    call-counting view reach the same set). Cached per denoiser object."""
     cached = _FINGERPRINTS.get(denoiser)
     if cached is not None:
         return cached
-    sch = denoiser.schedule
-    t = torch.linspace(sch.t_min, sch.t_max, 33, dtype=F64)
-    al, si = sch.alpha_sigma(t)
-    out = {"schedule": f"{type(sch).__name__}:{_digest([al, si])}", "prediction": denoiser.prediction,
-           "model": _digest(_tensors_of(denoiser.model_fn) + _tensors_of(list(denoiser.model_kwargs.values())))}
+    out = {"schedule": describe_schedule(denoiser.schedule), "prediction": denoiser.prediction,
+           "model": _digest(_tensors_of(denoiser))}
     _FINGERPRINTS[denoiser] = out
     return out
 
 
-_FINGERPRINTS: weakref.WeakKeyDictionary[Denoiser, dict[str, str]] = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[Denoiser, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 # -- quadrature on the interpolated statistics ----------------------------------------------------
@@ -398,11 +405,12 @@ class DPMSolverV3(DiffusionSolver):
     Args:
         statistics: an :class:`EMS`, the path of a file written by :meth:`EMS.save`, or its
             :meth:`EMS.to_dict` form; ``None``: ``l = 1, s = b = 0`` (DPM-Solver++).
-        order: predictor order, 1-3.
+        order: predictor order, 1-3 (the predictions it combines).
         predictor_pseudo: pseudo-order derivative estimates in the predictor (the paper uses it at
-            5 NFE).
+            5 NFE). They take ``g'`` from the two newest points, so the method converges at order
+            2 (measured), which ``self.order`` then declares.
         corrector: the pseudo-corrector (no extra model call).
-        corrector_pseudo: one order more in the corrector, pseudo-order estimates.
+        corrector_pseudo: one order more in the corrector, pseudo-order estimates (order 2 too).
         lower_order_final: lower orders on the last two steps of grids with fewer than 15 steps.
         force: use statistics computed for another model (refused otherwise).
     """
@@ -423,13 +431,15 @@ class DPMSolverV3(DiffusionSolver):
             raise TypeError("statistics must be an EMS, a path to a saved EMS file, an EMS.to_dict() dict "
                             f"or None, got {type(statistics).__name__}")
         self.statistics = statistics
-        self.order = check_order(order, (1, 2, 3))
+        self.points = check_order(order, (1, 2, 3))  # predictions the predictor combines
+        # a pseudo-order estimate takes g' from two points: the method is then second order
+        self.order = min(self.points, 2) if (predictor_pseudo or corrector_pseudo) else self.points
         self.predictor_pseudo = bool(predictor_pseudo)
         self.corrector = bool(corrector)
         self.corrector_pseudo = bool(corrector_pseudo)
         self.lower_order_final = bool(lower_order_final)
         self.force = bool(force)
-        self.keep = self.order + int(self.corrector_pseudo) - 1  # past f values the next step may use
+        self.keep = self.points + int(self.corrector_pseudo) - 1  # past f values the next step may use
 
     def resolve(self, denoiser: Denoiser, sample_shape: tuple[int, ...]) -> EMS:
         """The statistics for a solve: loaded, checked against the model (unless ``force``) and
@@ -447,7 +457,7 @@ class DPMSolverV3(DiffusionSolver):
     def step_orders(self, grid: SamplingGrid) -> list[int]:
         """The predictor order at each step (warm-up, ``lower_order_final``, first order to zero noise)."""
         return [1 if first_order_at(grid, i) else k
-                for i, k in enumerate(multistep_orders(grid.steps, self.order, self.lower_order_final))]
+                for i, k in enumerate(multistep_orders(grid.steps, self.points, self.lower_order_final))]
 
     def table(self, term: DiffusionTerm, grid: SamplingGrid, points: list[EvalPoint], x0: Tensor) -> list:
         shape = tuple(x0.shape[1:])
