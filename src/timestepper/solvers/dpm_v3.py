@@ -227,16 +227,19 @@ def _digest(tensors: Sequence[Tensor]) -> str:
 
 
 def model_fingerprint(denoiser: Denoiser) -> dict[str, Any]:
-    """``{"schedule", "prediction", "model"}`` of a denoiser: its noise schedule as
-    :func:`~timestepper.solvers.schedule.describe_schedule` records it in a solver schedule's
-    provenance, its prediction type, and a hash of the set of tensors its model function reaches
-    (a module's parameters and buffers, or the arrays of an exact model; wrappers such as a
-    call-counting view reach the same set). Cached per denoiser object."""
+    """``{"schedule", "prediction", "model", "schedule_description"}`` of a denoiser: its noise
+    schedule's class and a hash of its ``alpha, sigma`` at 33 times, its prediction type, a hash
+    of the set of tensors its model function reaches (a module's parameters and buffers, or the
+    arrays of an exact model; wrappers such as a call-counting view reach the same set), and the
+    schedule as :func:`~timestepper.solvers.schedule.describe_schedule` records it (for reading;
+    not compared). Cached per denoiser object."""
     cached = _FINGERPRINTS.get(denoiser)
     if cached is not None:
         return cached
-    out = {"schedule": describe_schedule(denoiser.schedule), "prediction": denoiser.prediction,
-           "model": _digest(_tensors_of(denoiser))}
+    sch = denoiser.schedule
+    al, si = sch.alpha_sigma(torch.linspace(sch.t_min, sch.t_max, 33, dtype=F64))
+    out = {"schedule": f"{type(sch).__name__}:{_digest([al, si])}", "prediction": denoiser.prediction,
+           "model": _digest(_tensors_of(denoiser)), "schedule_description": describe_schedule(sch)}
     _FINGERPRINTS[denoiser] = out
     return out
 

@@ -127,7 +127,9 @@ def _fit(sums: dict[str, Tensor], diag: Tensor, n: int, lam: Tensor) -> tuple[Te
     efdf = (m["udu"] - dl * m["uw"] - l_ * m["udw"] - l_ * m["wdu"] + l_ * dl * m["ww"] + l_ * l_ * m["wdw"])
     var = eff - ef * ef
     cov = efdf - ef * edf
-    tiny = 1e-12 * eff.abs().clamp_min(1e-300)
+    # var is a difference of second moments of u and w: below ~1e-9 of their size it is rounding
+    # (a dimension on which f is the same on every trajectory, e.g. a Gaussian's); s = 0 there
+    tiny = 1e-9 * (m["uu"] + l_ * l_ * m["ww"]).clamp_min(1e-300)
     s = torch.where(var > tiny, cov / var.clamp_min(1e-300), torch.zeros_like(var))
     return l_, s, edf - s * ef
 
@@ -177,7 +179,7 @@ def compute_ems(  # noqa: PLR0913 - the estimation's options, all but the model 
         noise = torch.randn((min(batch_size, n_samples - start), *shape), generator=gen, dtype=F64)
         noise = noise.to(dtype=dtype, device=device)
         states = [noise * float(torch.sqrt(grid.alpha[0] ** 2 + grid.sigma[0] ** 2))]
-        sample(denoiser, noise, "dpmpp-3m", grid=grid, callback=lambda i, t, x: states.append(x))
+        sample(denoiser, noise, "dpmpp-3m", grid=grid, callback=lambda i, t, x, keep=states.append: keep(x))
         sums, diag, c = _batch_sums(term, grid, first, torch.stack(states), gen, jacobian)
         calls += grid.steps + c
         totals = {k: totals.get(k, 0) + v for k, v in sums.items()}
