@@ -17,16 +17,16 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture
-from timestepper.diffusion.term import DiffusionTerm
 from timestepper.solvers.dpm_v3 import EMS, DPMSolverV3, derivative_weights
 from timestepper.tuning.ems import compute_ems
 
+from .test_dpm_adaptive import problem  # noqa: F401 - the exact mixture problem (a fixture) shared here
+from .test_no_host_sync import _run_steps as run_steps_recording_syncs
+
 F64 = torch.float64
-SIGMA_MIN, SIGMA_MAX = 0.1, 80.0
 
 SCHEDULES = {
     "vp-eps": (ts.VPLinearSchedule, "epsilon", "logsnr"),
@@ -75,13 +75,9 @@ def test_pseudo_order_derivatives_are_divided_differences():
 # -- order ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def edm_problem(gmm2):
-    schedule = ts.EDMSchedule(SIGMA_MIN, SIGMA_MAX)
-    den = gmm2.denoiser(schedule, "sample")
-    noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    ref = gmm2.reference_solution(noise * math.sqrt(1 + SIGMA_MAX**2), s_start=SIGMA_MAX, s_end=SIGMA_MIN)
-    ems = compute_ems(den, (2,), n_samples=128, n_points=96, generator=0)
-    return den, noise, ref, ems
+def edm_problem(problem):  # noqa: F811 - the imported fixture
+    den, noise, ref = problem
+    return den, noise, ref, compute_ems(den, (2,), n_samples=128, n_points=96, generator=0)
 
 
 # (solver, options, declared order, steps (coarse, fine)); "ems" marks statistics from the mixture
@@ -148,30 +144,14 @@ def test_statistics_beat_dpm_solver_pp_on_held_out_noise():
 
 # -- contract details -------------------------------------------------------------------------------
 
-class _SyncRecorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.syncs = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.syncs += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_steps_do_not_sync(gmm2):
     den = gmm2.denoiser(ts.VPLinearSchedule(), "epsilon")
     grid = ts.make_grid(den.schedule, 6, "logsnr")
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     ems = EMS.constant((2,), l=0.9, s=0.2, b=0.1)
     for solver in (DPMSolverV3(ems), DPMSolverV3(ems, predictor_pseudo=True, corrector_pseudo=True)):
-        term = DiffusionTerm(den)
-        state, table = solver.init(term, grid, x)
-        times, rec, y = grid.t.tolist(), _SyncRecorder(), x
-        with rec:
-            for i in range(grid.steps):
-                y, state, _, _ = solver.step(term, times[i], times[i + 1], y, state, table[i])
-        assert rec.syncs == 0 and torch.isfinite(y).all()
+        syncs, y = run_steps_recording_syncs(den, solver, grid, x)
+        assert syncs == 0 and torch.isfinite(y).all()
 
 
 def test_float32_state_gets_float32_coefficients(gmm2):
