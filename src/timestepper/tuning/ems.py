@@ -44,17 +44,18 @@ from ..sampling.sample import sample
 from ..solvers.dpm_v3 import EMS, model_fingerprint
 
 F64 = torch.float64
-LAMBDA_FLOOR = -10.0  # lower end of the range when the schedule starts at alpha = 0 (flows)
+LAMBDA_FLOOR, LAMBDA_CEIL = -10.0, 10.0  # the range's ends where the schedule's are infinite (flows)
 SUMS = ("u", "w", "du", "dw", "uu", "ww", "uw", "udu", "udw", "wdu", "wdw")
 
 
 def ems_points(denoiser: Denoiser, n_points: int, lam_range: tuple[float, float] | None = None) -> Tensor:
     """The ``n_points`` log-SNR points, uniform on ``lam_range`` (default: the schedule's
-    ``[t_max, t_min]`` range; a start at ``alpha = 0`` is raised to ``LAMBDA_FLOOR``)."""
+    ``[t_max, t_min]`` range; an infinite end, as a flow's ``alpha = 0`` at ``t_max`` or
+    ``sigma = 0`` at ``t_min``, is clipped to ``LAMBDA_FLOOR`` / ``LAMBDA_CEIL``)."""
     sch = denoiser.schedule
     if lam_range is None:
         ends = sch.log_snr(torch.tensor([sch.t_max, sch.t_min], dtype=F64)).tolist()
-        lam_range = (max(ends[0], LAMBDA_FLOOR), ends[1])
+        lam_range = (max(ends[0], LAMBDA_FLOOR), min(ends[1], LAMBDA_CEIL))
     lo, hi = (float(v) for v in lam_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"lam_range must be two finite log-SNR values, low < high; got {lam_range}")
