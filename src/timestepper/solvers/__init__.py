@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (registration)
     dpm2,
     dpm_adaptive,
     dpm_solver,
+    dpm_v3,
     dpmpp,
     dpmpp_sde,
     edm,
