@@ -27,6 +27,7 @@ from . import (  # noqa: F401  (registration)
     rosenbrock,
     sde,
     sde_dpmpp,
+    time_shift,
     unipc,
 )
 from .adams import AdamsBashforthMoulton
