@@ -24,8 +24,9 @@ Multistep solvers (TS-DPM-Solver; the paper's code shifts DPM-Solver-2 multistep
 log-SNRs are the shifted start times, so a step's weights depend on which candidate each of its
 nodes took. They are tabulated once per grid, in float64, for every combination of the candidates
 of its nodes (``(w + 1)^k`` for a step of order ``k``) with the solver's own coefficient rule
-(:meth:`DPMSolverMultistep.weights <timestepper.solvers.dpmpp.DPMSolverMultistep.weights>` on a grid
-of the combinations), cast to the state's dtype and moved to its device once. A step then picks
+(:meth:`DPMSolverMultistep.weights <timestepper.solvers.dpmpp.DPMSolverMultistep.weights>`
+evaluated on the batch of grids of all combinations at once, :mod:`~timestepper.solvers.expint`),
+cast to the state's dtype and moved to its device once. A step then picks
 each sample's candidate with an ``argmin`` and gathers its time, prediction conversion and weights
 by index: no host synchronisation, no data-dependent Python branch.
 
@@ -36,6 +37,7 @@ The shifted time is a deliberate departure from the probability-flow ODE: with a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +49,7 @@ from ..diffusion.schedules import NoiseSchedule, VPDiscreteSchedule
 from ..diffusion.term import DiffusionTerm, EvalPoint
 from .base import nonzero
 from .dpmpp import DPMSolverMultistep
+from .expint import PhiTable
 from .multistep import MultistepRow
 from .registry import register
 
@@ -107,20 +110,26 @@ def candidate_times(grid: SamplingGrid, schedule: NoiseSchedule, n: int, window:
 
 def combination_grid(grid: SamplingGrid, i: int, nodes: list[int],
                      cands: dict[int, SamplingGrid]) -> tuple[SamplingGrid, list[int]]:
-    """A grid holding, for every combination of the nodes' candidates, the points ``nodes``
-    (oldest first, candidate values where shifted) followed by the target point ``i + 1``.
+    """The batch of grids (2-D fields ``(k + 1, C)``, :mod:`~timestepper.solvers.expint`) of the
+    ``C`` combinations of the nodes' candidates: points ``nodes`` (oldest first, candidate values
+    where shifted) followed by the target point ``i + 1``.
 
     Returns the grid and the number of candidates of each node (oldest first); combinations are
     in row-major order of the nodes, so the newest node's index varies fastest."""
     sizes = [cands[n].t.numel() if n in cands else 1 for n in nodes]
-    ranges = [torch.arange(s) for s in sizes]
-    index = torch.cartesian_prod(*ranges).reshape(-1, len(nodes))
+    count = math.prod(sizes)
+
+    def spread(values: Tensor, j: int) -> Tensor:  # node j's values over all combinations
+        shape = [1] * len(sizes)
+        shape[j] = sizes[j]
+        return values.reshape(shape).expand(sizes).reshape(count)
+
     fields = []
     for name in ("t", "alpha", "sigma", "log_snr"):
-        cols = [getattr(cands[n], name)[index[:, j]] if n in cands else
-                getattr(grid, name)[n].expand(index.shape[0]) for j, n in enumerate(nodes)]
-        cols.append(getattr(grid, name)[i + 1].expand(index.shape[0]))
-        fields.append(torch.stack(cols, 1).reshape(-1))
+        rows = [spread(getattr(cands[n] if n in cands else grid.points(n, n + 1), name), j)
+                for j, n in enumerate(nodes)]
+        rows.append(getattr(grid, name)[i + 1].expand(count))
+        fields.append(torch.stack(rows))
     return SamplingGrid(*fields), sizes
 
 
@@ -228,24 +237,22 @@ class TimeShiftSampler(DPMSolverMultistep):
 
     def shifted_row(self, grid, i, nodes, cands, point, cand, x0) -> ShiftedRow:  # noqa: PLR0913
         """The tabulated coefficients of step ``i`` for every combination of its nodes'
-        candidates (the solver's own :meth:`weights` on a grid of the combinations)."""
+        candidates: the solver's own :meth:`weights` on the batch of grids of the combinations,
+        float64, cast to the state's dtype and moved to its device once."""
         k = len(nodes)
         combos, sizes = combination_grid(grid, i, nodes, cands)
-        phis = self.phi_table(combos)
-        cxs, ws = [], []
-        for c in range(combos.t.numel() // (k + 1)):
-            cx, w = self.weights(combos, c * (k + 1) + k - 1, k, phis)
-            cxs.append(cx)
-            ws.append(w)
+        n_comb = combos.t.shape[1]
+        cx, w = self.weights(combos, k - 1, k, PhiTable([], 0))  # (C,) tensors: all combinations
+        cx_all = torch.as_tensor(cx, dtype=torch.float64).expand(n_comb)
+        w_all = torch.stack([torch.as_tensor(v, dtype=torch.float64).expand(n_comb) for v in w])
         strides: list[int | None] = []  # newest node first; it varies fastest
         stride = 1
         for n, s in zip(reversed(nodes), reversed(sizes)):
             strides.append(stride if n in cands else None)
             stride *= s
         dtype = x0.dtype if x0.is_floating_point() else torch.float64
-        cx_t = torch.tensor(cxs, dtype=torch.float64).to(device=x0.device, dtype=dtype)
-        w_t = torch.tensor(ws, dtype=torch.float64).T.to(device=x0.device, dtype=dtype)
-        return ShiftedRow(point, cand, cx_t, w_t, tuple(strides))
+        return ShiftedRow(point, cand, cx_all.to(device=x0.device, dtype=dtype),
+                          w_all.to(device=x0.device, dtype=dtype), tuple(strides))
 
     def advance(self, term, x, state, row):
         preds, idxs = state
