@@ -16,13 +16,14 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture
 from timestepper.diffusion.term import DiffusionTerm
 from timestepper.solvers.dpmpp import DPMSolverMultistep
 from timestepper.solvers.time_shift import TimeShiftSampler
+
+from .test_no_host_sync import _SyncRecorder
 
 F64 = torch.float64
 BASES = [("ts-ddim", "dpm-solver-1-data"), ("ts-dpmpp-2m", "dpmpp-2m"), ("ts-dpm-solver-2m", "dpm-solver-2m")]
@@ -90,6 +91,16 @@ def _expected_times(sched, t_nominal, x, window, cutoff):
     return out
 
 
+def _logged(d, noise, name, grid, options):
+    """Sample with a data-predicting mixture model that logs its calls: (model, log, result)."""
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    inner = _mixture(d).denoiser(sched, "sample", shared_time=False)
+    log = _Logger(inner.model_fn)
+    x_end = ts.sample(ts.Denoiser(log, sched, "sample"), noise, name, grid=ts.make_grid(sched, *grid),
+                      solver_options=options)
+    return inner, log, x_end
+
+
 def _sigma_alpha_lambda(sched, t):
     a, s = (float(v) for v in sched.alpha_sigma(torch.tensor(t, dtype=F64)))
     return a, s, math.log(a / s)
@@ -99,14 +110,11 @@ def test_each_sample_gets_the_time_matching_its_variance_and_the_ddim_update():
     # Two samples whose states differ in variance take different shifted times; every update is
     # DDIM (eq. 12) from the logged shifted time to the nominal next grid time.
     sched = ts.VPDiscreteSchedule.from_betas("linear")
-    inner = _mixture(256).denoiser(sched, "sample", shared_time=False)
-    log = _Logger(inner.model_fn)
-    den = ts.Denoiser(log, sched, "sample")
     noise = _noise(2, 256, seed=3)
     noise[1] *= 0.9  # a smaller-variance sample
     window, cutoff = 60, 200.0
     grid = ts.make_grid(sched, 5, "uniform")
-    x_end = ts.sample(den, noise, "ts-ddim", grid=grid, solver_options={"window": window, "cutoff": cutoff})
+    inner, log, x_end = _logged(256, noise, "ts-ddim", (5, "uniform"), {"window": window, "cutoff": cutoff})
     t_grid = grid.t.tolist()
     assert len(log.calls) == 5
     assert log.calls[0][1].tolist() == [t_grid[0]] * 2  # the first step is never shifted
@@ -133,14 +141,11 @@ def test_dpmpp_2m_weights_use_the_shifted_log_snrs():
     # DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2) replayed per sample with the logged times:
     # h = lambda_next - lambda_s, r = (lambda_s - lambda_prev) / h, both from shifted times.
     sched = ts.VPDiscreteSchedule.from_betas("linear")
-    inner = _mixture(128).denoiser(sched, "sample", shared_time=False)
-    log = _Logger(inner.model_fn)
-    den = ts.Denoiser(log, sched, "sample")
     noise = _noise(3, 128, seed=4)
     noise[1] *= 1.1
     noise[2] *= 0.9
     grid = ts.make_grid(sched, 6, "uniform")
-    x_end = ts.sample(den, noise, "ts-dpmpp-2m", grid=grid, solver_options={"window": 50, "cutoff": 100.0})
+    inner, log, x_end = _logged(128, noise, "ts-dpmpp-2m", (6, "uniform"), {"window": 50, "cutoff": 100.0})
     t_grid = grid.t.tolist()
     orders = [1, 2, 2, 2, 2, 1]  # lower_order_final on a short grid; the last step to zero is first order
     assert len({float(t) for t in log.calls[2][1]}) > 1  # the samples were shifted differently
@@ -172,17 +177,6 @@ def test_samples_are_independent_of_their_batch():
             torch.testing.assert_close(whole[b:b + 1], alone, rtol=1e-12, atol=1e-12)
 
 
-class _SyncRecorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.syncs = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.syncs += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _steps(mixture, name):
     den = mixture.denoiser(ts.VPDiscreteSchedule.from_betas("linear"), "epsilon", shared_time=False)
     grid = ts.make_grid(den.schedule, 8, "logsnr")
@@ -212,6 +206,7 @@ def test_steps_do_not_sync(mixture, name):
     assert torch.isfinite(y).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ts-ddim", "ts-dpmpp-2m"])
 def test_steps_compile_into_one_graph(mixture, name):
     if not hasattr(torch, "compile"):

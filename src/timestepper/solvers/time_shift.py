@@ -16,7 +16,8 @@ paper's and its code's rule, which compares the variance with ``1 - alphabar_tau
 ``v_data > 0`` adds the data's own variance for schedules where it is not negligible. The model is
 then evaluated at ``t_s`` and the step goes from ``(alpha, sigma, lambda)(t_s)`` to the nominal
 next grid point, so the number of model calls is unchanged. The first step (from the initial noise,
-which sits exactly at ``t_0``) is never shifted; candidates are kept within 45 % of the gaps to
+which sits exactly at ``t_0``; on a grid from pure noise, ``alpha = 0``, also the step after the
+DDIM step from it) is never shifted; candidates are kept within 45 % of the gaps to
 the neighbouring grid times (and in ``[t_min, t_max]``), so no step runs backwards and multistep
 nodes stay distinct.
 
@@ -136,7 +137,7 @@ def combination_grid(grid: SamplingGrid, i: int, nodes: list[int],
 def select(x: Tensor, cand: Candidates) -> Tensor:
     """Each sample's candidate: the one whose state variance is nearest the sample's own
     variance over all its entries (a ``(B,)`` index tensor; no host read)."""
-    v = x.flatten(1).var(dim=1, correction=cand.correction)
+    v = x.reshape(x.shape[0], -1).var(dim=1, correction=cand.correction)
     return (v[:, None] - cand.target_var).abs().argmin(dim=1)
 
 

@@ -24,25 +24,10 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from ..solvers.schedule import SolverSchedule
-from .fixed import fixed_schedule, grid_options
+from .fixed import best_fixed, fixed_schedule
 from .methods import check_budget, register_method
 
 BASES = {"ts-ddim": "ddim", "ts-dpmpp-2m": "dpmpp-2m", "ts-dpm-solver-2m": "dpm-solver-2m"}
-
-
-def best_base(denoiser: Denoiser, nfe: int, base: str, objective: Callable[[SolverSchedule], float],
-              grid: str | None) -> tuple[SolverSchedule, float]:
-    """The base solver's schedule on ``grid`` (or on the named grid with the smallest objective)."""
-    options = [(grid, None)] if grid is not None else grid_options(denoiser)
-    best, best_value = None, math.inf
-    for name, shift in options:
-        sched = fixed_schedule(denoiser, nfe, base, name, shift)
-        value = objective(sched)
-        if value < best_value:
-            best, best_value = sched, value
-    if best is None:
-        raise ValueError(f"no grid gives {base!r} a finite objective at nfe={nfe}")
-    return best, best_value
 
 
 def absolute_cutoff(denoiser: Denoiser, fraction: float) -> float:
@@ -88,7 +73,9 @@ def timeshift(  # noqa: PLR0913 - the protocol's four arguments and the method's
         check_budget(cutoffs=(c, 0.0))
         if c > 1.0:
             raise ValueError(f"cutoffs are fractions of [t_min, t_max] in [0, 1], got {c!r}")
-    base, base_value = best_base(denoiser, nfe, BASES[solver], objective, grid)
+    base = (fixed_schedule(denoiser, nfe, BASES[solver], grid) if grid is not None
+            else best_fixed(denoiser, nfe, noise, objective, solvers=[BASES[solver]]))  # type: ignore[arg-type]
+    base_value = objective(base)
     candidates = [(0, absolute_cutoff(denoiser, 0.0))]
     candidates += [(w, absolute_cutoff(denoiser, c)) for w in windows for c in cutoffs]
     best, best_value = None, math.inf
@@ -112,4 +99,4 @@ register_method("timeshift", timeshift,
                 "Time-Shift Sampler (Li et al. 2024): window and cutoff of TS-DPM-Solver++/TS-DDIM "
                 "chosen on the training noise")
 
-__all__ = ["BASES", "absolute_cutoff", "best_base", "timeshift"]
+__all__ = ["BASES", "absolute_cutoff", "timeshift"]
