@@ -229,3 +229,15 @@ def test_bad_options_are_refused_naming_them():
         TimeShiftSampler(data_variance=-0.1)
     with pytest.raises(ValueError, match="window=400 with order 2 tabulates 160801"):
         ts.solvers.get("ts-dpmpp-2m", window=400)
+
+
+def test_kept_out_of_the_fixed_grid_enumerations():
+    # Data-dependent model times: not a diffusers step-protocol solver (the pipeline supplies the
+    # model output at the nominal time), not a fixed-grid convergence candidate.
+    from timestepper.bench.runner import deterministic_solvers
+    from timestepper.integrations.diffusers.scheduler import Scheduler, scheduler_solvers
+
+    for name in ("ts-ddim", "ts-dpmpp-2m", "ts-dpm-solver-2m"):
+        assert name not in scheduler_solvers() and name not in deterministic_solvers()
+    with pytest.raises(ValueError, match="'ts-ddim' calls the model at data-dependent times off the grid"):
+        Scheduler(ts.VPDiscreteSchedule.from_betas("linear"), solver="ts-ddim")

@@ -196,6 +196,8 @@ class TimeShiftSampler(DPMSolverMultistep):
                              f"{(window + 1) ** self.max_order} candidate combinations per step "
                              f"(at most {MAX_COMBINATIONS}): use a smaller window or order")
 
+    evaluates_on_grid = False  # data-dependent model times: no diffusers step protocol
+
     def start_state(self, x0):
         return (), ()
 
