@@ -41,11 +41,11 @@ class Row:
 
 def deterministic_solvers() -> list[str]:
     """Registry names of the deterministic fixed-grid diffusion solvers (adaptive ones choose
-    their own steps and ignore an NFE budget)."""
+    their own steps and ignore an NFE budget; the Time-Shift Sampler's times depend on the data)."""
     out = []
     for name in available("diffusion"):
         s = get(name)
-        if not s.is_stochastic and s.error_order is None:
+        if not s.is_stochastic and s.error_order is None and getattr(s, "evaluates_on_grid", True):
             out.append(name)
     return out
 

@@ -31,6 +31,7 @@ from . import (  # noqa: F401  (registration)
     scheduled,
     sde,
     sde_dpmpp,
+    time_shift,
     unipc,
 )
 from .adams import AdamsBashforthMoulton

@@ -78,13 +78,17 @@ class DiffusionSolver(Solver):
 
     Subclasses implement :meth:`table` (the per-step rows, float64 once per grid) and
     :meth:`advance` (one step from a row); ``handles_pure_noise`` declares a method defined at
-    ``alpha = 0`` itself (DDIM and its stochastic forms), which then needs no special first step.
+    ``alpha = 0`` itself (DDIM and its stochastic forms), which then needs no special first step;
+    ``evaluates_on_grid = False`` one that calls the model at data-dependent times.
     """
 
     family = "diffusion"
     term_type: ClassVar[type | tuple[type, ...]] = DiffusionTerm
     grid_type: ClassVar[type | None] = SamplingGrid
     handles_pure_noise: ClassVar[bool] = False
+    #: the model is evaluated at the grid's times; False for data-dependent times off the grid (the
+    #: Time-Shift Sampler), which the diffusers step protocol and fixed-grid convergence exclude
+    evaluates_on_grid: ClassVar[bool] = True
 
     def init(self, term: DiffusionTerm, grid: SamplingGrid, x0: Tensor) -> tuple[Any, list]:
         if grid is None:

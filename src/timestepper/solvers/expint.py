@@ -16,6 +16,11 @@ the weights :func:`taylor_weights` on the coefficients ``a_k``:
 ``alpha_t h phi_{k+1}(-h) k!`` (data) and ``-sigma_t h phi_{k+1}(h) k!`` (noise), with the phi
 functions of :mod:`timestepper.core.phi` (Hochbruck & Ostermann 2010). ``a_k`` are obtained from
 model outputs at known offsets by :func:`polynomial_basis` (inverse Vandermonde matrix).
+
+A grid whose fields are 2-D, ``(points, C)``, is ``C`` grids at once (:class:`GridFloats` then
+holds one float64 tensor per point): the coefficient functions here and the solvers' weight rules
+built on them return ``(C,)`` tensors, computed with the same formulas. The Time-Shift Sampler
+tabulates its per-candidate multistep weights this way, once per grid.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 
 from ..core.phi import phi
 from ..diffusion.grids import SamplingGrid
@@ -33,13 +39,26 @@ PREDICTIONS = ("data", "noise")
 
 class GridFloats:
     """A grid's ``log_snr``, ``alpha``, ``sigma`` and ``rho = sigma / alpha`` as Python float lists,
-    converted once per grid (coefficient code indexes them many times)."""
+    converted once per grid (coefficient code indexes them many times); for a batch of grids
+    (2-D fields, module docstring) lists of one ``(C,)`` tensor per point."""
 
     def __init__(self, grid: SamplingGrid) -> None:
-        self.lam = grid.log_snr.tolist()
-        self.alpha = grid.alpha.tolist()
-        self.sigma = grid.sigma.tolist()
-        self.rho = (grid.sigma / grid.alpha).tolist()
+        self.lam = _per_point(grid.log_snr)
+        self.alpha = _per_point(grid.alpha)
+        self.sigma = _per_point(grid.sigma)
+        self.rho = _per_point(grid.sigma / grid.alpha)
+
+
+def _per_point(values: Tensor) -> list:
+    return list(values.unbind(0)) if values.ndim == 2 else values.tolist()
+
+
+def _exp(v):
+    return torch.exp(v) if isinstance(v, Tensor) else math.exp(v)
+
+
+def _expm1(v):
+    return torch.expm1(v) if isinstance(v, Tensor) else math.expm1(v)
 
 
 def grid_floats(grid: SamplingGrid) -> GridFloats:
@@ -96,7 +115,9 @@ class PhiTable:
         z = torch.tensor(keys, dtype=torch.float64)
         self._values = {k: dict(zip(keys, phi(k, z).tolist())) for k in range(1, kmax + 1)} if keys else {}
 
-    def __call__(self, k: int, z: float) -> float:
+    def __call__(self, k: int, z):
+        if isinstance(z, Tensor):  # a batch of grids: evaluated directly
+            return phi(k, z)
         table = self._values.get(k)
         if table is None or z not in table:
             return float(phi(k, z))  # an argument outside the table (not on the fast path)
@@ -142,15 +163,15 @@ def taylor_weights(  # noqa: PLR0913
     if eta != 0.0 and prediction != "data":
         raise ValueError("the SDE step (eta > 0) is defined for the data prediction")
     if prediction == "data":
-        cx = s_t / s_s * (math.exp(-eta * h) if eta != 0.0 else 1.0)
+        cx = s_t / s_s * (_exp(-eta * h) if eta != 0.0 else 1.0)
         h = (1.0 + eta) * h
-        e0 = -a_t * math.expm1(-h)
+        e0 = -a_t * _expm1(-h)
     else:
         cx = a_t / a_s
-        e0 = -a_t * (s_s / a_s) * -math.expm1(-h)  # = -sigma_t expm1(h), finite at h = inf
+        e0 = -a_t * (s_s / a_s) * -_expm1(-h)  # = -sigma_t expm1(h), finite at h = inf
     out = [e0]
     for k in range(1, terms):
-        if not math.isfinite(h):
+        if not isinstance(h, Tensor) and not math.isfinite(h):  # (tensors: nan from inf * 0)
             out.append(math.nan)
         elif prediction == "data":
             out.append(a_t * h * phis(k + 1, -h) * math.factorial(k))

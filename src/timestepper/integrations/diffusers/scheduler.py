@@ -64,7 +64,8 @@ class SchedulerOutput:
 
 def _fits_step_protocol(solver: Solver) -> bool:
     """A diffusion solver on a fixed grid (multi-evaluation ones through the order-2 protocol)."""
-    return solver.family == "diffusion" and solver.error_order is None
+    return (solver.family == "diffusion" and solver.error_order is None
+            and getattr(solver, "evaluates_on_grid", True))
 
 
 def scheduler_solvers() -> list[str]:
@@ -76,7 +77,8 @@ def _check_solver(solver: str | Solver, options: dict[str, Any]) -> Solver:
     built = get(solver, **options)
     if not _fits_step_protocol(built):
         why = ("is not a diffusion sampler" if built.family != "diffusion"
-               else "chooses its own steps (adaptive)")
+               else "chooses its own steps (adaptive)" if built.error_order is not None
+               else "calls the model at data-dependent times off the grid")
         raise ValueError(
             f"solver {solver!r} {why}; the diffusers step protocol runs a diffusion solver on "
             f"the scheduler's grid. Choose from {', '.join(scheduler_solvers())}"
