@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (registration)
     adams,
     ancestral,
     autoregressive,
+    dc_unipc,
     ddim,
     deis,
     dpm2,
