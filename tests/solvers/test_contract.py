@@ -158,6 +158,7 @@ ORDER_TESTS = {
         "dpm-solver-3", "dpmpp-2s", "dpmpp-3s", "deis", "unipc-bh1", "unipc-bh2", "plms", "pndm", "lms",
         "dpm-2")},
     "dpm-adaptive": ("tests.solvers.test_dpm_adaptive", "test_error_falls_as_nfe_to_minus_order"),
+    "dc-unipc": ("tests.solvers.test_dc_unipc", "test_convergence_order"),
     **{n: ("tests.solvers.test_convergence_foundation", "test_empirical_order_matches_declared")
        for n in ("euler", "heun")},
     **{n: ("tests.solvers.test_stochastic_solvers", "test_deterministic_limit_convergence_order")
