@@ -25,6 +25,7 @@ from . import (  # noqa: F401  (registration)
     rk,
     rk_tableaux,
     rosenbrock,
+    scheduled,
     sde,
     sde_dpmpp,
     unipc,
@@ -51,6 +52,7 @@ from .registry import available, entry, get, register
 from .reverse_sde import ReverseSDEEulerMaruyama
 from .rk import ButcherTableau, ExplicitRK
 from .rosenbrock import Rosenbrock23
+from .schedule import ScheduledSolver, SolverSchedule, StepSpec, load_schedule
 from .sde import SDEEulerMaruyama, SDEMilstein, SDEReversibleHeun
 from .sde_dpmpp import SDEDPMSolverPP
 from .smc import SMCInpaint
@@ -90,9 +92,13 @@ __all__ = [
     "SDEMilstein",
     "SDEReversibleHeun",
     "SMCInpaint",
+    "ScheduledSolver",
+    "SolverSchedule",
+    "StepSpec",
     "UniPC",
     "available",
     "entry",
     "get",
+    "load_schedule",
     "register",
 ]
