@@ -80,7 +80,8 @@ def breed(space: Space, parents: list[Candidate], rng: random.Random, n: int, pr
     return out
 
 
-def _unique(cands: list[Candidate], seen: dict[Candidate, float], have: list[Candidate] | None = None) -> list[Candidate]:
+def _unique(cands: list[Candidate], seen: dict[Candidate, float],
+            have: list[Candidate] | None = None) -> list[Candidate]:
     have = list(have or [])
     return [c for i, c in enumerate(cands) if c not in seen and c not in have and c not in cands[:i]]
 
@@ -122,13 +123,20 @@ def autodiffusion(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, 
     start, first = starting_candidates(denoiser, nfe, noise, objective, space)
     ranked = evolve(space, objective_fitness(space, objective), objective.rng, first,
                     population, generations, top_k, mutation_prob)
-    value, best = ranked[0]
-    if not math.isfinite(value) or value >= objective(start):
-        return start
-    return space.to_schedule(best)
+    return better_or_start(space.to_schedule(ranked[0][1]), start, objective)
+
+
+def better_or_start(found: SolverSchedule, start: SolverSchedule, objective: Objective) -> SolverSchedule:
+    """``found`` when its training objective beats the starting fixed grid's; else ``start``,
+    marked ``fell_back_to_fixed`` with the objective the search reached."""
+    value = objective(found)
+    if math.isfinite(value) and value < objective(start):
+        return found
+    start.provenance.update(fell_back_to_fixed=True, searched_objective=value if math.isfinite(value) else None)
+    return start
 
 
 register_method("autodiffusion", autodiffusion,
                 "AutoDiffusion (Li et al. 2023): evolutionary search of time steps and per-step solver choice")
 
-__all__ = ["autodiffusion", "breed", "evolve", "objective_fitness", "starting_candidates"]
+__all__ = ["autodiffusion", "better_or_start", "breed", "evolve", "objective_fitness", "starting_candidates"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from torch import Tensor
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.predictions import convert
 from ..solvers.schedule import SolverSchedule
+from .autodiffusion import better_or_start
 from .fixed import best_fixed
 from .methods import check_budget, register_method
 from .objective import Objective
@@ -170,24 +172,40 @@ def ays(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, criterion:
 
     if criterion == "klub":
         x0 = objective.reference[:samples] / float(start.grid(sch).alpha[-1])
-        klub = KLUB(objective.denoiser, x0, seed=objective.seed)
-        def total(lv: list[float]) -> float:
-            return sum(klub.interval(lv[i + 1], lv[i]) for i in range(len(lv) - 1))
-
-        cost, floor, split = (lambda lv, i: klub.pair(lv, i, lv[i])), None, klub.interval
+        crit = klub_criterion(KLUB(objective.denoiser, x0, seed=objective.seed))
     else:
-        def total(lv: list[float]) -> float:
-            return objective(schedule_of(lv))
-
-        cost, floor = (lambda lv, i: total(lv)), s_min
-        split = (lambda lo, hi: math.log(hi / lo))  # noqa: E731 - subdivide the widest gaps
-    levels = _refine(cost, total, split, s[:nfe], sweeps, iters, floor)
-    found = schedule_of(levels)
-    return found if objective(found) < objective(start) else start
+        crit = objective_criterion(lambda lv: objective(schedule_of(lv)), s_min)
+    levels = _refine(crit, s[:nfe], sweeps, iters)
+    return better_or_start(schedule_of(levels), start, objective)
 
 
-def _refine(cost, total, split, start: list[float], sweeps: int, iters: int,  # noqa: PLR0913 - the refinement's knobs
-            floor: float | None) -> list[float]:
+@dataclass
+class Criterion:
+    """What the refinement minimises: ``cost(levels, i)`` for moving level ``i``, ``total(levels)``
+    to compare schedules, ``split(lo, hi)`` to pick the intervals to subdivide, and the ``floor``
+    of the last level (``None``: the last level is fixed)."""
+
+    cost: Callable[[list[float], int], float]
+    total: Callable[[list[float]], float]
+    split: Callable[[float, float], float]
+    floor: float | None
+
+
+def klub_criterion(klub: KLUB) -> Criterion:
+    """The paper's: the two intervals a level bounds, subdivide where the KLUB is largest."""
+    def total(lv: list[float]) -> float:
+        return sum(klub.interval(lv[i + 1], lv[i]) for i in range(len(lv) - 1))
+
+    return Criterion(lambda lv, i: klub.pair(lv, i, lv[i]), total, klub.interval, None)
+
+
+def objective_criterion(score: Callable[[list[float]], float], floor: float) -> Criterion:
+    """The protocol objective of the whole schedule; subdivide the widest log-gaps; the last
+    level free down to ``floor``."""
+    return Criterion(lambda lv, i: score(lv), score, lambda lo, hi: math.log(hi / lo), floor)
+
+
+def _refine(crit: Criterion, start: list[float], sweeps: int, iters: int) -> list[float]:
     """Iterative subdivision: optimise a coarse schedule of about half the levels (log-spaced
     between the ends of ``start``), insert midpoints where ``split(lo, hi)`` is largest, and
     optimise the full count from the better (by ``total``) of that and ``start`` (the best fixed
@@ -196,9 +214,9 @@ def _refine(cost, total, split, start: list[float], sweeps: int, iters: int,  # 
     coarse = max(2, (nfe + 1) // 2)
     levels = np.exp(np.linspace(math.log(start[0]), math.log(start[-1]), coarse)).tolist()
     if coarse < nfe:
-        levels = subdivide(split, optimise_levels(cost, levels, sweeps, iters, floor), nfe)
-        levels = min((levels, start), key=total)
-    return optimise_levels(cost, levels, sweeps, iters, floor)
+        levels = subdivide(crit.split, optimise_levels(crit.cost, levels, sweeps, iters, crit.floor), nfe)
+        levels = min((levels, start), key=crit.total)
+    return optimise_levels(crit.cost, levels, sweeps, iters, crit.floor)
 
 
 register_method("ays", ays, "Align Your Steps (Sabour et al. 2024): noise levels by coordinate descent and "

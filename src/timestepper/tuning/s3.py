@@ -25,7 +25,7 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from ..solvers.schedule import SolverSchedule
-from .autodiffusion import breed, starting_candidates
+from .autodiffusion import better_or_start, breed, starting_candidates
 from .methods import check_budget, register_method
 from .objective import Objective
 from .space import Candidate, Space
@@ -50,7 +50,7 @@ class QualityPredictor:
         w1, b1, w2, b2, w3, b3 = self.params
         return (torch.tanh(torch.tanh(x @ w1 + b1) @ w2 + b2) @ w3 + b3).squeeze(-1)
 
-    def fit(self, features: list[list[float]], values: list[float], iters: int = 300) -> None:
+    def fit(self, features: list[list[float]], values: list[float], iters: int = 150) -> None:
         """Fit on evaluated schedules (non-finite values count as the worst seen, plus one)."""
         x = torch.tensor(features, dtype=F64)
         logs = [math.log(v) for v in values if math.isfinite(v) and v > 0]
@@ -58,7 +58,7 @@ class QualityPredictor:
         y = torch.tensor([math.log(v) if math.isfinite(v) and v > 0 else worst for v in values], dtype=F64)
         self.mean, self.std = float(y.mean()), float(y.std()) if len(values) > 1 and float(y.std()) > 0 else 1.0
         y = (y - self.mean) / self.std
-        opt = torch.optim.Adam(self.params, lr=1e-2)
+        opt = torch.optim.Adam(self.params, lr=2e-2)
         sign = torch.sign(y[:, None] - y[None, :])
         for _ in range(iters):
             opt.zero_grad()
@@ -99,9 +99,7 @@ def s3(denoiser: Denoiser, nfe: int, noise, objective: Objective, *,  # noqa: PL
         scored.update(_stage(space, objective, scored, rng, r, proposals, predictor_population, top_k,
                              mutation_prob))
     best = min(scored, key=lambda c: scored[c])
-    if not math.isfinite(scored[best]) or scored[best] >= objective(start):
-        return start
-    return space.to_schedule(best)
+    return better_or_start(space.to_schedule(best), start, objective)
 
 
 def _stage(space: Space, objective: Objective, scored: dict[Candidate, float], rng: random.Random,  # noqa: PLR0913 - one stage's inputs

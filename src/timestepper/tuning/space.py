@@ -15,7 +15,7 @@ S^3's predictor reads.
 
 from __future__ import annotations
 
-import random
+from random import Random
 from dataclasses import dataclass, replace
 
 import torch
@@ -93,11 +93,11 @@ class Space:
         return Candidate(tuple(u), tuple(steps))
 
     # -- operators -------------------------------------------------------------------------------
-    def random_step(self, rng: random.Random) -> StepSpec:
+    def random_step(self, rng: Random) -> StepSpec:
         return StepSpec(order=rng.choice(ORDERS), prediction=rng.choice(PREDICTIONS),
                         corrector=rng.random() < 0.5, variant=rng.choice(VARIANTS))
 
-    def random(self, rng: random.Random, template: Candidate | None = None, prob: float = 0.2) -> Candidate:
+    def random(self, rng: Random, template: Candidate | None = None, prob: float = 0.2) -> Candidate:
         """A random candidate: times uniform in log-SNR; specs uniform, or (with ``template``) the
         template's specs, each step mutated with probability ``prob``."""
         u = tuple(rng.random() for _ in range(self.nfe - 1))
@@ -107,7 +107,7 @@ class Space:
             steps = tuple(self._mutate_step(s, rng, prob) for s in template.steps)
         return self.repair(Candidate(u, steps))
 
-    def mutate(self, c: Candidate, rng: random.Random, prob: float) -> Candidate:
+    def mutate(self, c: Candidate, rng: Random, prob: float) -> Candidate:
         """Each gene mutates with probability ``prob``: a time is redrawn uniformly between its
         neighbours (so the order is kept), a step gets one field redrawn."""
         u = list(c.u)
@@ -119,7 +119,7 @@ class Space:
         steps = [self._mutate_step(s, rng, prob) for s in c.steps]
         return self.repair(Candidate(tuple(u), tuple(steps)))
 
-    def _mutate_step(self, s: StepSpec, rng: random.Random, prob: float) -> StepSpec:
+    def _mutate_step(self, s: StepSpec, rng: Random, prob: float) -> StepSpec:
         """With probability ``prob``, one field of the step (order, prediction, corrector or
         variant) redrawn."""
         if not self.step_choice or rng.random() >= prob:
@@ -128,7 +128,7 @@ class Space:
         name = rng.choice(("order", "prediction", "corrector", "variant"))
         return replace(s, **{name: getattr(fresh, name)})
 
-    def crossover(self, a: Candidate, b: Candidate, rng: random.Random) -> Candidate:
+    def crossover(self, a: Candidate, b: Candidate, rng: Random) -> Candidate:
         """Uniform crossover: each time and each step from either parent."""
         u = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.u, b.u))
         steps = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.steps, b.steps))
