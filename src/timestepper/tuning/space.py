@@ -15,8 +15,8 @@ S^3's predictor reads.
 
 from __future__ import annotations
 
-from random import Random
 from dataclasses import dataclass, replace
+from random import Random
 
 import torch
 
