@@ -152,14 +152,14 @@ def overfitting(nfe: int, n_samples: int, budgets: dict) -> dict:
 # -- report ----------------------------------------------------------------------------------------
 def render(result: dict) -> str:
     cfg = result["config"]
-    out = ["## Searched schedules (issue 15)", "",
-           f"Machine: {platform.machine()} {platform.system()}, torch {torch.__version__}, {torch.get_num_threads()} "
-           f"thread(s). Linear-beta VP schedule (1000 steps), exact epsilon denoiser of each mixture, "
-           f"{cfg['n_samples']} training and {cfg['n_samples']} held-out noises, run time {result['seconds']:.0f} s. "
-           "Cells: mean L2 distance at sigma = 0 to the exact PF-ODE solution of the same held-out noise. "
-           "Peers and our fixed grids: the configuration best on the training noise. Tuned rows: "
-           "`ts.tune(den, nfe, method, noise=train)`; in brackets the search's model calls and seconds "
-           "(baseline search included). Reproduce: `python benchmarks/tuning.py`.", ""]
+    machine = f"{platform.machine()} {platform.system()}, torch {torch.__version__}, {torch.get_num_threads()} thread"
+    intro = [f"Machine: {machine}.", "Linear-beta VP schedule (1000 steps), exact epsilon denoiser of each mixture;",
+             f"{cfg['n_samples']} training and {cfg['n_samples']} held-out noises; run time {result['seconds']:.0f} s.",
+             "Cells: mean L2 distance at sigma = 0 to the exact PF-ODE solution of the same held-out noise.",
+             "Peers and our fixed grids: the configuration best on the training noise. Tuned rows:",
+             "`ts.tune(den, nfe, method, noise=train)`; in brackets the search's model calls and seconds",
+             "(the baseline search included). Reproduce: `python benchmarks/tuning.py`."]
+    out = ["## Searched schedules (issue 15)", "", " ".join(intro), ""]
     for name, per_nfe in result["problems"].items():
         out += [f"### {name}", "", _table(per_nfe, cfg["nfes"]), "", _labels(per_nfe), ""]
     out += ["### Overfitting: tuned on one d = 64 mixture, evaluated on another (seed 1)", "",
