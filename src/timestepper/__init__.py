@@ -10,11 +10,11 @@ solvers. See the README for a tour; the layers, from the bottom:
 * the fronts: :mod:`timestepper.sampling` (``sample``, ``inpaint``, ``likelihood``),
   :mod:`timestepper.ode` (``solve``, ``odeint``, ``sdeint``), :mod:`timestepper.cde` (neural
   CDEs and stable neural SDEs on irregular series, with :mod:`timestepper.data`),
-  :mod:`timestepper.pde`, :mod:`timestepper.train`, and the interop of
+  :mod:`timestepper.pde`, :mod:`timestepper.train`, :mod:`timestepper.tuning` (``tune``), and the interop of
   :mod:`timestepper.integrations`.
 """
 
-from . import cde, data, guidance, integrations, pde, solvers, train
+from . import cde, data, guidance, integrations, pde, solvers, train, tuning
 from ._version import __version__
 from .core import (
     FixedGrid,
@@ -48,6 +48,7 @@ from .diffusion import (
 from .loop import integrate
 from .ode import odeint, odeint_adjoint, odeint_dense, odeint_event, sdeint, solve
 from .sampling import inpaint, likelihood, sample
+from .tuning import tune
 
 __all__ = [
     "Denoiser",
@@ -93,4 +94,6 @@ __all__ = [
     "solve",
     "solvers",
     "train",
+    "tune",
+    "tuning",
 ]

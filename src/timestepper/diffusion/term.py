@@ -106,12 +106,18 @@ class DiffusionTerm(Term):
 
     def data_prediction(self, x: Tensor, p: EvalPoint) -> Tensor:
         """``x0`` predicted at point ``p``."""
-        m = self.model_output(x, p)
-        return m if self._data_is_output else add_scaled_(x * p.a, m, p.b)
+        return self.data_from_output(x, self.model_output(x, p), p)
 
     def noise_prediction(self, x: Tensor, p: EvalPoint) -> Tensor:
         """``eps`` predicted at point ``p``."""
-        m = self.model_output(x, p)
+        return self.noise_from_output(x, self.model_output(x, p), p)
+
+    def data_from_output(self, x: Tensor, m: Tensor, p: EvalPoint) -> Tensor:
+        """``x0`` from the model output ``m`` at ``(x, p)`` (no model call)."""
+        return m if self._data_is_output else add_scaled_(x * p.a, m, p.b)
+
+    def noise_from_output(self, x: Tensor, m: Tensor, p: EvalPoint) -> Tensor:
+        """``eps`` from the model output ``m`` at ``(x, p)`` (no model call)."""
         return m if self._noise_is_output else add_scaled_(x * p.c, m, p.d)
 
     def prediction(self, x: Tensor, p: EvalPoint, kind: str) -> Tensor:

@@ -26,6 +26,7 @@ from . import (  # noqa: F401  (registration)
     rk,
     rk_tableaux,
     rosenbrock,
+    scheduled,
     sde,
     sde_dpmpp,
     unipc,
@@ -52,6 +53,7 @@ from .registry import available, entry, get, register
 from .reverse_sde import ReverseSDEEulerMaruyama
 from .rk import ButcherTableau, ExplicitRK
 from .rosenbrock import Rosenbrock23
+from .schedule import ScheduledSolver, SolverSchedule, StepSpec, load_schedule
 from .sde import SDEEulerMaruyama, SDEMilstein, SDEReversibleHeun
 from .sde_dpmpp import SDEDPMSolverPP
 from .smc import SMCInpaint
@@ -91,9 +93,13 @@ __all__ = [
     "SDEMilstein",
     "SDEReversibleHeun",
     "SMCInpaint",
+    "ScheduledSolver",
+    "SolverSchedule",
+    "StepSpec",
     "UniPC",
     "available",
     "entry",
     "get",
+    "load_schedule",
     "register",
 ]

@@ -28,8 +28,10 @@ stabilises very short grids). Requesting 3M with 2 steps therefore runs DDIM + 2
 from __future__ import annotations
 
 from ..core.validation import check_choice, check_order
+from ..diffusion.grids import SamplingGrid
 from .expint import (
     PREDICTIONS,
+    PhiTable,
     combine,
     lambda_offsets,
     multistep_orders,
@@ -85,15 +87,26 @@ class DPMSolverMultistep(LinearMultistep):
                          scale=1.0 + self.eta)
 
     def weights(self, grid, i, k, phis):
-        cx, e = taylor_weights(grid, i, i + 1, self.prediction, k, phis, eta=self.eta)
-        if k == 1:
-            return cx, e
-        basis = polynomial_basis(lambda_offsets(grid, i, i + 1, [i - j for j in range(k)]))
-        if k == 2:
-            coeffs = [e[0], 0.5 * e[0] if self.solver_type == "midpoint" else e[1]]
-        else:
-            coeffs = [e[0], e[1], e[2] if self.third_order_weight == "taylor" else 0.5 * e[2]]
-        return cx, combine(coeffs, basis)
+        return dpm_multistep_weights(grid, i, k, phis, self.prediction, self.solver_type,
+                                     self.third_order_weight, self.eta)
+
+
+def dpm_multistep_weights(  # noqa: PLR0913 - the coefficient rule's parameters, all explicit
+    grid: SamplingGrid, i: int, k: int, phis: PhiTable, prediction: str = "data",
+    solver_type: str = "midpoint", third_order_weight: str = "taylor", eta: float = 0.0,
+) -> tuple[float, list[float]]:
+    """``(cx, [w_0, .., w_{k-1}])`` of the order-``k`` multistep DPM-Solver(++) step from grid point
+    ``i`` to ``i + 1`` (``w_j`` on the prediction at point ``i - j``; module docstring). Shared by
+    :class:`DPMSolverMultistep` and the per-step schedules of :mod:`timestepper.solvers.scheduled`."""
+    cx, e = taylor_weights(grid, i, i + 1, prediction, k, phis, eta=eta)
+    if k == 1:
+        return cx, e
+    basis = polynomial_basis(lambda_offsets(grid, i, i + 1, [i - j for j in range(k)]))
+    if k == 2:
+        coeffs = [e[0], 0.5 * e[0] if solver_type == "midpoint" else e[1]]
+    else:
+        coeffs = [e[0], e[1], e[2] if third_order_weight == "taylor" else 0.5 * e[2]]
+    return cx, combine(coeffs, basis)
 
 
 register("dpmpp-2m", DPMSolverMultistep, order=2, prediction="data",

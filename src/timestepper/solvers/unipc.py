@@ -63,19 +63,25 @@ class UniPCRow:
     cw: tuple[float, ...] | None
 
 
-def unipc_weights(
-    grid, s: int, t: int, order: int, variant: str, corrector: bool, phis: PhiTable
+def unipc_weights(  # noqa: PLR0913 - the coefficient rule's parameters, all explicit
+    grid, s: int, t: int, order: int, variant: str, corrector: bool, phis: PhiTable,
+    prediction: str = "data",
 ) -> tuple[float, list[float]]:
     """``(cx, w)`` of UniP (``corrector=False``: ``w`` on ``m_s, m_{s-1}, ..., m_{s-order+1}``) or
-    UniC (``w`` on ``m_t, m_s, m_{s-1}, ..., m_{s-order+1}``)."""
-    cx, e = taylor_weights(grid, s, t, "data", 1)
+    UniC (``w`` on ``m_t, m_s, m_{s-1}, ..., m_{s-order+1}``), in data (``m = x0``) or noise
+    (``m = eps``) prediction: the noise form (Zhao et al. 2023, Algorithm 3 / Appendix; diffusers'
+    ``predict_x0=False``) is the data form with ``-h`` replaced by ``h``, ``alpha_t`` by
+    ``sigma_t`` and ``cx = alpha_t / alpha_s``."""
+    cx, e = taylor_weights(grid, s, t, prediction, 1)
     k_hist = order - 1
     if not corrector and k_hist == 0:
         return cx, e
     f = grid_floats(grid)
-    hh = f.lam[s] - f.lam[t]
+    if prediction == "data":
+        hh, a_t = f.lam[s] - f.lam[t], f.alpha[t]
+    else:
+        hh, a_t = f.lam[t] - f.lam[s], f.sigma[t]
     b_h = hh if variant == "bh1" else math.expm1(hh)
-    a_t = f.alpha[t]
     r = lambda_offsets(grid, s, t, [s - k for k in range(1, order)])
     n = order if corrector else order - 1
     if (corrector and order == 1) or (not corrector and order == 2):

@@ -76,6 +76,17 @@ def register_method(name: str, fn: Callable[..., Any], summary: str) -> Callable
     return fn
 
 
+def check_budget(**values: tuple[Any, float]) -> None:
+    """Refuse budget values below their minimum: ``check_budget(population=(population, 2))``.
+    An integer minimum asks for an integer."""
+    for name, (value, low) in values.items():
+        is_int = isinstance(low, int)
+        if isinstance(value, bool) or (is_int and not isinstance(value, int)) \
+                or not isinstance(value, (int, float)) or not value >= low:
+            kind = "an integer" if is_int else "a number"
+            raise ValueError(f"{name} must be {kind} >= {low}, got {value!r}")
+
+
 def available_methods() -> list[str]:
     """The names of the registered search methods, sorted."""
     return sorted(_METHODS)
@@ -88,4 +99,4 @@ def get_method(name: str) -> Method:
     return _METHODS[name]
 
 
-__all__ = ["Method", "available_methods", "get_method", "register_method"]
+__all__ = ["Method", "available_methods", "check_budget", "get_method", "register_method"]

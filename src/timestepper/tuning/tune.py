@@ -1,0 +1,106 @@
+"""``tune``: search a solver schedule for a model and an NFE budget (issue 15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from ..core.validation import check_int
+from ..diffusion.denoiser import Denoiser
+from ..solvers.schedule import SolverSchedule, model_provenance
+from .methods import get_method
+from .objective import Objective, Reference, model_fingerprint
+
+#: the method ``tune`` uses unless told otherwise: the best tuned method of
+#: benchmarks/results/tuning.md
+DEFAULT_METHOD = "s3"
+
+
+def tune(  # noqa: PLR0913 - the protocol's inputs, all keyword options with defaults
+    denoiser: Denoiser,
+    nfe: int = 5,
+    method: str = DEFAULT_METHOD,
+    *,
+    noise: Tensor,
+    reference: Reference = None,
+    held_out: Tensor | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    journal: str | Path | None = None,
+    reference_steps: int = 400,
+    model_id: str | None = None,
+    **budget: Any,
+) -> SolverSchedule:
+    """Search a solver schedule of ``nfe`` model calls for ``denoiser``.
+
+    The objective is the mean L2 distance at ``sigma = 0`` to the model's own tight PF-ODE
+    solution from the same noise (:class:`~timestepper.tuning.objective.Objective`), on the
+    training ``noise``; ``held_out`` noise, when given, is reported in the provenance.
+
+    Args:
+        denoiser: any :class:`~timestepper.Denoiser`.
+        nfe: model calls of one sample with the returned schedule.
+        method: a name of :func:`~timestepper.tuning.available_methods` (``"s3"``,
+            ``"autodiffusion"``, ``"ays"``, ``"fixed"``, ...).
+        noise: the training noise (a batch shaped like the samples).
+        reference: exact samples for ``noise`` or a function ``noise -> samples`` (e.g. a
+            mixture's ``reference_solution``); default a tight solve of the model.
+        held_out: noise for the held-out objective.
+        seed: seed of the search's random choices.
+        progress: show a progress bar (one tick per evaluated schedule, the best objective).
+        journal: a file memoising evaluations: a search interrupted and run again with the same
+            arguments and journal replays what it did without model calls.
+        reference_steps: steps of the default reference solve.
+        model_id: a name for the provenance (default: a hash of the model).
+        budget: the method's budget (e.g. ``generations=8, population=16``); names the method does
+            not take are refused.
+
+    Returns:
+        a :class:`~timestepper.solvers.schedule.SolverSchedule` whose provenance records the model
+        hash, noise schedule, prediction type, NFE, objective (training and held-out), seed,
+        method, budget and search cost (model calls, seconds).
+    """
+    nfe = check_int(nfe, "nfe", 1)
+    m = get_method(method)
+    m.check_budget(budget)
+    objective = Objective(denoiser, noise, reference, held_out=held_out, reference_steps=reference_steps,
+                          seed=seed, journal=journal)
+    bar = _progress_bar(objective, f"tune {method} nfe={nfe}") if progress else None
+    try:
+        sched = m.fn(objective.denoiser, nfe, noise, objective, **budget)
+    finally:
+        if bar is not None:
+            bar.close()
+    if sched.nfe != nfe:
+        raise RuntimeError(f"method {method!r} returned a schedule of {sched.nfe} model calls, not nfe={nfe}")
+    train = objective(sched)
+    cost = {"model_calls": objective.model_calls, "seconds": round(objective.seconds, 3),
+            "evaluations": objective.evaluations}
+    extra: dict[str, Any] = dict(method=method, nfe=nfe, seed=seed, objective="mean L2 at sigma=0 vs tight PF-ODE",
+                                 objective_train=train, budget={**m.budget_defaults(), **budget}, search_cost=cost)
+    if held_out is not None:
+        extra["objective_held_out"] = objective.held_out(sched)
+    found = {k: v for k, v in sched.provenance.items() if k not in ("nfe",)}
+    sched.provenance = model_provenance(denoiser, model=model_id or model_fingerprint(denoiser, noise),
+                                        found=found, **extra)
+    return sched
+
+
+def _progress_bar(objective: Objective, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="eval")
+    best = [float("inf")]
+
+    def tick(value: float) -> None:
+        best[0] = min(best[0], value)
+        bar.update(1)
+        bar.set_postfix(best=f"{best[0]:.3e}", calls=objective.model_calls, refresh=False)
+
+    objective.on_evaluate = tick
+    return bar
+
+
+__all__ = ["DEFAULT_METHOD", "tune"]
