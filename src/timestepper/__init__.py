@@ -10,11 +10,11 @@ solvers. See the README for a tour; the layers, from the bottom:
 * the fronts: :mod:`timestepper.sampling` (``sample``, ``inpaint``, ``likelihood``),
   :mod:`timestepper.ode` (``solve``, ``odeint``, ``sdeint``), :mod:`timestepper.cde` (neural
   CDEs and stable neural SDEs on irregular series, with :mod:`timestepper.data`),
-  :mod:`timestepper.pde`, :mod:`timestepper.train`, and the interop of
+  :mod:`timestepper.pde`, :mod:`timestepper.train`, :mod:`timestepper.tuning` (``tune``), and the interop of
   :mod:`timestepper.integrations`.
 """
 
-from . import cde, data, guidance, integrations, pde, solvers, train
+from . import cde, data, guidance, integrations, pde, solvers, train, tuning
 from ._version import __version__
 from .core import (
     FixedGrid,
@@ -49,6 +49,7 @@ from .loop import integrate
 from .ode import odeint, odeint_adjoint, odeint_dense, odeint_event, sdeint, solve
 from .sampling import inpaint, invert, likelihood, sample
 from .solvers.schedule import SolverSchedule, StepSpec, load_schedule
+from .tuning import tune
 
 __all__ = [
     "Denoiser",
@@ -98,4 +99,6 @@ __all__ = [
     "solve",
     "solvers",
     "train",
+    "tune",
+    "tuning",
 ]

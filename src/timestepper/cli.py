@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "timestepper.pde.cli",
     "timestepper.ode.cli",
     "timestepper.train.cli",
+    "timestepper.tuning.cli",
 ]
 
 # What the user can cause and fix: printed as one line, exit code 2.

@@ -164,6 +164,7 @@ ORDER_TESTS = {
     "dpm-adaptive": ("tests.solvers.test_dpm_adaptive", "test_error_falls_as_nfe_to_minus_order"),
     "bdia-ddim": ("tests.solvers.test_bdia", "test_bdia_order"),
     "dpm-solver-v3": ("tests.solvers.test_dpm_v3", "test_convergence_order"),
+    "dc-unipc": ("tests.solvers.test_dc_unipc", "test_convergence_order"),
     **{n: ("tests.solvers.test_convergence_foundation", "test_empirical_order_matches_declared")
        for n in ("euler", "heun")},
     **{n: ("tests.solvers.test_stochastic_solvers", "test_deterministic_limit_convergence_order")

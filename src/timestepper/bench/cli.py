@@ -36,6 +36,8 @@ def add_commands(sub) -> None:
     g.add_argument("--samples", type=int_at_least(2), default=2000, help="samples per mixture (default 2000)")
     g.add_argument("--seed", type=nonnegative_int, default=0)
     g.add_argument("--stochastic", action="store_true", help="add the stochastic samplers (sliced W2 only)")
+    g.add_argument("--tuned", action="store_true",
+                   help="add searched schedules (timestepper tune's default method vs the best fixed grid)")
     g.add_argument("--out", type=_out_folder, default=Path("bench-out"), help="output folder for JSON and PNG")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_gmm)
@@ -65,7 +67,25 @@ def run_gmm(args) -> int:
         for d, rows in result["stochastic"].items():
             print(f"\nStochastic samplers, d={d}: sliced W2 to exact samples (ratio to exact-vs-exact)")
             print(runner.format_stochastic(rows))
+    if args.tuned:
+        result["tuned"] = _tuned(args)
     runner.save(result, args.out)
     png = runner.plot(result, args.out / "gmm.png")
     print(f"\nwrote {args.out / 'gmm.json'} and {png} in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _tuned(args) -> list[dict]:
+    """Held-out error of the best fixed grid and of the default search at each NFE (>= 2)."""
+    from ..tuning.bench import bench_mixtures, format_tuned, mixture_problem, tuned_rows
+    from ..tuning.tune import DEFAULT_METHOD
+
+    mixtures = bench_mixtures(tuple(args.dims), full_dim=None, seed=args.seed)
+    problems = [mixture_problem(name, gmm, n_samples=min(args.samples, 256), seed=args.seed)
+                for name, gmm in mixtures.items()]
+    nfes = tuple(n for n in args.nfe if n >= 2)
+    rows = tuned_rows(problems, nfes, ("fixed", DEFAULT_METHOD), progress=not args.no_progress)
+    for p in problems:
+        print(f"\nSearched schedules, {p.name}: mean L2 error on held-out noise (model calls of the search)")
+        print(format_tuned(rows, p.name))
+    return rows

@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (registration)
     ancestral,
     autoregressive,
     bdia,
+    dc_unipc,
     ddim,
     deis,
     dpm2,

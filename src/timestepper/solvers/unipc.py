@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from ..core.validation import check_choice, check_order
 from ..diffusion.term import EvalPoint
 from .base import DiffusionSolver, lincomb, nonzero
@@ -150,12 +152,22 @@ class UniPC(DiffusionSolver):
 
     def advance(self, term, x, state, row):
         # state = (x_{i-1}, m_{i-1}, m_{i-2}, ...): the previous step's start and predictions
-        m = term.data_prediction(x, row.point)
-        preds = (m, *state[1:])
-        if row.cw is not None:  # UniC: correct x_i with the model output just computed
-            x = lincomb(state[0], row.ccx, tuple(zip(row.cw, preds)))
-        out = lincomb(x, row.pcx, tuple(zip(row.pw, preds)))
-        return out, (x, *preds[: self.predictor_order]), None, 1
+        preds = (term.data_prediction(x, row.point), *state[1:])
+        x = unic_correct(x, state, row, preds)
+        return unip_predict(x, row, preds), (x, *preds[: self.predictor_order]), None, 1
+
+
+def unic_correct(x: Tensor, state: tuple, row: UniPCRow, preds: tuple[Tensor, ...]) -> Tensor:
+    """UniC: the state ``x_i`` corrected with the model output ``preds[0]`` just computed at it,
+    from the previous step's start ``state[0]`` (``x`` itself where the row has no correction)."""
+    if row.cw is None:
+        return x
+    return lincomb(state[0], row.ccx, tuple(zip(row.cw, preds)))
+
+
+def unip_predict(x: Tensor, row: UniPCRow, preds: tuple[Tensor, ...]) -> Tensor:
+    """UniP: the next state predicted from ``x`` and the predictions ``preds`` (newest first)."""
+    return lincomb(x, row.pcx, tuple(zip(row.pw, preds)))
 
 
 register("unipc-bh1", UniPC, variant="bh1", summary="UniPC with B(h) = h (Zhao et al. 2023, eq. 17).")

@@ -41,13 +41,14 @@ def evolve(space: Space, fitness: Fitness, rng: random.Random, first: list[Candi
            on_generation: Callable[[int, float], None] | None = None) -> list[tuple[float, Candidate]]:
     """Run the evolutionary search; returns every scored ``(value, candidate)``, best first.
 
-    ``first`` seeds the first population (filled up with random candidates); ``fitness`` scores a
+    ``first`` seeds the first population, filled up with random candidates (random times, the specs
+    of ``first[0]`` with random changes); ``fitness`` scores a
     list of candidates (the objective, or S^3's predictor).
     """
     seen: dict[Candidate, float] = {}
     pop = _unique(first, seen)[:population]
     while len(pop) < population:
-        pop += _unique([space.random(rng)], seen, pop)
+        pop += _unique([space.random(rng, first[0])], seen, pop)
     for gen in range(generations):
         fresh = [c for c in pop if c not in seen]
         for c, v in zip(fresh, fitness(fresh)):
@@ -56,11 +57,11 @@ def evolve(space: Space, fitness: Fitness, rng: random.Random, first: list[Candi
         if on_generation is not None:
             on_generation(gen, seen[parents[0]])
         if gen + 1 < generations:
-            pop = parents + _children(space, parents, rng, population - len(parents), mutation_prob, seen)
+            pop = parents + breed(space, parents, rng, population - len(parents), mutation_prob, seen)
     return sorted(((v, c) for c, v in seen.items()), key=lambda p: p[0])
 
 
-def _children(space: Space, parents: list[Candidate], rng: random.Random, n: int, prob: float,  # noqa: PLR0913 - one generation's inputs
+def breed(space: Space, parents: list[Candidate], rng: random.Random, n: int, prob: float,  # noqa: PLR0913 - one generation's inputs
               seen: dict[Candidate, float]) -> list[Candidate]:
     """``n`` new candidates: half by crossover, half by mutation of the parents (Alg. 1)."""
     out: list[Candidate] = []
@@ -75,11 +76,12 @@ def _children(space: Space, parents: list[Candidate], rng: random.Random, n: int
         if child not in seen and child not in out and child not in parents:
             out.append(child)
     while len(out) < n:  # the neighbourhood is exhausted: explore
-        out += _unique([space.random(rng)], seen, parents + out)
+        out += _unique([space.random(rng, parents[0])], seen, parents + out)
     return out
 
 
-def _unique(cands: list[Candidate], seen: dict[Candidate, float], have: list[Candidate] | None = None) -> list[Candidate]:
+def _unique(cands: list[Candidate], seen: dict[Candidate, float],
+            have: list[Candidate] | None = None) -> list[Candidate]:
     have = list(have or [])
     return [c for i, c in enumerate(cands) if c not in seen and c not in have and c not in cands[:i]]
 
@@ -121,13 +123,20 @@ def autodiffusion(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, 
     start, first = starting_candidates(denoiser, nfe, noise, objective, space)
     ranked = evolve(space, objective_fitness(space, objective), objective.rng, first,
                     population, generations, top_k, mutation_prob)
-    value, best = ranked[0]
-    if not math.isfinite(value) or value >= objective(start):
-        return start
-    return space.to_schedule(best)
+    return better_or_start(space.to_schedule(ranked[0][1]), start, objective)
+
+
+def better_or_start(found: SolverSchedule, start: SolverSchedule, objective: Objective) -> SolverSchedule:
+    """``found`` when its training objective beats the starting fixed grid's; else ``start``,
+    marked ``fell_back_to_fixed`` with the objective the search reached."""
+    value = objective(found)
+    if math.isfinite(value) and value < objective(start):
+        return found
+    start.provenance.update(fell_back_to_fixed=True, searched_objective=value if math.isfinite(value) else None)
+    return start
 
 
 register_method("autodiffusion", autodiffusion,
                 "AutoDiffusion (Li et al. 2023): evolutionary search of time steps and per-step solver choice")
 
-__all__ = ["autodiffusion", "evolve", "objective_fitness", "starting_candidates"]
+__all__ = ["autodiffusion", "better_or_start", "breed", "evolve", "objective_fitness", "starting_candidates"]

@@ -32,16 +32,18 @@ How this implementation follows it and where it differs:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.grids import make_grid
 from ..diffusion.predictions import convert
 from ..solvers.schedule import SolverSchedule
-from .fixed import fixed_solvers
+from .autodiffusion import better_or_start
+from .fixed import best_fixed
 from .methods import check_budget, register_method
 from .objective import Objective
 
@@ -90,16 +92,24 @@ class KLUB:
         return self.interval(levels[i + 1], s) + self.interval(s, levels[i - 1])
 
 
-def optimise_levels(klub: KLUB, levels: list[float], sweeps: int, iters: int) -> list[float]:
-    """Coordinate descent: each interior level by golden-section search in ``log s`` between its
-    neighbours, ``sweeps`` times over the schedule."""
+def optimise_levels(cost: Callable[[list[float], int], float], levels: list[float], sweeps: int,  # noqa: PLR0913 - the refinement's knobs
+                    iters: int, floor: float | None = None) -> list[float]:
+    """Coordinate descent: each level after the first, by golden-section search in ``log s``
+    between its neighbours (the last between its neighbour and ``floor``; kept when ``floor`` is
+    ``None``), ``sweeps`` times over the schedule; ``cost(levels, i)`` scores moving level ``i``."""
     levels = list(levels)
+    last = len(levels) if floor is not None else len(levels) - 1
     for _ in range(sweeps):
-        for i in range(1, len(levels) - 1):
-            lo, hi = math.log(levels[i + 1]), math.log(levels[i - 1])
+        for i in range(1, last):
+            lo = math.log(levels[i + 1] if i + 1 < len(levels) else floor)  # type: ignore[arg-type]
+            hi = math.log(levels[i - 1])
             pad = 1e-3 * (hi - lo)
-            best = _golden(lambda v, i=i: klub.pair(levels, i, math.exp(v)), lo + pad, hi - pad, iters)
-            if klub.pair(levels, i, math.exp(best)) < klub.pair(levels, i, levels[i]):
+
+            def moved(v: float, i: int = i) -> float:
+                return cost([*levels[:i], math.exp(v), *levels[i + 1:]], i)
+
+            best = _golden(moved, lo + pad, hi - pad, iters)
+            if moved(best) < cost(levels, i):
                 levels[i] = math.exp(best)
     return levels
 
@@ -119,45 +129,97 @@ def _golden(f, a: float, b: float, iters: int) -> float:
     return c if fc < fd else d
 
 
-def subdivide(klub: KLUB, levels: list[float], count: int) -> list[float]:
-    """Insert log-midpoints into the intervals of largest KLUB until ``count`` levels."""
+def subdivide(split: Callable[[float, float], float], levels: list[float], count: int) -> list[float]:
+    """Insert log-midpoints into the intervals of largest ``split(lo, hi)`` (the KLUB, or the
+    log-width) until ``count`` levels."""
     levels = list(levels)
     while len(levels) < count:
-        bounds = [klub.interval(levels[i + 1], levels[i]) for i in range(len(levels) - 1)]
+        bounds = [split(levels[i + 1], levels[i]) for i in range(len(levels) - 1)]
         order = sorted(range(len(bounds)), key=lambda i: -bounds[i])[: count - len(levels)]
         for i in sorted(order, reverse=True):
             levels.insert(i + 1, math.sqrt(levels[i] * levels[i + 1]))
     return levels
 
 
-def ays(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, sweeps: int = 2, iters: int = 10,
-        samples: int = 256) -> SolverSchedule:
-    """Align-Your-Steps levels (Sabour et al. 2024) for ``nfe`` model calls, then the best
-    fixed-grid solver over them.
+CRITERIA = ("objective", "klub")
 
+
+def ays(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, criterion: str = "objective",  # noqa: PLR0913 - the method's knobs
+        sweeps: int = 2, iters: int = 10, samples: int = 256) -> SolverSchedule:
+    """Align-Your-Steps levels (Sabour et al. 2024) for ``nfe`` model calls, run with the best
+    fixed-grid solver.
+
+    ``criterion="klub"`` minimises the paper's KL upper bound; ``"objective"`` (default) runs the
+    same coordinate descent and iterative subdivision on the protocol objective instead (the
+    pathwise error to the model's exact PF-ODE solution), and frees the last level: the KLUB rates
+    the distribution of an SDE sampler, and its levels take one huge first step that leaves an ODE
+    solver's sample far from the exact solution of its own noise (benchmarks/results/tuning.md).
     Budget: ``sweeps`` of coordinate descent per subdivision stage, ``iters`` golden-section
-    iterations per level, ``samples`` model samples (the first of the objective's references) in
-    the bound. Model calls: about ``sweeps * iters * 7 * nfe`` per stage plus one objective per
-    solver tried.
+    iterations per level, ``samples`` model samples in the bound (``klub`` only).
     """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     check_budget(sweeps=(sweeps, 1), iters=(iters, 1), samples=(samples, 2))
     sch = denoiser.schedule
-    grid = make_grid(sch, nfe, "logsnr", final="zero")
-    s = (grid.sigma / grid.alpha).tolist()
-    s_max, s_last = s[0], s[nfe - 1]
-    x0 = objective.reference[:samples] / float(grid.alpha[-1])
-    klub = KLUB(objective.denoiser, x0, seed=objective.seed)
+    start = best_fixed(denoiser, nfe, noise, objective)
+    solver = start.provenance["baseline_solver"]
+    s = (start.grid(sch).sigma / start.grid(sch).alpha).tolist()
+    s_min = float(sch.sigma(sch.t_min) / sch.alpha(sch.t_min))
+
+    def schedule_of(levels: list[float]) -> SolverSchedule:
+        t = sch.t_from_log_snr(-torch.log(torch.tensor(levels[1:], dtype=F64))).tolist()
+        return SolverSchedule((float(sch.t_max), *t, float(sch.t_data)), solver=solver)
+
+    if criterion == "klub":
+        x0 = objective.reference[:samples] / float(start.grid(sch).alpha[-1])
+        crit = klub_criterion(KLUB(objective.denoiser, x0, seed=objective.seed))
+    else:
+        crit = objective_criterion(lambda lv: objective(schedule_of(lv)), s_min)
+    levels = _refine(crit, s[:nfe], sweeps, iters)
+    return better_or_start(schedule_of(levels), start, objective)
+
+
+@dataclass
+class Criterion:
+    """What the refinement minimises: ``cost(levels, i)`` for moving level ``i``, ``total(levels)``
+    to compare schedules, ``split(lo, hi)`` to pick the intervals to subdivide, and the ``floor``
+    of the last level (``None``: the last level is fixed)."""
+
+    cost: Callable[[list[float], int], float]
+    total: Callable[[list[float]], float]
+    split: Callable[[float, float], float]
+    floor: float | None
+
+
+def klub_criterion(klub: KLUB) -> Criterion:
+    """The paper's: the two intervals a level bounds, subdivide where the KLUB is largest."""
+    def total(lv: list[float]) -> float:
+        return sum(klub.interval(lv[i + 1], lv[i]) for i in range(len(lv) - 1))
+
+    return Criterion(lambda lv, i: klub.pair(lv, i, lv[i]), total, klub.interval, None)
+
+
+def objective_criterion(score: Callable[[list[float]], float], floor: float) -> Criterion:
+    """The protocol objective of the whole schedule; subdivide the widest log-gaps; the last
+    level free down to ``floor``."""
+    return Criterion(lambda lv, i: score(lv), score, lambda lo, hi: math.log(hi / lo), floor)
+
+
+def _refine(crit: Criterion, start: list[float], sweeps: int, iters: int) -> list[float]:
+    """Iterative subdivision: optimise a coarse schedule of about half the levels (log-spaced
+    between the ends of ``start``), insert midpoints where ``split(lo, hi)`` is largest, and
+    optimise the full count from the better (by ``total``) of that and ``start`` (the best fixed
+    grid's levels)."""
+    nfe = len(start)
     coarse = max(2, (nfe + 1) // 2)
-    levels = np.exp(np.linspace(math.log(s_max), math.log(s_last), coarse)).tolist()
-    levels = optimise_levels(klub, levels, sweeps, iters)
+    levels = np.exp(np.linspace(math.log(start[0]), math.log(start[-1]), coarse)).tolist()
     if coarse < nfe:
-        levels = optimise_levels(klub, subdivide(klub, levels, nfe), sweeps, iters)
-    t = sch.t_from_log_snr(-torch.log(torch.tensor(levels[1:], dtype=F64))).tolist()
-    times = (float(sch.t_max), *t, float(sch.t_data))
-    cands = [SolverSchedule(times, solver=name) for name in fixed_solvers(denoiser, nfe)]
-    return min(cands, key=objective)
+        levels = subdivide(crit.split, optimise_levels(crit.cost, levels, sweeps, iters, crit.floor), nfe)
+        levels = min((levels, start), key=crit.total)
+    return optimise_levels(crit.cost, levels, sweeps, iters, crit.floor)
 
 
-register_method("ays", ays, "Align Your Steps (Sabour et al. 2024): KLUB-optimal noise levels, best solver over them")
+register_method("ays", ays, "Align Your Steps (Sabour et al. 2024): noise levels by coordinate descent and "
+                "iterative subdivision (on the objective, or the paper's KLUB)")
 
 __all__ = ["KLUB", "ays", "optimise_levels", "subdivide"]

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ..core.solution import Solution
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import make_grid
 from ..diffusion.schedules import RectifiedFlowSchedule
@@ -36,7 +37,8 @@ def fixed_solvers(denoiser: Denoiser, nfe: int) -> list[str]:
         if s.is_stochastic or s.error_order is not None or name == "usf":
             continue
         try:
-            if sample(probe, x, name, steps=nfe, return_solution=True).stats.nfe == nfe:
+            sol = sample(probe, x, name, steps=nfe, return_solution=True)
+            if isinstance(sol, Solution) and sol.stats.nfe == nfe:
                 out.append(name)
         except (ValueError, TypeError):
             continue

@@ -75,6 +75,13 @@ def model_fingerprint(denoiser: Denoiser, like: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+def tight_solve(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
+    """The default reference: ``dpmpp-3m`` with ``steps`` steps on the log-SNR grid."""
+    out = sample(denoiser, noise, "dpmpp-3m", steps=steps, grid="logsnr")
+    assert isinstance(out, Tensor)
+    return out
+
+
 def run_schedule(denoiser: Denoiser, noise: Tensor, schedule: SolverSchedule) -> Tensor:
     """The sample of ``schedule`` from ``noise``: its solver over its times, exactly
     ``schedule.nfe`` model calls (what ``ts.sample(den, noise, schedule=schedule)`` runs)."""
@@ -127,12 +134,13 @@ class Objective:
         t0 = time.perf_counter()
         if isinstance(given, Tensor):
             if given.shape != noise.shape:
-                raise ValueError(f"reference must have the noise's shape {tuple(noise.shape)}, got {tuple(given.shape)}")
+                raise ValueError(f"reference must have the noise's shape {tuple(noise.shape)}, "
+                                 f"got {tuple(given.shape)}")
             ref = given
         elif callable(given):
             ref = given(noise)
         else:
-            ref = sample(self.counter.denoiser, noise, "dpmpp-3m", steps=self.reference_steps, grid="logsnr")
+            ref = tight_solve(self.counter.denoiser, noise, self.reference_steps)
         self.seconds += time.perf_counter() - t0
         return ref
 
@@ -186,12 +194,8 @@ class Objective:
             raise ValueError("this objective has no held_out noise")
         if self._held_out_reference is None:
             given = self._reference_fn
-            den = self.counter.inner
-            if given is not None:
-                self._held_out_reference = given(self.held_out_noise)
-            else:
-                self._held_out_reference = sample(den, self.held_out_noise, "dpmpp-3m",
-                                                  steps=self.reference_steps, grid="logsnr")
+            self._held_out_reference = (given(self.held_out_noise) if given is not None else
+                                        tight_solve(self.counter.inner, self.held_out_noise, self.reference_steps))
         return self.error(schedule, self.held_out_noise, self._held_out_reference, self.counter.inner)
 
     # -- journal -------------------------------------------------------------------------------
@@ -217,4 +221,4 @@ class Objective:
             f.write(json.dumps(entry) + "\n")
 
 
-__all__ = ["CallCounter", "Objective", "model_fingerprint", "run_schedule"]
+__all__ = ["CallCounter", "Objective", "model_fingerprint", "run_schedule", "tight_solve"]

@@ -25,7 +25,7 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from ..solvers.schedule import SolverSchedule
-from .autodiffusion import evolve, starting_candidates
+from .autodiffusion import better_or_start, breed, starting_candidates
 from .methods import check_budget, register_method
 from .objective import Objective
 from .space import Candidate, Space
@@ -50,7 +50,7 @@ class QualityPredictor:
         w1, b1, w2, b2, w3, b3 = self.params
         return (torch.tanh(torch.tanh(x @ w1 + b1) @ w2 + b2) @ w3 + b3).squeeze(-1)
 
-    def fit(self, features: list[list[float]], values: list[float], iters: int = 300) -> None:
+    def fit(self, features: list[list[float]], values: list[float], iters: int = 150) -> None:
         """Fit on evaluated schedules (non-finite values count as the worst seen, plus one)."""
         x = torch.tensor(features, dtype=F64)
         logs = [math.log(v) for v in values if math.isfinite(v) and v > 0]
@@ -58,7 +58,7 @@ class QualityPredictor:
         y = torch.tensor([math.log(v) if math.isfinite(v) and v > 0 else worst for v in values], dtype=F64)
         self.mean, self.std = float(y.mean()), float(y.std()) if len(values) > 1 and float(y.std()) > 0 else 1.0
         y = (y - self.mean) / self.std
-        opt = torch.optim.Adam(self.params, lr=1e-2)
+        opt = torch.optim.Adam(self.params, lr=2e-2)
         sign = torch.sign(y[:, None] - y[None, :])
         for _ in range(iters):
             opt.zero_grad()
@@ -75,49 +75,45 @@ class QualityPredictor:
 
 
 def s3(denoiser: Denoiser, nfe: int, noise, objective: Objective, *,  # noqa: PLR0913 - the paper's knobs
-       initial: int = 24, rounds: int = 4, proposals: int = 8, predictor_population: int = 64,
-       generations: int = 10, mutation_prob: float = 0.25) -> SolverSchedule:
+       initial: int = 24, rounds: int = 8, proposals: int = 8, predictor_population: int = 256,
+       top_k: int = 6, mutation_prob: float = 0.25) -> SolverSchedule:
     """S^3's predictor-guided search (Liu et al. 2023) of a schedule of ``nfe`` model calls.
 
     Budget: ``initial`` schedules evaluated with the model first; then ``rounds`` stages, each
-    fitting the predictor, running an evolutionary search of ``generations`` generations of
-    ``predictor_population`` on the predictor, and evaluating the ``proposals`` best new
-    candidates with the model. Model calls: ``nfe * (initial + rounds * proposals)`` plus the
+    fitting the predictor, breeding ``predictor_population`` new candidates from the ``top_k``
+    best evaluated ones (crossover and mutation), ranking them with the predictor and evaluating
+    the ``proposals`` best with the model. Model calls: ``nfe * (initial + rounds * proposals)`` plus the
     baseline.
     """
     check_budget(initial=(initial, 2), rounds=(rounds, 1), proposals=(proposals, 1),
-                 predictor_population=(predictor_population, 4), generations=(generations, 1),
+                 predictor_population=(predictor_population, 1), top_k=(top_k, 1),
                  mutation_prob=(mutation_prob, 0.0))
     space = Space(denoiser.schedule, nfe)
     rng = objective.rng
     start, first = starting_candidates(denoiser, nfe, noise, objective, space)
     pool = list(dict.fromkeys(first + [space.mutate(first[0], rng, mutation_prob) for _ in range(initial // 2)]))
     while len(pool) < initial:
-        pool.append(space.random(rng))
+        pool.append(space.random(rng, first[0]))
     scored = {c: objective(space.to_schedule(c)) for c in dict.fromkeys(pool)}
     for r in range(rounds):
-        scored.update(_stage(space, objective, scored, rng, r, proposals, predictor_population, generations,
+        scored.update(_stage(space, objective, scored, rng, r, proposals, predictor_population, top_k,
                              mutation_prob))
     best = min(scored, key=lambda c: scored[c])
-    if not math.isfinite(scored[best]) or scored[best] >= objective(start):
-        return start
-    return space.to_schedule(best)
+    return better_or_start(space.to_schedule(best), start, objective)
 
 
 def _stage(space: Space, objective: Objective, scored: dict[Candidate, float], rng: random.Random,  # noqa: PLR0913 - one stage's inputs
-           r: int, proposals: int, population: int, generations: int, prob: float) -> dict[Candidate, float]:
-    """One S^3 stage: fit the predictor, search on it, evaluate the best new proposals."""
+           r: int, proposals: int, population: int, top_k: int, prob: float) -> dict[Candidate, float]:
+    """One S^3 stage: fit the predictor, breed candidates from the best evaluated, evaluate the
+    ``proposals`` the predictor ranks best."""
     cands = list(scored)
     predictor = QualityPredictor(len(space.encode(cands[0])), seed=objective.seed * 1000 + r)
     predictor.fit([space.encode(c) for c in cands], [scored[c] for c in cands])
-
-    def predicted(batch: list[Candidate]) -> list[float]:
-        return predictor.predict([space.encode(c) for c in batch]) if batch else []
-
-    top = sorted(cands, key=lambda c: scored[c])[: max(2, population // 4)]
-    ranked = evolve(space, predicted, rng, top, population, generations, max(2, population // 4), prob)
-    new = [c for _, c in ranked if c not in scored][:proposals]
-    return {c: objective(space.to_schedule(c)) for c in new}
+    parents = sorted(cands, key=lambda c: scored[c])[:top_k]
+    children = breed(space, parents, rng, population, prob, scored)
+    predicted = predictor.predict([space.encode(c) for c in children])
+    best = sorted(range(len(children)), key=lambda i: predicted[i])[:proposals]
+    return {children[i]: objective(space.to_schedule(children[i])) for i in best}
 
 
 register_method("s3", s3, "S^3 (Liu et al. 2023): predictor-guided search of a USF solver schedule")

@@ -15,8 +15,8 @@ S^3's predictor reads.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, replace
+from random import Random
 
 import torch
 
@@ -44,8 +44,8 @@ class Space:
         schedule: the model's noise schedule.
         nfe: model calls per sample (>= 2).
         step_choice: search the per-step solver choice too (``False``: times only, every step
-            keeps ``default_step`` with its order capped by the history).
-        default_step: the step of the times-only space and of new random candidates' template.
+            keeps the spec of the candidate it came from).
+        default_step: the step of a candidate made from a schedule without per-step specs.
     """
 
     def __init__(self, schedule: NoiseSchedule, nfe: int, step_choice: bool = True,
@@ -86,25 +86,30 @@ class Space:
             u[i] = max(u[i], u[i - 1] + 1e-6)
         u = [min(x, 1.0 - 1e-6 * (len(u) - 1 - i)) for i, x in enumerate(u)]
         steps = []
-        for i, s in enumerate(c.steps if self.step_choice else (self.default_step,) * self.nfe):
+        for i, s in enumerate(c.steps):
             last = i == self.nfe - 1
             order = 1 if last else min(s.order, i + 1)
             steps.append(replace(s, order=order, corrector=s.corrector and not last))
         return Candidate(tuple(u), tuple(steps))
 
     # -- operators -------------------------------------------------------------------------------
-    def random_step(self, rng: random.Random) -> StepSpec:
+    def random_step(self, rng: Random) -> StepSpec:
         return StepSpec(order=rng.choice(ORDERS), prediction=rng.choice(PREDICTIONS),
                         corrector=rng.random() < 0.5, variant=rng.choice(VARIANTS))
 
-    def random(self, rng: random.Random) -> Candidate:
-        """A uniformly random candidate (times uniform in log-SNR, specs uniform)."""
+    def random(self, rng: Random, template: Candidate | None = None, prob: float = 0.2) -> Candidate:
+        """A random candidate: times uniform in log-SNR; specs uniform, or (with ``template``) the
+        template's specs, each step mutated with probability ``prob``."""
         u = tuple(rng.random() for _ in range(self.nfe - 1))
-        return self.repair(Candidate(u, tuple(self.random_step(rng) for _ in range(self.nfe))))
+        if template is None:
+            steps = tuple(self.random_step(rng) for _ in range(self.nfe))
+        else:
+            steps = tuple(self._mutate_step(s, rng, prob) for s in template.steps)
+        return self.repair(Candidate(u, steps))
 
-    def mutate(self, c: Candidate, rng: random.Random, prob: float) -> Candidate:
+    def mutate(self, c: Candidate, rng: Random, prob: float) -> Candidate:
         """Each gene mutates with probability ``prob``: a time is redrawn uniformly between its
-        neighbours (so the order is kept), a step's field is redrawn."""
+        neighbours (so the order is kept), a step gets one field redrawn."""
         u = list(c.u)
         for i in range(len(u)):
             if rng.random() < prob:
@@ -114,14 +119,16 @@ class Space:
         steps = [self._mutate_step(s, rng, prob) for s in c.steps]
         return self.repair(Candidate(tuple(u), tuple(steps)))
 
-    def _mutate_step(self, s: StepSpec, rng: random.Random, prob: float) -> StepSpec:
-        if not self.step_choice:
+    def _mutate_step(self, s: StepSpec, rng: Random, prob: float) -> StepSpec:
+        """With probability ``prob``, one field of the step (order, prediction, corrector or
+        variant) redrawn."""
+        if not self.step_choice or rng.random() >= prob:
             return s
         fresh = self.random_step(rng)
-        fields = {f: getattr(fresh, f) for f in ("order", "prediction", "corrector", "variant") if rng.random() < prob}
-        return replace(s, **fields)
+        name = rng.choice(("order", "prediction", "corrector", "variant"))
+        return replace(s, **{name: getattr(fresh, name)})
 
-    def crossover(self, a: Candidate, b: Candidate, rng: random.Random) -> Candidate:
+    def crossover(self, a: Candidate, b: Candidate, rng: Random) -> Candidate:
         """Uniform crossover: each time and each step from either parent."""
         u = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.u, b.u))
         steps = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.steps, b.steps))

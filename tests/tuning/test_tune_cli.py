@@ -1,0 +1,66 @@
+"""``timestepper tune``: a checkpoint in, a schedule JSON out; an interrupted run resumes to the
+result of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import timestepper as ts
+from timestepper.cli import main
+from timestepper.train.checkpoint import make_model, model_config, save_checkpoint
+from timestepper.tuning.objective import Objective
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = make_model("mlp", {"dim": 2, "hidden": 16, "depth": 1}, ts.VPDiscreteSchedule.from_betas("linear"))
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(folder, model_config(model, "epsilon", data={"shape": [2]}), model)
+    return folder
+
+
+ARGS = ["--nfe", "3", "--method", "autodiffusion", "--samples", "8", "--no-progress",
+        "--budget", "population=4", "--budget", "generations=4", "--budget", "top_k=1"]
+
+
+def _content(path):
+    d = json.loads(path.read_text())
+    cost = d["provenance"].pop("search_cost")
+    return d, cost["model_calls"]
+
+
+@pytest.mark.slow
+def test_interrupted_tune_resumes_to_the_uninterrupted_result(checkpoint, tmp_path, monkeypatch):
+    whole = tmp_path / "whole.json"
+    assert main(["tune", str(checkpoint), *ARGS, "--out", str(whole)]) == 0
+    part = tmp_path / "part.json"
+    real = Objective.__call__
+    done = []
+
+    def interrupted(self, schedule):
+        if self.key(schedule) not in self._cache:
+            done.append(1)
+            if len(done) > 9:  # past the baseline and into the generations
+                raise KeyboardInterrupt
+        return real(self, schedule)
+
+    monkeypatch.setattr(Objective, "__call__", interrupted)
+    assert main(["tune", str(checkpoint), *ARGS, "--out", str(part)]) == 130
+    assert not part.exists() and (tmp_path / "part.json.journal").exists()
+    monkeypatch.setattr(Objective, "__call__", real)
+    assert main(["tune", str(checkpoint), *ARGS, "--out", str(part)]) == 0
+    (a, calls_a), (b, calls_b) = _content(whole), _content(part)
+    assert a["times"] == b["times"] and a["steps"] == b["steps"] and a["solver"] == b["solver"]
+    assert a["provenance"]["objective_train"] == b["provenance"]["objective_train"]
+    assert calls_a == calls_b  # the journal's calls are counted once
+
+
+def test_tune_cli_refuses_a_bad_budget(checkpoint, tmp_path, capsys):
+    code = main(["tune", str(checkpoint), "--nfe", "3", "--method", "s3", "--samples", "4", "--no-progress",
+                 "--budget", "populaton=3", "--out", str(tmp_path / "x.json")])
+    assert code == 2
+    assert "takes no budget argument 'populaton'" in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""ts.tune: the search methods improve the protocol objective, keep the NFE, and the results
+save, load, resume and refuse bad budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import timestepper as ts
+from timestepper.bench import GaussianMixture
+from timestepper.solvers.schedule import SolverSchedule
+from timestepper.tuning import available_methods, register_method
+from timestepper.tuning.ays import KLUB, optimise_levels
+from timestepper.tuning.objective import CallCounter, Objective, run_schedule
+
+F64 = torch.float64
+SCHED = ts.VPDiscreteSchedule.from_betas("linear")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    gmm = GaussianMixture.random(2, 4, seed=0)
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(64, 2, generator=g, dtype=F64)
+    held = torch.randn(64, 2, generator=g, dtype=F64)
+    a0, s0 = float(SCHED.alpha(SCHED.t_max)), float(SCHED.sigma(SCHED.t_max))
+
+    def reference(n):
+        return gmm.reference_solution(n / a0, s0 / a0, 0.0, rtol=1e-9, atol=1e-9)
+
+    return gmm.denoiser(SCHED, "epsilon"), noise, held, reference
+
+
+TINY = {"autodiffusion": dict(population=6, generations=3, top_k=2),
+        "s3": dict(initial=12, rounds=3, proposals=4, predictor_population=64),
+        "ays": dict(sweeps=1, iters=5)}
+
+
+def test_the_methods_are_registered():
+    assert {"fixed", "autodiffusion", "s3", "ays"} <= set(available_methods())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(TINY))
+def test_each_method_improves_on_its_starting_grid(problem, method):
+    den, noise, held, ref = problem
+    base = ts.tune(den, 5, "fixed", noise=noise, reference=ref).provenance["objective_train"]
+    sched = ts.tune(den, 5, method, noise=noise, reference=ref, held_out=held, **TINY[method])
+    p = sched.provenance
+    assert p["objective_train"] < 0.98 * base  # the best fixed grid x solver is where they start
+    assert p["method"] == method and p["nfe"] == 5 and p["search_cost"]["model_calls"] > 0
+    assert p["prediction"] == "epsilon" and p["schedule"]["class"] == "VPDiscreteSchedule"
+    assert p["objective_held_out"] > 0
+
+
+def test_the_tuned_schedule_spends_exactly_nfe_model_calls(problem):
+    den, noise, _, ref = problem
+    sched = ts.tune(den, 4, "autodiffusion", noise=noise, reference=ref, population=4, generations=2, top_k=1)
+    counter = CallCounter(den)
+    run_schedule(counter.denoiser, noise, sched)
+    assert counter.calls == 4 == sched.nfe
+
+
+def test_save_load_round_trip_gives_the_same_sample(problem, tmp_path):
+    den, noise, _, ref = problem
+    sched = ts.tune(den, 4, "autodiffusion", noise=noise, reference=ref, population=4, generations=2, top_k=1)
+    path = tmp_path / "s.json"
+    sched.save(path)
+    back = SolverSchedule.load(path)
+    assert back.times == sched.times and back.steps == sched.steps and back.provenance == json.loads(
+        json.dumps(sched.to_dict()["provenance"]))
+    back.validate(den)
+    assert torch.equal(run_schedule(den, noise, back), run_schedule(den, noise, sched))
+
+
+def test_bad_budget_names_and_values_are_refused(problem):
+    den, noise, _, ref = problem
+    with pytest.raises(TypeError, match="takes no budget argument 'generation'; allowed: population"):
+        ts.tune(den, 4, "autodiffusion", noise=noise, reference=ref, generation=3)
+    with pytest.raises(ValueError, match="population must be an integer >= 2, got 1.5"):
+        ts.tune(den, 4, "autodiffusion", noise=noise, reference=ref, population=1.5)
+    with pytest.raises(ValueError, match="unknown search method 'nope'"):
+        ts.tune(den, 4, "nope", noise=noise, reference=ref)
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        ts.tune(den, 4, "ays", noise=noise, reference=ref, criterion="fid")
+
+
+def test_register_method_checks_the_signature():
+    with pytest.raises(TypeError, match="must take"):
+        register_method("bad-method", lambda den, nfe: None, "x")
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("s3", lambda denoiser, nfe, noise, objective: None, "x")
+
+
+def test_the_default_reference_is_a_tight_solve(problem):
+    den, noise, _, ref = problem
+    ob = Objective(den, noise)
+    assert ob.model_calls == ob.reference_steps
+    assert (ob.reference - ref(noise)).norm(dim=1).mean() < 2e-3
+
+
+def test_journal_replays_without_model_calls(problem, tmp_path):
+    den, noise, _, ref = problem
+    kw = dict(noise=noise, reference=ref, journal=tmp_path / "j", population=4, generations=2, top_k=1)
+    first = ts.tune(den, 4, "autodiffusion", **kw)
+    again = ts.tune(den, 4, "autodiffusion", **kw)
+    assert again.times == first.times and again.steps == first.steps
+    assert again.provenance["search_cost"]["evaluations"] == 0
+    assert again.provenance["search_cost"]["model_calls"] == first.provenance["search_cost"]["model_calls"]
+
+
+def test_klub_descent_lowers_the_bound(problem):
+    den, noise, _, ref = problem
+    klub = KLUB(den, ref(noise), seed=0)
+    levels = [157.0, 10.0, 1.0, 0.1, 0.03]
+
+    def total(lv):
+        return sum(klub.interval(lv[i + 1], lv[i]) for i in range(len(lv) - 1))
+
+    better = optimise_levels(lambda lv, i: klub.pair(lv, i, lv[i]), levels, sweeps=1, iters=6)
+    assert better[0] == levels[0] and better[-1] == levels[-1]
+    assert total(better) < 0.9 * total(levels)
