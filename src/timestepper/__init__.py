@@ -48,6 +48,7 @@ from .diffusion import (
 from .loop import integrate
 from .ode import odeint, odeint_adjoint, odeint_dense, odeint_event, sdeint, solve
 from .sampling import inpaint, likelihood, sample
+from .solvers.schedule import SolverSchedule, StepSpec, load_schedule
 from .tuning import tune
 
 __all__ = [
@@ -65,9 +66,11 @@ __all__ = [
     "SemilinearTerm",
     "SolveError",
     "Solution",
+    "SolverSchedule",
     "Stats",
     "Status",
     "StepSizeUnderflowError",
+    "StepSpec",
     "StiffnessError",
     "SubVPSchedule",
     "VESchedule",
@@ -82,6 +85,7 @@ __all__ = [
     "integrate",
     "integrations",
     "likelihood",
+    "load_schedule",
     "make_grid",
     "odeint",
     "odeint_adjoint",

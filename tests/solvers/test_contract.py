@@ -157,6 +157,7 @@ ORDER_TESTS = {
        ("ddim", "dpm-solver-1", "dpmpp-2m", "dpmpp-3m", "dpm-solver-2m", "dpm-solver-3m", "dpm-solver-2",
         "dpm-solver-3", "dpmpp-2s", "dpmpp-3s", "deis", "unipc-bh1", "unipc-bh2", "plms", "pndm", "lms",
         "dpm-2")},
+    "usf": ("tests.solvers.test_schedule", "test_convergence_order"),
     "dpm-adaptive": ("tests.solvers.test_dpm_adaptive", "test_error_falls_as_nfe_to_minus_order"),
     **{n: ("tests.solvers.test_convergence_foundation", "test_empirical_order_matches_declared")
        for n in ("euler", "heun")},

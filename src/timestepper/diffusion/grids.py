@@ -17,13 +17,26 @@ unless the tensor already ends there.
 
 Spacings: ``uniform`` in ``t``, ``logsnr`` (uniform in ``lambda``; Lu et al. 2022),
 ``karras`` (Karras et al. 2022, eq. 5, ``rho = 7``), ``quadratic`` (Song et al. 2021, DDIM
-Appendix D.2), ``sigmoid`` (``t`` follows a logistic curve of a uniform ramp, normalised to the range:
-dense at both ends; the idea of Lumina-Next's sigmoid time discretization, Zhuo et al. 2024, whose
-exact parameterisation is not reproduced here; ``scale`` sets the steepness), and diffusers'
-``linspace`` / ``leading`` / ``trailing`` spacings of integer timesteps for discrete schedules.
-Any spacing takes ``shift``: the flow time shift
-``t' = shift t / (1 + (shift - 1) t)`` (Esser et al. 2024, eq. 23; Lumina-Next's time shifting)
-applied on the range normalised to ``[0, 1]``.
+Appendix D.2), ``sigmoid``, and diffusers' ``linspace`` / ``leading`` / ``trailing`` spacings of
+integer timesteps for discrete schedules.
+
+``sigmoid``: with the uniform ramp ``u`` from 1 to 0 and ``g(u) = 1 / (1 + e^{-scale (u - 1/2)})``,
+``t = t_min + (t_max - t_min) (g(u) - g(0)) / (g(1) - g(0))``: a logistic curve of the ramp,
+normalised to the range, dense at both ends (``scale`` sets the steepness, default 6). This is the
+idea of Lumina-Next's sigmoid time discretization (Zhuo et al. 2024), not its exact
+parameterisation, which we could not check against the paper's formula; it is our own spacing.
+
+Any spacing takes ``shift``: the flow time shift ``t' = shift t / (1 + (shift - 1) t)`` (Esser et
+al. 2024, SD3, eq. 23) applied on the range normalised to ``[0, 1]`` (noise at 1). Lumina-Next's
+released sampler applies the same map in its own time ``s = 1 - t`` (0 = noise):
+``s' = s / (s + shift - shift s)``, i.e. ``1 - s' = shift (1 - s) / (1 + (shift - 1)(1 - s))``.
+
+``shift="resolution"`` makes it resolution-aware (:func:`resolution_shift`): with
+``grid_options={"tokens": m, "base_tokens": n}`` the factor is ``sqrt(m / n)``, SD3's rule
+(Esser et al. 2024, Sec. 5.3.2: a time ``t_n`` at resolution ``n`` has the same uncertainty as
+``t_m = sqrt(m/n) t_n / (1 + (sqrt(m/n) - 1) t_n)`` at resolution ``m``, ``n, m`` the numbers of
+pixels -- equivalently of latent tokens, which grow with them), the time shifting Lumina-Next
+adopts for flow models sampled above their training resolution.
 """
 
 from __future__ import annotations
@@ -163,11 +176,32 @@ SPACING_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_grid_options(grid: object, options: dict, shift: float | None) -> None:
+RESOLUTION_OPTIONS = ("tokens", "base_tokens")
+
+
+def resolution_shift(tokens: float, base_tokens: float) -> float:
+    """The resolution-aware flow time shift ``sqrt(tokens / base_tokens)`` (Esser et al. 2024,
+    Sec. 5.3.2, adopted by Lumina-Next): ``tokens`` is the number of image tokens (or pixels) to
+    sample, ``base_tokens`` that of the resolution the model's grid was set for (shift 1 there)."""
+    for name, v in (("tokens", tokens), ("base_tokens", base_tokens)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{name} must be a number > 0, got {v!r}")
+    return math.sqrt(float(tokens) / float(base_tokens))
+
+
+def check_grid_options(grid: object, options: dict, shift: float | str | None) -> None:
     """Refuse options the grid does not use: unknown names, options for an explicit grid, and
-    ``shift`` where it is not applied (explicit grids, diffusers' integer spacings)."""
+    ``shift`` where it is not applied (explicit grids, diffusers' integer spacings);
+    ``shift="resolution"`` needs ``tokens`` and ``base_tokens``."""
     named = isinstance(grid, str)
     takes = SPACING_OPTIONS.get(grid, ()) if named else ()  # type: ignore[call-overload]
+    if shift == "resolution":
+        missing = [k for k in RESOLUTION_OPTIONS if k not in options]
+        if missing:
+            raise ValueError(f'shift="resolution" needs grid_options {missing} (the image token counts)')
+        takes = (*takes, *RESOLUTION_OPTIONS)
+    elif isinstance(shift, str):
+        raise ValueError(f'shift must be a number > 0 or "resolution", got {shift!r}')
     unused = sorted(set(options) - set(takes))
     what = f"grid {grid!r}" if named else "an explicit grid"
     if unused:
@@ -211,7 +245,7 @@ def _explicit_times(grid: Tensor | list | tuple, end: float) -> Tensor:
 
 
 def _named_times(schedule: NoiseSchedule, steps: int, grid: str, end: float,
-                 shift: float | None, options: dict) -> Tensor:
+                 shift: float | str | None, options: dict) -> Tensor:
     """The ``steps + 1`` times of a named spacing, ending at ``end``."""
     if grid in DIFFUSERS_SPACINGS:
         if not isinstance(schedule, VPDiscreteSchedule):
@@ -221,16 +255,19 @@ def _named_times(schedule: NoiseSchedule, steps: int, grid: str, end: float,
     if grid not in SPACINGS:
         names = list(SPACINGS) + list(DIFFUSERS_SPACINGS)
         raise ValueError(f"unknown grid {grid!r}; choose from {', '.join(names)} or pass a tensor")
+    factor = shift
+    if shift == "resolution":
+        factor = resolution_shift(options.pop("tokens"), options.pop("base_tokens"))
     times = SPACINGS[grid](schedule, steps + 1, **options)
-    if shift is not None:
-        times = _shift(times, schedule, shift)
+    if factor is not None:
+        times = _shift(times, schedule, float(factor))
     if end == schedule.t_data:
         times[-1] = end  # the last step goes on to zero noise instead of t_min
     return times
 
 
 def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr",
-              final: str = "zero", shift: float | None = None, **options) -> SamplingGrid:
+              final: str = "zero", shift: float | str | None = None, **options) -> SamplingGrid:
     """Build the :class:`SamplingGrid` for ``steps`` steps.
 
     Args:
@@ -241,8 +278,10 @@ def make_grid(schedule: NoiseSchedule, steps: int, grid: str | Tensor = "logsnr"
             model-evaluation times ordered from noise to data, or a ready :class:`SamplingGrid`
             (returned as is; ``steps`` and ``final`` are then ignored).
         final: ``"zero"`` (default) or ``"sigma_min"``; see the module docstring.
-        shift: optional flow time shift factor.
-        options: spacing options (``rho`` for karras, ``scale`` for sigmoid).
+        shift: optional flow time shift factor, or ``"resolution"`` for
+            :func:`resolution_shift` of the options ``tokens`` and ``base_tokens``.
+        options: spacing options (``rho`` for karras, ``scale`` for sigmoid; ``tokens``,
+            ``base_tokens`` with ``shift="resolution"``).
     """
     if final not in FINALS:
         raise ValueError(f"unknown final {final!r}; choose from {', '.join(FINALS)}")

@@ -13,6 +13,7 @@ objective, seed, search cost).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -32,16 +33,20 @@ from .scheduled import ScheduledSolver
 from .step_spec import StepSpec, check_history, spec_from
 
 FORMAT = "timestepper.solver_schedule/1"
+RANGE = ("t_min", "t_max")
 
 
 def describe_schedule(schedule: NoiseSchedule) -> dict[str, Any]:
     """The noise schedule's class and parameters as JSON data: its public float/int/str
     attributes, and a SHA-256 of each tensor (``alphas_cumprod``). Two schedules that describe
-    equal give the same ``alpha, sigma`` at every time."""
+    equal give the same ``alpha, sigma`` at every time. The evaluation range ``t_min, t_max`` is
+    left out: it does not change the noise schedule (a schedule's times are checked against the
+    model's range separately)."""
     params: dict[str, Any] = {}
     for k, v in sorted(vars(schedule).items()):
-        if k.startswith("_"):
-            continue
+        if k.startswith("_") or k in RANGE or isinstance(getattr(type(schedule), k, None),
+                                                         functools.cached_property):
+            continue  # private state, the evaluation range, values cached on first use (t_data)
         if isinstance(v, (bool, int, float, str)):
             params[k] = v
         elif isinstance(v, torch.Tensor):
@@ -109,7 +114,7 @@ class SolverSchedule:
             if entry(self.solver).family != "diffusion":
                 raise ValueError(f"solver {self.solver!r} is not a diffusion solver")
         nfe = self.provenance.get("nfe")
-        if nfe is not None and nfe != self.nfe:
+        if nfe is not None and nfe != self.nfe and self.solver is None:
             raise ValueError(f"NFE mismatch: the provenance says nfe={nfe} but the schedule takes "
                              f"{self.nfe} model calls")
 
@@ -138,10 +143,22 @@ class SolverSchedule:
 
     @property
     def nfe(self) -> int:
-        """Model calls of one sample: ``N`` for a per-step schedule; the solver's calls over the
-        ``N`` steps otherwise."""
+        """Model calls of one sample: ``N`` for a per-step schedule or a one-call-per-step solver.
+        For a solver with more calls per step it is the NFE recorded in the provenance (measured
+        by whoever made the schedule; ``sample`` checks it), else ``N * nfe_per_step``, an upper
+        bound (Heun's last step to zero noise takes one call, not two)."""
         n = len(self.times) - 1
-        return n if self.solver is None else n * get(self.solver, **self.solver_options).nfe_per_step
+        if self.solver is None:
+            return n
+        per_step = get(self.solver, **self.solver_options).nfe_per_step
+        recorded = self.provenance.get("nfe")
+        return n if per_step == 1 else int(recorded) if recorded is not None else n * per_step
+
+    @property
+    def nfe_is_exact(self) -> bool:
+        """Whether :attr:`nfe` is exact without running the schedule (else an upper bound)."""
+        return (self.solver is None or "nfe" in self.provenance
+                or get(self.solver, **self.solver_options).nfe_per_step == 1)
 
     def build_solver(self) -> Solver:
         """The solver that runs this schedule over ``times``."""
@@ -176,7 +193,7 @@ class SolverSchedule:
             "steps": [s.to_dict() for s in self.steps],
             "solver": self.solver,
             "solver_options": self.solver_options,
-            "provenance": {**self.provenance, "nfe": self.nfe},
+            "provenance": {**self.provenance, **({"nfe": self.nfe} if self.nfe_is_exact else {})},
         }
 
     @classmethod

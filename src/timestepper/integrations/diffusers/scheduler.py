@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,12 @@ import torch
 from torch import Tensor
 
 from ...core.solver import Solver
+from ...diffusion.denoiser import Denoiser
 from ...diffusion.grids import make_grid
 from ...diffusion.predictions import canonical_prediction
 from ...diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule, VPDiscreteSchedule
 from ...solvers.registry import available, get
+from ...solvers.schedule import SolverSchedule, load_schedule
 from . import postprocess
 from .classes import Recipe, recipe_for
 from .config import as_dict, prediction_from_config, schedule_from_config
@@ -127,6 +130,8 @@ class Scheduler:
         self.final = final
         self.grid_options = dict(grid_options or {})
         self.recipe: Recipe | None = None
+        #: the solver schedule this scheduler runs (``from_config(cfg, schedule=...)``), if any
+        self.solver_schedule: SolverSchedule | None = None
         #: how a reproduced class runs a loop that starts mid-schedule: ``"diffusers"`` as the
         #: class does, ``"restart"`` our solver started afresh there (see :meth:`from_config`)
         self.mid_schedule = "diffusers"
@@ -149,6 +154,8 @@ class Scheduler:
             ts_grid=grid.tolist() if isinstance(grid, Tensor) else grid,
             ts_grid_options=self.grid_options, ts_final=self.final,
             ts_mid_schedule=self.mid_schedule)
+        if self.solver_schedule is not None:
+            flat.update(ts_schedule=self.solver_schedule.to_dict(), ts_solver=None, ts_grid=None)
         return flat
 
     def _register(self) -> None:
@@ -187,10 +194,17 @@ class Scheduler:
         (LMS's first steps with a truncated history, singlestep DPM-Solver's full-schedule
         grouping, PNDM's call counter); ``"restart"``: our solver started afresh at the loop's
         first step (the method as published on the remaining grid; PNDM then raises).
+        ``schedule``: a :class:`~timestepper.solvers.schedule.SolverSchedule` or the path of its
+        JSON, run with the config's training schedule and prediction type (no ``solver``,
+        ``grid`` or options then; ``force=True`` accepts a schedule made for another model);
+        ``set_timesteps()`` takes its step count. A loop must start at its first step.
         """
         cfg = as_dict(config)
         if "ts_final" in cfg:  # a config saved by this class
             cfg, solver, grid, options = _saved(cfg, solver, grid, options)
+        if options.get("schedule") is not None:
+            return cls._running_schedule(cfg, solver, grid, options)
+        options.pop("schedule", None)
         class_name = options.pop("scheduler_class", None)
         mid = options.pop("mid_schedule", "diffusers")
         if mid not in MID_SCHEDULES:
@@ -212,6 +226,38 @@ class Scheduler:
                 grid_options.setdefault("steps_offset", int(cfg.get("steps_offset", 0)))
         return cls(schedule_from_config(cfg), prediction_from_config(cfg), solver, grid,
                    grid_options=grid_options, config=cfg, **options)
+
+    @classmethod
+    def _running_schedule(cls, cfg: dict[str, Any], solver: Any, grid: Any,
+                          options: dict[str, Any]) -> Scheduler:
+        """A scheduler that runs a :class:`~timestepper.solvers.schedule.SolverSchedule` (or the
+        JSON at a path) with the config's training schedule and prediction type: its times are
+        the grid, its per-step specs (or its registered solver) the solver. Options that would
+        contradict it are refused; so is a schedule made for another noise schedule or
+        prediction type, unless ``force=True``."""
+        options = dict(options)
+        sched, force = options.pop("schedule"), bool(options.pop("force", False))
+        clash = sorted([k for k, v in (("solver", solver), ("grid", grid)) if v is not None]
+                       + [k for k in options if k != "mid_schedule"])
+        if clash:
+            raise ValueError(f"{', '.join(clash)} cannot be given together with schedule=: the "
+                             "schedule fixes the solver and the times")
+        sched = load_schedule(sched) if isinstance(sched, (str, Path)) else sched
+        if not isinstance(sched, SolverSchedule):
+            raise TypeError(f"schedule must be a SolverSchedule or a JSON path, got {type(sched).__name__}")
+        flow = str(cfg.get("_class_name", "")).startswith("FlowMatch")
+        noise = RectifiedFlowSchedule() if flow else schedule_from_config(cfg)
+        prediction = "velocity" if flow else prediction_from_config(cfg)
+        sched.validate(Denoiser(lambda x, t: x, noise, prediction), force=force)
+        times = torch.tensor(sched.times, dtype=torch.float64)
+        final = "zero" if sched.times[-1] == noise.t_data else "sigma_min"
+        if final == "sigma_min" and sched.times[-1] != noise.t_min:
+            raise ValueError(f"the schedule ends at t={sched.times[-1]!r}, neither at zero noise "
+                             f"(t_data={noise.t_data!r}) nor at t_min={noise.t_min!r}")
+        out = cls(noise, prediction, sched.build_solver(), times, final=final, config=cfg)
+        out.solver_schedule = sched
+        out._register()
+        return out
 
     @classmethod
     def _reproducing(cls, cfg: dict[str, Any], recipe: Recipe) -> Scheduler:
@@ -236,7 +282,10 @@ class Scheduler:
         is the dynamic shift of flow-matching configs."""
         if timesteps is not None and sigmas is not None and self.recipe is None:
             raise ValueError("pass only one of timesteps= and sigmas=")
-        n = _count(num_inference_steps, timesteps, sigmas)
+        if self.solver_schedule is not None:
+            n = self._schedule_count(num_inference_steps, timesteps, sigmas)
+        else:
+            n = _count(num_inference_steps, timesteps, sigmas)
         self._reset_plan()
         if self.recipe is not None:
             plan = self.recipe.plan(n, _array(timesteps), sigmas=_array(sigmas), mu=mu)
@@ -252,6 +301,18 @@ class Scheduler:
             self.order = self.recipe.order  # the class's declared order (what pipelines slice by)
         self.num_inference_steps = len(plan.timesteps)
         self.init_noise_sigma = plan.init_noise_sigma
+
+    def _schedule_count(self, n: int | None, timesteps: Any, sigmas: Any) -> int:
+        """The step count of the held solver schedule (``num_inference_steps`` may repeat it)."""
+        assert self.solver_schedule is not None
+        steps = len(self.solver_schedule.times) - 1
+        if timesteps is not None or sigmas is not None:
+            raise ValueError("set_timesteps(timesteps=/sigmas=) cannot be used with a solver schedule: "
+                             "the schedule fixes the times")
+        if n is not None and n != steps:
+            raise ValueError(f"num_inference_steps={n} contradicts the solver schedule, which has "
+                             f"{steps} steps")
+        return steps
 
     def _layout(self, plan: Plan) -> Layout:
         if not plan.chained or getattr(self.solver, "registry_name", "") in (
@@ -562,6 +623,9 @@ def _saved(cfg: dict[str, Any], solver: Any, grid: Any,
     cfg["_class_name"] = ours.get("ts_scheduler_class")
     options = dict(options)
     options.pop("return_unused_kwargs", None)
+    if solver is None and grid is None and ours.get("ts_schedule") is not None:
+        options.setdefault("schedule", SolverSchedule.from_dict(ours["ts_schedule"]))
+        return cfg, solver, grid, options
     if solver is None and ours.get("ts_solver") is None:
         options.setdefault("mid_schedule", ours.get("ts_mid_schedule") or "diffusers")
     if solver is None and ours.get("ts_solver") is not None:
