@@ -111,6 +111,8 @@ def test_journal_replays_without_model_calls(problem, tmp_path):
     assert again.times == first.times and again.steps == first.steps
     assert again.provenance["search_cost"]["evaluations"] == 0
     assert again.provenance["search_cost"]["model_calls"] == first.provenance["search_cost"]["model_calls"]
+    with pytest.raises(ValueError, match="written for other noise or another model"):
+        ts.tune(den, 4, "autodiffusion", **{**kw, "noise": noise[:32]})
 
 
 def test_klub_descent_lowers_the_bound(problem):
