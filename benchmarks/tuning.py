@@ -248,7 +248,18 @@ def goal_lines(result: dict) -> list[str]:
             beaten = [k for k, v in tuned.items() if v < rows["fixed"]["held_out"]]
             out.append(f"- {name}, NFE {n}: best tuned / best peer = {best / peer:.2f}; tuned methods below our "
                        f"best fixed grid: {', '.join(beaten) or 'none'} (of {', '.join(tuned)})")
-    return out
+    return out + ["", "Geometric mean over all rows of held-out error / our best fixed grid's (the default "
+                  "method of `ts.tune` is the lowest): " + ", ".join(
+                      f"{m} {r:.2f}" for m, r in mean_ratios(result).items())]
+
+
+def mean_ratios(result: dict) -> dict[str, float]:
+    logs: dict[str, list[float]] = {m: [] for m in METHODS}
+    for per_nfe in result["problems"].values():
+        for rows in per_nfe.values():
+            for m in METHODS:
+                logs[m].append(math.log(rows[m]["held_out"] / rows["fixed"]["held_out"]))
+    return {m: math.exp(sum(v) / len(v)) for m, v in logs.items() if v}
 
 
 def main() -> None:
