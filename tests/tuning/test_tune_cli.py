@@ -64,3 +64,16 @@ def test_tune_cli_refuses_a_bad_budget(checkpoint, tmp_path, capsys):
                  "--budget", "populaton=3", "--out", str(tmp_path / "x.json")])
     assert code == 2
     assert "takes no budget argument 'populaton'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_gmm_tuned_reports_the_search_against_the_fixed_grid(tmp_path, capsys):
+    code = main(["bench", "gmm", "--dims", "2", "--nfe", "4", "--solvers", "ddim", "--samples", "32",
+                 "--tuned", "--no-progress", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Searched schedules, d=2" in out
+    rows = json.loads((tmp_path / "gmm.json").read_text())["tuned"]
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"fixed", ts.tuning.DEFAULT_METHOD}
+    assert by[ts.tuning.DEFAULT_METHOD]["train"] <= by["fixed"]["train"]

@@ -13,7 +13,7 @@ from timestepper.bench import GaussianMixture
 from timestepper.solvers.schedule import SolverSchedule
 from timestepper.tuning import available_methods, register_method
 from timestepper.tuning.ays import KLUB, optimise_levels
-from timestepper.tuning.objective import CallCounter, Objective, run_schedule
+from timestepper.tuning.objective import CallCounter, Objective
 
 F64 = torch.float64
 SCHED = ts.VPDiscreteSchedule.from_betas("linear")
@@ -59,7 +59,7 @@ def test_the_tuned_schedule_spends_exactly_nfe_model_calls(problem):
     den, noise, _, ref = problem
     sched = ts.tune(den, 4, "autodiffusion", noise=noise, reference=ref, population=4, generations=2, top_k=1)
     counter = CallCounter(den)
-    run_schedule(counter.denoiser, noise, sched)
+    ts.sample(counter.denoiser, noise, schedule=sched)
     assert counter.calls == 4 == sched.nfe
 
 
@@ -72,7 +72,9 @@ def test_save_load_round_trip_gives_the_same_sample(problem, tmp_path):
     assert back.times == sched.times and back.steps == sched.steps and back.provenance == json.loads(
         json.dumps(sched.to_dict()["provenance"]))
     back.validate(den)
-    assert torch.equal(run_schedule(den, noise, back), run_schedule(den, noise, sched))
+    x = ts.sample(den, noise, schedule=sched)
+    assert torch.equal(ts.sample(den, noise, schedule=ts.load_schedule(path)), x)
+    assert torch.equal(ts.sample(den, noise, grid=f"searched:{path}"), x)
 
 
 def test_bad_budget_names_and_values_are_refused(problem):
@@ -109,6 +111,8 @@ def test_journal_replays_without_model_calls(problem, tmp_path):
     assert again.times == first.times and again.steps == first.steps
     assert again.provenance["search_cost"]["evaluations"] == 0
     assert again.provenance["search_cost"]["model_calls"] == first.provenance["search_cost"]["model_calls"]
+    with pytest.raises(ValueError, match="written for other noise or another model"):
+        ts.tune(den, 4, "autodiffusion", **{**kw, "noise": noise[:32]})
 
 
 def test_klub_descent_lowers_the_bound(problem):

@@ -1,6 +1,6 @@
 """Tuning the sampler to the model (issue 15): search a solver schedule for a given NFE.
 
-``tune(den, nfe=5, method="s3", noise=train_noise, **budget)`` returns a
+``tune(den, nfe=5, method="ays", noise=train_noise, **budget)`` returns a
 :class:`~timestepper.solvers.schedule.SolverSchedule`. The objective needs no data
 (:mod:`~timestepper.tuning.objective`); the methods register themselves with
 :func:`~timestepper.tuning.methods.register_method` when imported here:

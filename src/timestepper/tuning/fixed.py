@@ -27,14 +27,14 @@ FLOW_SHIFTS = (2.0, 3.0)
 
 
 def fixed_solvers(denoiser: Denoiser, nfe: int) -> list[str]:
-    """Deterministic fixed-grid diffusion solvers that spend exactly one model call per step at
-    ``nfe`` steps (counted on a zero model, one sample)."""
+    """Deterministic fixed-grid diffusion solvers that evaluate the model on the grid and spend
+    exactly one model call per step at ``nfe`` steps (counted on a zero model, one sample)."""
     probe = Denoiser(lambda x, t: torch.zeros_like(x), denoiser.schedule, "epsilon")
     x = torch.zeros(1, 1, dtype=torch.float64)
     out = []
     for name in available("diffusion"):
         s = get(name)
-        if s.is_stochastic or s.error_order is not None or name == "usf":
+        if s.is_stochastic or s.error_order is not None or not s.evaluates_on_grid or name == "usf":
             continue
         try:
             sol = sample(probe, x, name, steps=nfe, return_solution=True)

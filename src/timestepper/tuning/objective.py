@@ -75,6 +75,14 @@ def model_fingerprint(denoiser: Denoiser, like: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+def _digest(noise: Tensor, reference: Tensor) -> str:
+    """A hash of the training problem (noise and reference, rounded), to match a journal to it."""
+    h = hashlib.sha256()
+    for t in (noise, reference):
+        h.update(t.detach().to("cpu", torch.float64).numpy().round(7).tobytes())
+    return h.hexdigest()[:16]
+
+
 def tight_solve(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
     """The default reference: ``dpmpp-3m`` with ``steps`` steps on the log-SNR grid."""
     out = sample(denoiser, noise, "dpmpp-3m", steps=steps, grid="logsnr")
@@ -83,11 +91,9 @@ def tight_solve(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
 
 
 def run_schedule(denoiser: Denoiser, noise: Tensor, schedule: SolverSchedule) -> Tensor:
-    """The sample of ``schedule`` from ``noise``: its solver over its times, exactly
-    ``schedule.nfe`` model calls (what ``ts.sample(den, noise, schedule=schedule)`` runs)."""
-    times = torch.tensor(schedule.times, dtype=torch.float64)
-    final = "zero" if schedule.times[-1] == denoiser.schedule.t_data else "sigma_min"
-    out = sample(denoiser, noise, schedule.build_solver(), grid=times, final=final)
+    """The sample of ``schedule`` from ``noise`` (``ts.sample(den, noise, schedule=schedule)``:
+    exactly ``schedule.nfe`` model calls); the provenance check is the caller's."""
+    out = sample(denoiser, noise, schedule=schedule, force=True)
     assert isinstance(out, Tensor)
     return out
 
@@ -123,9 +129,10 @@ class Objective:
         self.on_evaluate: Callable[[float], None] | None = None
         self._cache: dict[str, float] = {}
         self._journal = Path(journal) if journal is not None else None
-        self._load_journal()
         self._reference_fn = reference if callable(reference) else None
         self.reference = self._reference_for(noise, reference)
+        self.problem = _digest(noise, self.reference)
+        self._load_journal()
         self.held_out_noise = held_out
         self._held_out_reference: Tensor | None = None
 
@@ -209,6 +216,9 @@ class Objective:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by the interruption
+            if entry.get("problem") != self.problem:
+                raise ValueError(f"the journal {self._journal} was written for other noise or another model; "
+                                 "delete it (timestepper tune --fresh) to start over")
             self._cache[entry["key"]] = float(entry["value"])
             self.replayed_calls += int(entry["calls"])
             self.seconds += float(entry.get("seconds", 0.0))
@@ -216,7 +226,8 @@ class Objective:
     def _append_journal(self, key: str, value: float, calls: int, seconds: float) -> None:
         if self._journal is None:
             return
-        entry = {"key": key, "value": value if math.isfinite(value) else 1e300, "calls": calls, "seconds": seconds}
+        entry = {"problem": self.problem, "key": key, "value": value if math.isfinite(value) else 1e300,
+                 "calls": calls, "seconds": seconds}
         with self._journal.open("a") as f:
             f.write(json.dumps(entry) + "\n")
 

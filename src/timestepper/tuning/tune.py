@@ -15,7 +15,7 @@ from .objective import Objective, Reference, model_fingerprint
 
 #: the method ``tune`` uses unless told otherwise: the best tuned method of
 #: benchmarks/results/tuning.md
-DEFAULT_METHOD = "s3"
+DEFAULT_METHOD = "ays"
 
 
 def tune(  # noqa: PLR0913 - the protocol's inputs, all keyword options with defaults
