@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["gmm", "overhead", "compiled", "compiled_cuda", "family", "stochastic", "stochastic_cuda", "ode",
-         "ode_cuda", "pde", "train"]
+ORDER = ["gmm", "overhead", "compiled", "compiled_cuda", "family", "dpm_v3", "dc_solver", "stochastic",
+         "stochastic_cuda", "ode", "ode_cuda", "pde", "train"]
 
 
 def main() -> None:
