@@ -16,7 +16,14 @@ On the exact 2-D Gaussian mixture (``GaussianMixture.random(2, seed=0)``), all i
     ``torch.autograd.graph.saved_tensors_hooks``: what grows with the steps; CPU has no peak
     allocator statistic) and the wall time of forward + backward, side by side.
 
-Run:  PYTHONPATH=src python benchmarks/inversion.py [--batch 4096]
+With ``--digits`` (or ``--digits-checkpoint PATH``), and on the digits model:
+
+(d) the round trips of (a) on a small digits flow model (``benchmarks/_digits.py``: trained
+    here as ``timestepper train digits`` trains it, 800 steps of a 16/32-channel U-Net by
+    default, or loaded from a ``timestepper train digits`` checkpoint), on its default grid
+    (uniform for a flow), 128 images; float64 runs the network's weights and activations in float64.
+
+Run:  PYTHONPATH=src python benchmarks/inversion.py [--batch 4096] [--digits | --digits-checkpoint PATH]
 """
 
 from __future__ import annotations
@@ -27,33 +34,61 @@ import time
 from pathlib import Path
 
 import torch
+from _digits import SHAPE, in_dtype, load_digits, pretrain_digits  # benchmarks/_digits.py
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture
+from timestepper.train.generate import default_grid
 
 OUT = Path(__file__).parent / "results" / "inversion.md"
 F64 = torch.float64
 
 
-def round_trips(gmm, batch):
-    den = gmm.denoiser(ts.VPLinearSchedule(), "epsilon")
+def _inversions(den, noise, steps, grid):
+    """(method, InversionResult) of every inversion method, from samples of ``noise``."""
+    x = ts.sample(den, noise, "ddim", steps=steps, grid=grid)
+    sol = ts.sample(den, noise, "bdia-ddim", steps=steps, grid=grid, save="all", return_solution=True)
+    common = {"steps": steps, "grid": grid, "true_noise": noise}
+    return [("naive DDIM", ts.invert(den, x, "ddim", **common)),
+            ("fixed-point (5 it.)", ts.invert(den, x, "ddim", method="fixed-point", iterations=5, **common)),
+            ("BDIA, pair given", ts.invert(den, sol.x, "bdia-ddim", previous=sol.ys[-2], **common)),
+            ("BDIA, image only", ts.invert(den, sol.x, "bdia-ddim", **common))]
+
+
+def round_trips(dens, shape, batch, grid="logsnr"):
+    """Rows of (a)/(d): ``dens`` maps each dtype to the denoiser computing in it."""
     rows = ["| NFE | dtype | method | noise error | sample error | inversion model calls |",
             "|---|---|---|---|---|---|"]
     for steps in (10, 20, 50):
-        for dtype in (torch.float32, F64):
-            noise = torch.randn(batch, 2, generator=torch.Generator().manual_seed(0), dtype=F64).to(dtype)
-            x = ts.sample(den, noise, "ddim", steps=steps)
-            sol = ts.sample(den, noise, "bdia-ddim", steps=steps, save="all", return_solution=True)
-            cases = [("naive DDIM", ts.invert(den, x, "ddim", steps=steps, true_noise=noise)),
-                     ("fixed-point (5 it.)", ts.invert(den, x, "ddim", steps=steps, method="fixed-point",
-                                                       iterations=5, true_noise=noise)),
-                     ("BDIA, pair given", ts.invert(den, sol.x, "bdia-ddim", steps=steps,
-                                                    previous=sol.ys[-2], true_noise=noise)),
-                     ("BDIA, image only", ts.invert(den, sol.x, "bdia-ddim", steps=steps, true_noise=noise))]
-            for name, r in cases:
+        for dtype, den in dens.items():
+            noise = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0), dtype=F64).to(dtype)
+            for name, r in _inversions(den, noise, steps, grid):
                 rows.append(f"| {steps} | {str(dtype)[6:]} | {name} | {r.noise_error:.1e} | "
                             f"{r.sample_error:.1e} | {r.nfe} |")
     return rows
+
+
+def digits_model(args):
+    """The digits denoiser of (d) (loaded from ``--digits-checkpoint`` or trained here) and how
+    it was made, in words."""
+    if args.digits_checkpoint:
+        return load_digits(args.digits_checkpoint), f"checkpoint `{args.digits_checkpoint}`"
+    den, info = pretrain_digits(args.digits_train_steps, args.digits_channels)
+    return den, (f"U-Net {'/'.join(map(str, args.digits_channels))} channels trained here as "
+                 f"`timestepper train digits` trains it ({info['train_steps']} Adam steps of batch 128, "
+                 f"{info['train_s']:.0f} s, EMA weights)")
+
+
+def digits_round_trips(den, what, batch):
+    """(d): the round trips of (a) on the digits model."""
+    t0 = time.perf_counter()
+    grid = default_grid(den.schedule)
+    dens = {torch.float32: in_dtype(den, torch.float32), F64: in_dtype(den, F64)}
+    rows = round_trips(dens, SHAPE, batch, grid)
+    head = [f"Digits model: {what}; {den.prediction} prediction, {grid} grid, {batch} images of noise; "
+            "float64 runs the network in float64 (its time embedding stays float32, the same map both "
+            f"ways). Round trips {time.perf_counter() - t0:.0f} s.", ""]
+    return head + rows
 
 
 def quality(gmm, batch):
@@ -119,23 +154,49 @@ def gradients(gmm, batch):
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--digits", action="store_true", help="add (d): the round trips on a digits model")
+    ap.add_argument("--digits-checkpoint", metavar="PATH", default=None,
+                    help="a `timestepper train digits` checkpoint for (d) instead of training one (implies --digits)")
+    ap.add_argument("--digits-train-steps", type=int, default=800)
+    ap.add_argument("--digits-channels", type=lambda v: [int(c) for c in v.split(",")], default=[16, 32])
+    ap.add_argument("--digits-batch", type=int, default=128, help="images per round trip on digits")
     args = ap.parse_args()
+    args.digits = args.digits or args.digits_checkpoint is not None
+    return args
+
+
+def _command(args) -> str:
+    cmd = f"PYTHONPATH=src python benchmarks/inversion.py --batch {args.batch} --threads {args.threads}"
+    if args.digits_checkpoint:
+        return cmd + f" --digits-checkpoint {args.digits_checkpoint} --digits-batch {args.digits_batch}"
+    if args.digits:
+        return cmd + (f" --digits --digits-train-steps {args.digits_train_steps} --digits-channels "
+                      f"{','.join(map(str, args.digits_channels))} --digits-batch {args.digits_batch}")
+    return cmd
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     gmm = GaussianMixture.random(2, seed=0)
+    den = gmm.denoiser(ts.VPLinearSchedule(), "epsilon")
     t0 = time.perf_counter()
+    digits = digits_model(args) if args.digits else None  # first: a bad checkpoint fails at once
     parts = ["# Inversion and gradients through sampling", "",
-             f"Exact 2-D Gaussian mixture, batch {args.batch}, {args.threads} thread(s); "
-             "`PYTHONPATH=src python benchmarks/inversion.py`.", "",
+             f"Exact 2-D Gaussian mixture, batch {args.batch}, {args.threads} thread(s); `{_command(args)}`.", "",
              "## (a) Round trip sample -> invert -> sample (VP linear, epsilon, log-SNR grid)", "",
-             *round_trips(gmm, args.batch), "",
+             *round_trips({torch.float32: den, F64: den}, (2,), args.batch), "",
              "## (b) Error to the exact ODE solution at equal NFE (EDM schedule)", "",
              *quality(gmm, args.batch), "",
              "## (c) Gradients of sum(sin(x)) w.r.t. noise, weight, conditioning", "",
              *gradients(gmm, args.batch), ""]
+    if digits is not None:
+        parts += ["## (d) Round trip on the digits model (as (a))", "", *digits_round_trips(*digits, args.digits_batch),
+                  ""]
     parts.append(f"Total run time {time.perf_counter() - t0:.0f} s.")
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text("\n".join(parts) + "\n")

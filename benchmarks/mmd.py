@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from _digits import pretrain_digits  # benchmarks/_digits.py, beside this script
 
 import timestepper as ts
 from timestepper.train import flow_matching, make_model, mmd_finetune, toy_2d, train
@@ -37,16 +38,9 @@ VARIANTS = {
 def pretrain(args, log) -> tuple[ts.Denoiser, dict]:
     """The model `timestepper train digits` builds (unconditional flow matching, U-Net), with
     fewer steps (the CLI's default is 4000)."""
-    rf = ts.RectifiedFlowSchedule()
-    x, _ = digits("train")
-    torch.manual_seed(0)
-    model = make_model("unet", {"size": 8, "channels": args.channels}, rf)
-    t0 = time.perf_counter()
-    res = train(model, flow_matching(), x, steps=args.train_steps, batch_size=128, lr=2e-3,
-                seed=0, progress=False)
-    info = {"train_s": time.perf_counter() - t0, "train_steps": len(res.losses)}
+    den, info = pretrain_digits(args.train_steps, args.channels)
     log(f"pretrained: {info}")
-    return ts.Denoiser(res.sampling_model, rf, "velocity"), info
+    return den, info
 
 
 def continued(den: ts.Denoiser, seconds: float, log) -> tuple[ts.Denoiser, dict]:
