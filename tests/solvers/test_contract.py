@@ -199,3 +199,11 @@ def test_every_registered_solver_has_an_order_test():
         params = _parametrized_values(func) + repr(getattr(importlib.import_module(module), "CASES", ""))
         params += repr(getattr(importlib.import_module(module), "LEVELS", ""))
         assert f"'{name}'" in params or func_name == "test_rosenbrock_order", (name, module, func_name)
+
+
+def test_solvers_fitted_to_a_model_are_left_out_of_the_training_free_baselines():
+    from timestepper.bench.runner import deterministic_solvers
+
+    fitted = {n for n in ts.solvers.available("diffusion") if ts.solvers.get(n).fitted_to_model}
+    assert fitted == {"usf", "dc-unipc", "dpm-solver-v3"}
+    assert not fitted & set(deterministic_solvers())

@@ -41,11 +41,12 @@ class Row:
 
 def deterministic_solvers() -> list[str]:
     """Registry names of the deterministic fixed-grid diffusion solvers (adaptive ones choose
-    their own steps and ignore an NFE budget; the Time-Shift Sampler's times depend on the data)."""
+    their own steps and ignore an NFE budget; the Time-Shift Sampler's times depend on the data;
+    solvers fitted to a model run a duplicate default without their data)."""
     out = []
     for name in available("diffusion"):
         s = get(name)
-        if not s.is_stochastic and s.error_order is None and getattr(s, "evaluates_on_grid", True):
+        if not (s.is_stochastic or s.error_order is not None or not s.evaluates_on_grid or s.fitted_to_model):
             out.append(name)
     return out
 

@@ -79,7 +79,8 @@ class DiffusionSolver(Solver):
     Subclasses implement :meth:`table` (the per-step rows, float64 once per grid) and
     :meth:`advance` (one step from a row); ``handles_pure_noise`` declares a method defined at
     ``alpha = 0`` itself (DDIM and its stochastic forms), which then needs no special first step;
-    ``evaluates_on_grid = False`` one that calls the model at data-dependent times.
+    ``evaluates_on_grid = False`` one that calls the model at data-dependent times;
+    ``fitted_to_model = True`` one whose coefficients come from data fitted to a model.
     """
 
     family = "diffusion"
@@ -89,6 +90,10 @@ class DiffusionSolver(Solver):
     #: the model is evaluated at the grid's times; False for data-dependent times off the grid (the
     #: Time-Shift Sampler), which the diffusers step protocol and fixed-grid convergence exclude
     evaluates_on_grid: ClassVar[bool] = True
+    #: the coefficients come from data fitted to one model (a searched schedule, DPM-Solver-v3's
+    #: statistics, DC-Solver's ratios); without it the solver runs a default another solver
+    #: already provides, so the training-free baselines (bench, tuning's fixed grid) leave it out
+    fitted_to_model: ClassVar[bool] = False
 
     def init(self, term: DiffusionTerm, grid: SamplingGrid, x0: Tensor) -> tuple[Any, list]:
         if grid is None:

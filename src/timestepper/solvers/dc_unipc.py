@@ -95,6 +95,8 @@ class DCUniPC(UniPC):
     The declared ``order`` is UniPC's when every ratio is 1 and 1 otherwise (module docstring).
     """
 
+    fitted_to_model = True
+
     def __init__(  # noqa: PLR0913 - UniPC's options plus the compensation's two
         self,
         ratios: Sequence[float] | None = None,

@@ -137,6 +137,8 @@ class ScheduledSolver(DiffusionSolver):
     an explicit list (:func:`declared_order`); one model call per step.
     """
 
+    fitted_to_model = True
+
     nfe_per_step = 1
     _offset = 0
 

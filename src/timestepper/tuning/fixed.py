@@ -34,7 +34,7 @@ def fixed_solvers(denoiser: Denoiser, nfe: int) -> list[str]:
     out = []
     for name in available("diffusion"):
         s = get(name)
-        if s.is_stochastic or s.error_order is not None or not s.evaluates_on_grid or name == "usf":
+        if s.is_stochastic or s.error_order is not None or not s.evaluates_on_grid or s.fitted_to_model:
             continue
         try:
             sol = sample(probe, x, name, steps=nfe, return_solution=True)
