@@ -90,9 +90,10 @@ class DiffusionSolver(Solver):
     #: the model is evaluated at the grid's times; False for data-dependent times off the grid (the
     #: Time-Shift Sampler), which the diffusers step protocol and fixed-grid convergence exclude
     evaluates_on_grid: ClassVar[bool] = True
-    #: the coefficients come from data fitted to one model (a searched schedule, DPM-Solver-v3's
-    #: statistics, DC-Solver's ratios); without it the solver runs a default another solver
-    #: already provides, so the training-free baselines (bench, tuning's fixed grid) leave it out
+    #: the coefficients come from data fitted to one model (a searched schedule, DC-Solver's
+    #: ratios); without it the solver runs a default another solver already provides, so the
+    #: training-free baselines (bench, tuning's fixed grid) leave it out. DPM-Solver-v3 is not one:
+    #: without statistics it is DPM-Solver++(3M) with its pseudo-corrector, a method of its own
     fitted_to_model: ClassVar[bool] = False
 
     def init(self, term: DiffusionTerm, grid: SamplingGrid, x0: Tensor) -> tuple[Any, list]:

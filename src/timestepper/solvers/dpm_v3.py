@@ -418,8 +418,6 @@ class DPMSolverV3(DiffusionSolver):
         force: use statistics computed for another model (refused otherwise).
     """
 
-    fitted_to_model = True
-
     nfe_per_step = 1
 
     def __init__(  # noqa: PLR0913 - the paper's options, all with defaults
