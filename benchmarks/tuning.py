@@ -39,7 +39,7 @@ from timestepper.tuning.objective import run_schedule
 
 HERE = Path(__file__).resolve().parent
 NFES = (4, 5, 6, 8, 10)
-METHODS = ("autodiffusion", "s3", "ays")
+METHODS = ("autodiffusion", "s3", "ays", "ems", "dc", "timeshift")
 F64 = torch.float64
 BETAS = dict(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000)
 DIFFUSERS = [("DPMSolverMultistepScheduler", {}), ("DPMSolverMultistepScheduler", {"solver_order": 3}),
