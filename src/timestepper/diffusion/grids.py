@@ -163,6 +163,14 @@ def _sigmoid(schedule, n, scale: float = 6.0, **_):
     return schedule.t_min + (schedule.t_max - schedule.t_min) * (g - lo) / (hi - lo)
 
 
+
+def default_spacing(schedule: NoiseSchedule) -> str:
+    """``"logsnr"`` where the schedule's log-SNR is finite at both ends of its range, else
+    ``"uniform"`` (a rectified flow whose range reaches pure noise or the data)."""
+    ends = (schedule.log_snr(schedule.t_max), schedule.log_snr(schedule.t_min))
+    return "logsnr" if all(math.isfinite(float(v)) for v in ends) else "uniform"
+
+
 SPACINGS = {
     "uniform": _uniform,
     "logsnr": _logsnr,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion.denoiser import Denoiser
+from ..diffusion.grids import default_spacing
 from ..diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
 from ..guidance import cfg as cfg_guidance
 from ..sampling.sample import sample
@@ -25,8 +26,8 @@ from ..sampling.sample import sample
 
 def default_grid(schedule: NoiseSchedule) -> str:
     """``uniform`` for flows whose range reaches the data (log-SNR is infinite there), else
-    ``logsnr``."""
-    return "uniform" if isinstance(schedule, RectifiedFlowSchedule) else "logsnr"
+    ``logsnr`` (:func:`~timestepper.diffusion.grids.default_spacing`)."""
+    return default_spacing(schedule)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.grids import SamplingGrid, make_grid
+from ..diffusion.grids import SamplingGrid, default_spacing, make_grid
 from ..diffusion.term import DiffusionTerm
 from ..sampling.sample import sample
 from ..solvers.dc_unipc import DCRow, DCUniPC, compensation_weights
@@ -255,16 +255,18 @@ def _features(i: int, nfe: int, scale: float, degree: int, dn: int, dg: int) -> 
 
 
 def dc_search(  # noqa: PLR0913 - the registry's fixed arguments and the search's budget
-    denoiser: Denoiser, nfe: int, noise: Tensor, objective: Any = None, grid: str = "logsnr",
+    denoiser: Denoiser, nfe: int, noise: Tensor, objective: Any = None, grid: str | None = None,
     iters: int = 20, lr: float = 0.1, bound: float | None = 0.5, substeps: int = 20, dc_order: int = 2,
 ) -> Any:
-    """The ``"dc"`` tuning method: a ``dc-unipc`` schedule on the ``grid`` spacing of ``nfe``
-    steps with ratios searched on ``noise`` (:func:`fit_ratios`) against :func:`reference_trajectory`
-    (``substeps`` fine steps per step). ``objective`` is not needed by the search (its reference
-    is at ``sigma = 0`` only); the provenance records the search's model calls and seconds."""
+    """The ``"dc"`` tuning method: a ``dc-unipc`` schedule on the ``grid`` spacing (default
+    :func:`~timestepper.diffusion.grids.default_spacing`) of ``nfe`` steps with ratios searched
+    on ``noise`` (:func:`fit_ratios`) against :func:`reference_trajectory` (``substeps`` fine steps
+    per step). ``objective`` is not needed by the search (its reference is at ``sigma = 0``
+    only); the provenance records the search's model calls and seconds."""
     from ..solvers.schedule import SolverSchedule  # issue-15 interface (the usf helper's module)
 
     t0 = time.perf_counter()
+    grid = default_spacing(denoiser.schedule) if grid is None else grid
     g = make_grid(denoiser.schedule, nfe, grid)
     counted, calls = counting(denoiser)
     reference = reference_trajectory(counted, noise * _start_scale(g), g, substeps)

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..core.validation import check_choice, check_int
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.grids import SamplingGrid, make_grid
+from ..diffusion.grids import SamplingGrid, default_spacing, make_grid
 from ..diffusion.term import DiffusionTerm, EvalPoint
 from ..sampling.sample import sample
 from ..solvers.dpm_v3 import EMS, model_fingerprint
@@ -223,7 +223,7 @@ def ems_method(  # noqa: PLR0913 - the method's budget keywords after the four f
     if statistics_path is not None:
         ems.save(statistics_path)
     stats: Any = str(Path(statistics_path)) if statistics_path is not None else ems.to_dict()
-    times = tuple(make_grid(denoiser.schedule, nfe, "logsnr", final="zero").t.tolist())
+    times = tuple(make_grid(denoiser.schedule, nfe, default_spacing(denoiser.schedule), final="zero").t.tolist())
     base = paper_options(nfe)
     candidates = [base, {**base, "order": 2}, {**base, "corrector": not base["corrector"]}]
     best, best_value = None, math.inf

@@ -14,7 +14,7 @@ import torch
 
 from ..core.solution import Solution
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.grids import make_grid
+from ..diffusion.grids import default_spacing, make_grid
 from ..diffusion.schedules import RectifiedFlowSchedule
 from ..sampling.sample import sample
 from ..solvers.registry import available, get
@@ -29,7 +29,7 @@ FLOW_SHIFTS = (2.0, 3.0)
 def fixed_solvers(denoiser: Denoiser, nfe: int) -> list[str]:
     """Deterministic fixed-grid diffusion solvers that evaluate the model on the grid and spend
     exactly one model call per step at ``nfe`` steps (counted on a zero model, one sample)."""
-    probe = Denoiser(lambda x, t: torch.zeros_like(x), denoiser.schedule, "epsilon")
+    probe = Denoiser(lambda x, t: torch.zeros_like(x), denoiser.schedule, denoiser.prediction)
     x = torch.zeros(1, 1, dtype=torch.float64)
     out = []
     for name in available("diffusion"):
@@ -37,7 +37,7 @@ def fixed_solvers(denoiser: Denoiser, nfe: int) -> list[str]:
         if s.is_stochastic or s.error_order is not None or not s.evaluates_on_grid or s.fitted_to_model:
             continue
         try:
-            sol = sample(probe, x, name, steps=nfe, return_solution=True)
+            sol = sample(probe, x, name, steps=nfe, grid=default_spacing(denoiser.schedule), return_solution=True)
             if isinstance(sol, Solution) and sol.stats.nfe == nfe:
                 out.append(name)
         except (ValueError, TypeError):
@@ -46,10 +46,13 @@ def fixed_solvers(denoiser: Denoiser, nfe: int) -> list[str]:
 
 
 def grid_options(denoiser: Denoiser) -> list[tuple[str, float | None]]:
-    """``(grid name, flow shift)`` pairs to try."""
-    out: list[tuple[str, float | None]] = [(g, None) for g in GRIDS]
+    """``(grid name, flow shift)`` pairs to try (the log-SNR and Karras spacings only where the
+    log-SNR is finite at both ends of the schedule's range)."""
+    grids = GRIDS if default_spacing(denoiser.schedule) == "logsnr" else tuple(
+        g for g in GRIDS if g not in ("logsnr", "karras"))
+    out: list[tuple[str, float | None]] = [(g, None) for g in grids]
     if isinstance(denoiser.schedule, RectifiedFlowSchedule):
-        out += [(g, s) for g in GRIDS for s in FLOW_SHIFTS]
+        out += [(g, s) for g in grids for s in FLOW_SHIFTS]
     return out
 
 

@@ -33,6 +33,7 @@ from ..bench.metrics import trajectory_error
 from ..core.status import SolveError
 from ..core.validation import check_int, check_state
 from ..diffusion.denoiser import Denoiser
+from ..diffusion.grids import default_spacing
 from ..sampling.sample import sample
 from ..solvers.schedule import SolverSchedule
 
@@ -84,8 +85,9 @@ def _digest(noise: Tensor, reference: Tensor) -> str:
 
 
 def tight_solve(denoiser: Denoiser, noise: Tensor, steps: int) -> Tensor:
-    """The default reference: ``dpmpp-3m`` with ``steps`` steps on the log-SNR grid."""
-    out = sample(denoiser, noise, "dpmpp-3m", steps=steps, grid="logsnr")
+    """The default reference: ``dpmpp-3m`` with ``steps`` steps on the log-SNR grid (uniform in
+    time for a flow whose log-SNR is infinite at the ends of its range)."""
+    out = sample(denoiser, noise, "dpmpp-3m", steps=steps, grid=default_spacing(denoiser.schedule))
     assert isinstance(out, Tensor)
     return out
 
