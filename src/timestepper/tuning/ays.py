@@ -38,6 +38,13 @@ procedure -- coordinate descent of one level at a time by golden-section search 
 iterative subdivision from a coarse schedule -- but scores the whole schedule with the protocol
 objective (the pathwise error to the model's exact PF-ODE solution), with the last level free
 down to ``s(t_min)``. That is a difference from the paper, named here.
+
+On a rectified flow whose range reaches pure noise and the data (``s`` runs from infinity to 0;
+:func:`~timestepper.diffusion.grids.default_spacing` ``"uniform"``) the levels are taken in
+``r = sigma / (alpha + sigma) = s / (1 + s)`` instead, finite over the whole range: the golden
+sections, midpoints and coarse spacing are linear in ``r`` (:data:`LINEAR`) where they are in
+``log s`` otherwise (:data:`LOG`). The KLUB, an integral in ``s`` up to the first level, needs a
+finite ``s(t_max)`` and is refused there.
 """
 
 from __future__ import annotations
@@ -51,12 +58,14 @@ import torch
 from torch import Tensor
 
 from ..diffusion.denoiser import Denoiser
+from ..diffusion.grids import default_spacing
 from ..diffusion.predictions import convert
 from ..solvers.schedule import SolverSchedule
 from .autodiffusion import better_or_start
 from .fixed import best_fixed
 from .methods import check_budget, register_method
 from .objective import Objective
+from .space import noise_fraction
 
 F64 = torch.float64
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -103,25 +112,48 @@ class KLUB:
         return self.interval(levels[i + 1], s) + self.interval(s, levels[i - 1])
 
 
+@dataclass(frozen=True)
+class LevelScale:
+    """The variable the levels are searched in: ``to`` / ``back`` map a level to it and back,
+    ``mid`` is the midpoint of two levels, ``spaced`` ``n`` levels evenly spaced from ``a`` to
+    ``b``, ``width`` the length of an interval."""
+
+    to: Callable[[float], float]
+    back: Callable[[float], float]
+    mid: Callable[[float, float], float]
+    spaced: Callable[[float, float, int], list[float]]
+    width: Callable[[float, float], float]
+
+
+LOG = LevelScale(math.log, math.exp, lambda a, b: math.sqrt(a * b),
+                 lambda a, b, n: np.exp(np.linspace(math.log(a), math.log(b), n)).tolist(),
+                 lambda lo, hi: math.log(hi / lo))
+"""Levels ``s = sigma / alpha`` searched in ``log s`` (the paper's)."""
+LINEAR = LevelScale(float, float, lambda a, b: 0.5 * (a + b),
+                    lambda a, b, n: np.linspace(a, b, n).tolist(), lambda lo, hi: hi - lo)
+"""Levels ``r = sigma / (alpha + sigma)`` searched in ``r`` (a flow reaching pure noise and data)."""
+
+
 def optimise_levels(cost: Callable[[list[float], int], float], levels: list[float], sweeps: int,  # noqa: PLR0913 - the refinement's knobs
-                    iters: int, floor: float | None = None) -> list[float]:
+                    iters: int, floor: float | None = None, scale: LevelScale = LOG) -> list[float]:
     """Coordinate descent: each level after the first, by golden-section search in ``log s``
-    between its neighbours (the last between its neighbour and ``floor``; kept when ``floor`` is
-    ``None``), ``sweeps`` times over the schedule; ``cost(levels, i)`` scores moving level ``i``."""
+    (in ``scale``) between its neighbours (the last between its neighbour and ``floor``; kept
+    when ``floor`` is ``None``), ``sweeps`` times over the schedule; ``cost(levels, i)`` scores
+    moving level ``i``."""
     levels = list(levels)
     last = len(levels) if floor is not None else len(levels) - 1
     for _ in range(sweeps):
         for i in range(1, last):
-            lo = math.log(levels[i + 1] if i + 1 < len(levels) else floor)  # type: ignore[arg-type]
-            hi = math.log(levels[i - 1])
+            lo = scale.to(levels[i + 1] if i + 1 < len(levels) else floor)  # type: ignore[arg-type]
+            hi = scale.to(levels[i - 1])
             pad = 1e-3 * (hi - lo)
 
             def moved(v: float, i: int = i) -> float:
-                return cost([*levels[:i], math.exp(v), *levels[i + 1:]], i)
+                return cost([*levels[:i], scale.back(v), *levels[i + 1:]], i)
 
             best = _golden(moved, lo + pad, hi - pad, iters)
             if moved(best) < cost(levels, i):
-                levels[i] = math.exp(best)
+                levels[i] = scale.back(best)
     return levels
 
 
@@ -140,15 +172,16 @@ def _golden(f, a: float, b: float, iters: int) -> float:
     return c if fc < fd else d
 
 
-def subdivide(split: Callable[[float, float], float], levels: list[float], count: int) -> list[float]:
-    """Insert log-midpoints into the intervals of largest ``split(lo, hi)`` (the KLUB, or the
-    log-width) until ``count`` levels."""
+def subdivide(split: Callable[[float, float], float], levels: list[float], count: int,
+              scale: LevelScale = LOG) -> list[float]:
+    """Insert log-midpoints (``scale``'s) into the intervals of largest ``split(lo, hi)`` (the
+    KLUB, or the width) until ``count`` levels."""
     levels = list(levels)
     while len(levels) < count:
         bounds = [split(levels[i + 1], levels[i]) for i in range(len(levels) - 1)]
         order = sorted(range(len(bounds)), key=lambda i: -bounds[i])[: count - len(levels)]
         for i in sorted(order, reverse=True):
-            levels.insert(i + 1, math.sqrt(levels[i] * levels[i + 1]))
+            levels.insert(i + 1, scale.mid(levels[i], levels[i + 1]))
     return levels
 
 
@@ -172,20 +205,31 @@ def ays(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, criterion:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     check_budget(sweeps=(sweeps, 1), iters=(iters, 1), samples=(samples, 2))
     sch = denoiser.schedule
+    in_log = default_spacing(sch) == "logsnr"
+    if criterion == "klub" and not in_log:
+        raise ValueError("ays: criterion='klub' needs a finite noise level s = sigma/alpha at t_max and a "
+                         "finite log-SNR at t_min; this schedule reaches pure noise or the data (a rectified "
+                         "flow), use criterion='objective'")
     start = best_fixed(denoiser, nfe, noise, objective)
     solver = start.provenance["baseline_solver"]
-    s = (start.grid(sch).sigma / start.grid(sch).alpha).tolist()
-    s_min = float(sch.sigma(sch.t_min) / sch.alpha(sch.t_min))
+    grid = start.grid(sch)
+    if in_log:
+        s, scale = (grid.sigma / grid.alpha).tolist(), LOG
+        s_min = float(sch.sigma(sch.t_min) / sch.alpha(sch.t_min))
+    else:
+        s, scale = (grid.sigma / (grid.alpha + grid.sigma)).tolist(), LINEAR
+        s_min = float(noise_fraction(sch, torch.tensor(sch.t_min, dtype=F64)))
 
     def schedule_of(levels: list[float]) -> SolverSchedule:
-        t = sch.t_from_log_snr(-torch.log(torch.tensor(levels[1:], dtype=F64))).tolist()
+        lv = torch.tensor(levels[1:], dtype=F64)
+        t = sch.t_from_log_snr(-torch.log(lv) if in_log else torch.log1p(-lv) - torch.log(lv)).tolist()
         return SolverSchedule((float(sch.t_max), *t, float(sch.t_data)), solver=solver)
 
     if criterion == "klub":
-        x0 = objective.reference[:samples] / float(start.grid(sch).alpha[-1])
+        x0 = objective.reference[:samples] / float(grid.alpha[-1])
         crit = klub_criterion(KLUB(objective.denoiser, x0, seed=objective.seed))
     else:
-        crit = objective_criterion(lambda lv: objective(schedule_of(lv)), s_min)
+        crit = objective_criterion(lambda lv: objective(schedule_of(lv)), s_min, scale)
     levels = _refine(crit, s[:nfe], sweeps, iters)
     return better_or_start(schedule_of(levels), start, objective)
 
@@ -200,6 +244,7 @@ class Criterion:
     total: Callable[[list[float]], float]
     split: Callable[[float, float], float]
     floor: float | None
+    scale: LevelScale = LOG
 
 
 def klub_criterion(klub: KLUB) -> Criterion:
@@ -210,10 +255,11 @@ def klub_criterion(klub: KLUB) -> Criterion:
     return Criterion(lambda lv, i: klub.pair(lv, i, lv[i]), total, klub.interval, None)
 
 
-def objective_criterion(score: Callable[[list[float]], float], floor: float) -> Criterion:
-    """The protocol objective of the whole schedule; subdivide the widest log-gaps; the last
-    level free down to ``floor``."""
-    return Criterion(lambda lv, i: score(lv), score, lambda lo, hi: math.log(hi / lo), floor)
+def objective_criterion(score: Callable[[list[float]], float], floor: float,
+                        scale: LevelScale = LOG) -> Criterion:
+    """The protocol objective of the whole schedule; subdivide the widest gaps (in ``scale``:
+    log-gaps by default); the last level free down to ``floor``."""
+    return Criterion(lambda lv, i: score(lv), score, scale.width, floor, scale)
 
 
 def _refine(crit: Criterion, start: list[float], sweeps: int, iters: int) -> list[float]:
@@ -223,14 +269,14 @@ def _refine(crit: Criterion, start: list[float], sweeps: int, iters: int) -> lis
     grid's levels)."""
     nfe = len(start)
     coarse = max(2, (nfe + 1) // 2)
-    levels = np.exp(np.linspace(math.log(start[0]), math.log(start[-1]), coarse)).tolist()
+    levels = crit.scale.spaced(start[0], start[-1], coarse)
     if coarse < nfe:
-        levels = subdivide(crit.split, optimise_levels(crit.cost, levels, sweeps, iters, crit.floor), nfe)
-        levels = min((levels, start), key=crit.total)
-    return optimise_levels(crit.cost, levels, sweeps, iters, crit.floor)
+        coarse_best = optimise_levels(crit.cost, levels, sweeps, iters, crit.floor, crit.scale)
+        levels = min((subdivide(crit.split, coarse_best, nfe, crit.scale), start), key=crit.total)
+    return optimise_levels(crit.cost, levels, sweeps, iters, crit.floor, crit.scale)
 
 
 register_method("ays", ays, "Align Your Steps (Sabour et al. 2024): noise levels by coordinate descent and "
                 "iterative subdivision (on the objective, or the paper's KLUB)")
 
-__all__ = ["KLUB", "ays", "optimise_levels", "subdivide"]
+__all__ = ["KLUB", "LINEAR", "LOG", "LevelScale", "ays", "optimise_levels", "subdivide"]

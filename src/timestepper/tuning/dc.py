@@ -74,8 +74,9 @@ def counting(denoiser: Denoiser) -> tuple[Denoiser, list[int]]:
 def _fine_times(grid: SamplingGrid, schedule: Any, substeps: int) -> tuple[Tensor, list[int]]:
     """The times of the reference solve and the index of each grid point among them:
     ``substeps`` steps per grid step, uniform in log-SNR where both ends are finite, else in
-    ``t``; a step to zero noise is refined down to the schedule's ``t_min`` (the last fine step
-    then goes from there to ``sigma = 0``)."""
+    ``t``; a step to zero noise is refined down to the schedule's ``t_min`` where that is short
+    of the data (the last fine step then goes from there to ``sigma = 0``; a flow whose
+    ``t_min`` is the data time is refined uniformly in ``t`` to it)."""
     u = torch.arange(substeps, dtype=F64) / substeps
     lam_min = float(schedule.log_snr(torch.tensor(schedule.t_min, dtype=F64)))
     pieces, idx = [], []
@@ -83,7 +84,7 @@ def _fine_times(grid: SamplingGrid, schedule: Any, substeps: int) -> tuple[Tenso
         t0, t1 = float(grid.t[j]), float(grid.t[j + 1])
         l0, l1 = float(grid.log_snr[j]), float(grid.log_snr[j + 1])
         tail = []
-        if math.isinf(l1) and math.isfinite(l0) and lam_min > l0:
+        if math.isinf(l1) and math.isfinite(l0) and math.isfinite(lam_min) and lam_min > l0:
             t1, l1, tail = schedule.t_min, lam_min, [torch.tensor([schedule.t_min], dtype=F64)]
         if math.isfinite(l0) and math.isfinite(l1):
             seg = schedule.t_from_log_snr(l0 + u * (l1 - l0)).to(F64)

@@ -4,7 +4,12 @@ A candidate holds the ``nfe`` model-evaluation times and one :class:`StepSpec` p
 time is the schedule's ``t_max`` (where the noise is defined) and the last step goes to
 ``sigma = 0``; the other ``nfe - 1`` times are free. They are coded as ``u`` in ``(0, 1]``, the
 position in log-SNR between ``t_max`` (``u = 0``) and ``t_min`` (``u = 1``), strictly
-increasing. A step's order is capped by the history (step ``i`` has ``i + 1`` predictions), the
+increasing. Where the log-SNR is infinite at an end of the range (a rectified flow reaching pure
+noise and the data, :func:`~timestepper.diffusion.grids.default_spacing` ``"uniform"``) the
+position is taken in ``r = sigma / (alpha + sigma)`` instead (the time itself for the linear
+flow), which is finite over the whole range; ``u = 1`` is then ``r = r(t_max) / 1000`` where
+``t_min`` is the data time, so the last model time stays short of ``sigma = 0``. A step's
+order is capped by the history (step ``i`` has ``i + 1`` predictions), the
 step to zero noise is first order and the last step has no corrector (it has no next model call
 to reuse): :meth:`Space.repair` enforces these rules on every candidate the operators make.
 
@@ -20,6 +25,7 @@ from random import Random
 
 import torch
 
+from ..diffusion.grids import default_spacing
 from ..diffusion.schedules import NoiseSchedule
 from ..solvers.schedule import SolverSchedule, StepSpec
 
@@ -27,6 +33,13 @@ ORDERS = (1, 2, 3)
 PREDICTIONS = ("data", "noise")
 VARIANTS = ("midpoint", "taylor", "bh1", "bh2")
 F64 = torch.float64
+
+
+def noise_fraction(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+    """``r = sigma / (alpha + sigma)`` at ``t``: 1 at pure noise, 0 at the data, finite over a
+    flow's whole range (its log-SNR is ``log((1 - r) / r)``)."""
+    a, s = schedule.alpha(t), schedule.sigma(t)
+    return s / (a + s)
 
 
 @dataclass(frozen=True)
@@ -54,19 +67,26 @@ class Space:
             raise ValueError(f"a searched schedule needs nfe >= 2, got {nfe}")
         self.schedule, self.nfe, self.step_choice = schedule, nfe, step_choice
         self.default_step = default_step or StepSpec(order=2, prediction="data", corrector=True, variant="bh2")
-        self.lam_hi = float(schedule.log_snr(torch.tensor(schedule.t_max, dtype=F64)))
-        self.lam_lo = float(schedule.log_snr(torch.tensor(schedule.t_min, dtype=F64)))
+        self.in_log_snr = default_spacing(schedule) == "logsnr"
+        # the positions of t_max (u = 0) and t_min (u = 1): log-SNR, or r where that is infinite
+        position = schedule.log_snr if self.in_log_snr else (lambda t: noise_fraction(schedule, t))
+        self.pos_hi = float(position(torch.tensor(schedule.t_max, dtype=F64)))
+        self.pos_lo = float(position(torch.tensor(schedule.t_min, dtype=F64)))
+        if not self.in_log_snr:
+            self.pos_lo = max(self.pos_lo, 1e-3 * self.pos_hi)
 
     # -- times <-> u -----------------------------------------------------------------------------
     def times(self, c: Candidate) -> tuple[float, ...]:
-        lam = torch.tensor([self.lam_hi + x * (self.lam_lo - self.lam_hi) for x in c.u], dtype=F64)
+        pos = torch.tensor([self.pos_hi + x * (self.pos_lo - self.pos_hi) for x in c.u], dtype=F64)
+        lam = pos if self.in_log_snr else torch.log1p(-pos) - torch.log(pos)
         t = self.schedule.t_from_log_snr(lam).tolist() if len(c.u) else []
         return (float(self.schedule.t_max), *t, float(self.schedule.t_data))
 
     def u_of_times(self, times: tuple[float, ...] | list[float]) -> tuple[float, ...]:
         """``u`` of model-evaluation times ``times[1 : nfe]`` (``times[0]`` is ``t_max``)."""
-        lam = self.schedule.log_snr(torch.tensor(list(times[1:self.nfe]), dtype=F64))
-        return tuple(float(x) for x in ((lam - self.lam_hi) / (self.lam_lo - self.lam_hi)).clamp(1e-6, 1.0))
+        t = torch.tensor(list(times[1:self.nfe]), dtype=F64)
+        pos = self.schedule.log_snr(t) if self.in_log_snr else noise_fraction(self.schedule, t)
+        return tuple(float(x) for x in ((pos - self.pos_hi) / (self.pos_lo - self.pos_hi)).clamp(1e-6, 1.0))
 
     def to_schedule(self, c: Candidate) -> SolverSchedule:
         return SolverSchedule(times=self.times(c), steps=c.steps)
@@ -144,4 +164,4 @@ class Space:
         return out
 
 
-__all__ = ["Candidate", "Space"]
+__all__ = ["Candidate", "Space", "noise_fraction"]
