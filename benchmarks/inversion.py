@@ -38,7 +38,7 @@ from _digits import SHAPE, in_dtype, load_digits, pretrain_digits  # benchmarks/
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture
-from timestepper.train.generate import default_grid
+from timestepper.diffusion.grids import default_spacing
 
 OUT = Path(__file__).parent / "results" / "inversion.md"
 F64 = torch.float64
@@ -82,7 +82,7 @@ def digits_model(args):
 def digits_round_trips(den, what, batch):
     """(d): the round trips of (a) on the digits model."""
     t0 = time.perf_counter()
-    grid = default_grid(den.schedule)
+    grid = default_spacing(den.schedule)
     dens = {torch.float32: in_dtype(den, torch.float32), F64: in_dtype(den, F64)}
     rows = round_trips(dens, SHAPE, batch, grid)
     head = [f"Digits model: {what}; {den.prediction} prediction, {grid} grid, {batch} images of noise; "

@@ -19,15 +19,9 @@ from torch import Tensor
 
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import default_spacing
-from ..diffusion.schedules import NoiseSchedule, RectifiedFlowSchedule
+from ..diffusion.schedules import RectifiedFlowSchedule
 from ..guidance import cfg as cfg_guidance
 from ..sampling.sample import sample
-
-
-def default_grid(schedule: NoiseSchedule) -> str:
-    """``uniform`` for flows whose range reaches the data (log-SNR is infinite there), else
-    ``logsnr`` (:func:`~timestepper.diffusion.grids.default_spacing`)."""
-    return default_spacing(schedule)
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ def generate(  # noqa: PLR0913 - keyword options of the front, mirroring timeste
         n: number of samples.
         shape: shape of one sample.
         solver, steps, grid: as in :func:`timestepper.sample` (grid defaults to
-            :func:`default_grid`).
+            :func:`~timestepper.diffusion.grids.default_spacing`).
         seed: seeds the noise (drawn on the host in float32, so a seed gives the same samples
             everywhere) and stochastic solvers.
         noise: explicit initial noise ``(n, *shape)`` instead of a seeded draw.
@@ -88,7 +82,7 @@ def generate(  # noqa: PLR0913 - keyword options of the front, mirroring timeste
     plan = _SamplingPlan(
         solver=solver,
         steps=steps,
-        grid=default_grid(denoiser.schedule) if grid is None else grid,
+        grid=default_spacing(denoiser.schedule) if grid is None else grid,
         seed=seed,
         labels=labels,
         cfg_scale=cfg_scale,

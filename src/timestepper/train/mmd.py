@@ -43,9 +43,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..diffusion.denoiser import Denoiser
+from ..diffusion.grids import default_spacing
 from ..sampling.adjoint import GRADIENTS
 from ..sampling.sample import sample
-from .generate import default_grid
 
 KERNELS = ("polynomial", "rbf")
 FEATURES = ("raw", "digits")
@@ -151,7 +151,7 @@ class MMDBudget:
 
     def draw(self, denoiser: Denoiser, noise: Tensor) -> Tensor:
         """Samples from ``noise`` at the budget, differentiable by ``gradient``."""
-        grid = self.grid or default_grid(denoiser.schedule)
+        grid = self.grid or default_spacing(denoiser.schedule)
         return sample(denoiser, noise, self.solver, self.steps, grid,  # type: ignore[return-value]
                       gradient=self.gradient)
 
@@ -302,7 +302,7 @@ def budget_mmd(denoiser: Denoiser, data: Tensor, noise: Tensor, budget: int | MM
     phi = feature_map(features)
     real = phi(data).double()
     kern = make_kernel(kernel, real, rbf_bandwidths)
-    x = sample(denoiser, noise, plan.solver, plan.steps, plan.grid or default_grid(denoiser.schedule))
+    x = sample(denoiser, noise, plan.solver, plan.steps, plan.grid or default_spacing(denoiser.schedule))
     return float(mmd2_unbiased(phi(x).double(), real, kern))  # type: ignore[arg-type]
 
 
