@@ -163,6 +163,7 @@ ORDER_TESTS = {
     "usf": ("tests.solvers.test_schedule", "test_convergence_order"),
     "dpm-adaptive": ("tests.solvers.test_dpm_adaptive", "test_error_falls_as_nfe_to_minus_order"),
     "bdia-ddim": ("tests.solvers.test_bdia", "test_bdia_order"),
+    "bdia-edm": ("tests.solvers.test_bdia_edm", "test_bdia_edm_order"),
     "dpm-solver-v3": ("tests.solvers.test_dpm_v3", "test_convergence_order"),
     "dc-unipc": ("tests.solvers.test_dc_unipc", "test_convergence_order"),
     **{n: ("tests.solvers.test_convergence_foundation", "test_empirical_order_matches_declared")

@@ -91,9 +91,9 @@ SCHEDULES = {
 
 # Options for the accuracy check. BDIA's default gamma = 1 (the exactly invertible, time-symmetric
 # form) has a leapfrog-like parasitic mode: at 12 log-SNR steps on VE/EDM it is less accurate
-# than DDIM (docs/inversion.md, table (b)); its order and inverse are tested in test_bdia.py, and
-# gamma = 0.5, the sampling setting, is checked here.
-ACCURACY_OPTIONS = {"bdia-ddim": {"gamma": 0.5}}
+# than DDIM (docs/inversion.md, table (b)), and so is BDIA-EDM's; their orders and inverses are
+# tested in test_bdia.py and test_bdia_edm.py, and gamma = 0.5, the sampling setting, is checked here.
+ACCURACY_OPTIONS = {"bdia-ddim": {"gamma": 0.5}, "bdia-edm": {"gamma": 0.5}}
 
 
 @pytest.fixture(scope="module")

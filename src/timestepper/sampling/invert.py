@@ -12,8 +12,9 @@ Three methods, on the grid ``sample`` would use with the same ``steps``/``grid``
   fixed-point iterations ``x_i <- A x_{i+1} + B eps(x_i, t_i)`` per step (Pan et al. 2023,
   "Effective real image editing with accelerated iterative diffusion inversion"; Garibi et al.
   2024, "ReNoise"): one extra model call per iteration, converges where the step contracts.
-* ``"bdia"`` (solver ``"bdia-ddim"``): the exact inverse of BDIA-DDIM (Zhang et al. 2023;
-  :mod:`timestepper.solvers.bdia`), which inverts the pair ``(x_N, x_{N-1})``; pass
+* ``"bdia"`` (solvers ``"bdia-ddim"`` and ``"bdia-edm"``): the exact inverse of BDIA (Zhang et
+  al. 2023; :mod:`timestepper.solvers.bdia`, :mod:`timestepper.solvers.bdia_edm`), which
+  inverts the pair ``(x_N, x_{N-1})``; pass
   ``previous=`` (the state before the last, e.g. ``sample(..., save="all").ys[-2]``) for an
   exact round trip of a sample; without it the companion is estimated by fixed-point inversion of
   the last step, as for a real image.
@@ -35,13 +36,15 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import make_grid
 from ..diffusion.term import DiffusionTerm
 from ..solvers.bdia import BDIA, invert_bdia
+from ..solvers.bdia_edm import BDIAEDM, invert_bdia_edm
 from ..solvers.ddim import DDIM
 from ..solvers.registry import get
 from .adjoint_recovery import ddim_inverse_step
 from .sample import sample
 
 METHODS = ("naive", "fixed-point", "bdia")
-INVERTIBLE = ("ddim (methods 'naive', 'fixed-point')", "bdia-ddim (method 'bdia', exact)")
+INVERTIBLE = ("ddim (methods 'naive', 'fixed-point')", "bdia-ddim and bdia-edm (method 'bdia', exact)")
+BDIA_SOLVERS = (BDIA, BDIAEDM)
 
 
 @dataclass
@@ -82,7 +85,7 @@ def _invert_ddim(term, grid, x0, iterations):
     return x, grid.steps * (iterations + 1), {}
 
 
-def _invert_bdia(term, grid, x0, solver: BDIA, previous, iterations):
+def _invert_bdia(term, grid, x0, solver: BDIA | BDIAEDM, previous, iterations):
     nfe = 0
     if previous is None:  # estimate the companion as for a real image
         previous = ddim_inverse_step(term, grid, grid.steps - 1, x0, iterations, term.points(grid, x0))
@@ -92,8 +95,12 @@ def _invert_bdia(term, grid, x0, solver: BDIA, previous, iterations):
         if previous.shape != x0.shape or previous.dtype != x0.dtype:
             raise ValueError(f"previous must be shaped and typed like x0 ({tuple(x0.shape)}, {x0.dtype}), "
                              f"got ({tuple(previous.shape)}, {previous.dtype})")
-    first, companion = invert_bdia(term, grid, x0, previous, solver.gamma)
-    return first, nfe + grid.steps - 1, {"companion": companion}
+    if isinstance(solver, BDIAEDM):
+        first, companion, calls = invert_bdia_edm(term, grid, x0, previous, solver)
+    else:
+        first, companion = invert_bdia(term, grid, x0, previous, solver.gamma)
+        calls = grid.steps - 1
+    return first, nfe + calls, {"companion": companion}
 
 
 def _solver_and_method(solver: Any, method: str | None) -> tuple[Any, str]:
@@ -101,9 +108,9 @@ def _solver_and_method(solver: Any, method: str | None) -> tuple[Any, str]:
     if slv.is_stochastic:
         raise ValueError(f"cannot invert the stochastic solver {slv.display_name!r}: its steps draw "
                          f"noise; invert with a deterministic one: {', '.join(INVERTIBLE)}")
-    default = "bdia" if isinstance(slv, BDIA) else "naive"
+    default = "bdia" if isinstance(slv, BDIA_SOLVERS) else "naive"
     m = check_choice(method or default, METHODS, "method")
-    ok = (isinstance(slv, BDIA) and m == "bdia") or (type(slv) is DDIM and m != "bdia")
+    ok = (isinstance(slv, BDIA_SOLVERS) and m == "bdia") or (type(slv) is DDIM and m != "bdia")
     if not ok:
         raise ValueError(f"method {m!r} does not invert solver {slv.display_name!r}; invert supports "
                          f"{', '.join(INVERTIBLE)}")
@@ -129,7 +136,7 @@ def invert(  # noqa: PLR0913 - keyword options of the front, all with defaults
     Args:
         denoiser: the :class:`Denoiser`.
         x0: samples (data end of the grid).
-        solver: ``"ddim"`` or ``"bdia-ddim"`` (a name or an instance; stochastic solvers are refused).
+        solver: ``"ddim"``, ``"bdia-ddim"`` or ``"bdia-edm"`` (a name or an instance; stochastic solvers are refused).
         steps, grid, final, grid_options: the sampling grid, as in :func:`sample`.
         method: ``"naive"`` (default for DDIM), ``"fixed-point"`` or ``"bdia"`` (default for BDIA).
         iterations: fixed-point iterations per step (``"fixed-point"``; and the estimate of the

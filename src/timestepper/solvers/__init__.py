@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (registration)
     ancestral,
     autoregressive,
     bdia,
+    bdia_edm,
     dc_unipc,
     ddim,
     deis,
