@@ -4,7 +4,8 @@
   ``Conv2d`` leaf is put in a :class:`torch.ao.quantization.QuantWrapper` (eager mode: a
   ``QuantStub`` before it, a ``DeQuantStub`` after it), observed on a calibration set and
   converted to ``torch.ao.nn.quantized`` modules, which run fbgemm/onednn int8 kernels on the CPU
-  (engine ``x86``). Activations use PyTorch's x86 default observer, ``HistogramObserver``, whose
+  (engine ``x86``). Activations use PyTorch's x86 default observer, ``HistogramObserver`` (over
+  the full 8-bit range by default, see :func:`static_qconfig`), whose
   range search minimises the L2 (MSE) error of the quantized histogram: PTQ4DM's calibration
   metric (Shang et al. 2023, Sec. 4.3, MSE over cosine/KL). Weights: int8, per output channel,
   symmetric. The elementwise operations between layers (GroupNorm, SiLU, additions, skips) stay in
@@ -79,18 +80,23 @@ def replace(net: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def static_qconfig() -> torch.ao.quantization.QConfig:
-    """PyTorch's default x86 qconfig: ``HistogramObserver`` activations (quint8, range reduced to
-    7 bits as the x86 engine asks for portable results without VNNI), per-channel symmetric int8
-    weights."""
+def static_qconfig(reduce_range: bool = False) -> torch.ao.quantization.QConfig:
+    """W8A8 qconfig: ``HistogramObserver`` activations (quint8; the full 8-bit range unless
+    ``reduce_range``), per-channel symmetric int8 weights (PyTorch's x86 default observers).
+
+    PyTorch's own x86 default reduces activations to 7 bits, against the overflow of the 16-bit
+    intermediate sums of fbgemm's kernels on CPUs without VNNI instructions; on CPUs with VNNI (and
+    on onednn) the full range is exact, and it halves the activation rounding error."""
     with quiet_ao():
-        return torch.ao.quantization.get_default_qconfig(ENGINE)
+        return torch.ao.quantization.QConfig(
+            activation=torch.ao.quantization.HistogramObserver.with_args(reduce_range=reduce_range),
+            weight=torch.ao.quantization.default_per_channel_weight_observer)
 
 
-def wrap_static(net: nn.Module, names: list[str]) -> None:
+def wrap_static(net: nn.Module, names: list[str], reduce_range: bool = False) -> None:
     """Wrap the leaves ``names`` of ``net`` for static quantization and insert the observers."""
     torch.backends.quantized.engine = ENGINE
-    qconfig = static_qconfig()
+    qconfig = static_qconfig(reduce_range)
     for name in names:
         wrapper = torch.ao.quantization.QuantWrapper(net.get_submodule(name))
         wrapper.qconfig = qconfig

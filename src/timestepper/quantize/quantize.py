@@ -68,6 +68,7 @@ def quantize(  # noqa: PLR0913 - keyword options of the front
     time_module: str = "cond",
     tiar_iters: int = 1000,
     disturbance_tolerance: float = 0.0,
+    reduce_range: bool = False,
 ) -> Denoiser:
     """An int8 copy of ``denoiser`` by ``method`` (``ptq4dm``, ``weight-only``, ``tfmq``, ``tfm``).
 
@@ -84,6 +85,8 @@ def quantize(  # noqa: PLR0913 - keyword options of the front
             squared error: the quantized block's feature is kept where its disturbance is at most
             this, the full-precision cache is used elsewhere (default 0: every feature the
             quantized block disturbs at all is cached in full precision).
+        reduce_range: 7-bit activations (PyTorch's x86 default, for CPUs without VNNI; see
+            :func:`~timestepper.quantize.layers.static_qconfig`); default the full 8 bits.
 
     Raises:
         ValueError: unknown method, a layer that cannot be quantized (named), a network without
@@ -98,7 +101,7 @@ def quantize(  # noqa: PLR0913 - keyword options of the front
     start = time.perf_counter()
     model = copy.deepcopy(source).eval()
     net = getattr(model, "net", model)
-    info: dict[str, Any] = {"method": method, "time_module": time_module}
+    info: dict[str, Any] = {"method": method, "time_module": time_module, "reduce_range": bool(reduce_range)}
     if method == "weight-only":
         to_weight_only(net, quantizable_leaves(net))
         info["calibration"] = None
@@ -107,8 +110,9 @@ def quantize(  # noqa: PLR0913 - keyword options of the front
         info["calibration"] = {"solver": cal.solver, "steps": cal.steps, "grid": cal.grid,
                                "samples": cal.samples, "mean": cal.mean, "std": cal.std, "seed": cal.seed}
         if method in TEMPORAL:
-            info.update(_maintain_temporal(model, net, method, x, t, time_module, tiar_iters,
-                                           disturbance_tolerance))
+            info.update(_maintain_temporal(net, method, x, _time_inputs(model, t),
+                                           {"time_module": time_module, "iters": tiar_iters,
+                                            "tolerance": disturbance_tolerance}))
         _static_int8(model, net, info, x, t, cal.batch_size)
     info["calibration_s"] = time.perf_counter() - start
     model.quantization = info
@@ -133,7 +137,7 @@ def quantize_structure(net: nn.Module, info: dict[str, Any]) -> None:
     skip = _skipped(info)
     out = output_layer(net, skip)
     to_weight_only(net, [out])
-    wrap_static(net, [n for n in quantizable_leaves(net, skip) if n != out])
+    wrap_static(net, [n for n in quantizable_leaves(net, skip) if n != out], info.get("reduce_range", False))
 
 
 @torch.no_grad()
@@ -145,11 +149,12 @@ def _static_int8(model: nn.Module, net: nn.Module, info: dict[str, Any], x: Tens
     convert_static(net)
 
 
-def _maintain_temporal(model: nn.Module, net: nn.Module, method: str, x: Tensor, t: Tensor, time_module: str,
-                       iters: int, tolerance: float) -> dict[str, Any]:
-    """Install the temporal cache on the calibration grid: TIAR + FSC block (``tfmq``) or the
-    disturbance-aware choice between it and full-precision features (``tfm``)."""
-    c_noise = _time_inputs(model, t)
+def _maintain_temporal(net: nn.Module, method: str, x: Tensor, c_noise: Tensor,
+                       options: dict[str, Any]) -> dict[str, Any]:
+    """Install the temporal cache on the calibration grid (time inputs ``c_noise``): TIAR + FSC
+    block (``tfmq``) or the disturbance-aware choice between it and full-precision features
+    (``tfm``). ``options``: ``time_module``, TIAR ``iters``, selection ``tolerance``."""
+    time_module, iters, tolerance = options["time_module"], options["iters"], options["tolerance"]
     probe = (x[:1] * 0, c_noise[:1])
     consumers = find_block(net, time_module, probe)
     block = Block(net.get_submodule(time_module), {n: net.get_submodule(n) for n in consumers})
