@@ -21,9 +21,9 @@ import torch
 from ..diffusion.denoiser import Denoiser
 from ..train.checkpoint import build_model, model_config
 from ..train.store import CheckpointError
-from .layers import convert_static
+from .layers import convert_static, quantizable_leaves, to_weight_only
 from .quantize import TEMPORAL, quantize_structure
-from .temporal import find_block, install_cache, resize_cache
+from .temporal import install_cache, resize_cache
 from .tiar import Block, QuantizedBlock
 
 FORMAT = "timestepper-quantized"
@@ -77,8 +77,6 @@ def _structure(cfg: dict[str, Any]) -> torch.nn.Module:
     net = getattr(model, "net", model)
     info = cfg["quantization"]
     if info["method"] == "weight-only":
-        from .layers import quantizable_leaves, to_weight_only
-
         to_weight_only(net, quantizable_leaves(net))
         return model
     if info["method"] in TEMPORAL:
@@ -111,4 +109,4 @@ def load_quantized(directory: str | os.PathLike) -> Denoiser:
     return Denoiser(model, model.schedule, cfg["prediction"])
 
 
-__all__ = ["load_quantized", "save_quantized", "find_block"]
+__all__ = ["load_quantized", "save_quantized"]

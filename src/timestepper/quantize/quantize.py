@@ -38,7 +38,7 @@ from .layers import (
     wrap_static,
 )
 from .temporal import cached_features, extend_cache, find_block, install_cache
-from .tiar import Block, QuantizedBlock, feature_disturbance, tiar
+from .tiar import Block, feature_disturbance, tiar
 
 METHODS = ("ptq4dm", "weight-only", "tfmq", "tfm")
 TEMPORAL = ("tfmq", "tfm")
@@ -204,4 +204,4 @@ def cached_temporal_features(denoiser: Denoiser) -> tuple[Tensor, dict[str, Tens
     return cache.keys.clone(), {n: m.table.clone() for n, m in consumers.items()}
 
 
-__all__ = ["METHODS", "QuantizedBlock", "add_grid", "add_times", "cached_temporal_features", "quantize"]
+__all__ = ["METHODS", "add_grid", "add_times", "cached_temporal_features", "quantize"]
