@@ -1,7 +1,7 @@
 """The layers of the package (README, "Design"): data flows down one way.
 
-    fronts (sampling, ode, pde, train, integrations, bench, cli, guidance, data, cde's cdeint and
-            models, the package itself)
+    fronts (sampling, ode, pde, train, quantize, integrations, bench, cli, guidance, data, cde's
+            cdeint and models, the package itself)
       -> loop (timestepper.loop: integrate)
         -> solvers (timestepper.solvers: every solver and the registry)
           -> below (timestepper.core, timestepper.diffusion: terms, contracts, controllers,

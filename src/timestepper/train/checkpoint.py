@@ -161,6 +161,8 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG} in {directory}: not a timestepper checkpoint")
     cfg = read_json(path)
+    if cfg.get("format") == "timestepper-quantized":
+        raise CheckpointError(f"{path} holds a quantized model; load it with timestepper.quantize.load_quantized")
     if cfg.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a timestepper checkpoint (format={cfg.get('format')!r})"
