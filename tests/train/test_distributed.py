@@ -50,11 +50,18 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         assert ranks == Ranks(rank, world)
         # Different initial weights per rank: DDP must start every rank from rank 0's.
         surrogate = _surrogate(seed=rank)
+        rows: list[int] = []  # each rank computes on its half of every global batch
+        surrogate.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
         losses = pde.train_surrogate(surrogate, _traj(), PDE_CONFIG)
+        # 2 calls per step: the pushforward (unroll=1) and the loss
+        assert rows == [PDE_CONFIG.batch_size // world] * (2 * STEPS), rows
         torch.save({"weights": surrogate.state_dict(), "losses": losses},
                    os.path.join(folder, f"pde-{rank}.pt"))
-        res = train(_denoiser(seed=rank), flow_matching(), _points(),
-                    out=os.path.join(folder, "ckpt"), **DIFFUSION)
+        model = _denoiser(seed=rank)
+        rows.clear()
+        model.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+        res = train(model, flow_matching(), _points(), out=os.path.join(folder, "ckpt"), **DIFFUSION)
+        assert rows == [DIFFUSION["batch_size"] // world] * STEPS, rows
         torch.save({"weights": res.model.state_dict(), "ema": res.ema.state_dict(), "losses": res.losses},
                    os.path.join(folder, f"diffusion-{rank}.pt"))
     assert not torch.distributed.is_initialized()

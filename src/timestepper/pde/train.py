@@ -94,7 +94,7 @@ class _Loss(nn.Module):
 
     def __init__(self, surrogate: nn.Module) -> None:
         super().__init__()
-        self.surrogate = surrogate
+        self.surrogate: Any = surrogate  # any module with a ``loss`` method
 
     def forward(self, u_prev: Tensor, u_next: Tensor, generator: torch.Generator) -> Tensor:
         return self.surrogate.loss(u_prev, u_next, generator)
@@ -213,7 +213,7 @@ def _iteration(run: _SurrogateTraining) -> None:
         win = win[:, run.rows]
     win = win.to(run.device)
     u_prev = _pushforward(surrogate, win[0], cfg.unroll, run.noise)
-    loss_fn = run.loss_fn if run.loss_fn is not None else surrogate.loss
+    loss_fn: Any = run.loss_fn if run.loss_fn is not None else surrogate.loss
     loss = loss_fn(u_prev, win[-1], run.noise)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -147,7 +147,7 @@ def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> float:
     return float(total) / ranks.world
 
 
-def from_rank_zero(value: float, ranks: Ranks, device: torch.device) -> float:
+def from_rank_zero(value: float, ranks: Ranks, device: torch.device | None = None) -> float:
     """Rank 0's ``value`` on every rank (e.g. a wall-clock decision that must be shared so the
     ranks stay in step); the value itself without a group."""
     if not ranks.distributed:
