@@ -13,12 +13,13 @@ recorded and checked on reading). ``config.json`` holds
   settings.
 
 The folder holds ``model.safetensors`` and ``train_state.pt`` (optimiser, generator, iteration,
-losses: what :func:`timestepper.pde.train_surrogate` resumes from).
+losses: what :func:`timestepper.pde.train_surrogate` resumes from; read with
+:func:`load_train_state`). Writing and reading are those of the diffusion checkpoints
+(:mod:`timestepper.train.checkpoint`); only the config differs.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable
@@ -29,14 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..train.store import CheckpointError, checkpoint_file, read_json, save_folder
+from ..train.checkpoint import CONFIG, WEIGHTS, load_tensors, load_weights, save_checkpoint
+from ..train.checkpoint import load_train_state as load_train_state
+from ..train.store import CheckpointError, read_json
 from .models import FNO, UNet
 from .refiner import PDERefiner
 from .surrogate import OneStepSurrogate
 
 FORMAT = "timestepper-pde-surrogate"
 VERSION = 1
-CONFIG, WEIGHTS, TRAIN_STATE = "config.json", "model.safetensors", "train_state.pt"
 
 
 def _unet(dim: int, hidden: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2),
@@ -129,19 +131,12 @@ class DataRecord:
 
 def save_surrogate(directory: str | os.PathLike, surrogate: nn.Module, config: dict[str, Any],
                    train_state: dict[str, Any] | None = None) -> Path:
-    """Write ``surrogate``'s weights, ``config`` (see the module docstring) and the resume state
-    atomically to ``directory``; returns the new ``step-*`` folder."""
-    from safetensors.torch import save
-
-    weights = {k: v.detach().contiguous().cpu() for k, v in surrogate.state_dict().items()}
-    files = {WEIGHTS: save(weights)}
-    if train_state is not None:
-        buffer = io.BytesIO()
-        torch.save(train_state, buffer)
-        files[TRAIN_STATE] = buffer.getvalue()
-    step = int((train_state or {}).get("iteration", config.get("training", {}).get("iterations", 0)))
-    config = {"format": FORMAT, "version": VERSION, **config}
-    return save_folder(Path(directory), f"step-{step:08d}", files, config)
+    """Write ``surrogate``'s weights, ``config`` (see the module docstring) and the resume state of
+    :func:`~timestepper.pde.train_surrogate` atomically to ``directory``; returns the new
+    ``step-*`` folder (named after the iterations trained)."""
+    state = None if train_state is None else {**train_state, "step": int(train_state["iteration"])}
+    return save_checkpoint(directory, {"format": FORMAT, "version": VERSION, **config}, surrogate,
+                           train_state=state)
 
 
 def read_surrogate_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -164,32 +159,18 @@ def read_surrogate_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 def load_surrogate(directory: str | os.PathLike, map_location: str | torch.device = "cpu"
                    ) -> tuple[nn.Module, dict[str, Any]]:
-    """``(surrogate, config)`` of a checkpoint; the surrogate is in eval mode on ``map_location``."""
-    from safetensors.torch import load_file
+    """``(surrogate, config)`` of a checkpoint; the surrogate is in eval mode on ``map_location``.
 
-    d = Path(directory)
-    cfg = read_surrogate_config(d)
+    Raises:
+        FileNotFoundError: ``directory`` holds no ``config.json``.
+        CheckpointError: a file is corrupt, truncated, missing or does not fit the surrogate.
+    """
+    cfg = read_surrogate_config(directory)
     spec = cfg["surrogate"]
     surrogate = build_surrogate(spec["name"], int(spec["dim"]), spec.get("kwargs"))
-    path = checkpoint_file(d, cfg, WEIGHTS)
-    try:
-        surrogate.load_state_dict(load_file(str(path), device=str(map_location)))
-    except RuntimeError as e:
-        raise CheckpointError(f"the weights in {path} do not fit the surrogate of {d / CONFIG}: "
-                              f"{str(e).splitlines()[0]}") from e
+    tensors = load_tensors(directory, cfg, WEIGHTS, device=str(map_location))
+    load_weights(surrogate, tensors, f"{directory} ({WEIGHTS})")
     return surrogate.to(map_location).eval(), cfg
-
-
-def load_train_state(directory: str | os.PathLike, config: dict[str, Any]) -> dict[str, Any]:
-    """The resume state of a checkpoint (for ``train_surrogate(..., state=)``)."""
-    path = checkpoint_file(Path(directory), config, TRAIN_STATE)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt zip or pickle: several exception types
-        raise CheckpointError(f"{path} is not a readable training state: {e}") from e
-    if not isinstance(state, dict) or "iteration" not in state:
-        raise CheckpointError(f"{path} does not hold a surrogate training state")
-    return state
 
 
 __all__ = [

@@ -31,15 +31,8 @@ from typing import Any
 
 import torch
 
-from ..cli_args import (
-    UsageError,
-    nonnegative_int,
-    output_file,
-    positive_float,
-    positive_int,
-    positive_ints,
-    require_modules,
-)
+from .. import cli_args as kinds  # argparse types
+from ..cli_args import UsageError, require_modules
 from ..train.distributed import is_main_process, local_device, process_group
 from ..train.store import write_json_atomically
 from . import metrics
@@ -58,11 +51,11 @@ from .train import TrainConfig, train_surrogate
 
 # Options of the surrogates, by name: (option, keyword of the builder, type, help).
 _MODEL_OPTIONS = (
-    ("--width", "width", positive_int, "channels: U-Net hidden width / FNO width (default 32)"),
-    ("--modes", "modes", positive_int, "FNO Fourier modes per dimension (default 16)"),
-    ("--layers", "layers", positive_int, "FNO layers (default 4)"),
-    ("--refine-steps", "num_steps", positive_int, "PDE-Refiner refinement steps K (default 3)"),
-    ("--min-noise-std", "min_noise_std", positive_float, "PDE-Refiner sigma_min (default 4e-7)"),
+    ("--width", "width", kinds.positive_int, "channels: U-Net hidden width / FNO width (default 32)"),
+    ("--modes", "modes", kinds.positive_int, "FNO Fourier modes per dimension (default 16)"),
+    ("--layers", "layers", kinds.positive_int, "FNO layers (default 4)"),
+    ("--refine-steps", "num_steps", kinds.positive_int, "PDE-Refiner refinement steps K (default 3)"),
+    ("--min-noise-std", "min_noise_std", kinds.positive_float, "PDE-Refiner sigma_min (default 4e-7)"),
 )
 _ACCEPTS = {
     "unet": {"width": "hidden"},
@@ -85,14 +78,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     for option, dest, kind, text in _MODEL_OPTIONS:
         p.add_argument(option, dest=dest, type=kind, default=None, help=text)
     p.add_argument("--residual", action="store_true", help="unet/fno: predict the increment")
-    p.add_argument("--model-dt", type=positive_float, default=None,
+    p.add_argument("--model-dt", type=kinds.positive_float, default=None,
                    help="time of one model step, a multiple of the data's frame step (default: one frame)")
-    p.add_argument("--steps", type=positive_int, default=1000, help="optimizer steps (total, with --resume)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="global batch (split across processes)")
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--unroll", type=nonnegative_int, default=0, help="pushforward steps")
-    p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
+    p.add_argument("--steps", type=kinds.positive_int, default=1000, help="optimizer steps (total, with --resume)")
+    p.add_argument("--batch-size", type=kinds.positive_int, default=32, help="global batch (split across processes)")
+    p.add_argument("--lr", type=kinds.positive_float, default=1e-3)
+    p.add_argument("--unroll", type=kinds.nonnegative_int, default=0, help="pushforward steps")
+    p.add_argument("--seed", type=kinds.nonnegative_int, default=0)
+    p.add_argument("--threads", type=kinds.positive_int, default=None, help="torch.set_num_threads")
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -113,14 +106,14 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="directory written by `timestepper pde train`")
     p.add_argument("data", help="HDF5 file of the same equation and grid")
     p.add_argument("--split", default="test", help="split of the file (default test)")
-    p.add_argument("--steps", type=positive_int, default=None,
+    p.add_argument("--steps", type=kinds.positive_int, default=None,
                    help="rollout model steps (default: as many as the trajectories hold)")
-    p.add_argument("--horizons", type=positive_ints, default=[1, 10, 50],
+    p.add_argument("--horizons", type=kinds.positive_ints, default=[1, 10, 50],
                    help="model steps at which to report the rollout error (default 1,10,50)")
-    p.add_argument("--threshold", type=positive_float, default=0.8, help="correlation threshold")
-    p.add_argument("--seed", type=nonnegative_int, default=0, help="noise of stochastic surrogates")
-    p.add_argument("--plot", type=output_file, default=None, help="PNG of rollouts vs reference")
-    p.add_argument("--json", type=output_file, default=None, help="write the metrics as JSON")
+    p.add_argument("--threshold", type=kinds.positive_float, default=0.8, help="correlation threshold")
+    p.add_argument("--seed", type=kinds.nonnegative_int, default=0, help="noise of stochastic surrogates")
+    p.add_argument("--plot", type=kinds.output_file, default=None, help="PNG of rollouts vs reference")
+    p.add_argument("--json", type=kinds.output_file, default=None, help="write the metrics as JSON")
     p.set_defaults(func=_eval)
 
 

@@ -14,15 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..train.distributed import (
-    Ranks,
-    batch_rows,
-    current_ranks,
-    data_parallel,
-    from_rank_zero,
-    mean_over_ranks,
-    rank_generator,
-)
+from ..train import distributed as ddp
 
 
 @dataclass
@@ -79,7 +71,7 @@ class _SurrogateTraining:
     noise: torch.Generator  # the surrogate's own draws (the same as ``generator`` in one process)
     opt: torch.optim.Optimizer
     device: torch.device
-    ranks: Ranks = field(default_factory=Ranks)
+    ranks: ddp.Ranks = field(default_factory=ddp.Ranks)
     rows: slice | None = None
     loss_fn: nn.Module | None = None
     bar: Any = None
@@ -154,14 +146,14 @@ def _setup(
     params = [p for p in surrogate.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     device = next(iter(params)).device
-    ranks = current_ranks()
+    ranks = ddp.current_ranks()
     run = _SurrogateTraining(surrogate, traj, cfg, g, g, opt, device, ranks)
     if state:
         _restore(run, state)
     if ranks.distributed:
-        run.rows = batch_rows(cfg.batch_size, ranks)
-        run.noise = rank_generator(cfg.seed, ranks.rank, run.first)
-        run.loss_fn = data_parallel(_Loss(surrogate), device)
+        run.rows = ddp.batch_rows(cfg.batch_size, ranks)
+        run.noise = ddp.rank_generator(cfg.seed, ranks.rank, run.first)
+        run.loss_fn = ddp.data_parallel(_Loss(surrogate), device)
     if progress and ranks.rank == 0:
         from tqdm.auto import tqdm
 
@@ -198,7 +190,7 @@ def _set_learning_rate(run: _SurrogateTraining, it: int) -> None:
     cfg = run.cfg
     frac = it / cfg.iterations
     if cfg.time_budget_s is not None:
-        elapsed = from_rank_zero(time.perf_counter() - run.start, run.ranks, run.device)
+        elapsed = ddp.from_rank_zero(time.perf_counter() - run.start, run.ranks, run.device)
         frac = max(frac, elapsed / cfg.time_budget_s)
     for group in run.opt.param_groups:
         group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
@@ -218,7 +210,7 @@ def _iteration(run: _SurrogateTraining) -> None:
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
-    run.losses.append(mean_over_ranks(loss.detach(), run.ranks))
+    run.losses.append(ddp.mean_over_ranks(loss.detach(), run.ranks))
     if run.bar is not None:
         run.bar.update(1)
         run.bar.set_postfix(loss=f"{run.losses[-1]:.3g}")
@@ -240,7 +232,7 @@ def _out_of_time(run: _SurrogateTraining) -> bool:
     if budget is None:
         return False
     late = time.perf_counter() - run.start > budget
-    return bool(from_rank_zero(float(late), run.ranks, run.device))
+    return bool(ddp.from_rank_zero(float(late), run.ranks, run.device))
 
 
 __all__ = ["TrainConfig", "sample_windows", "train_surrogate"]
