@@ -85,6 +85,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=kinds.positive_float, default=1e-3)
     p.add_argument("--unroll", type=kinds.nonnegative_int, default=0, help="pushforward steps")
     p.add_argument("--seed", type=kinds.nonnegative_int, default=0)
+    p.add_argument("--time-budget", type=kinds.positive_float, default=None,
+                   help="wall-clock seconds; the learning rate decays over the budget and training stops")
     p.add_argument("--threads", type=kinds.positive_int, default=None, help="torch.set_num_threads")
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     again = p.add_mutually_exclusive_group()
@@ -203,9 +205,9 @@ def _train(args: argparse.Namespace) -> int:
     model_dt = saved["model_dt"] if saved else (args.model_dt or record.dt_frame)
     k = frames_per_model_step(attrs, model_dt)
     cfg = TrainConfig(iterations=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      frames_per_step=k, unroll=args.unroll, seed=args.seed)
-    with process_group():
-        device = torch.device(args.device) if args.device else local_device()
+                      frames_per_step=k, unroll=args.unroll, seed=args.seed, time_budget_s=args.time_budget)
+    device = torch.device(args.device) if args.device else local_device()
+    with process_group("gloo" if device.type == "cpu" else None):
         torch.manual_seed(args.seed)
         surrogate, state = _initial(args, spec, saved, device)
         t0 = time.perf_counter()
@@ -214,7 +216,7 @@ def _train(args: argparse.Namespace) -> int:
             config = {"equation": record.to_config(), "surrogate": spec, "model_dt": model_dt,
                       "frames_per_step": k, "training": _training_record(args, cfg, traj, state)}
             save_surrogate(args.out, surrogate, config, state)
-            _report(args, losses, time.perf_counter() - t0, spec, record)
+            _report(args, losses, time.perf_counter() - t0, spec, record, state)
     return 0
 
 
@@ -235,10 +237,11 @@ def _training_record(args: argparse.Namespace, cfg: TrainConfig, traj: torch.Ten
 
 
 def _report(args: argparse.Namespace, losses: list[float], seconds: float, spec: dict[str, Any],
-            record: DataRecord) -> None:
+            record: DataRecord, state: dict[str, Any] | None = None) -> None:
     k = min(50, len(losses))
     tail = sum(losses[-k:]) / k if k else float("nan")
-    print(f"trained {spec['name']} on {record.describe()}: {len(losses)} steps in {seconds:.1f}s, "
+    total = (state or {}).get("iteration", len(losses))
+    print(f"trained {spec['name']} on {record.describe()}: {len(losses)} steps ({total} in all) in {seconds:.1f}s, "
           f"mean loss of the last {k} {tail:.4g}; saved to {args.out}")
 
 
