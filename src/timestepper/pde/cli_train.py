@@ -4,11 +4,10 @@
 
     timestepper pde generate ks --n-train 512 --n-test 128 --out ks.h5
     timestepper pde train ks.h5 --model unet --model-dt 0.8 --steps 20000 --out runs/ks-unet
-    torchrun --nproc_per_node 2 -m timestepper pde train ks.h5 --out runs/ks-unet   # DDP
+    torchrun --nproc_per_node 2 -m timestepper.cli pde train ks.h5 --out runs/ks-unet   # DDP
     timestepper pde eval runs/ks-unet ks.h5 --horizons 1,10,50 --plot rollouts.png
 
-``train`` reads the ``train`` split of one or more files of the same equation and grid (the
-``test`` split of the first file for a validation line at the end), trains with
+``train`` reads the ``train`` split of one or more files of the same equation and grid, trains with
 :func:`~timestepper.pde.train_surrogate` and writes a checkpoint
 (:mod:`timestepper.pde.checkpoint`) that records the equation, resolution, model step and the
 surrogate's configuration. Under ``torchrun`` every process trains on its share of each global

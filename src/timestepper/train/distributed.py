@@ -15,7 +15,7 @@ global batch, up to floating-point reassociation.
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), with ``gloo`` on CPU and
 ``nccl`` on CUDA, and destroys it on exit::
 
-    torchrun --nproc_per_node 2 -m timestepper pde train ks.h5 --out runs/ks-unet
+    torchrun --nproc_per_node 2 -m timestepper.cli pde train ks.h5 --out runs/ks-unet
 
 Only rank 0 shows progress and writes checkpoints (:func:`is_main_process`).
 """
