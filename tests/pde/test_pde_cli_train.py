@@ -120,6 +120,29 @@ def test_resume_continues_the_checkpoint(files, tmp_path):
         _train(files, out, "--resume", "--steps", "30", "--model", "unet")
 
 
+def test_a_run_killed_after_a_periodic_save_resumes_to_the_uninterrupted_weights(files, tmp_path, monkeypatch):
+    from timestepper.pde import cli_train
+
+    assert _train(files, tmp_path / "whole", "--steps", "12") == 0
+    real, saves = cli_train.save_surrogate, []
+
+    def save_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        saves.append(args[3]["iteration"])
+        raise KeyboardInterrupt  # killed right after the first periodic save
+
+    monkeypatch.setattr(cli_train, "save_surrogate", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _train(files, tmp_path / "killed", "--steps", "12", "--save-every", "5")
+    monkeypatch.undo()
+    assert saves == [5] and (tmp_path / "killed" / "step-00000005").is_dir()
+    assert _train(files, tmp_path / "killed", "--steps", "12", "--resume") == 0
+    a, _ = load_surrogate(tmp_path / "whole")
+    b, _ = load_surrogate(tmp_path / "killed")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
 def test_data_of_another_equation_or_resolution_is_refused_naming_both(files, tmp_path):
     out = tmp_path / "run"
     _train(files, out)

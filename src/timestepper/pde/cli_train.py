@@ -87,6 +87,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=kinds.positive_float, default=None,
                    help="wall-clock seconds; the learning rate decays over the budget and training stops")
     p.add_argument("--threads", type=kinds.positive_int, default=None, help="torch.set_num_threads")
+    p.add_argument("--save-every", type=kinds.nonnegative_int, default=0,
+                   help="also checkpoint every N steps (default 0: at the end only); --resume continues")
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -209,12 +211,18 @@ def _train(args: argparse.Namespace) -> int:
     with process_group("gloo" if device.type == "cpu" else None):
         torch.manual_seed(args.seed)
         surrogate, state = _initial(args, spec, saved, device)
+        config = {"equation": record.to_config(), "surrogate": spec, "model_dt": model_dt,
+                  "frames_per_step": k, "training": _training_record(args, cfg, traj)}
+
+        def save(at: dict[str, Any]) -> None:  # rank 0 writes; the state is the same on every rank
+            if is_main_process():
+                save_surrogate(args.out, surrogate, config, at)
+
         t0 = time.perf_counter()
-        losses = train_surrogate(surrogate, traj, cfg, progress=not args.no_progress, state=state)
+        losses = train_surrogate(surrogate, traj, cfg, progress=not args.no_progress, state=state,
+                                 save_every=args.save_every, save=save)
+        save(state)
         if is_main_process():
-            config = {"equation": record.to_config(), "surrogate": spec, "model_dt": model_dt,
-                      "frames_per_step": k, "training": _training_record(args, cfg, traj, state)}
-            save_surrogate(args.out, surrogate, config, state)
             _report(args, losses, time.perf_counter() - t0, spec, record, state)
     return 0
 
@@ -228,9 +236,10 @@ def _initial(args: argparse.Namespace, spec: dict[str, Any], saved: dict[str, An
     return surrogate, load_train_state(args.out, saved)
 
 
-def _training_record(args: argparse.Namespace, cfg: TrainConfig, traj: torch.Tensor,
-                     state: dict[str, Any]) -> dict[str, Any]:
-    return {"iterations": state.get("iteration", cfg.iterations), "batch_size": cfg.batch_size,
+def _training_record(args: argparse.Namespace, cfg: TrainConfig, traj: torch.Tensor) -> dict[str, Any]:
+    """The ``training`` entry of the checkpoint (the iterations done are in its folder's name and
+    training state)."""
+    return {"iterations": cfg.iterations, "batch_size": cfg.batch_size,
             "lr": cfg.lr, "unroll": cfg.unroll, "seed": cfg.seed, "data": [str(p) for p in args.data],
             "trajectories": int(traj.shape[0]), "frames": int(traj.shape[1])}
 

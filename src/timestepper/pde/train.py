@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,8 @@ def train_surrogate(
     *,
     progress: bool = False,
     state: dict[str, Any] | None = None,
+    save_every: int = 0,
+    save: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[float]:
     """Train ``surrogate`` (anything with ``loss(u_prev, u_next, generator)`` and ``predict``) on
     trajectories ``traj`` of shape ``(N, T, *space)``; returns the loss of every iteration.
@@ -109,6 +112,10 @@ def train_surrogate(
             ``generator``, ``losses``) continues it up to ``cfg.iterations``; the dict is updated in
             place with the state at the end (pass ``{}`` to start afresh and receive it). The
             returned losses are those of this call.
+        save_every, save: call ``save(state)`` with the state of the run (the dict ``state``
+            receives) every ``save_every`` iterations before the last (``0``: never), e.g. to
+            write a checkpoint; a run resumed from such a state with the same ``cfg`` continues
+            exactly as if uninterrupted (for a surrogate without noise of its own under DDP).
 
     Under ``torchrun`` (an initialised ``torch.distributed`` group; see
     :func:`timestepper.train.distributed.process_group`) the surrogate's loss is computed through
@@ -129,6 +136,8 @@ def train_surrogate(
         _iteration(run)
         if _out_of_time(run):
             break
+        if save is not None and save_every and (it + 1) % save_every == 0 and it + 1 < cfg.iterations:
+            save(_final_state(run))
     if run.bar is not None:
         run.bar.close()
     surrogate.eval()
