@@ -24,6 +24,7 @@ from ..cli_args import (
     require_modules,
     solver_name,
 )
+from .cli_train import add_train_commands
 from .data import STORE_DTYPES, GenerationConfig, generate, write_hdf5
 from .equations1d import Burgers, KdV, KuramotoSivashinsky
 from .navier_stokes import NavierStokes2D
@@ -119,7 +120,7 @@ def _config(
 
 
 def add_commands(subparsers) -> None:
-    """Register ``pde generate``."""
+    """Register ``pde generate``, ``pde train`` and ``pde eval``."""
     pde = subparsers.add_parser("pde", help="spectral PDE solvers and data sets")
     sub = pde.add_subparsers(dest="pde_command", required=True)
     gen = sub.add_parser("generate", help="generate a trajectory data set (HDF5)")
@@ -157,6 +158,7 @@ def add_commands(subparsers) -> None:
     )
     gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(func=_generate)
+    add_train_commands(sub)  # pde train, pde eval
 
 
 __all__ = ["PRESETS", "add_commands", "build_equation"]

@@ -106,15 +106,36 @@ class GenerationConfig:
         return round(self.duration / (self.dt * self.save_every)) + 1
 
 
+# Largest wavenumber of the random initial fields, by spatial dimension (:mod:`.initial`).
+INITIAL_MAX_WAVENUMBER = {1: 3, 2: 4}
+
+
+def check_resolution(eq: SpectralEquation) -> None:
+    """Refuse a grid too coarse for the random initial fields: their wavenumbers must lie in the
+    band the 2/3 de-aliasing rule keeps (``|k| <= n/3``; ``< n/2`` without de-aliasing)."""
+    k_max, n = INITIAL_MAX_WAVENUMBER[eq.space_dims], eq.shape[-1]
+    dealias = getattr(eq, "dealias", True)
+    kept = n // 3 if dealias else (n - 1) // 2
+    if k_max > kept:
+        need = 3 * k_max if dealias else 2 * k_max + 1
+        need += need % 2
+        band = "the 2/3 de-aliasing band |k| <= n/3" if dealias else "the grid's modes |k| < n/2"
+        raise ValueError(
+            f"n={n} is too small: the random initial fields have wavenumbers up to {k_max}, "
+            f"which must lie in {band} = {kept}; use n >= {need}"
+        )
+
+
 def initial_conditions(eq: SpectralEquation, indices: range, seed: int, stream: int) -> Tensor:
     """Random initial fields (float64) for the given sample indices."""
     out = []
+    k_max = INITIAL_MAX_WAVENUMBER[eq.space_dims]
     for i in indices:
         g = sample_generator(seed, stream, i)
         if eq.space_dims == 1:
-            out.append(sum_of_sines(eq.x, eq.length, g))
+            out.append(sum_of_sines(eq.x, eq.length, g, max_wavenumber=k_max))
         else:
-            out.append(random_vorticity(eq.n, g))
+            out.append(random_vorticity(eq.n, g, max_wavenumber=k_max))
     return torch.stack(out)
 
 
@@ -122,14 +143,19 @@ def _simulate_batch(
     eq: SpectralEquation, cfg: GenerationConfig, indices: range, stream: int
 ) -> Tensor:
     torch.set_num_threads(1)
-    u = initial_conditions(eq, indices, cfg.seed, stream).to(getattr(torch, cfg.dtype))
-    if cfg.t_burn_in > 0:
-        u = eq.simulate(u, t_end=cfg.t_burn_in, dt=cfg.dt, solver=cfg.solver)
-    traj = eq.simulate(
-        u, t_end=cfg.duration, dt=cfg.dt, solver=cfg.solver, save_every=cfg.save_every
-    )
     names = {v: k for k, v in SPLITS.items()}
     what = f"trajectories {indices.start}..{indices.stop - 1} of split {names[stream]!r}"
+    u = initial_conditions(eq, indices, cfg.seed, stream).to(getattr(torch, cfg.dtype))
+    phase = "the burn-in"
+    try:
+        if cfg.t_burn_in > 0:
+            u = eq.simulate(u, t_end=cfg.t_burn_in, dt=cfg.dt, solver=cfg.solver)
+        phase = "the saved part"
+        traj = eq.simulate(
+            u, t_end=cfg.duration, dt=cfg.dt, solver=cfg.solver, save_every=cfg.save_every
+        )
+    except NonFiniteError as exc:  # name the trajectories; the message names the step and dt
+        raise NonFiniteError(f"{what} blew up in {phase}: {exc}") from exc
     return to_store_dtype(traj, cfg.store_dtype, what)
 
 
@@ -172,6 +198,7 @@ def generate(
         progress: a tqdm bar over trajectories.
     """
     n_samples, workers = _check_generate_options(split, n_samples, workers)
+    check_resolution(eq)
     stream = SPLITS[split]
     batches = [
         range(s, min(s + cfg.batch_size, n_samples)) for s in range(0, n_samples, cfg.batch_size)
@@ -293,6 +320,7 @@ def frames_per_model_step(attrs: dict, model_dt: float) -> int:
 
 __all__ = [
     "GenerationConfig",
+    "check_resolution",
     "frames_per_model_step",
     "generate",
     "initial_conditions",

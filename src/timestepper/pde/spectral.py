@@ -17,7 +17,10 @@ from torch import Tensor
 
 def check_grid(length: float, n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 4 or n % 2:
-        raise ValueError(f"n (grid points) must be an even integer >= 4, got {n!r}")
+        raise ValueError(
+            f"n (grid points) must be an even integer >= 4 (an rfft grid with its Nyquist mode, "
+            f"on which the 2/3 de-aliasing rule keeps |k| <= n/3), got {n!r}"
+        )
     if not (isinstance(length, (int, float)) and math.isfinite(length) and length > 0):
         raise ValueError(f"length must be a positive finite number, got {length!r}")
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from ..train import distributed as ddp
 
 
 @dataclass
@@ -65,73 +68,158 @@ class _SurrogateTraining:
     surrogate: nn.Module
     traj: Tensor
     cfg: TrainConfig
-    generator: torch.Generator
+    generator: torch.Generator  # the windows (the same global batches on every rank)
+    noise: torch.Generator  # the surrogate's own draws (the same as ``generator`` in one process)
     opt: torch.optim.Optimizer
     device: torch.device
+    ranks: ddp.Ranks = field(default_factory=ddp.Ranks)
+    rows: slice | None = None
+    loss_fn: nn.Module | None = None
     bar: Any = None
     losses: list[float] = field(default_factory=list)
+    first: int = 0
     start: float = 0.0
 
 
+class _Loss(nn.Module):
+    """``surrogate.loss`` as a module's ``forward``, so that ``DistributedDataParallel`` (which
+    averages the gradients of what its ``forward`` computes) can wrap it."""
+
+    def __init__(self, surrogate: nn.Module) -> None:
+        super().__init__()
+        self.surrogate: Any = surrogate  # any module with a ``loss`` method
+
+    def forward(self, u_prev: Tensor, u_next: Tensor, generator: torch.Generator) -> Tensor:
+        return self.surrogate.loss(u_prev, u_next, generator)
+
+
 def train_surrogate(
-    surrogate: nn.Module, traj: Tensor, cfg: TrainConfig, *, progress: bool = False
+    surrogate: nn.Module,
+    traj: Tensor,
+    cfg: TrainConfig,
+    *,
+    progress: bool = False,
+    state: dict[str, Any] | None = None,
+    save_every: int = 0,
+    save: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[float]:
     """Train ``surrogate`` (anything with ``loss(u_prev, u_next, generator)`` and ``predict``) on
-    trajectories ``traj`` of shape ``(N, T, *space)``; returns the loss of every iteration."""
+    trajectories ``traj`` of shape ``(N, T, *space)``; returns the loss of every iteration.
+
+    Args:
+        progress: a tqdm bar with the loss (rank 0 only under ``torchrun``).
+        state: resume and record: a dict from an earlier run (keys ``iteration``, ``optimizer``,
+            ``generator``, ``losses``) continues it up to ``cfg.iterations``; the dict is updated in
+            place with the state at the end (pass ``{}`` to start afresh and receive it). The
+            returned losses are those of this call.
+        save_every, save: call ``save(state)`` with the state of the run (the dict ``state``
+            receives) every ``save_every`` iterations before the last (``0``: never), e.g. to
+            write a checkpoint; a run resumed from such a state with the same ``cfg`` continues
+            exactly as if uninterrupted (for a surrogate without noise of its own under DDP).
+
+    Under ``torchrun`` (an initialised ``torch.distributed`` group; see
+    :func:`timestepper.train.distributed.process_group`) the surrogate's loss is computed through
+    ``DistributedDataParallel`` and ``cfg.batch_size`` is the global batch: every rank draws the
+    same seeded windows and trains on its share of them (``batch_size`` must be a multiple of the
+    number of processes). For a deterministic loss (:class:`OneStepSurrogate`) ``W`` processes
+    take the same steps as one, up to floating-point reassociation; a surrogate that draws its own
+    noise (:class:`PDERefiner`) draws it from a stream per rank
+    (:func:`~timestepper.train.distributed.rank_generator`), which is statistically, not bitwise,
+    the single-process run. The recorded losses are the global batch's.
+    """
     if cfg.iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {cfg.iterations!r}")
-    run = _setup(surrogate, traj, cfg, progress)
+    run = _setup(surrogate, traj, cfg, progress, state)
     surrogate.train()
-    for it in range(cfg.iterations):
+    for it in range(run.first, cfg.iterations):
         _set_learning_rate(run, it)
         _iteration(run)
         if _out_of_time(run):
             break
+        if save is not None and save_every and (it + 1) % save_every == 0 and it + 1 < cfg.iterations:
+            save(_final_state(run))
     if run.bar is not None:
         run.bar.close()
     surrogate.eval()
-    return run.losses
+    if state is not None:
+        state.update(_final_state(run))
+    return run.losses[run.first :]
 
 
 def _setup(
-    surrogate: nn.Module, traj: Tensor, cfg: TrainConfig, progress: bool
+    surrogate: nn.Module, traj: Tensor, cfg: TrainConfig, progress: bool, state: dict | None
 ) -> _SurrogateTraining:
-    """Seeded generator, AdamW on the trainable parameters, progress bar, clock."""
+    """Seeded generators, AdamW on the trainable parameters, DDP, the resumed state, progress bar
+    and clock."""
     g = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in surrogate.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     device = next(iter(params)).device
-    run = _SurrogateTraining(surrogate, traj, cfg, g, opt, device)
-    if progress:
+    ranks = ddp.current_ranks()
+    run = _SurrogateTraining(surrogate, traj, cfg, g, g, opt, device, ranks)
+    if state:
+        _restore(run, state)
+    if ranks.distributed:
+        run.rows = ddp.batch_rows(cfg.batch_size, ranks)
+        run.noise = ddp.rank_generator(cfg.seed, ranks.rank, run.first)
+        run.loss_fn = ddp.data_parallel(_Loss(surrogate), device)
+    if progress and ranks.rank == 0:
         from tqdm.auto import tqdm
 
-        run.bar = tqdm(total=cfg.iterations, desc="train", unit="it")
+        run.bar = tqdm(total=cfg.iterations, initial=run.first, desc="train", unit="it")
     run.start = time.perf_counter()
     return run
 
 
+def _restore(run: _SurrogateTraining, state: dict[str, Any]) -> None:
+    """Continue the run recorded in ``state`` (see :func:`train_surrogate`)."""
+    first = int(state["iteration"])
+    if first > run.cfg.iterations:
+        raise ValueError(
+            f"iterations={run.cfg.iterations} is below the {first} iterations already trained: "
+            f"pass iterations >= {first} to continue"
+        )
+    run.opt.load_state_dict(state["optimizer"])
+    run.generator.set_state(state["generator"])
+    run.first, run.losses = first, list(state.get("losses", []))
+
+
+def _final_state(run: _SurrogateTraining) -> dict[str, Any]:
+    return {
+        "iteration": len(run.losses),
+        "optimizer": run.opt.state_dict(),
+        "generator": run.generator.get_state(),
+        "losses": list(run.losses),
+    }
+
+
 def _set_learning_rate(run: _SurrogateTraining, it: int) -> None:
-    """Cosine decay over the iterations, or over the time budget if that ends first."""
+    """Cosine decay over the iterations, or over the time budget if that ends first (rank 0's
+    clock under DDP, so that every rank steps with the same rate)."""
     cfg = run.cfg
     frac = it / cfg.iterations
     if cfg.time_budget_s is not None:
-        frac = max(frac, (time.perf_counter() - run.start) / cfg.time_budget_s)
+        elapsed = ddp.from_rank_zero(time.perf_counter() - run.start, run.ranks, run.device)
+        frac = max(frac, elapsed / cfg.time_budget_s)
     for group in run.opt.param_groups:
         group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
 def _iteration(run: _SurrogateTraining) -> None:
-    """One optimizer step on a batch of (pushed-forward) pairs; records and shows the loss."""
+    """One optimizer step on a batch of (pushed-forward) pairs; records and shows the loss (of
+    the global batch: under DDP this rank trains on ``run.rows`` of it)."""
     cfg, g, surrogate = run.cfg, run.generator, run.surrogate
-    win = sample_windows(run.traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, g).to(
-        run.device
-    )
-    u_prev = _pushforward(surrogate, win[0], cfg.unroll, g)
-    loss = surrogate.loss(u_prev, win[-1], g)
+    win = sample_windows(run.traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, g)
+    if run.rows is not None:
+        win = win[:, run.rows]
+    win = win.to(run.device)
+    u_prev = _pushforward(surrogate, win[0], cfg.unroll, run.noise)
+    loss_fn: Any = run.loss_fn if run.loss_fn is not None else surrogate.loss
+    loss = loss_fn(u_prev, win[-1], run.noise)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
-    run.losses.append(float(loss.detach()))
+    run.losses.append(ddp.mean_over_ranks(loss.detach(), run.ranks))
     if run.bar is not None:
         run.bar.update(1)
         run.bar.set_postfix(loss=f"{run.losses[-1]:.3g}")
@@ -148,8 +236,12 @@ def _pushforward(surrogate: nn.Module, u: Tensor, unroll: int, g: torch.Generato
 
 
 def _out_of_time(run: _SurrogateTraining) -> bool:
+    """Past the time budget (rank 0's decision under DDP: all ranks stop at the same step)."""
     budget = run.cfg.time_budget_s
-    return budget is not None and time.perf_counter() - run.start > budget
+    if budget is None:
+        return False
+    late = time.perf_counter() - run.start > budget
+    return bool(ddp.from_rank_zero(float(late), run.ranks, run.device))
 
 
 __all__ = ["TrainConfig", "sample_windows", "train_surrogate"]

@@ -173,7 +173,7 @@ class _TrainingSet:
 def cmd_train(args: argparse.Namespace) -> int:
     """``timestepper train``: build the data set, objective and model, train and checkpoint."""
     from .checkpoint import make_model
-    from .loop import train
+    from .distributed import is_main_process, local_device, process_group
 
     require_modules("timestepper train", {"sklearn": "scikit-learn", "safetensors": "safetensors"})
     if args.threads:
@@ -181,9 +181,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     ds = _training_set(args)
     schedule, objective = _objective(args, conditional=ds.labels is not None)
-    model = make_model(ds.network, ds.network_kwargs, schedule)
-    t0 = time.perf_counter()
-    res = train(
+    with process_group() as ranks:  # under torchrun: DDP, each process on its share of the batch
+        model = make_model(ds.network, ds.network_kwargs, schedule)
+        if ranks.distributed:  # one device per process (nccl needs the model on it)
+            model = model.to(local_device())
+        t0 = time.perf_counter()
+        res = _train_model(args, ds, model, objective)
+        if not is_main_process():
+            return 0
+    k = min(100, len(res.losses))
+    print(
+        f"trained {args.steps} steps in {time.perf_counter() - t0:.1f}s; "
+        f"mean loss of the last {k} steps {sum(res.losses[-k:]) / k:.4f}; saved to {args.out}"
+    )
+    return 0
+
+
+def _train_model(args: argparse.Namespace, ds: _TrainingSet, model: Any, objective: Any) -> Any:
+    """:func:`~timestepper.train.train` with the options of ``timestepper train``."""
+    from .loop import train
+
+    return train(
         model,
         objective,
         ds.data,
@@ -201,12 +219,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extra_config={"dataset": args.dataset},
     )
-    k = min(100, len(res.losses))
-    print(
-        f"trained {args.steps} steps in {time.perf_counter() - t0:.1f}s; "
-        f"mean loss of the last {k} steps {sum(res.losses[-k:]) / k:.4f}; saved to {args.out}"
-    )
-    return 0
 
 
 def _training_set(args: argparse.Namespace) -> _TrainingSet:
@@ -304,11 +316,11 @@ def save_png(x: torch.Tensor, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig = _scatter_figure(plt, x) if x.ndim == 2 else _digits_figure(plt, x)
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
-def _save_figure(fig: Any, path: str | Path) -> None:
+def save_figure(fig: Any, path: str | Path) -> None:
     """Save ``fig`` as a PNG under a temporary name, then rename it to ``path`` (an interrupted
     save never leaves a partial image at ``path``)."""
     path = Path(path)
@@ -456,5 +468,5 @@ def _plot_eval(rows: list[dict], solvers: list[str], path: str | Path) -> None:
     ax.set_ylabel("Fréchet distance (digits)")
     ax.set_yscale("log")
     ax.legend()
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)

@@ -40,6 +40,14 @@ from .checkpoint import (
     read_config,
     save_checkpoint,
 )
+from .distributed import (
+    Ranks,
+    batch_rows,
+    current_ranks,
+    data_parallel,
+    from_rank_zero,
+    mean_over_ranks,
+)
 from .ema import EMA
 from .model import DenoisingModel
 from .objectives import DenoisingObjective
@@ -110,8 +118,7 @@ class _TrainJob:
 class _LoopState:
     """Everything the loop changes: optimiser, schedule, EMA, random stream, losses, progress."""
 
-    rank: int
-    world: int
+    ranks: Ranks
     gen: torch.Generator
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
@@ -120,6 +127,7 @@ class _LoopState:
     losses: list[float] = field(default_factory=list)
     device: torch.device | None = None
     net: nn.Module | None = None
+    rows: slice | None = None
     bar: Any = None
     show: bool = False
     avg: float | None = None
@@ -199,10 +207,13 @@ def train(  # noqa: PLR0913 - keyword options of the front, all with defaults
             :class:`~timestepper.train.store.CheckpointError` (a ``ValueError``) for a corrupt,
             truncated or mixed checkpoint file, named in the message.
 
-    Under ``torchrun`` (an initialised ``torch.distributed`` group) the model is wrapped in
-    ``DistributedDataParallel``; each rank draws its own batches of ``batch_size`` (seed
-    ``seed + rank``), and rank 0 shows progress and writes checkpoints. A resumed multi-process run
-    continues rank 0's random stream exactly; the other ranks are re-seeded.
+    Under ``torchrun`` (an initialised ``torch.distributed`` group, see
+    :func:`timestepper.train.distributed.process_group`) the model is wrapped in
+    ``DistributedDataParallel`` and ``batch_size`` is the global batch: every rank draws the same
+    seeded batch with its times, noise and label dropout, and trains on its share of the rows
+    (``batch_size`` must be a multiple of the number of processes), so ``W`` processes take the same
+    steps as one process, up to floating-point reassociation. The recorded losses are the global
+    batch's; rank 0 shows progress and writes checkpoints, and a resumed run continues exactly.
     """
     config = _TrainConfig(
         steps=steps,
@@ -351,17 +362,17 @@ def data_fingerprint(*tensors: Tensor | None) -> str:
 def _build_state(job: _TrainJob) -> _LoopState:
     """Generator, Adam with linear warm-up, EMA; restored from ``out`` when resuming."""
     cfg, model = job.config, job.model
-    rank, world = _distributed()
-    gen = torch.Generator().manual_seed(cfg.seed + rank)
+    ranks = current_ranks()
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same global batches on every rank
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     warmup = cfg.warmup
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
-    state = _LoopState(rank=rank, world=world, gen=gen, opt=opt, sched=sched, ema=ema)
+    state = _LoopState(ranks=ranks, gen=gen, opt=opt, sched=sched, ema=ema)
+    if ranks.distributed:
+        state.rows = batch_rows(cfg.batch_size, ranks)
     if cfg.resume:
         state.start, state.losses = _restore(job, state)
-        if rank > 0:  # only rank 0's stream is saved; give the others fresh, distinct ones
-            gen.manual_seed(cfg.seed + rank + 1_000_003 * state.start)
     return state
 
 
@@ -371,12 +382,10 @@ def _start(job: _TrainJob, state: _LoopState) -> None:
     model.train()
     dev = next(model.parameters()).device
     net: nn.Module = model
-    if state.world:  # an initialised group (even of one process) trains through DDP
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if state.ranks.distributed:  # an initialised group (even of one process) trains through DDP
+        net = data_parallel(model, dev)
     state.device, state.net = dev, net
-    state.show = cfg.progress and state.rank == 0
+    state.show = cfg.progress and state.ranks.rank == 0
     state.bar = tqdm(
         range(state.start, cfg.steps),
         initial=state.start,
@@ -401,13 +410,15 @@ def _run_steps(job: _TrainJob, state: _LoopState) -> int:
 
 
 def _optimisation_step(job: _TrainJob, state: _LoopState) -> float:
-    """Draw a batch, one Adam step (with clipping and the warm-up), update the EMA; the loss."""
+    """Draw a batch, one Adam step (with clipping and the warm-up), update the EMA; the loss (of
+    the global batch under DDP: this rank trains on ``state.rows`` of it)."""
     dev, gen = state.device, state.gen
     idx = torch.randint(0, job.data.shape[0], (job.config.batch_size,), generator=gen)
     x0 = job.data[idx].to(dev)
     nz = job.noise[idx].to(dev) if job.noise is not None else None
     lb = job.labels[idx].to(dev) if job.labels is not None else None
-    loss = job.objective(state.net, x0, noise=nz, labels=lb, generator=gen)
+    share = {} if state.rows is None else {"rows": state.rows}  # DDP: this rank's rows
+    loss = job.objective(state.net, x0, noise=nz, labels=lb, generator=gen, **share)
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
     if job.config.grad_clip is not None:
@@ -416,7 +427,8 @@ def _optimisation_step(job: _TrainJob, state: _LoopState) -> float:
     state.sched.step()
     if state.ema is not None:
         state.ema.update(job.model)
-    return loss.item()  # training loop, not a sampling step: one sync per step is fine
+    # training loop, not a sampling step: one sync per step is fine
+    return mean_over_ranks(loss, state.ranks)
 
 
 def _after_step(job: _TrainJob, state: _LoopState, step: int, loss: float) -> bool:
@@ -438,7 +450,7 @@ def _periodic_save_due(job: _TrainJob, state: _LoopState, step: int) -> bool:
     """Every ``save_every`` steps and every ``save_seconds`` since the last save (rank 0; not at
     the last step, whose checkpoint :func:`_finish` writes)."""
     cfg = job.config
-    if cfg.out is None or state.rank != 0 or step + 1 >= cfg.steps:
+    if cfg.out is None or state.ranks.rank != 0 or step + 1 >= cfg.steps:
         return False
     by_steps = bool(cfg.save_every) and (step + 1) % (cfg.save_every or 1) == 0
     by_time = (
@@ -452,14 +464,14 @@ def _out_of_time(job: _TrainJob, state: _LoopState) -> bool:
     if job.config.max_seconds is None:
         return False
     local = time.perf_counter() - state.t_start > job.config.max_seconds
-    return _stop(local, state.world, state.device)
+    return bool(from_rank_zero(float(local), state.ranks, state.device))  # all stop at one step
 
 
 def _finish(job: _TrainJob, state: _LoopState, done: int) -> TrainResult:
     """Close the bar, evaluation mode, the final checkpoint (after ``done`` steps); the result."""
     state.bar.close()
     job.model.eval()
-    if job.config.out is not None and state.rank == 0:
+    if job.config.out is not None and state.ranks.rank == 0:
         _save(job, state, done)
     ema = state.ema
     return TrainResult(job.model, ema.module if ema is not None else None, state.losses)
@@ -574,23 +586,3 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-# --- torch.distributed ------------------------------------------------------------------------
-
-
-def _distributed() -> tuple[int, int]:
-    """``(rank, world_size)`` of an initialised ``torch.distributed`` group, else ``(0, 0)``."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 0
-
-
-def _stop(local: bool, world: int, device: torch.device) -> bool:
-    """Rank 0's decision, shared so that all ranks leave the loop at the same step."""
-    if world == 0:
-        return local
-    flag = torch.tensor([1.0 if local else 0.0], device=device)
-    torch.distributed.broadcast(flag, src=0)
-    return bool(flag.item())

@@ -235,6 +235,7 @@ class DenoisingObjective:
         noise: Tensor | None = None,
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
+        rows: slice | None = None,
     ) -> Tensor:
         """Scalar loss of ``model(x_t, t, labels=...)`` on a batch of data ``x0``.
 
@@ -245,22 +246,31 @@ class DenoisingObjective:
             labels: class labels (``None``: unconditional).
             generator: CPU random generator for times, noise and label dropout (draws happen
                 on the host, so one seed gives the same batch on every device).
+            rows: evaluate the loss on these rows of the batch only, after drawing the times,
+                noise and label dropout of the whole batch (``None``: all rows). A data-parallel
+                rank takes its share of a global batch this way
+                (:func:`~timestepper.train.distributed.batch_rows`): the draws, and so the
+                average of the ranks' gradients, are those of the whole batch in one process.
         """
         n, dev = x0.shape[0], x0.device
         t = self.times(n, generator=generator)  # float64 on the host, like the schedule
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(dev)
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         elif noise.shape != x0.shape:
             raise ValueError(
                 f"noise shape {tuple(noise.shape)} must match x0 shape {tuple(x0.shape)}"
             )
+        if labels is not None and self.label_dropout > 0:
+            drop = torch.rand(n, generator=generator) < self.label_dropout
+            labels = torch.where(drop.to(dev), torch.full_like(labels, self.null_label), labels)
+        if rows is not None:
+            x0, t, noise = x0[rows], t[rows], noise[rows]
+            labels = labels[rows] if labels is not None else None
+        noise = noise.to(dev)
         shape = (-1,) + (1,) * (x0.ndim - 1)
         al = self.schedule.alpha(t).to(device=dev, dtype=x0.dtype).view(shape)
         si = self.schedule.sigma(t).to(device=dev, dtype=x0.dtype).view(shape)
         xt = al * x0 + si * noise
-        if labels is not None and self.label_dropout > 0:
-            drop = (torch.rand(n, generator=generator) < self.label_dropout).to(dev)
-            labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)
         kwargs = {} if labels is None else {"labels": labels}
         out = model(xt, t.to(device=dev, dtype=torch.float32), **kwargs)
         target = prediction_target(self.prediction, self.schedule, t, x0, noise)
