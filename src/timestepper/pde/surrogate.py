@@ -22,7 +22,24 @@ def _objective_loss(objective: Objective | None, pred: Tensor, target: Tensor) -
     return nn.functional.mse_loss(pred, target) if objective is None else objective(pred, target)
 
 
-class OneStepSurrogate(nn.Module):
+class _TrainedOnObjective(nn.Module):
+    """``loss`` = ``objective(self(u_prev), u_next)`` (MSE when ``objective`` is None); ``predict``
+    = one model step without gradient."""
+
+    objective: Objective | None
+
+    def loss(
+        self, u_prev: Tensor, u_next: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The training loss of one model step, ``objective(model(u_prev), u_next)``."""
+        return _objective_loss(self.objective, self(u_prev), u_next)
+
+    @torch.no_grad()
+    def predict(self, u_prev: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self(u_prev)
+
+
+class OneStepSurrogate(_TrainedOnObjective):
     """Wrap a network on ``(B, C, *space)`` into a one-step model trained with MSE.
 
     Args:
@@ -45,18 +62,8 @@ class OneStepSurrogate(nn.Module):
         out = self.net(u_prev.unsqueeze(1)).squeeze(1)
         return u_prev + out if self.residual else out
 
-    def loss(
-        self, u_prev: Tensor, u_next: Tensor, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """The one-step MSE ``mean |model(u_prev) - u_next|^2`` (or the ``objective``)."""
-        return _objective_loss(self.objective, self(u_prev), u_next)
 
-    @torch.no_grad()
-    def predict(self, u_prev: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self(u_prev)
-
-
-class BlockSurrogate(nn.Module):
+class BlockSurrogate(_TrainedOnObjective):
     """Wrap a block network ``(B, k, *space) -> (B, k, *space)`` (e.g.
     :class:`~timestepper.pde.models.SpaceTimeFNO`) into a model step that advances ``k`` frames.
 
@@ -89,16 +96,6 @@ class BlockSurrogate(nn.Module):
             )
         out = self.net(u_prev)
         return u_prev[:, -1:] + out if self.residual else out
-
-    def loss(
-        self, u_prev: Tensor, u_next: Tensor, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """``objective(model(block), next block)`` (MSE by default)."""
-        return _objective_loss(self.objective, self(u_prev), u_next)
-
-    @torch.no_grad()
-    def predict(self, u_prev: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self(u_prev)
 
 
 def frame_blocks(traj: Tensor, frames: int, stride: int = 1) -> Tensor:

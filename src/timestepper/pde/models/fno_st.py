@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._checks import check_architecture
+
 
 def _kept(n: int, m: int, full: bool) -> Tensor:
     """Indices of the ``m`` lowest modes along an axis of ``n`` points: ``[0, m)`` for the rFFT
@@ -143,13 +145,8 @@ class SpaceTimeFNO(nn.Module):
         dim: int = 1,
     ) -> None:
         super().__init__()
-        if dim not in (1, 2):
-            raise ValueError(f"dim must be 1 or 2, got {dim!r}")
-        for name, value in (("in_frames", in_frames), ("out_frames", out_frames),
-                            ("grid", grid), ("width", width), ("modes", modes),
-                            ("modes_t", modes_t), ("layers", layers)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_architecture(dim, in_frames=in_frames, out_frames=out_frames, grid=grid,
+                           width=width, modes=modes, modes_t=modes_t, layers=layers)
         check_space_time_modes(modes_t, modes, min(in_frames, out_frames), (grid,) * dim)
         conv = nn.Conv2d if dim == 1 else nn.Conv3d
         self.dim, self.in_frames, self.out_frames = dim, in_frames, out_frames

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._checks import check_architecture
+
 
 def _conv(dim: int):
     return nn.Conv1d if dim == 1 else nn.Conv2d
@@ -108,10 +110,10 @@ class SineNet(nn.Module):
     Args:
         in_channels, out_channels: field channels.
         hidden: channels at full resolution.
-        waves: ``K``, the number of sequential waves (paper: 8 for its main results).
+        waves: ``K``, the number of sequential waves (the paper reports accuracy improving
+            monotonically with ``K`` at a fixed parameter budget).
         levels: down-samplings per wave; the grid must be divisible by ``2 ** levels``.
-        mult: channel multiplier between levels (paper: about 1.4-2, chosen for a parameter
-            budget).
+        mult: channel multiplier between levels (chosen to meet a parameter budget).
         dim: spatial dimensions.
         disentangle: the paper's disentangled down path (see the module docstring).
         wave_residual: ``x_k = x_{k-1} + W_k(x_{k-1})`` (else ``x_k = W_k(x_{k-1})``).
@@ -131,11 +133,7 @@ class SineNet(nn.Module):
         wave_residual: bool = True,
     ) -> None:
         super().__init__()
-        if dim not in (1, 2):
-            raise ValueError(f"dim must be 1 or 2, got {dim!r}")
-        for name, value in (("hidden", hidden), ("waves", waves), ("levels", levels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_architecture(dim, hidden=hidden, waves=waves, levels=levels)
         if not mult > 0:
             raise ValueError(f"mult must be positive, got {mult!r}")
         self.dim, self.levels, self.wave_residual = dim, levels, bool(wave_residual)

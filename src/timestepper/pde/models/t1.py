@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._checks import check_architecture
+
 ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], float]] = {
     "relu": (F.relu, 2.0),
     "sin": (torch.sin, 1.0),
@@ -121,13 +123,9 @@ class T1(nn.Module):
         head_gain: float = 1.0,
     ) -> None:
         super().__init__()
-        if dim not in (1, 2):
-            raise ValueError(f"dim must be 1 or 2, got {dim!r}")
+        check_architecture(dim, width=width, modes=modes, layers=layers, grid=grid)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        for name, value in (("width", width), ("modes", modes), ("layers", layers), ("grid", grid)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.dim, self.modes, self.width = dim, modes, width
         _check_modes(modes, (grid,) * dim)
         kept = (modes,) if dim == 1 else (2 * modes, modes)
