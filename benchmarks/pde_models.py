@@ -117,8 +117,8 @@ def build_models(s: Setting) -> dict[str, nn.Module]:
             T1(width=24, modes=m, layers=4, dim=d, grid=g, head_gain=1e-3), residual=True
         ),
         "ST-FNO (MSE)": lambda: pde.BlockSurrogate(
-            SpaceTimeFNO(BLOCK, BLOCK, grid=g, width=16, modes=m, modes_t=BLOCK // 2, layers=4,
-                         dim=d),
+            SpaceTimeFNO(BLOCK, BLOCK, grid=g, width=16 if d == 1 else 12, modes=m,
+                         modes_t=BLOCK // 2, layers=4, dim=d),
             BLOCK, residual=True,
         ),
     }

@@ -237,3 +237,29 @@ def test_bad_options_raise_naming_the_argument():
         freeze_for_spectral_refinement(pde.OneStepSurrogate(SineNet()))
     with pytest.raises(ValueError, match="T >= 7"):
         pde.frame_blocks(torch.zeros(1, 5, 4), 4, stride=2)
+
+
+@pytest.mark.slow
+def test_every_new_model_trains_and_rolls_out_on_2d_navier_stokes():
+    torch.manual_seed(0)
+    eq = pde.NavierStokes2D(n=16, nu=0.05, drag=0.1, forcing_amplitude=1.0, forcing_wavenumber=2)
+    cfg = pde.GenerationConfig(dt=0.05, save_every=4, duration=2.0, t_burn_in=1.0, batch_size=8)
+    train, test = pde.generate(eq, 4, cfg), pde.generate(eq, 2, cfg, split="test")
+    models = {
+        "sinenet": pde.OneStepSurrogate(SineNet(hidden=4, waves=2, levels=2, dim=2), residual=True),
+        "t1": pde.OneStepSurrogate(T1(width=4, modes=4, layers=2, dim=2, grid=16), residual=True),
+        "st-fno": pde.BlockSurrogate(
+            SpaceTimeFNO(2, 2, grid=16, width=4, modes=4, modes_t=1, layers=2, dim=2), 2,
+            residual=True,
+        ),
+    }
+    for name, model in models.items():
+        block = isinstance(model, pde.BlockSurrogate)
+        data = pde.frame_blocks(train, 2) if block else train
+        cfg_t = pde.TrainConfig(iterations=30, batch_size=4, lr=3e-3, frames_per_step=2 if block else 1)
+        losses = pde.train_surrogate(model, data, cfg_t)
+        assert sum(losses[-5:]) < sum(losses[:5]), name
+        u0 = test[:, :2] if block else test[:, 0]
+        out = pde.rollout(model, u0, 3)
+        assert torch.isfinite(out).all(), name
+        assert out.shape == ((2, 4, 2, 16, 16) if block else (2, 4, 16, 16)), name
