@@ -229,6 +229,8 @@ def test_bad_options_raise_naming_the_argument():
         SineNet(waves=0)
     with pytest.raises(ValueError, match="activation must be one of"):
         T1(activation="tanh", grid=64)
+    with pytest.raises(ValueError, match="head_gain must be >= 0"):
+        T1(grid=64, head_gain=-1.0)
     with pytest.raises(ValueError, match="s must be >= 0"):
         negative_sobolev_norm_sq(torch.zeros(8), -1.0)
     with pytest.raises(ValueError, match="frames=4"):

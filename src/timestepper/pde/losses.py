@@ -1,7 +1,7 @@
 """Training losses on periodic fields computed in Fourier space.
 
 The negative Sobolev norm (Cao, Brarda, Li & Xi 2024, "Spectral-Refiner: Accurate Fine-Tuning of
-Spatiotemporal Fourier Neural Operator for Turbulent Flows", sec. 4) of a field ``u`` on the
+Spatiotemporal Fourier Neural Operator for Turbulent Flows") of a field ``u`` on the
 periodic box ``[0, L)^d``, evaluated exactly through Parseval's identity:
 
     ||u||_{H^{-s}}^2 = |Omega| sum_k (1 + |k|^2)^(-s) |u_hat_k|^2,
@@ -10,6 +10,12 @@ periodic box ``[0, L)^d``, evaluated exactly through Parseval's identity:
 so ``s = 0`` is the squared L2 norm ``int |u|^2 = |Omega| mean(u^2)`` and ``s > 0`` weighs a
 wavenumber ``k`` by ``(1 + |k|^2)^(-s)``: low-frequency errors dominate the loss, the complement
 of what an MSE-trained model neglects least.
+
+Spectral-Refiner's fine-tuning loss is a functional-type a posteriori error estimator that also
+measures the residual of the Navier–Stokes equations in this norm; :class:`NegativeSobolevLoss`
+measures the misfit to the data only (no PDE residual), so it applies to any equation. Note that
+for a final layer that multiplies each Fourier mode separately, a per-mode weight changes the
+optimisation path but not the least-squares minimiser.
 """
 
 from __future__ import annotations

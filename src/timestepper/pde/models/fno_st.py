@@ -1,5 +1,5 @@
 """Spatiotemporal FNO (ST-FNO) of Spectral-Refiner (Cao, Brarda, Li & Xi 2024, "Spectral-Refiner:
-Accurate Fine-Tuning of Spatiotemporal Fourier Neural Operator for Turbulent Flows", sec. 3 and
+Accurate Fine-Tuning of Spatiotemporal Fourier Neural Operator for Turbulent Flows", its
 fig. 3), 1-D or 2-D in space.
 
 A trajectory-to-trajectory learner: a block of ``in_frames`` past frames ``(B, T_in, *space)`` to

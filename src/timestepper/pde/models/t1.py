@@ -126,6 +126,8 @@ class T1(nn.Module):
         check_architecture(dim, width=width, modes=modes, layers=layers, grid=grid)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not head_gain >= 0:
+            raise ValueError(f"head_gain must be >= 0, got {head_gain!r}")
         self.dim, self.modes, self.width = dim, modes, width
         _check_modes(modes, (grid,) * dim)
         kept = (modes,) if dim == 1 else (2 * modes, modes)
