@@ -33,7 +33,7 @@ from torch import nn
 from ..train.checkpoint import CONFIG, WEIGHTS, load_tensors, load_weights, save_checkpoint
 from ..train.checkpoint import load_train_state as load_train_state
 from ..train.store import CheckpointError, read_json
-from .models import FNO, UNet
+from .models import FNO, SineNet, UNet
 from .refiner import PDERefiner
 from .surrogate import OneStepSurrogate
 
@@ -57,10 +57,15 @@ def _refiner(dim: int, hidden: int = 32, channel_mults: tuple[int, ...] = (1, 2,
     return PDERefiner(net, num_steps=num_steps, min_noise_std=min_noise_std)
 
 
+def _sinenet(dim: int, hidden: int = 16, waves: int = 4, levels: int = 3, residual: bool = False) -> nn.Module:
+    return OneStepSurrogate(SineNet(1, 1, hidden=hidden, waves=waves, levels=levels, dim=dim), residual=residual)
+
+
 SURROGATES: dict[str, Callable[..., nn.Module]] = {
     "unet": _unet,  # one-step MSE U-Net (Gupta & Brandstetter 2022)
     "fno": _fno,  # one-step MSE Fourier Neural Operator (Li et al. 2021)
     "refiner": _refiner,  # PDE-Refiner around a conditioned U-Net (Lippe et al. 2023)
+    "sinenet": _sinenet,  # one-step MSE SineNet, sequential multi-wave U-Net (Zhang et al. 2024)
 }
 """Surrogates by name: ``builder(dim, **kwargs)`` returns the untrained module. New architectures
 register here (with keyword arguments that JSON can hold) to be trained by ``pde train``."""

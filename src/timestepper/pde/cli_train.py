@@ -50,7 +50,7 @@ from .train import TrainConfig, train_surrogate
 
 # Options of the surrogates, by name: (option, keyword of the builder, type, help).
 _MODEL_OPTIONS = (
-    ("--width", "width", kinds.positive_int, "channels: U-Net hidden width / FNO width (default 32)"),
+    ("--width", "width", kinds.positive_int, "channels: U-Net/SineNet hidden, FNO width (default 32; SineNet 16)"),
     ("--modes", "modes", kinds.positive_int, "FNO Fourier modes per dimension (default 16)"),
     ("--layers", "layers", kinds.positive_int, "FNO layers (default 4)"),
     ("--refine-steps", "num_steps", kinds.positive_int, "PDE-Refiner refinement steps K (default 3)"),
@@ -60,6 +60,7 @@ _ACCEPTS = {
     "unet": {"width": "hidden"},
     "fno": {"width": "width", "modes": "modes", "layers": "layers"},
     "refiner": {"width": "hidden", "num_steps": "num_steps", "min_noise_std": "min_noise_std"},
+    "sinenet": {"width": "hidden"},
 }
 
 
