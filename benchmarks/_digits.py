@@ -7,8 +7,10 @@ Shared by ``benchmarks/mmd.py``, ``benchmarks/inversion.py`` and ``benchmarks/di
 from __future__ import annotations
 
 import copy
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -78,3 +80,24 @@ def in_dtype(den: ts.Denoiser, dtype: torch.dtype) -> ts.Denoiser:
 def _cast_inputs(layer: torch.nn.Module, args: tuple) -> tuple:
     dtype = next(layer.parameters(recurse=False)).dtype
     return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def run_and_write(name: str, run: Callable[[Callable[[str], None]], dict], render: Callable[[dict], str],
+                  threads: int = 1) -> dict:
+    """Run a benchmark with ``threads`` torch threads and a log that prints the seconds since the
+    start; write ``benchmarks/results/NAME.json`` and ``NAME.md`` (``render`` of the results, which
+    gain ``total_s``)."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
+
+    res = run(log)
+    res["total_s"] = time.perf_counter() - start
+    results = Path(__file__).parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(res, indent=2))
+    (results / f"{name}.md").write_text(render(res))
+    log(f"wrote benchmarks/results/{name}.md")
+    return res

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
-import json
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from _digits import SHAPE, pretrain_digits  # benchmarks/_digits.py, beside this script
+from _digits import SHAPE, pretrain_digits, run_and_write  # benchmarks/_digits.py, beside this script
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture, sliced_wasserstein
@@ -33,7 +30,6 @@ from timestepper.train.metrics import digits_report, split_half_distance
 from timestepper.train.networks import MLP, UNet
 from timestepper.train.rectified import first_order_deviation, flow_straightness, rectified_pairs, rectify
 
-RESULTS = Path(__file__).parent / "results"
 NFES = (1, 2, 4, 8, 20)
 DEFAULTS = {"train_steps": 2000, "boot_iterations": 600, "rectify_steps": 600, "pairs": 4000,
             "n": 1000, "gmm_iterations": 400}
@@ -287,19 +283,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    log = functools.partial(_log, start)
-    res = {"gmm": gmm_section(args, log), "digits": digits_section(args, log)}
-    res["total_s"] = time.perf_counter() - start
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name, text in (("distill.json", json.dumps(res, indent=2)), ("distill.md", markdown(res, args))):
-        (RESULTS / name).write_text(text)
-    log("wrote benchmarks/results/distill.md")
-
-
-def _log(start: float, msg: str) -> None:
-    print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
+    run_and_write("distill", lambda log: {"gmm": gmm_section(args, log), "digits": digits_section(args, log)},
+                  lambda res: markdown(res, args))
 
 
 if __name__ == "__main__":
