@@ -83,10 +83,10 @@ def _cast_inputs(layer: torch.nn.Module, args: tuple) -> tuple:
 
 
 def run_and_write(name: str, run: Callable[[Callable[[str], None]], dict], render: Callable[[dict], str],
-                  threads: int = 1) -> dict:
+                  threads: int = 1, out: Path | None = None) -> dict:
     """Run a benchmark with ``threads`` torch threads and a log that prints the seconds since the
-    start; write ``benchmarks/results/NAME.json`` and ``NAME.md`` (``render`` of the results, which
-    gain ``total_s``)."""
+    start; write ``NAME.json`` and ``NAME.md`` (``render`` of the results, which gain ``total_s``)
+    into ``out`` (default ``benchmarks/results``)."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
 
@@ -95,9 +95,9 @@ def run_and_write(name: str, run: Callable[[Callable[[str], None]], dict], rende
 
     res = run(log)
     res["total_s"] = time.perf_counter() - start
-    results = Path(__file__).parent / "results"
+    results = Path(__file__).parent / "results" if out is None else Path(out)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.json").write_text(json.dumps(res, indent=2))
     (results / f"{name}.md").write_text(render(res))
-    log(f"wrote benchmarks/results/{name}.md")
+    log(f"wrote {results / name}.md")
     return res

@@ -24,10 +24,12 @@ and ``g_theta(eps, s)`` is regressed onto it with the target's gradient stopped 
 ``1 / delta^2`` (the loss is then one on the finite-difference derivative
 ``(g(eps, s) - g(eps, t)) / delta`` against ``f - y_t``, whose scale does not depend on the step):
 
-``L_BS = E_{eps, t} 1/delta^2 |g_theta(eps, s) - sg[y_t + delta (f(x_t, t) - y_t)]|^2``.
+``L_BS = E_{eps, t} 1/delta^2 |g_theta(eps, s) - sg[y_t + delta (f(x_t, t) - y_t)]|^2``
 
+(the paper's bootstrapping objective; the exponential-integrator form of ``delta`` and the
+``1/delta^2`` weight are as we read the paper, whose full text we could not re-check here).
 The start of the trajectory is pinned by the boundary condition ``g_theta(eps, T) = f(x_T, T)``
-(the teacher's prediction from pure noise; weight 1).
+(the teacher's prediction from pure noise), regressed with weight 1 on the samples drawn for it.
 
 Choices made here (the paper samples ``t`` uniformly with a fixed step): the pairs ``(t, s)`` are
 consecutive points of a sampling grid of ``intervals`` steps (default spacing of the schedule, the
