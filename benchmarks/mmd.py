@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
-from _digits import pretrain_digits  # benchmarks/_digits.py, beside this script
+from _digits import pretrain_digits, run_and_write  # benchmarks/_digits.py, beside this script
 
 import timestepper as ts
 from timestepper.train import flow_matching, make_model, mmd_finetune, toy_2d, train
@@ -26,7 +23,6 @@ from timestepper.train.generate import generate
 from timestepper.train.metrics import digits_report, split_half_distance
 from timestepper.train.mmd import budget_mmd
 
-RESULTS = Path(__file__).parent / "results"
 CONTROL = "control: flow matching continued as long"
 VARIANTS = {
     "cubic kernel on classifier features (paper's setup)": {"kernel": "polynomial",
@@ -184,19 +180,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-    log = functools.partial(_log, start)
-    res = run(args, log)
-    res["total_s"] = time.perf_counter() - start
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name, text in (("mmd.json", json.dumps(res, indent=2)), ("mmd.md", markdown(res, args))):
-        (RESULTS / name).write_text(text)
-    log("wrote benchmarks/results/mmd.md")
-
-
-def _log(start: float, msg: str) -> None:
-    print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
+    run_and_write("mmd", lambda log: run(args, log), lambda res: markdown(res, args), args.threads)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The digits model shared by benchmarks/mmd.py and benchmarks/inversion.py (benchmarks/_digits.py)."""
+"""The digits model shared by benchmarks/mmd.py, inversion.py and distill.py (benchmarks/_digits.py)."""
 
 import pytest
 import torch
@@ -40,3 +40,30 @@ def test_in_dtype_needs_a_module():
     den = ts.Denoiser(lambda x, t: x, ts.RectifiedFlowSchedule(), "velocity")
     with pytest.raises(TypeError, match="must be an nn.Module"):
         in_dtype(den, torch.float64)
+
+
+def test_pretrain_builds_the_cli_vp_epsilon_model_and_refuses_other_objectives():
+    d, info = pretrain_digits(2, [8, 16], objective="eps")
+    assert info["train_steps"] == 2
+    assert isinstance(d.schedule, ts.VPDiscreteSchedule) and d.prediction == "epsilon"
+    assert d.schedule.num_train_timesteps == 1000
+    torch.testing.assert_close(d.schedule.alphas_cumprod, ts.VPDiscreteSchedule.from_betas().alphas_cumprod)
+    with pytest.raises(ValueError, match="unknown objective 'v'"):
+        pretrain_digits(1, [8, 16], objective="v")
+
+
+def test_run_and_write_writes_json_and_markdown(tmp_path, capsys):
+    import json
+
+    from benchmarks._digits import run_and_write
+
+    threads = torch.get_num_threads()
+    try:
+        res = run_and_write("demo", lambda log: (log("hello"), {"a": 1})[1], lambda r: f"a = {r['a']}\n",
+                            out=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert res["a"] == 1 and res["total_s"] >= 0
+    assert json.loads((tmp_path / "demo.json").read_text())["a"] == 1
+    assert (tmp_path / "demo.md").read_text() == "a = 1\n"
+    assert "hello" in capsys.readouterr().out

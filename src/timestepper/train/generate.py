@@ -182,9 +182,16 @@ def straightness(denoiser: Denoiser, noise: Tensor, steps: int = 32) -> float:
     if not isinstance(denoiser.schedule, RectifiedFlowSchedule):
         raise ValueError("straightness is defined here for RectifiedFlowSchedule models")
     sol = sample(denoiser, noise, "ddim", steps, "uniform", save="all", return_solution=True)
-    ys, ts = sol.ys, sol.ts
+    return path_straightness(sol.ys, sol.ts)
+
+
+def path_straightness(ys, times: Tensor) -> float:
+    """``S`` (Liu et al. 2022, eq. 7) of a discrete path: states ``ys[0..K]`` at monotone
+    ``times[0..K]``; the velocity of step ``i`` is ``(ys[i+1] - ys[i]) / |dt_i|`` and ``S`` the
+    ``|dt|``-weighted sum of ``|(ys[K] - ys[0]) / sum|dt| - v_i|^2`` (mean over samples, divided by
+    the dimension)."""
     total = ys[-1] - ys[0]
-    dt = (ts[:-1] - ts[1:]).abs()  # positive durations, sum = t_max - t_data
+    dt = (times[:-1] - times[1:]).abs()  # positive durations
     s = 0.0
     for i in range(dt.numel()):
         v = (ys[i + 1] - ys[i]) / float(dt[i])
