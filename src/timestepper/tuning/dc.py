@@ -278,7 +278,7 @@ def _features(i: int, nfe: int, scale: float, degree: int, dn: int, dg: int) -> 
 def dc_search(  # noqa: PLR0913 - the registry's fixed arguments and the search's budget
     denoiser: Denoiser, nfe: int, noise: Tensor, objective: Any = None, grid: str = "ays",
     iters: int = 20, lr: float = 0.1, bound: float | None = 0.5, substeps: int = 20, dc_order: int = 2,
-    loss: str = "l2",
+    loss: str = "l2", grid_sweeps: int = 2, grid_iters: int = 10,
 ) -> Any:
     """The ``"dc"`` tuning method: a ``dc-unipc`` schedule of ``nfe`` steps whose ratios are
     searched on ``noise`` (:func:`fit_ratios`) against :func:`reference_trajectory` (``substeps``
@@ -288,8 +288,9 @@ def dc_search(  # noqa: PLR0913 - the registry's fixed arguments and the search'
     ``objective``; ``"best"`` the best named spacing; or a spacing name (``objective`` may then
     be ``None``). With an ``objective``, the fitted ratios are kept only where they beat the base
     sampler on the training objective (else every ratio is 1 and the provenance says
-    ``fell_back_to_base``), so the result is never worse than UniPC on its grid there. The
-    provenance records the grid, the search's model calls and seconds."""
+    ``fell_back_to_base``), so the result is never worse than UniPC on its grid there.
+    ``grid_sweeps``, ``grid_iters``: the AYS search's budget. The provenance records the grid,
+    the search's model calls and seconds."""
     from ..solvers.schedule import SolverSchedule  # issue-15 interface (the usf helper's module)
     from .base_grid import base_schedule
 
@@ -299,7 +300,7 @@ def dc_search(  # noqa: PLR0913 - the registry's fixed arguments and the search'
     def make(times: tuple[float, ...]) -> SolverSchedule:
         return SolverSchedule(times, solver="dc-unipc", solver_options={"dc_order": dc_order})
 
-    base = base_schedule(denoiser, nfe, objective, make, grid)
+    base = base_schedule(denoiser, nfe, objective, make, grid, grid_sweeps, grid_iters)
     g = base.grid(denoiser.schedule)
     counted, calls = counting(denoiser)
     reference = reference_trajectory(counted, noise * _start_scale(g), g, substeps)

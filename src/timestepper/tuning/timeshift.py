@@ -47,6 +47,8 @@ def timeshift(  # noqa: PLR0913 - the protocol's four arguments and the method's
     windows: Sequence[int] = (4, 10, 20, 40),
     cutoffs: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8),
     data_variance: float = 0.0,
+    grid_sweeps: int = 2,
+    grid_iters: int = 10,
 ) -> SolverSchedule:
     """Time-Shift Sampler hyper-parameters by grid search on the training noise.
 
@@ -60,6 +62,7 @@ def timeshift(  # noqa: PLR0913 - the protocol's four arguments and the method's
         cutoffs: cutoffs to try, as fractions of ``[t_min, t_max]`` (0: every step but the
             first is shifted).
         data_variance: the ``v_data`` of the rule (0: the paper's).
+        grid_sweeps, grid_iters: the AYS search's budget (``grid="ays"``).
 
     Returns:
         ``SolverSchedule(times=base grid, steps=(), solver=solver, solver_options={"window",
@@ -77,7 +80,7 @@ def timeshift(  # noqa: PLR0913 - the protocol's four arguments and the method's
         if c > 1.0:
             raise ValueError(f"cutoffs are fractions of [t_min, t_max] in [0, 1], got {c!r}")
     base = base_schedule(denoiser, nfe, objective, lambda times: SolverSchedule(times, solver=BASES[solver]),
-                         "best" if grid is None else grid)
+                         "best" if grid is None else grid, grid_sweeps, grid_iters)
     base_value = objective(base)
     candidates = [(0, absolute_cutoff(denoiser, 0.0))]
     candidates += [(w, absolute_cutoff(denoiser, c)) for w in windows for c in cutoffs]
