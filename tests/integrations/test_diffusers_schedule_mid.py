@@ -10,12 +10,11 @@ import pytest
 import torch
 
 import timestepper as ts
+from tests.integrations._diffusers_harness import GMM, data, gmm_model, noise, rel_err, run
 from timestepper.diffusion.grids import SamplingGrid
 from timestepper.integrations.diffusers import Scheduler
 from timestepper.integrations.diffusers.config import schedule_from_config
 from timestepper.solvers.schedule import SolverSchedule, StepSpec
-
-from tests.integrations._diffusers_harness import GMM, data, gmm_model, noise, rel_err, run
 
 diffusers = pytest.importorskip("diffusers")
 torch.set_num_threads(1)

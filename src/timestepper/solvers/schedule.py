@@ -192,7 +192,7 @@ class SolverSchedule:
         if "disable_corrector" in options:  # step indices count from the loop's first step
             options["disable_corrector"] = [i - first for i in options["disable_corrector"] if i >= first]
         if self.solver == "dc-unipc" and options.get("ratios") is not None:
-            warm = int(options.get("dc_order", 2))
+            warm = int(self.solver_options.get("dc_order", 2))
             options["ratios"] = [1.0] * warm + list(options["ratios"][warm:])
         return SolverSchedule(self.times[first:], solver=self.solver, solver_options=options,
                               provenance=provenance)

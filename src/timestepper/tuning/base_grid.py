@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import SPACING_OPTIONS, make_grid
@@ -65,11 +66,12 @@ def best_named(denoiser: Denoiser, nfe: int, objective: Objective, make: Make) -
     return best
 
 
-def base_schedule(denoiser: Denoiser, nfe: int, objective: Objective | None, make: Make,  # noqa: PLR0913 - the search's knobs
+def base_schedule(denoiser: Denoiser, nfe: int, objective: Any, make: Make,  # noqa: PLR0913 - the search's knobs
                   grid: str = "ays", sweeps: int = 2, iters: int = 10) -> SolverSchedule:
     """``make(times)`` on the grid ``grid`` chooses (module docstring); its provenance records
     ``grid`` (the spacing, or ``"ays"`` with the spacing it started from as ``ays_start``).
-    ``objective`` may be ``None`` only for a spacing name."""
+    ``objective``: the search's :class:`~timestepper.tuning.objective.Objective` (a plain
+    ``schedule -> float`` function does for ``"best"``; ``None`` only for a spacing name)."""
     check_grid(grid)
     if grid not in SEARCHED:
         sched = make(named_times(denoiser, nfe, grid))
