@@ -1,17 +1,20 @@
 """The digits row of ``benchmarks/tuning.py``: Fréchet distance of samples of a ``timestepper
 train digits`` checkpoint, with schedules tuned on it against the best fixed grid.
 
-Sized to run in a few minutes on a shared CPU: by default NFE 5 and 10, the methods ``fixed`` (the
-baseline), ``ays`` (the default of ``ts.tune``) and ``dc``; 128 training noises whose reference (the
-model's own ``reference_steps``-step ``dpmpp-3m`` solve) is computed **once** and handed to every
-``ts.tune`` call (each call would otherwise solve it again); 500 held-out samples per Fréchet
-distance. ``--digits-full`` runs every NFE of the mixtures, every method and 1000 samples.
-Before it starts, the script prints an estimate of its run time from the measured cost of one
-model call.
+Sized to run in about five minutes on a shared CPU: by default NFE 5 and 10, the methods ``fixed``
+(the baseline), ``ays`` (the default of ``ts.tune``) and ``dc``, with one sweep of the AYS level
+search; 64 training noises whose reference (the model's own ``reference_steps``-step ``dpmpp-3m``
+solve) is computed **once** and handed to every ``ts.tune`` call (each call would otherwise solve
+it again); the searches at one NFE share a journal, so a schedule one of them evaluated (the
+fixed grids every search starts from) is not run again (the search costs reported still count
+it); 500 held-out samples per Fréchet distance. ``--digits-full`` runs every NFE of the
+mixtures, every method with its default budget, 256 noises and 1000 samples. Before it starts,
+the script prints an estimate of its run time from the measured cost of one model call.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +23,12 @@ import torch
 import timestepper as ts
 from timestepper.diffusion.grids import default_spacing
 
-SMALL = {"nfes": (5, 10), "methods": ("ays", "dc"), "n_train": 128, "n_eval": 500, "reference_steps": 200}
-#: model calls of one search per NFE (batched calls, measured on the benchmark mixtures and the
-#: digits model): the estimate multiplies them by the measured time of one call
-CALLS_PER_NFE = {"fixed": 120, "ays": 450, "dc": 520, "autodiffusion": 200, "s3": 200, "ems": 900,
-                 "timeshift": 480}
+SMALL = {"nfes": (5, 10), "methods": ("ays", "dc"), "n_train": 64, "n_eval": 500, "reference_steps": 100,
+         "budgets": {"ays": {"sweeps": 1, "iters": 6},
+                     "dc": {"grid_sweeps": 1, "grid_iters": 6, "iters": 10, "substeps": 10}}}
+#: evaluated schedules of one search per NFE squared beyond the fixed grids (about nine golden-section
+#: evaluations per level and sweep, levels of the coarse and the full stage), for the estimate
+EVALS_PER_NFE = {"ays": 14, "dc": 16, "autodiffusion": 10, "s3": 10, "ems": 40, "timeshift": 20}
 
 
 def _call_seconds(den: ts.Denoiser, batch: int) -> float:
@@ -42,10 +46,15 @@ def _call_seconds(den: ts.Denoiser, batch: int) -> float:
 
 def estimate_seconds(den: ts.Denoiser, cfg: dict) -> float:
     """The expected run time of :func:`digits_rows` with ``cfg``."""
+    from timestepper.tuning.fixed import fixed_solvers, grid_options
+
     per_call = _call_seconds(den, cfg["n_train"])
-    calls = 2 * cfg["reference_steps"] * (1 + cfg["n_eval"] / cfg["n_train"])
-    calls += sum(CALLS_PER_NFE.get(m, 500) * n for n in cfg["nfes"] for m in ("fixed", *cfg["methods"]))
-    calls += sum(n * cfg["n_eval"] / cfg["n_train"] for n in cfg["nfes"]) * (1 + len(cfg["methods"]))
+    evals = 1 + cfg["n_eval"] / cfg["n_train"]  # a training-noise call per held-out call
+    calls = cfg["reference_steps"] * evals
+    for n in cfg["nfes"]:
+        calls += len(fixed_solvers(den, n)) * len(grid_options(den)) * n
+        calls += sum(EVALS_PER_NFE.get(m, 20) * n * n for m in cfg["methods"])
+        calls += n * evals * (1 + len(cfg["methods"]))
     return per_call * calls
 
 
@@ -69,15 +78,18 @@ def digits_rows(checkpoint: Path, cfg: dict) -> dict:
     ref_fd = digits_report(ts.sample(den, held, "dpmpp-3m", steps=steps, grid=grid))["frechet"]
     out: dict = {"config": {**cfg, "nfes": list(cfg["nfes"]), "methods": list(cfg["methods"]),
                             "estimate_s": est}, "reference": ref_fd, "rows": {}}
+    journals = tempfile.TemporaryDirectory()
     for n in cfg["nfes"]:
         for m in ("fixed", *cfg["methods"]):
             t1 = time.perf_counter()
-            sched = ts.tune(den, n, m, noise=train, reference=reference)
+            sched = ts.tune(den, n, m, noise=train, reference=reference, journal=Path(journals.name) / f"nfe{n}.jsonl",
+                            **cfg.get("budgets", {}).get(m, {}))
             fd = digits_report(ts.sample(den, held, schedule=sched))["frechet"]
             out["rows"][f"{m} NFE {n}"] = {"frechet": fd, "calls": sched.provenance["search_cost"]["model_calls"],
                                            "seconds": time.perf_counter() - t1,
                                            "train": sched.provenance["objective_train"]}
             print("digits", m, n, f"{fd:.3f}", flush=True)
+    journals.cleanup()
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -94,8 +106,9 @@ def digits_section(digits: dict | None) -> list[str]:
            f"{cfg['n_eval']} held-out samples per distance (classifier features, squared, like FID; fewer samples "
            "give a larger distance, so compare within this table only). Reference: the model's own "
            f"{cfg['reference_steps']}-step dpmpp-3m solve, {digits['reference']:.3f}. Tuned on "
-           f"{cfg['n_train']} training noises (L2 to that reference); in brackets the training L2 and the "
-           f"search's model calls. Run time {digits['seconds']:.0f} s (estimated {cfg['estimate_s']:.0f} s).", "",
+           f"{cfg['n_train']} training noises (L2 to that reference), budgets {cfg.get('budgets', {})}; in brackets "
+           "the training L2 and the search's model calls (fixed-grid evaluations shared through a journal "
+           "counted in each). Run time {digits['seconds']:.0f} s (estimated {cfg['estimate_s']:.0f} s).", "",
            "| configuration | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|" + "---|" * (len(nfes) + 1)]
     for m in ("fixed", *cfg["methods"]):
         cells = []
