@@ -108,7 +108,7 @@ def digits_section(digits: dict | None) -> list[str]:
            f"{cfg['reference_steps']}-step dpmpp-3m solve, {digits['reference']:.3f}. Tuned on "
            f"{cfg['n_train']} training noises (L2 to that reference), budgets {cfg.get('budgets', {})}; in brackets "
            "the training L2 and the search's model calls (fixed-grid evaluations shared through a journal "
-           "counted in each). Run time {digits['seconds']:.0f} s (estimated {cfg['estimate_s']:.0f} s).", "",
+           f"counted in each). Run time {digits['seconds']:.0f} s (estimated {cfg['estimate_s']:.0f} s).", "",
            "| configuration | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|" + "---|" * (len(nfes) + 1)]
     for m in ("fixed", *cfg["methods"]):
         cells = []
