@@ -17,7 +17,7 @@ distance at sigma = 0 to the reference. Rows, at NFE 4, 5, 6, 8, 10:
 * overfitting: the default method tuned on one d = 64 mixture and evaluated on another of the
   same family (seed 1), against the fixed grid and the tuning on that mixture itself.
 
-Run:  python benchmarks/tuning.py  [--quick] [--out DIR]
+Run:  python benchmarks/tuning.py  [--quick] [--out DIR] [--digits CHECKPOINT [--digits-full]]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from _tuning_digits import SMALL, digits_rows, digits_section  # benchmarks/_tuning_digits.py, beside this script
 
 from timestepper.bench.metrics import trajectory_error
 from timestepper.tuning import DEFAULT_METHOD
@@ -149,35 +150,6 @@ def overfitting(nfe: int, n_samples: int, budgets: dict) -> dict:
     return {"nfe": nfe, "method": DEFAULT_METHOD, "transfer": transfer, "own": own.held_out, "fixed": fixed.held_out}
 
 
-def digits_rows(checkpoint: Path, nfes: tuple[int, ...], methods: tuple[str, ...], n_train: int = 256,
-                n_eval: int = 1000) -> dict:
-    """The digits model of ``timestepper train``: each configuration tuned on ``n_train`` noises
-    (objective: L2 to its own 400-step solve), Fréchet distance of ``n_eval`` held-out samples."""
-    import timestepper as ts
-    from timestepper.train import load_denoiser
-    from timestepper.train.metrics import digits_report
-
-    den = load_denoiser(checkpoint)
-    g = torch.Generator().manual_seed(0)
-    train, held = torch.randn(n_train, 1, 8, 8, generator=g), torch.randn(n_eval, 1, 8, 8, generator=g)
-    ref = ts.sample(den, held, "dpmpp-3m", steps=400)
-    out: dict = {"reference (dpmpp-3m, 400 steps)": digits_report(ref)["frechet"]}
-    for n in nfes:
-        for m in ("fixed", *methods):
-            t0 = time.perf_counter()
-            sched = ts.tune(den, n, m, noise=train)
-            fd = digits_report(ts.sample(den, held, schedule=sched))["frechet"]
-            out[f"{m} NFE {n}"] = {"frechet": fd, "calls": sched.provenance["search_cost"]["model_calls"],
-                                   "seconds": time.perf_counter() - t0, "label": _label(sched)}
-            print("digits", m, n, f"{fd:.3f}", flush=True)
-    return out
-
-
-def _label(sched) -> str:
-    found = sched.provenance.get("found", {})
-    return found.get("baseline_solver", sched.solver or "usf per-step")
-
-
 # -- report ----------------------------------------------------------------------------------------
 def render(result: dict) -> str:
     cfg = result["config"]
@@ -196,23 +168,8 @@ def render(result: dict) -> str:
     for r in result["overfitting"]:
         out.append(f"| {r['nfe']} | {r['method']} | {r['transfer']:.3e} | {r['own']:.3e} | {r['fixed']:.3e} |")
     out += ["", "### Goal check", "", *result["goal"], ""]
-    out += _digits_section(result.get("digits"), cfg["nfes"])
+    out += digits_section(result.get("digits"))
     return "\n".join(out)
-
-
-def _digits_section(digits: dict | None, nfes: list[int]) -> list[str]:
-    if not digits:
-        return ["Digits model (Fréchet distance): not measured in this run "
-                "(`python benchmarks/tuning.py --digits CHECKPOINT`).", ""]
-    ref = next(v for k, v in digits.items() if k.startswith("reference"))
-    methods = list(dict.fromkeys(k.rsplit(" NFE ", 1)[0] for k in digits if " NFE " in k))
-    out = ["### Digits model (`timestepper train digits`): Fréchet distance of held-out samples", "",
-           f"Reference (the model's own 400-step dpmpp-3m solve): {ref:.3f}. Tuned on the L2 objective.", "",
-           "| configuration | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|" + "---|" * (len(nfes) + 1)]
-    for m in methods:
-        cells = [f"{digits[f'{m} NFE {n}']['frechet']:.3f}" if f"{m} NFE {n}" in digits else "-" for n in nfes]
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
-    return out + [""]
 
 
 def _table(per_nfe: dict, nfes: list[int]) -> str:
@@ -266,7 +223,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--quick", action="store_true", help="d = 2 only, NFE 5 and 10, 128 samples")
-    ap.add_argument("--digits", type=Path, default=None, help="a digits checkpoint of `timestepper train`")
+    ap.add_argument("--digits", type=Path, default=None,
+                    help="a digits checkpoint of `timestepper train`: adds the digits row (NFE 5 and 10, fixed, "
+                         "ays and dc; a few minutes, estimate printed first)")
+    ap.add_argument("--digits-full", action="store_true",
+                    help="the digits row at every NFE, with every method and 1000 samples (much longer)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -286,7 +247,8 @@ def main() -> None:
     result["overfitting"] = [overfitting(n, n_samples, budgets) for n in ((5,) if args.quick else (5, 10))]
     result["goal"] = goal_lines(result)
     if args.digits is not None:
-        result["digits"] = digits_rows(args.digits, nfes, METHODS)
+        full = {"nfes": nfes, "methods": METHODS, "n_train": 256, "n_eval": 1000, "reference_steps": 400}
+        result["digits"] = digits_rows(args.digits, full if args.digits_full else SMALL)
     result["seconds"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tuning.json").write_text(json.dumps(result, indent=1, default=str))

@@ -17,9 +17,9 @@ SMALLEST = {
     "ays": dict(sweeps=1, iters=3),
     "autodiffusion": dict(population=3, generations=2, top_k=1),
     "s3": dict(initial=3, rounds=1, proposals=2, predictor_population=8, top_k=2),
-    "ems": dict(n_samples=64, n_points=16),
-    "dc": dict(iters=2, substeps=4),
-    "timeshift": dict(windows=(4,), cutoffs=(0.0, 0.4)),
+    "ems": dict(n_samples=64, n_points=16, grid_sweeps=1, grid_iters=3),
+    "dc": dict(iters=2, substeps=4, grid_sweeps=1, grid_iters=3),
+    "timeshift": dict(windows=(4,), cutoffs=(0.0, 0.4), grid_sweeps=1, grid_iters=3),
 }
 SEARCHES = ("ays", "autodiffusion", "s3")
 

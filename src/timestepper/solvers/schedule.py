@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,37 @@ class SolverSchedule:
         if self.solver is None:
             return ScheduledSolver(self.steps)
         return get(self.solver, **self.solver_options)
+
+    def starting_at(self, first: int) -> SolverSchedule:
+        """The schedule of a loop that starts at step ``first`` (img2img, inpainting: the state
+        at ``times[first]`` is given): the times from there on, and the multistep history
+        **restarts** -- the steps keep their own specs (prediction type, corrector, variant, and
+        the order the full schedule gave them, so a last-steps order reduction stays where it
+        was), with each order capped by the model outputs the loop has made so far (step ``j``
+        of the loop has ``j + 1``), which is what diffusers' multistep classes do when started
+        mid-schedule. A registered solver is restarted on the remaining times with its
+        options; an option holding one value per step (``dc-unipc``'s ``ratios``) keeps the
+        values of the remaining steps, except the steps the restarted solver needs to fill its
+        history (``dc-unipc``'s first ``dc_order`` steps have ratio 1, as at any start)."""
+        n = len(self.times) - 1
+        if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first < n:
+            raise ValueError(f"first must be a step index in [0, {n - 1}], got {first!r}")
+        if first == 0:
+            return self
+        provenance = {k: v for k, v in self.provenance.items() if k != "nfe"}
+        provenance["started_at"] = first
+        if self.solver is None:
+            steps = tuple(replace(s, order=min(s.order, j + 1)) for j, s in enumerate(self.steps[first:]))
+            return SolverSchedule(self.times[first:], steps, provenance=provenance)
+        options = {k: list(v[first:]) if isinstance(v, (list, tuple)) and len(v) == n else v
+                   for k, v in self.solver_options.items()}
+        if "disable_corrector" in options:  # step indices count from the loop's first step
+            options["disable_corrector"] = [i - first for i in options["disable_corrector"] if i >= first]
+        if self.solver == "dc-unipc" and options.get("ratios") is not None:
+            warm = int(self.solver_options.get("dc_order", 2))
+            options["ratios"] = [1.0] * warm + list(options["ratios"][warm:])
+        return SolverSchedule(self.times[first:], solver=self.solver, solver_options=options,
+                              provenance=provenance)
 
     def grid(self, schedule: NoiseSchedule) -> SamplingGrid:
         """The :class:`SamplingGrid` of ``times`` on the model's noise schedule."""

@@ -204,14 +204,31 @@ def ays(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, criterion:
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     check_budget(sweeps=(sweeps, 1), iters=(iters, 1), samples=(samples, 2))
-    sch = denoiser.schedule
-    in_log = default_spacing(sch) == "logsnr"
-    if criterion == "klub" and not in_log:
+    _check_klub(denoiser, criterion)
+    start = best_fixed(denoiser, nfe, noise, objective)
+    solver = start.provenance["baseline_solver"]
+    return align_levels(objective, start, lambda times: SolverSchedule(times, solver=solver),
+                        criterion=criterion, sweeps=sweeps, iters=iters, samples=samples)
+
+
+def _check_klub(denoiser: Denoiser, criterion: str) -> None:
+    if criterion == "klub" and default_spacing(denoiser.schedule) != "logsnr":
         raise ValueError("ays: criterion='klub' needs a finite noise level s = sigma/alpha at t_max and a "
                          "finite log-SNR at t_min; this schedule reaches pure noise or the data (a rectified "
                          "flow), use criterion='objective'")
-    start = best_fixed(denoiser, nfe, noise, objective)
-    solver = start.provenance["baseline_solver"]
+
+
+def align_levels(objective: Objective, start: SolverSchedule,  # noqa: PLR0913 - the refinement's knobs
+                 make: Callable[[tuple[float, ...]], SolverSchedule], *, criterion: str = "objective",
+                 sweeps: int = 2, iters: int = 10, samples: int = 256) -> SolverSchedule:
+    """The Align-Your-Steps refinement of the levels of ``start`` for the sampler ``make(times)``
+    (a :class:`SolverSchedule` of those times: a registered solver, a fitted solver with its
+    statistics, ...): iterative subdivision and coordinate descent by ``criterion``; returns
+    ``make`` of the levels found, or ``start`` where that is not better on the training objective.
+    ``start`` must run the same sampler as ``make`` on its own times, ending at ``sigma = 0``."""
+    sch = objective.denoiser.schedule
+    steps = len(start.times) - 1
+    in_log = default_spacing(sch) == "logsnr"
     grid = start.grid(sch)
     if in_log:
         s, scale = (grid.sigma / grid.alpha).tolist(), LOG
@@ -223,14 +240,14 @@ def ays(denoiser: Denoiser, nfe: int, noise, objective: Objective, *, criterion:
     def schedule_of(levels: list[float]) -> SolverSchedule:
         lv = torch.tensor(levels[1:], dtype=F64)
         t = sch.t_from_log_snr(-torch.log(lv) if in_log else torch.log1p(-lv) - torch.log(lv)).tolist()
-        return SolverSchedule((float(sch.t_max), *t, float(sch.t_data)), solver=solver)
+        return make((float(sch.t_max), *t, float(sch.t_data)))
 
     if criterion == "klub":
         x0 = objective.reference[:samples] / float(grid.alpha[-1])
         crit = klub_criterion(KLUB(objective.denoiser, x0, seed=objective.seed))
     else:
         crit = objective_criterion(lambda lv: objective(schedule_of(lv)), s_min, scale)
-    levels = _refine(crit, s[:nfe], sweeps, iters)
+    levels = _refine(crit, s[:steps], sweeps, iters)
     return better_or_start(schedule_of(levels), start, objective)
 
 
@@ -279,4 +296,4 @@ def _refine(crit: Criterion, start: list[float], sweeps: int, iters: int) -> lis
 register_method("ays", ays, "Align Your Steps (Sabour et al. 2024): noise levels by coordinate descent and "
                 "iterative subdivision (on the objective, or the paper's KLUB)")
 
-__all__ = ["KLUB", "LINEAR", "LOG", "LevelScale", "ays", "optimise_levels", "subdivide"]
+__all__ = ["KLUB", "LINEAR", "LOG", "LevelScale", "align_levels", "ays", "optimise_levels", "subdivide"]

@@ -3,9 +3,10 @@
 Li et al. (ICLR 2024, "Alleviating Exposure Bias in Diffusion Models through Sampling with Shifted
 Time Steps") have two hyper-parameters, the window size ``w`` and the cutoff ``t_c``
 (:mod:`timestepper.solvers.time_shift`), which the paper sets per model and step count by hand.
-This method picks them on the training noise: first the best named grid of the base solver
-(``ddim``, ``dpmpp-2m`` or ``dpm-solver-2m``), then every ``(window, cutoff)`` pair of the budget
-over that grid; the pair with the smallest objective wins. Window 0 (the base solver itself) is
+This method picks them on the training noise: first the grid of the base solver (``ddim``,
+``dpmpp-2m`` or ``dpm-solver-2m``; by default Align-Your-Steps levels searched for it,
+:mod:`~timestepper.tuning.base_grid`), then every ``(window, cutoff)`` pair of the budget over
+that grid; the pair with the smallest objective wins. Window 0 (the base solver itself) is
 always a candidate, so on the training noise the result is never worse than its base.
 
 The objective is the caller's: the default :class:`~timestepper.tuning.objective.Objective` is the
@@ -24,7 +25,7 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from ..solvers.schedule import SolverSchedule
-from .fixed import best_fixed, fixed_schedule
+from .base_grid import base_schedule
 from .methods import check_budget, register_method
 
 BASES = {"ts-ddim": "ddim", "ts-dpmpp-2m": "dpmpp-2m", "ts-dpm-solver-2m": "dpm-solver-2m"}
@@ -42,27 +43,32 @@ def timeshift(  # noqa: PLR0913 - the protocol's four arguments and the method's
     noise: torch.Tensor,
     objective: Callable[[SolverSchedule], float],
     solver: str = "ts-dpmpp-2m",
-    grid: str | None = None,
+    grid: str | None = "ays",
     windows: Sequence[int] = (4, 10, 20, 40),
     cutoffs: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8),
     data_variance: float = 0.0,
+    grid_sweeps: int = 2,
+    grid_iters: int = 10,
 ) -> SolverSchedule:
     """Time-Shift Sampler hyper-parameters by grid search on the training noise.
 
     Args:
         denoiser, nfe, noise, objective: the search protocol (:mod:`timestepper.tuning.methods`).
         solver: ``"ts-dpmpp-2m"`` (default), ``"ts-ddim"`` or ``"ts-dpm-solver-2m"``.
-        grid: the base grid's name; ``None`` picks the best named grid for the base solver.
+        grid: the base grid (:func:`~timestepper.tuning.base_grid.base_schedule`): ``"ays"``
+            (default), Align-Your-Steps levels searched for the base solver; ``"best"`` (or
+            ``None``) the best named spacing for it; or a spacing name.
         windows: window sizes to try (training steps; window 0 is always tried as well).
         cutoffs: cutoffs to try, as fractions of ``[t_min, t_max]`` (0: every step but the
             first is shifted).
         data_variance: the ``v_data`` of the rule (0: the paper's).
+        grid_sweeps, grid_iters: the AYS search's budget (``grid="ays"``).
 
     Returns:
         ``SolverSchedule(times=base grid, steps=(), solver=solver, solver_options={"window",
         "cutoff", "data_variance"})``; the provenance records the base grid, both objectives
         and the evaluations spent. Model calls: ``nfe`` per evaluation, ``1 + len(windows) *
-        len(cutoffs)`` evaluations after the base grid's (5 named grids, more for flows).
+        len(cutoffs)`` evaluations after the base grid's (5 named grids, more for flows, and the AYS refinement).
     """
     if solver not in BASES:
         raise ValueError(f"solver must be one of {', '.join(BASES)}, got {solver!r}")
@@ -73,8 +79,8 @@ def timeshift(  # noqa: PLR0913 - the protocol's four arguments and the method's
         check_budget(cutoffs=(c, 0.0))
         if c > 1.0:
             raise ValueError(f"cutoffs are fractions of [t_min, t_max] in [0, 1], got {c!r}")
-    base = (fixed_schedule(denoiser, nfe, BASES[solver], grid) if grid is not None
-            else best_fixed(denoiser, nfe, noise, objective, solvers=[BASES[solver]]))  # type: ignore[arg-type]
+    base = base_schedule(denoiser, nfe, objective, lambda times: SolverSchedule(times, solver=BASES[solver]),
+                         "best" if grid is None else grid, grid_sweeps, grid_iters)
     base_value = objective(base)
     candidates = [(0, absolute_cutoff(denoiser, 0.0))]
     candidates += [(w, absolute_cutoff(denoiser, c)) for w in windows for c in cutoffs]
@@ -90,7 +96,7 @@ def timeshift(  # noqa: PLR0913 - the protocol's four arguments and the method's
     best.provenance.update(
         method="timeshift", base_solver=BASES[solver], grid=base.provenance.get("grid"),
         shift=base.provenance.get("shift"), objective_base=base_value, objective_tuned=best_value,
-        evaluations=len(candidates), window=best.solver_options["window"],
+        ays_start=base.provenance.get("ays_start"), evaluations=len(candidates), window=best.solver_options["window"],
         cutoff=best.solver_options["cutoff"])
     return best
 

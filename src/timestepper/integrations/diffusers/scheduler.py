@@ -199,7 +199,11 @@ class Scheduler:
         ``schedule``: a :class:`~timestepper.solvers.schedule.SolverSchedule` or the path of its
         JSON, run with the config's training schedule and prediction type (no ``solver``,
         ``grid`` or options then; ``force=True`` accepts a schedule made for another model);
-        ``set_timesteps()`` takes its step count. A loop must start at its first step.
+        ``set_timesteps()`` takes its step count. A loop that starts mid-schedule (step ``k``
+        after ``set_begin_index(k)``, or from ``timesteps[k]``) runs the schedule's steps from
+        ``k`` with the multistep history restarted there
+        (:meth:`~timestepper.solvers.schedule.SolverSchedule.starting_at`), as diffusers'
+        multistep classes do.
         """
         cfg = as_dict(config)
         if "ts_final" in cfg:  # a config saved by this class
@@ -484,6 +488,8 @@ class Scheduler:
         plan = self._require_plan()
         opts, keep = self._loop_options(kwargs, first)
         solver = self.solver if opts is None else _check_solver(self._solver_name(), opts)
+        if self.solver_schedule is not None and first > 0:
+            solver = self.solver_schedule.starting_at(first).build_solver()
         runs = self._class_runs(first, opts)
         segments = None if runs is None else [
             Segment(a, b, _check_solver(self._solver_name(), o)) for a, b, o in runs]
