@@ -129,6 +129,17 @@ def output_file(text: str) -> Path:
     return path
 
 
+def output_folder(text: str) -> Path:
+    """An argparse type: a folder path (made later if missing) whose parent exists and that is not
+    a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder")
+    if not path.resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder above {text!r} does not exist")
+    return path
+
+
 def require_modules(command: str, modules: dict[str, str]) -> None:
     """Raise :class:`UsageError` naming the ``pip install`` command when an optional dependency of
     ``command`` is missing; ``modules`` maps import names to pip package names."""

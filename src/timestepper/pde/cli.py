@@ -19,6 +19,7 @@ from ..cli_args import (
     nonnegative_float,
     nonnegative_int,
     output_file,
+    output_folder,
     positive_float,
     positive_int,
     require_modules,
@@ -86,6 +87,9 @@ def _generate(args: argparse.Namespace) -> int:
     }
     if not plan:
         raise UsageError("nothing to generate: --n-train and --n-test are both 0")
+    if args.shards or args.ray_address:
+        return _generate_shards(args, eq, plan)
+    _check_output(args.out, "a file", output_file)
     splits = {
         split: generate(
             eq, count, cfg, split=split, workers=args.workers, progress=not args.no_progress
@@ -96,6 +100,30 @@ def _generate(args: argparse.Namespace) -> int:
     write_hdf5(args.out, eq, last_cfg, splits)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in splits.items())
     print(f"wrote {args.out}: {eq!r}; {shapes}; dt={pick['dt']} save_every={pick['save_every']}")
+    return 0
+
+
+def _check_output(out: str, what: str, check) -> None:
+    try:
+        check(out)
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"--out must be {what}: {e}") from e
+
+
+def _generate_shards(args: argparse.Namespace, eq, plan: dict) -> int:
+    """``--shards N``: one HDF5 file per shard plus index.json in the folder ``--out`` (resumable)."""
+    from .shards import generate_shards
+
+    _check_output(args.out, "a folder (made if missing)", output_folder)
+    if args.ray_address:
+        require_modules("timestepper pde generate --ray-address", {"ray": "'timestepper[ray]'"})
+    for split, (count, cfg) in plan.items():
+        shards = min(args.shards or 1, count)
+        generate_shards(
+            eq, count, cfg, args.out, shards=shards, split=split, workers=args.workers,
+            ray_address=args.ray_address, progress=not args.no_progress,
+        )
+        print(f"{args.out}: {split} {count} trajectories in {shards} shards; {eq!r}")
     return 0
 
 
@@ -127,8 +155,14 @@ def add_commands(subparsers) -> None:
     gen.add_argument("--n-train", type=nonnegative_int, default=64)
     gen.add_argument("--n-test", type=nonnegative_int, default=16)
     gen.add_argument(
-        "--out", type=output_file, required=True, help="output .h5 file (replaced when complete)"
+        "--out",
+        required=True,
+        help="output .h5 file (replaced when complete); with --shards a folder (resumable)",
     )
+    gen.add_argument(
+        "--shards", type=positive_int, default=None, help="split each split into N shard files"
+    )
+    gen.add_argument("--ray-address", default=None, help="generate the shards on this Ray cluster")
     gen.add_argument(
         "--length", type=positive_float, default=None, help="domain length (preset default)"
     )

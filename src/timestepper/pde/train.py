@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,10 +75,18 @@ class _SurrogateTraining:
 
 
 def train_surrogate(
-    surrogate: nn.Module, traj: Tensor, cfg: TrainConfig, *, progress: bool = False
+    surrogate: nn.Module,
+    traj: Tensor,
+    cfg: TrainConfig,
+    *,
+    progress: bool = False,
+    callback: Callable[[int, nn.Module], None] | None = None,
 ) -> list[float]:
     """Train ``surrogate`` (anything with ``loss(u_prev, u_next, generator)`` and ``predict``) on
-    trajectories ``traj`` of shape ``(N, T, *space)``; returns the loss of every iteration."""
+    trajectories ``traj`` of shape ``(N, T, *space)``; returns the loss of every iteration.
+
+    ``callback(iteration, surrogate)``, if given, runs after each optimizer step (1-based count),
+    e.g. to record a validation error during training."""
     if cfg.iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {cfg.iterations!r}")
     run = _setup(surrogate, traj, cfg, progress)
@@ -85,6 +94,8 @@ def train_surrogate(
     for it in range(cfg.iterations):
         _set_learning_rate(run, it)
         _iteration(run)
+        if callback is not None:
+            callback(it + 1, surrogate)
         if _out_of_time(run):
             break
     if run.bar is not None:
@@ -122,10 +133,15 @@ def _set_learning_rate(run: _SurrogateTraining, it: int) -> None:
 
 def _iteration(run: _SurrogateTraining) -> None:
     """One optimizer step on a batch of (pushed-forward) pairs; records and shows the loss."""
+    cfg = run.cfg
+    win = sample_windows(run.traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, run.generator)
+    _step_on_windows(run, win)
+
+
+def _step_on_windows(run: _SurrogateTraining, win: Tensor) -> None:
+    """One optimizer step on windows ``(unroll + 2, batch, *space)`` (also the online trainer's)."""
     cfg, g, surrogate = run.cfg, run.generator, run.surrogate
-    win = sample_windows(run.traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, g).to(
-        run.device
-    )
+    win = win.to(run.device)
     u_prev = _pushforward(surrogate, win[0], cfg.unroll, g)
     loss = surrogate.loss(u_prev, win[-1], g)
     run.opt.zero_grad(set_to_none=True)
