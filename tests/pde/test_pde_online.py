@@ -5,7 +5,9 @@ Kuramoto-Sivashinsky problem (one local Ray with 2 CPUs per module, in a tempora
 from __future__ import annotations
 
 import math
+import shutil
 import sys
+import tempfile
 import time
 
 import pytest
@@ -151,18 +153,17 @@ def test_unreachable_ray_address_fails_fast_and_clearly():
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
+def local_ray():
+    """One local Ray with 2 CPUs for this module, in its own short temporary folder (Ray's socket
+    paths must fit 107 bytes), shut down and removed afterwards."""
     ray = pytest.importorskip("ray", reason="ray is an optional extra: pip install 'timestepper[ray]'")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=str(tmp_path_factory.mktemp("ray")),
-    )
+    ray_dir = tempfile.mkdtemp(prefix="tsray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_dir)
     yield ray
     ray.shutdown()
+    shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def _tiny():
