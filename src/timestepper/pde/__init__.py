@@ -8,7 +8,8 @@ Equations build a :class:`~timestepper.core.terms.SemilinearTerm` in Fourier spa
 
 Surrogates (:mod:`.models`, :class:`OneStepSurrogate`, :class:`PDERefiner`) are trained with
 :func:`train_surrogate`, rolled out with :func:`rollout` (also through ``integrate``) and scored
-with :mod:`.metrics`.
+with :mod:`.metrics`. :func:`train_online` trains from solvers running on Ray (no data set on disk);
+:func:`generate_shards` writes a resumable sharded data set read back by :class:`ShardedTrajectories`.
 """
 
 from . import metrics, models
@@ -17,8 +18,10 @@ from .equation import SpectralEquation, uniform_grid
 from .equations1d import Burgers, Heat, KdV, KuramotoSivashinsky, QuadraticFluxEquation1D
 from .metrics import high_correlation_time, pearson_per_step
 from .navier_stokes import NavierStokes2D
+from .online import OnlineConfig, OnlineResult, train_online
 from .refiner import PDERefiner
 from .rollout import SurrogateTerm, rollout
+from .shards import ShardedTrajectories, generate_shards, read_shards
 from .surrogate import OneStepSurrogate
 from .train import TrainConfig, train_surrogate
 
@@ -30,18 +33,24 @@ __all__ = [
     "KuramotoSivashinsky",
     "NavierStokes2D",
     "OneStepSurrogate",
+    "OnlineConfig",
+    "OnlineResult",
     "PDERefiner",
     "QuadraticFluxEquation1D",
+    "ShardedTrajectories",
     "SpectralEquation",
     "SurrogateTerm",
     "TrainConfig",
     "generate",
+    "generate_shards",
     "high_correlation_time",
     "metrics",
     "models",
     "pearson_per_step",
     "read_hdf5",
+    "read_shards",
     "rollout",
+    "train_online",
     "train_surrogate",
     "uniform_grid",
     "write_hdf5",
