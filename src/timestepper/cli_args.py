@@ -129,14 +129,11 @@ def output_file(text: str) -> Path:
     return path
 
 
-def output_folder(text: str) -> Path:
-    """An argparse type: a folder path (made later if missing) whose parent exists and that is not
-    a file."""
+def output_path(text: str) -> Path:
+    """An argparse type: a path (file or folder, which the command decides) whose folder exists."""
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder")
     if not path.resolve().parent.is_dir():
-        raise argparse.ArgumentTypeError(f"the folder above {text!r} does not exist")
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
     return path
 
 

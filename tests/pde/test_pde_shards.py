@@ -4,6 +4,7 @@ refused; the ``pde generate --shards`` CLI; Ray as the engine."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -139,8 +140,15 @@ def test_cli_generate_shards_writes_a_resumable_folder(tmp_path, capsys):
     assert json.loads((out / "index.json").read_text()) == index
     (tmp_path / "file").write_text("x")
     args = parser.parse_args(["pde", *argv[:-3], "--out", str(tmp_path / "file")])
-    with pytest.raises(cli.UsageError, match="--out must be a folder"):
+    with pytest.raises(cli.UsageError, match="--out must be a folder with --shards: .* is a file"):
         args.func(args)
+    args = parser.parse_args(["pde", *argv[:-5], "--out", str(out), "--ray-address", "127.0.0.1:1"])
+    with pytest.raises(cli.UsageError, match="--ray-address runs shards on a Ray cluster: give --shards N"):
+        args.func(args)
+    if importlib.util.find_spec("ray") is not None:
+        args = parser.parse_args(["pde", *argv, "--ray-address", "127.0.0.1:1"])
+        with pytest.raises(cli.UsageError, match="--ray-address: ray_address='127.0.0.1:1' cannot be reached"):
+            args.func(args)
 
 
 @pytest.mark.slow
