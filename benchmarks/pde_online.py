@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -180,6 +181,7 @@ def run(args) -> dict:
         }
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
     res["amdahl"] = amdahl(res["rates"]) if 2 in args.workers and 1 in args.workers else None
     return res
 
