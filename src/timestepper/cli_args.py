@@ -129,6 +129,14 @@ def output_file(text: str) -> Path:
     return path
 
 
+def output_path(text: str) -> Path:
+    """An argparse type: a path (file or folder, which the command decides) whose folder exists."""
+    path = Path(text)
+    if not path.resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
+    return path
+
+
 def require_modules(command: str, modules: dict[str, str]) -> None:
     """Raise :class:`UsageError` naming the ``pip install`` command when an optional dependency of
     ``command`` is missing; ``modules`` maps import names to pip package names."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ..cli_args import (
     UsageError,
     nonnegative_float,
     nonnegative_int,
     output_file,
+    output_path,
     positive_float,
     positive_int,
     require_modules,
@@ -87,6 +89,11 @@ def _generate(args: argparse.Namespace) -> int:
     }
     if not plan:
         raise UsageError("nothing to generate: --n-train and --n-test are both 0")
+    if args.ray_address and not args.shards:
+        raise UsageError("--ray-address runs shards on a Ray cluster: give --shards N too")
+    if args.shards:
+        return _generate_shards(args, eq, plan)
+    _check_output(args.out)
     splits = {
         split: generate(
             eq, count, cfg, split=split, workers=args.workers, progress=not args.no_progress
@@ -97,6 +104,37 @@ def _generate(args: argparse.Namespace) -> int:
     write_hdf5(args.out, eq, last_cfg, splits)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in splits.items())
     print(f"wrote {args.out}: {eq!r}; {shapes}; dt={pick['dt']} save_every={pick['save_every']}")
+    return 0
+
+
+def _check_output(out: Path) -> None:
+    try:
+        output_file(str(out))
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"--out: {e}") from e
+
+
+def _generate_shards(args: argparse.Namespace, eq, plan: dict) -> int:
+    """``--shards N``: one HDF5 file per shard plus index.json in the folder ``--out`` (resumable)."""
+    from .shards import generate_shards
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out must be a folder with --shards: {str(args.out)!r} is a file")
+    if args.ray_address:
+        require_modules("timestepper pde generate --ray-address", {"ray": "'timestepper[ray]'"})
+        from .online import check_reachable
+
+        try:
+            check_reachable(args.ray_address, 10.0)
+        except (ConnectionError, ValueError) as e:
+            raise UsageError(f"--ray-address: {e}") from e
+    for split, (count, cfg) in plan.items():
+        shards = min(args.shards, count)
+        generate_shards(
+            eq, count, cfg, args.out, shards=shards, split=split, workers=args.workers,
+            ray_address=args.ray_address, progress=not args.no_progress,
+        )
+        print(f"{args.out}: {split} {count} trajectories in {shards} shards; {eq!r}")
     return 0
 
 
@@ -128,8 +166,15 @@ def add_commands(subparsers) -> None:
     gen.add_argument("--n-train", type=nonnegative_int, default=64)
     gen.add_argument("--n-test", type=nonnegative_int, default=16)
     gen.add_argument(
-        "--out", type=output_file, required=True, help="output .h5 file (replaced when complete)"
+        "--out",
+        type=output_path,
+        required=True,
+        help="output .h5 file (replaced when complete); with --shards a folder (resumable)",
     )
+    gen.add_argument(
+        "--shards", type=positive_int, default=None, help="split each split into N shard files"
+    )
+    gen.add_argument("--ray-address", default=None, help="generate the shards on this Ray cluster")
     gen.add_argument(
         "--length", type=positive_float, default=None, help="domain length (preset default)"
     )

@@ -93,7 +93,7 @@ class _Loss(nn.Module):
         return self.surrogate.loss(u_prev, u_next, generator)
 
 
-def train_surrogate(
+def train_surrogate(  # noqa: PLR0913 - keyword options of the front, all with defaults
     surrogate: nn.Module,
     traj: Tensor,
     cfg: TrainConfig,
@@ -102,6 +102,7 @@ def train_surrogate(
     state: dict[str, Any] | None = None,
     save_every: int = 0,
     save: Callable[[dict[str, Any]], None] | None = None,
+    callback: Callable[[int, nn.Module], None] | None = None,
 ) -> list[float]:
     """Train ``surrogate`` (anything with ``loss(u_prev, u_next, generator)`` and ``predict``) on
     trajectories ``traj`` of shape ``(N, T, *space)``; returns the loss of every iteration.
@@ -116,6 +117,8 @@ def train_surrogate(
             receives) every ``save_every`` iterations before the last (``0``: never), e.g. to
             write a checkpoint; a run resumed from such a state with the same ``cfg`` continues
             exactly as if uninterrupted (for a surrogate without noise of its own under DDP).
+        callback: ``callback(iteration, surrogate)`` runs after each optimizer step (1-based
+            count), e.g. to record a validation error during training.
 
     Under ``torchrun`` (an initialised ``torch.distributed`` group; see
     :func:`timestepper.train.distributed.process_group`) the surrogate's loss is computed through
@@ -134,6 +137,8 @@ def train_surrogate(
     for it in range(run.first, cfg.iterations):
         _set_learning_rate(run, it)
         _iteration(run)
+        if callback is not None:
+            callback(it + 1, surrogate)
         if _out_of_time(run):
             break
         if save is not None and save_every and (it + 1) % save_every == 0 and it + 1 < cfg.iterations:
@@ -208,10 +213,16 @@ def _set_learning_rate(run: _SurrogateTraining, it: int) -> None:
 def _iteration(run: _SurrogateTraining) -> None:
     """One optimizer step on a batch of (pushed-forward) pairs; records and shows the loss (of
     the global batch: under DDP this rank trains on ``run.rows`` of it)."""
-    cfg, g, surrogate = run.cfg, run.generator, run.surrogate
-    win = sample_windows(run.traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, g)
+    cfg = run.cfg
+    win = sample_windows(run.traj, cfg.batch_size, cfg.frames_per_step, cfg.unroll + 2, run.generator)
     if run.rows is not None:
         win = win[:, run.rows]
+    _step_on_windows(run, win)
+
+
+def _step_on_windows(run: _SurrogateTraining, win: Tensor) -> None:
+    """One optimizer step on windows ``(unroll + 2, batch, *space)`` (also the online trainer's)."""
+    cfg, surrogate = run.cfg, run.surrogate
     win = win.to(run.device)
     u_prev = _pushforward(surrogate, win[0], cfg.unroll, run.noise)
     loss_fn: Any = run.loss_fn if run.loss_fn is not None else surrogate.loss
