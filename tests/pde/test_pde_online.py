@@ -217,3 +217,46 @@ def test_train_online_on_ray_reservoir_runs_the_asked_iterations(local_ray):
     assert res.iterations == 25 and res.served == 25 * 4
     assert 1 <= res.trajectories <= 3 and res.windows <= 3 * (data.frames - 2)
     assert res.windows - res.evicted <= 16  # never more than the capacity held
+
+
+def _cli(argv: list[str]) -> int:
+    from timestepper.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+@pytest.mark.slow
+def test_pde_train_online_from_the_command_line(local_ray, tmp_path):
+    """``pde train DATA --online`` generates fresh trajectories with DATA's recipe on Ray and
+    writes a checkpoint that ``pde eval`` reads; the recipe is the file's equation and settings."""
+    pytest.importorskip("h5py")
+    pytest.importorskip("safetensors")
+    from timestepper.pde.checkpoint import read_surrogate_config
+    from timestepper.pde.data import read_hdf5, recipe_from_attrs
+
+    eq, data = _tiny()
+    path = tmp_path / "ks.h5"
+    splits = {"train": pde.generate(eq, 2, data), "test": pde.generate(eq, 2, data, split="test")}
+    pde.write_hdf5(path, eq, data, splits)
+    rebuilt, recipe = recipe_from_attrs(read_hdf5(path)[1])
+    assert recipe == data and type(rebuilt) is type(eq) and rebuilt.n == eq.n and rebuilt.length == eq.length
+    out = tmp_path / "run"
+    assert _cli(["pde", "train", str(path), "--out", str(out), "--online", "--online-trajectories", "4",
+                 "--buffer", "fifo", "--buffer-size", "64", "--steps", "5", "--batch-size", "4", "--model", "fno",
+                 "--width", "4", "--modes", "4", "--layers", "1", "--no-progress"]) == 0
+    cfg = read_surrogate_config(out)
+    assert cfg["training"]["online"] == {"trajectories": 4, "buffer": "fifo"}
+    assert _cli(["pde", "eval", str(out), str(path)]) == 0
+
+
+def test_pde_train_online_options_are_checked(tmp_path):
+    from timestepper.cli_args import UsageError
+
+    with pytest.raises(UsageError, match="--ray-address applies to --online"):
+        _cli(["pde", "train", "x.h5", "--out", str(tmp_path / "o"), "--ray-address", "127.0.0.1:1"])
+    pytest.importorskip("ray")
+    with pytest.raises(UsageError, match="one data file as the generation recipe"):
+        _cli(["pde", "train", "a.h5", "b.h5", "--out", str(tmp_path / "o"), "--online"])
+    with pytest.raises(UsageError, match="not resumable"):
+        _cli(["pde", "train", "a.h5", "--out", str(tmp_path / "o"), "--online", "--resume"])

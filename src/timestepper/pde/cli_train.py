@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from ..cli_args import UsageError, require_modules
 from ..train.distributed import is_main_process, local_device, process_group
 from ..train.store import write_json_atomically
 from . import metrics
+from .buffer import BUFFER_POLICIES as BUFFERS
 from .checkpoint import (
     SURROGATES,
     DataRecord,
@@ -44,7 +46,7 @@ from .checkpoint import (
     read_surrogate_config,
     save_surrogate,
 )
-from .data import frames_per_model_step, read_hdf5
+from .data import frames_per_model_step, read_hdf5, recipe_from_attrs
 from .rollout import rollout
 from .train import TrainConfig, train_surrogate
 
@@ -94,13 +96,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     again.add_argument("--overwrite", action="store_true", help="train afresh over the checkpoint in --out")
-    # --- online training (issue 18) --------------------------------------------------------------
-    # Placeholder for the lead: `--online` and `--ray-address ADDRESS` go here. With --online the
-    # trajectories are not read from DATA but streamed from solver workers:
-    #     timestepper.pde.online.train_online(equation, surrogate, train_config,
-    #                                         generation_config, online_config)
-    # (pde/online.py, another helper's); see the marked place in _train below. Not implemented here.
-    # ------------------------------------------------------------------------------------------
+    online = p.add_argument_group("online training (Meyer et al. 2023; pip install 'timestepper[ray]')")
+    online.add_argument("--online", action="store_true",
+                        help="stream fresh trajectories from solver workers on Ray with DATA's generation "
+                             "settings (equation, grid, solver, frame step) instead of reading DATA's trajectories")
+    online.add_argument("--online-trajectories", type=kinds.positive_int, default=128,
+                        help="unique trajectories the workers generate in all (default 128)")
+    online.add_argument("--workers", type=kinds.positive_int, default=2, help="solver workers (default 2)")
+    online.add_argument("--buffer", choices=BUFFERS, default="reservoir", help="training buffer policy")
+    online.add_argument("--buffer-size", type=kinds.positive_int, default=4096, help="buffer capacity in windows")
+    online.add_argument("--ray-address", default=None,
+                        help="a running Ray cluster (default: a local ray.init(num_cpus=workers + 1))")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 
@@ -198,10 +204,8 @@ def _train(args: argparse.Namespace) -> int:
     require_modules("timestepper pde train", {"h5py": "h5py", "safetensors": "safetensors"})
     if args.threads:
         torch.set_num_threads(args.threads)
+    _check_online_options(args)
     saved = _check_out(args)
-    # --- online training (issue 18): with --online, the lead replaces the data reading below by
-    # timestepper.pde.online.train_online(equation, surrogate, train_config, generation_config,
-    # online_config), the equation built from the preset (pde.cli.build_equation). ---------------
     traj, attrs, record = read_training_data(args.data)
     spec = _resumed_spec(args, saved, record) if saved else _surrogate_spec(args, len(record.shape))
     model_dt = saved["model_dt"] if saved else (args.model_dt or record.dt_frame)
@@ -220,12 +224,47 @@ def _train(args: argparse.Namespace) -> int:
                 save_surrogate(args.out, surrogate, config, at)
 
         t0 = time.perf_counter()
-        losses = train_surrogate(surrogate, traj, cfg, progress=not args.no_progress, state=state,
-                                 save_every=args.save_every, save=save)
+        if args.online:
+            losses = _train_online(args, surrogate, cfg, attrs)
+            config["training"]["online"] = {"trajectories": args.online_trajectories, "buffer": args.buffer}
+            state = {"iteration": len(losses), "losses": losses}  # weights only: online runs do not resume
+        else:
+            losses = train_surrogate(surrogate, traj, cfg, progress=not args.no_progress, state=state,
+                                     save_every=args.save_every, save=save)
         save(state)
         if is_main_process():
             _report(args, losses, time.perf_counter() - t0, spec, record, state)
     return 0
+
+
+def _check_online_options(args: argparse.Namespace) -> None:
+    """``--online`` takes one recipe file, trains afresh in one process; ``--ray-address`` needs it."""
+    if not args.online:
+        if args.ray_address is not None:
+            raise UsageError("--ray-address applies to --online training only")
+        return
+    require_modules("timestepper pde train --online", {"ray": "'timestepper[ray]'"})
+    if len(args.data) != 1:
+        raise UsageError(f"--online takes one data file as the generation recipe, got {len(args.data)}")
+    if args.resume or args.save_every:
+        raise UsageError("--online runs are not resumable: drop --resume and --save-every")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--online trains in one process (its solver workers are Ray's): do not launch it "
+                         "under torchrun")
+
+
+def _train_online(args: argparse.Namespace, surrogate: torch.nn.Module, cfg: TrainConfig,
+                  attrs: dict[str, Any]) -> list[float]:
+    """Train from solver workers on Ray with the generation settings of the recipe file."""
+    from .online import OnlineConfig, train_online
+
+    equation, gen = recipe_from_attrs(attrs)
+    online = OnlineConfig(workers=args.workers, trajectories=args.online_trajectories, buffer=args.buffer,
+                          buffer_size=args.buffer_size, ray_address=args.ray_address)
+    res = train_online(equation, surrogate, cfg, gen, online, progress=not args.no_progress)
+    print(f"online: {res.trajectories} trajectories, {res.windows} windows received, {res.served} served, "
+          f"{res.evicted} evicted; waited {res.wait_s:.1f} s for data")
+    return list(res.losses)
 
 
 def _initial(args: argparse.Namespace, spec: dict[str, Any], saved: dict[str, Any] | None,

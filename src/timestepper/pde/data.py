@@ -243,6 +243,32 @@ def equation_attributes(eq: SpectralEquation) -> dict:
     return {"equation": type(eq).__name__, "equation_params": json.dumps(params, sort_keys=True)}
 
 
+def recipe_from_attrs(attrs: dict[str, Any]) -> tuple[SpectralEquation, GenerationConfig]:
+    """The equation and generation settings a data file's attributes (:func:`read_hdf5`) record:
+    what ``generate`` needs to make more trajectories like the file's (online training).
+
+    Raises:
+        ValueError: the file names an equation this library does not define, or its parameters
+            do not build it.
+    """
+    import inspect
+
+    from . import equations1d, navier_stokes
+
+    name = str(attrs.get("equation"))
+    cls = getattr(equations1d, name, None) or getattr(navier_stokes, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, SpectralEquation)):
+        raise ValueError(f"the data file's equation {name!r} is not one of timestepper.pde's equations")
+    params = json.loads(attrs["equation_params"])
+    accepted = inspect.signature(cls).parameters
+    try:
+        eq = cls(**{k: v for k, v in params.items() if k in accepted})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the data file's parameters {params} do not build {name}: {e}") from e
+    fields = GenerationConfig.__dataclass_fields__
+    return eq, GenerationConfig(**{k: attrs[k] for k in fields if k in attrs})
+
+
 def write_hdf5(
     path: str | Path, eq: SpectralEquation, cfg: GenerationConfig, splits: dict[str, Tensor]
 ) -> None:
@@ -326,5 +352,6 @@ __all__ = [
     "initial_conditions",
     "read_hdf5",
     "to_store_dtype",
+    "recipe_from_attrs",
     "write_hdf5",
 ]
