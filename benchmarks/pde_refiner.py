@@ -55,7 +55,11 @@ def build(name: str, hidden: int, mults: tuple[int, ...]) -> torch.nn.Module:
     if "std" in name:
         return pde.PDERefiner(net, num_steps=3, min_noise_std=4e-7, schedule="std")
     return pde.PDERefiner(
-        net, num_steps=3, min_noise_std=4e-7, predict_difference=True, difference_weight=0.3
+        net,
+        num_steps=3,
+        min_noise_std=4e-7,
+        predict_difference="difference" in name,
+        difference_weight=0.3,
     )
 
 
@@ -64,6 +68,7 @@ MODELS = (
     "MSE U-Net, predicts difference",
     "PDE-Refiner, schedule=std (previous)",
     "PDE-Refiner, schedule=ddpm, difference (released code)",
+    "PDE-Refiner, schedule=ddpm, predicts u(t)",
 )
 
 
@@ -155,10 +160,11 @@ def verdicts(rows: list[dict]) -> list[str]:
     out = []
     for it in sorted({r["iterations"] for r in rows}):
         at = [r for r in rows if r["iterations"] == it]
-        mse = max((r for r in at if r["model"].startswith("MSE")), key=lambda r: r["hct_mean"])
-        ref = next((r for r in at if "ddpm" in r["model"]), None)
-        if ref is None:
+        mses = [r for r in at if r["model"].startswith("MSE")]
+        ref = next((r for r in at if "released" in r["model"]), None)
+        if ref is None or not mses:
             continue
+        mse = max(mses, key=lambda r: r["hct_mean"])
         gap = ref["hct_mean"] - mse["hct_mean"]
         err = math.hypot(ref["hct_sem"], mse["hct_sem"])
         word = "longer" if gap > 0 else "shorter"
@@ -186,6 +192,8 @@ def main() -> None:
                    help="paper-like scale: hidden 64, mults 1-2-2-4, 2048 train trajectories, "
                         "batch 128, lr 1e-4 (a GPU run)")
     p.add_argument("--out", default=str(RESULTS / "pde_refiner"))
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the rows (model, iterations) already in OUT.json")
     args = p.parse_args()
     if args.full:
         args.hidden, args.mults, args.n_train, args.n_test = 64, [1, 2, 2, 4], 2048, 128
@@ -197,14 +205,32 @@ def main() -> None:
         "args": vars(args),
         "rows": [],
     }
-    for it in args.iterations:
-        for i in args.models:
-            res["rows"].append({"model": MODELS[i], **train_and_score(MODELS[i], train, test, it, args)})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    done = _previous_rows(out, vars(args)) if args.resume else {}
+    for it in args.iterations:
+        for i in args.models:
+            row = done.get((MODELS[i], it))
+            if row is None:
+                row = {"model": MODELS[i], **train_and_score(MODELS[i], train, test, it, args)}
+            res["rows"].append(row)
+            out.with_suffix(".json").write_text(json.dumps(res, indent=1))  # progress survives
     out.with_suffix(".md").write_text(markdown(res) + "\n")
     print(markdown(res))
+
+
+def _previous_rows(out: Path, settings: dict) -> dict:
+    """Rows of an earlier run at ``out`` keyed by model and iterations, if it used the same
+    data, network and optimiser settings (else none)."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    free = {"iterations", "models", "resume", "out", "full"}
+    if any(old["args"].get(k) != v for k, v in settings.items() if k not in free):
+        print(f"not resuming: {path} used other settings")
+        return {}
+    return {(r["model"], r["iterations"]): r for r in old["rows"]}
 
 
 if __name__ == "__main__":

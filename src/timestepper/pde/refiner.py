@@ -163,14 +163,16 @@ class PDERefiner(nn.Module):
         the batch and space."""
         b = u_prev.shape[0]
         if step is None:
-            k = torch.randint(0, self.num_steps + 1, (b,), generator=generator).to(u_prev.device)
+            dev = u_prev.device if generator is None else generator.device
+            k = torch.randint(0, self.num_steps + 1, (b,), generator=generator, device=dev)
+            k = k.to(u_prev.device)
         else:
             step = check_int(step, "step", 0)
             if step > self.num_steps:
                 raise ValueError(f"step must be in 0..{self.num_steps}, got {step}")
             k = torch.full((b,), step, dtype=torch.long, device=u_prev.device)
         y = self._target(u_prev, u_next)
-        eps = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+        eps = self._noise(y, generator)
         shape = (b,) + (1,) * (y.ndim - 1)
 
         def c(name: str) -> Tensor:
@@ -197,7 +199,11 @@ class PDERefiner(nn.Module):
 
     @staticmethod
     def _noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+        """Standard normal noise shaped like ``like``, drawn on the generator's device."""
+        device = like.device if generator is None else generator.device
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=device).to(
+            like.device
+        )
 
 
 __all__ = ["PDERefiner"]
