@@ -20,6 +20,17 @@ def _released_alpha_bar(num_steps: int, sigma_min: float) -> list[float]:
     return [math.prod(1 - b for b in betas[k:]) for k in range(num_steps + 1)]
 
 
+def _released_scheduler():
+    """The released code's scheduler: diffusers' DDPMScheduler with K + 1 training steps, betas
+    sigma_min^(i/K) in reverse (their index i = K - k), v-prediction, no clipping."""
+    diffusers = pytest.importorskip("diffusers")
+    betas = [SIGMA_MIN ** (k / K) for k in reversed(range(K + 1))]
+    return diffusers.DDPMScheduler(
+        num_train_timesteps=K + 1, trained_betas=betas, prediction_type="v_prediction",
+        clip_sample=False,
+    )  # fmt: skip
+
+
 class Linear(torch.nn.Module):
     """A fixed, step-dependent linear map of the inputs (no parameters to train)."""
 
@@ -56,12 +67,7 @@ def test_noise_levels_follow_the_released_code_and_the_appendix():
 
 
 def test_alpha_bar_matches_diffusers_with_the_released_betas():
-    diffusers = pytest.importorskip("diffusers")
-    betas = [SIGMA_MIN ** (k / K) for k in reversed(range(K + 1))]
-    sched = diffusers.DDPMScheduler(
-        num_train_timesteps=K + 1, trained_betas=betas, prediction_type="v_prediction",
-        clip_sample=False,
-    )  # fmt: skip
+    sched = _released_scheduler()
     ours = _released_alpha_bar(K, SIGMA_MIN)
     theirs = sched.alphas_cumprod.double().flip(0).tolist()  # their index i = K - k
     assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
@@ -109,12 +115,7 @@ def test_loss_at_each_step_of_the_appendix_schedule(k):
 def test_predict_equals_the_diffusers_ddpm_loop_of_the_released_code():
     """The released code's inference: start from noise, for i = K..0 call the net and take a
     DDPMScheduler step; the same noise draws (one generator, same order) give the same result."""
-    diffusers = pytest.importorskip("diffusers")
-    betas = [SIGMA_MIN ** (k / K) for k in reversed(range(K + 1))]
-    sched = diffusers.DDPMScheduler(
-        num_train_timesteps=K + 1, trained_betas=betas, prediction_type="v_prediction",
-        clip_sample=False,
-    )  # fmt: skip
+    sched = _released_scheduler()
     u_prev = torch.randn(3, 32)
     net = Linear()
     g = torch.Generator().manual_seed(7)
