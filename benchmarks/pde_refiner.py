@@ -165,13 +165,13 @@ def verdicts(rows: list[dict]) -> list[str]:
         if ref is None or not mses:
             continue
         mse = max(mses, key=lambda r: r["hct_mean"])
-        gap = ref["hct_mean"] - mse["hct_mean"]
-        err = math.hypot(ref["hct_sem"], mse["hct_sem"])
+        diff = np.asarray(ref["hct"]) - np.asarray(mse["hct"])  # paired: same test trajectories
+        gap, err = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
         word = "longer" if gap > 0 else "shorter"
         out.append(
             f"- {it} iterations: refiner {ref['hct_mean']:.1f} s vs best MSE "
-            f"({mse['model']}) {mse['hct_mean']:.1f} s: {abs(gap):.1f} s {word} "
-            f"({abs(gap) / err:.1f} combined s.e.m.)."
+            f"({mse['model']}) {mse['hct_mean']:.1f} s: {abs(gap):.1f} ± {err:.1f} s {word} "
+            f"(paired over the test trajectories; {abs(gap) / max(err, 1e-12):.1f} s.e.m.)."
         )
     return out
 
@@ -194,7 +194,12 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "pde_refiner"))
     p.add_argument("--resume", action="store_true",
                    help="reuse the rows (model, iterations) already in OUT.json")
+    p.add_argument("--render-only", action="store_true", help="rewrite OUT.md from OUT.json")
     args = p.parse_args()
+    out = Path(args.out)
+    if args.render_only:
+        out.with_suffix(".md").write_text(markdown(json.loads(out.with_suffix(".json").read_text())) + "\n")
+        return
     if args.full:
         args.hidden, args.mults, args.n_train, args.n_test = 64, [1, 2, 2, 4], 2048, 128
         args.batch_size, args.lr, args.iterations = 128, 1e-4, [20_000, 80_000]
@@ -205,7 +210,6 @@ def main() -> None:
         "args": vars(args),
         "rows": [],
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _previous_rows(out, vars(args)) if args.resume else {}
     for it in args.iterations:
@@ -226,8 +230,8 @@ def _previous_rows(out: Path, settings: dict) -> dict:
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
-    free = {"iterations", "models", "resume", "out", "full"}
-    if any(old["args"].get(k) != v for k, v in settings.items() if k not in free):
+    same = ("n_train", "n_test", "hidden", "mults", "batch_size", "lr", "device")
+    if any(old["args"].get(k) != settings[k] for k in same):
         print(f"not resuming: {path} used other settings")
         return {}
     return {(r["model"], r["iterations"]): r for r in old["rows"]}
