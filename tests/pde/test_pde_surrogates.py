@@ -42,7 +42,6 @@ def test_refiner_trains_and_samples_spread_with_noise():
     train, test = _ks_data()
     net = UNet(2, 1, hidden=8, channel_mults=(1, 2), conditioned=True)
     refiner = pde.PDERefiner(net, num_steps=3, min_noise_std=4e-7)
-    assert refiner.noise_stds[1:] == pytest.approx([(4e-7) ** (1 / 3), (4e-7) ** (2 / 3), 4e-7])
     losses = pde.train_surrogate(
         refiner, train, pde.TrainConfig(iterations=30, batch_size=16, lr=3e-3, unroll=1)
     )
@@ -54,23 +53,6 @@ def test_refiner_trains_and_samples_spread_with_noise():
     # The spread of samples (the uncertainty estimate) starts at zero and grows with time.
     spread = (a - c).pow(2).mean(-1).mean(0)
     assert float(spread[0]) == 0.0 < float(spread[1]) < float(spread[-1])
-
-
-def test_refiner_denoising_objective_is_exact_for_an_oracle():
-    """A network that returns the true noise (k > 0) and the true target (k = 0) has zero loss
-    and predict() recovers the target exactly: checks the objective's bookkeeping."""
-    target = torch.randn(4, 16)
-
-    class Oracle(torch.nn.Module):
-        def forward(self, x, k):
-            u_tilde = x[:, 1]
-            sig = torch.tensor(refiner.noise_stds, dtype=x.dtype)[k.long()].view(-1, 1)
-            eps = torch.where(sig > 0, (u_tilde - target) / torch.where(sig > 0, sig, 1.0), target)
-            return eps.unsqueeze(1)
-
-    refiner = pde.PDERefiner(Oracle(), num_steps=3, min_noise_std=1e-2)
-    assert float(refiner.loss(torch.zeros(4, 16), target)) < 1e-10
-    torch.testing.assert_close(refiner.predict(torch.zeros(4, 16)), target, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("dim", [1, 2])
