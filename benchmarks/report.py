@@ -12,7 +12,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["gmm", "overhead", "compiled", "compiled_cuda", "family", "dpm_v3", "dc_solver", "stochastic",
-         "stochastic_cuda", "ode", "ode_cuda", "pde", "train"]
+         "stochastic_cuda", "ode", "ode_cuda", "pde", "pde_refiner", "pde_refiner_cuda", "pde_models",
+         "pde_online", "train", "quantize", "distill"]
 
 
 def main() -> None:
