@@ -95,41 +95,44 @@ def digits_round_trips(den, what, batch):
     return head + rows
 
 
-def quality(gmm, batch):
+def _edm_problem(gmm, batch):
+    """The EDM-schedule mixture denoiser, noise and exact ODE solutions of (b) and (b2)."""
     smax = 80.0
     den = gmm.denoiser(ts.EDMSchedule(0.002, smax), "sample")
     noise = torch.randn(batch, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
-    ref = gmm.reference_solution(noise * math.sqrt(1 + smax**2), s_start=smax, s_end=0.0)
+    return den, noise, gmm.reference_solution(noise * math.sqrt(1 + smax**2), s_start=smax, s_end=0.0)
+
+
+def _error_rows(gmm, batch, solvers, head, budgets, per_step: bool):
+    """Rows of mean error to the exact ODE solution; ``per_step``: each budget is model calls, the
+    steps are ``budget // nfe_per_step`` and the calls used are shown in brackets."""
+    den, noise, ref = _edm_problem(gmm, batch)
+    rows = [head, "|" + "---|" * (len(solvers) + 1)]
+    for budget in budgets:
+        cells = []
+        for s, o in solvers:
+            steps = budget // ts.solvers.get(s, **o).nfe_per_step if per_step else budget
+            sol = ts.sample(den, noise, s, steps=steps, solver_options=o, return_solution=True)
+            err = f"{(sol.x - ref).norm(dim=-1).mean().item():.4f}"
+            cells.append(f"{err} ({sol.stats.nfe})" if per_step else err)
+        rows.append(f"| {budget} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def quality(gmm, batch):
+    """(b): BDIA-DDIM's gamma next to DDIM at equal NFE, EDM schedule."""
     solvers = [("ddim", {}), ("bdia-ddim", {"gamma": 1.0}), ("bdia-ddim", {"gamma": 0.5}),
                ("bdia-ddim", {"gamma": 0.2})]
-    rows = ["| NFE | ddim | bdia-ddim gamma=1 | bdia-ddim gamma=0.5 | bdia-ddim gamma=0.2 |",
-            "|---|---|---|---|---|"]
-    for steps in (5, 10, 20, 50):
-        errs = [(ts.sample(den, noise, s, steps=steps, solver_options=o) - ref).norm(dim=-1).mean().item()
-                for s, o in solvers]
-        rows.append(f"| {steps} | " + " | ".join(f"{e:.4f}" for e in errs) + " |")
-    return rows
+    head = "| NFE | ddim | bdia-ddim gamma=1 | bdia-ddim gamma=0.5 | bdia-ddim gamma=0.2 |"
+    return _error_rows(gmm, batch, solvers, head, (5, 10, 20, 50), per_step=False)
 
 
 def edm_quality(gmm, batch):
     """(b2): BDIA-EDM next to EDM Heun at (about) equal model calls, EDM schedule."""
-    smax = 80.0
-    den = gmm.denoiser(ts.EDMSchedule(0.002, smax), "sample")
-    noise = torch.randn(batch, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
-    ref = gmm.reference_solution(noise * math.sqrt(1 + smax**2), s_start=smax, s_end=0.0)
     solvers = [("heun", {}), ("bdia-edm", {"gamma": 1.0}), ("bdia-edm", {"gamma": 0.5}),
                ("bdia-edm", {"gamma": 0.5, "backward": "euler"})]
-    rows = ["| NFE budget | heun | bdia-edm gamma=1 | bdia-edm gamma=0.5 | bdia-edm gamma=0.5, Euler backward |",
-            "|---|---|---|---|---|"]
-    for budget in (12, 24, 48, 96):
-        cells = []
-        for s, o in solvers:
-            per_step = ts.solvers.get(s, **o).nfe_per_step
-            sol = ts.sample(den, noise, s, steps=budget // per_step, solver_options=o, return_solution=True)
-            err = (sol.x - ref).norm(dim=-1).mean().item()
-            cells.append(f"{err:.4f} ({sol.stats.nfe})")
-        rows.append(f"| {budget} | " + " | ".join(cells) + " |")
-    return rows
+    head = "| NFE budget | heun | bdia-edm gamma=1 | bdia-edm gamma=0.5 | bdia-edm gamma=0.5, Euler backward |"
+    return _error_rows(gmm, batch, solvers, head, (12, 24, 48, 96), per_step=True)
 
 
 class Scaled(torch.nn.Module):

@@ -13,15 +13,6 @@ from timestepper.diffusion.term import DiffusionTerm
 from timestepper.solvers.bdia_edm import invert_bdia_edm
 
 F64 = torch.float64
-SIGMA_MIN, SIGMA_MAX = 0.1, 80.0
-
-
-@pytest.fixture(scope="module")
-def problem(gmm2):
-    den = gmm2.denoiser(ts.EDMSchedule(SIGMA_MIN, SIGMA_MAX), "sample")
-    noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    ref = gmm2.reference_solution(noise * math.sqrt(1 + SIGMA_MAX**2), s_start=SIGMA_MAX, s_end=SIGMA_MIN)
-    return den, noise, ref
 
 
 @pytest.mark.parametrize("name,options,order", [("bdia-edm", {}, 2), ("bdia-edm", {"gamma": 0.5}, 2),
