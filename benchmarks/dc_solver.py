@@ -13,9 +13,13 @@ uniform log-SNR grids:
   exact PF-ODE solution, for ``unipc-bh2`` and ``dc-unipc`` with each set of ratios;
 * cascade polynomial regression (CPR): ``CascadePolynomialRegression`` fitted on the ratios searched
   at NFE 5, 6, 8, 10 predicts those of NFE 7 and 9 (no model call); their held-out error is
-  reported next to that of the ratios searched at 7 and 9.
+  reported next to that of the ratios searched at 7 and 9;
+* classifier-free guidance (``benchmarks/_dc_guided.py``): on the exact class-conditional mixture,
+  ratios searched at guidance scales 1.5, 3, 5, 7.5 and the CPR's prediction for unseen scales
+  2, 4, 6 against UniPC and against ratios refitted at those scales.
 
 Run:  PYTHONPATH=src python benchmarks/dc_solver.py [--threads 1] [--nfe 5 6 7 8 9 10] [--dims 2 64]
+      [--guided-dims 2 64]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from _dc_guided import guided_rows, guided_section  # benchmarks/_dc_guided.py, beside this script
 
 import timestepper as ts
 from timestepper.bench import GaussianMixture
@@ -133,7 +138,7 @@ def cpr_table(results: dict) -> list[str]:
     return lines
 
 
-def render(results: dict, command: str, total: float) -> str:
+def render(results: dict, guided: dict, command: str, total: float) -> str:
     machine = (f"{platform.machine()} {platform.system()}, torch {torch.__version__}, "
                f"{torch.get_num_threads()} thread(s)")
     intro = [f"Machine: {machine}; run time {total:.0f} s. Reproduce: `{command}`.",
@@ -148,23 +153,26 @@ def render(results: dict, command: str, total: float) -> str:
     if any(res["cpr"] for res in results.values()):
         out += ["### Cascade polynomial regression: fitted at NFE 5, 6, 8, 10, predicting 7 and 9", "",
                 *cpr_table(results), ""]
-    return "\n".join(out)
+    return "\n".join([*out, *guided_section(guided)])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 6, 7, 8, 9, 10])
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 64])
+    ap.add_argument("--guided-dims", type=int, nargs="*", default=[2, 64],
+                    help="dimensions of the guided (CFG) experiment; none to skip it")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = {str(d): evaluate(Problem(d), args.nfe) for d in args.dims}
+    guided = {str(d): guided_rows(d) for d in args.guided_dims}
     command = "PYTHONPATH=src python benchmarks/dc_solver.py " + " ".join(sys.argv[1:])
-    text = render(results, command.strip(), time.perf_counter() - t0)
+    text = render(results, guided, command.strip(), time.perf_counter() - t0)
     OUT.mkdir(exist_ok=True)
     (OUT / "dc_solver.md").write_text(text + "\n")
-    (OUT / "dc_solver.json").write_text(json.dumps(results, indent=1))
+    (OUT / "dc_solver.json").write_text(json.dumps({"unguided": results, "guided": guided}, indent=1))
     print(text)
 
 
