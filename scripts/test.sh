@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install timestepper with its test extras into .venv and run the linter, the type checker and
-# the test suite (all of it: about a minute on 2 cores; `-m "not slow"` skips the heaviest tests).
+# the test suite (all of it: about two minutes on 2 cores; `-m "not slow"` skips the heaviest tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
