@@ -75,7 +75,10 @@ def solve_small(a: Sequence[Sequence[float]], b: Sequence[float]) -> list[float]
     n = len(b)
     m = [list(map(float, row)) + [float(v)] for row, v in zip(a, b)]
     for c in range(n):
-        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        p = c  # the first row of largest |m[r][c]| (partial pivoting)
+        for r in range(c + 1, n):
+            if abs(m[r][c]) > abs(m[p][c]):
+                p = r
         if m[p][c] == 0.0:
             raise ZeroDivisionError("singular system (repeated nodes)")
         m[c], m[p] = m[p], m[c]
@@ -94,10 +97,14 @@ def polynomial_basis(nodes: Sequence[float]) -> list[list[float]]:
     ``(nodes[j], m_j)``: ``p(u) = sum_k a_k u^k`` (the inverse Vandermonde matrix, float64).
     Column ``j`` holds the monomial coefficients of the Lagrange basis polynomial ``L_j``."""
     n = len(nodes)
-    if n == 2:  # the common case, written out (the same arithmetic as the loop below)
+    if n == 2:  # the common cases, written out (the same arithmetic as the loop below)
         u0, u1 = nodes
         d0, d1 = u0 - u1, u1 - u0
         return [[-u1 / d0, -u0 / d1], [1.0 / d0, 1.0 / d1]]
+    if n == 3:
+        u0, u1, u2 = nodes
+        cols = [_quadratic_column(u0, u1, u2), _quadratic_column(u1, u0, u2), _quadratic_column(u2, u0, u1)]
+        return [list(row) for row in zip(*cols)]
     cols = []
     for j, uj in enumerate(nodes):
         poly, denom = [1.0], 1.0
@@ -107,6 +114,12 @@ def polynomial_basis(nodes: Sequence[float]) -> list[list[float]]:
                 denom *= uj - um
         cols.append([c / denom for c in poly])
     return [list(row) for row in zip(*cols)]
+
+
+def _quadratic_column(uj, p, q):
+    """The monomial coefficients of ``(u - p)(u - q) / ((uj - p)(uj - q))``."""
+    d = (uj - p) * (uj - q)
+    return [p * q / d, (-p - q) / d, 1.0 / d]
 
 
 class PhiTable:
@@ -145,7 +158,10 @@ def step_phis(grid: SamplingGrid, pairs: Sequence[tuple[int, int]], kmax: int,
 
 def combine(coeffs: Sequence[float], basis: Sequence[Sequence[float]]) -> list[float]:
     """Weights on model outputs of ``sum_k coeffs[k] a_k`` with ``a_k = sum_j basis[k][j] m_j``."""
-    return [sum([c * b for c, b in zip(coeffs, col)]) for col in zip(*basis)]
+    out = [coeffs[0] * b for b in basis[0]]
+    for c, row in zip(coeffs[1:], basis[1:]):
+        out = [o + c * b for o, b in zip(out, row)]
+    return out
 
 
 def taylor_weights(  # noqa: PLR0913
@@ -242,7 +258,7 @@ def lagrange_integral_weights(
         basis = polynomial_basis([v - start for v in values])
         d = end - start
         moments = [d ** (k + 1) / (k + 1) for k in range(n)]
-        return [sum(basis[k][j] * moments[k] for k in range(n)) for j in range(n)]
+        return combine(moments, basis)
     v0 = math.log(start)
     basis = polynomial_basis([math.log(v) - v0 for v in values])
     if end == 0.0:
@@ -253,4 +269,4 @@ def lagrange_integral_weights(
             start * math.factorial(k) * d ** (k + 1) * math.exp(d) * (phis or PhiTable([], 0))(k + 1, -d)
             for k in range(n)
         ]
-    return [sum(basis[k][j] * moments[k] for k in range(n)) for j in range(n)]
+    return combine(moments, basis)
