@@ -158,9 +158,12 @@ def step_phis(grid: SamplingGrid, pairs: Sequence[tuple[int, int]], kmax: int,
 
 def combine(coeffs: Sequence[float], basis: Sequence[Sequence[float]]) -> list[float]:
     """Weights on model outputs of ``sum_k coeffs[k] a_k`` with ``a_k = sum_j basis[k][j] m_j``."""
-    out = [coeffs[0] * b for b in basis[0]]
-    for c, row in zip(coeffs[1:], basis[1:]):
-        out = [o + c * b for o, b in zip(out, row)]
+    c0 = coeffs[0]
+    out = [c0 * b for b in basis[0]]
+    for k in range(1, len(coeffs)):
+        c, row = coeffs[k], basis[k]
+        for j in range(len(out)):
+            out[j] = out[j] + c * row[j]
     return out
 
 
