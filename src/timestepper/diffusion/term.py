@@ -87,7 +87,9 @@ class DiffusionTerm(Term):
         mt = t if grid.model_t is None else torch.where(evaluable, grid.model_t, grid.model_t[0])
         tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
         batch = x.shape[0] if x.ndim > 0 else 1
-        times = mt.to(device=x.device, dtype=tdtype)[:, None].repeat(1, batch).unbind(0)
+        # a fresh (points, batch) tensor (mt is a new tensor; expand + contiguous copies only when
+        # batch > 1, which is cheaper than repeat), one row per point
+        times = mt.to(device=x.device, dtype=tdtype)[:, None].expand(-1, batch).contiguous().unbind(0)
         return [EvalPoint(ti, ai, bi, ci, di) for ti, ai, bi, ci, di in
                 zip(times, a.tolist(), b.tolist(), c.tolist(), d.tolist())]
 
