@@ -44,3 +44,20 @@ def test_phi_complex_and_bad_k():
     assert torch.allclose(p1, torch.expm1(z) / z)
     with pytest.raises(ValueError, match="k must be"):
         phi(-1, z)
+
+
+@pytest.mark.parametrize("kmax", [1, 2, 4, 9])
+def test_phi_rows_is_phi_bit_for_bit(kmax):
+    """The per-grid tables evaluate every k in one pass; the values must be phi's exactly, on both
+    sides of the series radius, at 0 and at -inf (a step to zero noise)."""
+    from timestepper.core.phi import phi_rows
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(40, generator=g, dtype=torch.float64) * 0.7,
+                   torch.tensor([0.0, -0.5, 0.5, 0.4999999, -30.0, 12.0, -math.inf], dtype=torch.float64)])
+    rows = torch.from_numpy(phi_rows(kmax, z.numpy()))
+    assert rows.shape == (kmax, z.numel())
+    for k in range(1, kmax + 1):
+        assert torch.equal(rows[k - 1], phi(k, z)), k
+    large = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)  # no entry in the series' range
+    assert torch.equal(torch.from_numpy(phi_rows(3, large.numpy()))[2], phi(3, large))

@@ -38,3 +38,27 @@ def test_unknown_prediction_lists_the_valid_names():
         canonical_prediction("mu")
     with pytest.raises(ValueError, match="unknown prediction"):
         ts.Denoiser(lambda x, t: x, ts.EDMSchedule(), "mu")
+
+
+@pytest.mark.parametrize("sched", [ts.VPDiscreteSchedule.from_betas("linear"), ts.EDMSchedule(),
+                                   ts.RectifiedFlowSchedule()], ids=repr)
+def test_conversion_coefficients_convert_the_network_output(sched):
+    """The diffusion term's per-grid table: ``x0 = a x + b m`` and ``eps = c x + d m`` recover the
+    truth from every prediction type, and equal the separate data/noise coefficient functions."""
+    from timestepper.diffusion.predictions import (
+        conversion_coefficients,
+        data_coefficients,
+        noise_coefficients,
+    )
+
+    g = torch.Generator().manual_seed(1)
+    t = sched.t_min + torch.tensor([0.1, 0.5, 0.9], dtype=F64) * (sched.t_max - sched.t_min)
+    x0, eps = torch.randn(3, generator=g, dtype=F64), torch.randn(3, generator=g, dtype=F64)
+    x = sched.alpha(t) * x0 + sched.sigma(t) * eps
+    for kind in PREDICTIONS:
+        m = convert(x0, x, t, sched, "sample", kind)
+        a, b, c, d = conversion_coefficients(kind, sched, t)
+        assert torch.allclose(a * x + b * m, x0, atol=1e-9), kind
+        assert torch.allclose(c * x + d * m, eps, atol=1e-9), kind
+        assert all(torch.equal(u, v) for u, v in zip((a, b, c, d), (*data_coefficients(kind, sched, t),
+                                                                    *noise_coefficients(kind, sched, t)))), kind

@@ -10,6 +10,7 @@ noise).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -58,3 +59,34 @@ def _phi(xp, k: int, z):
     for j in reversed(range(_SERIES_TERMS)):
         series = series * zs + 1.0 / math.factorial(j + k)
     return xp.where(small, series, p)
+
+
+def phi_rows(kmax: int, z) -> np.ndarray:
+    """``[phi_1(z), .., phi_kmax(z)]`` for a real float64 NumPy array ``z`` as one ``(kmax, n)``
+    array: the arithmetic of :func:`phi` elementwise (the same recurrence, the same Horner series,
+    so the values are bit-identical), with every ``k`` evaluated in one pass. The per-grid
+    coefficient tables use it, where the per-call overhead of separate evaluations dominates."""
+    z = np.asarray(z, dtype=np.float64)
+    small = np.abs(z) < _SERIES_RADIUS
+    zr = np.where(small, 1.0, z)
+    p = np.expm1(zr) / zr
+    rows = [p]
+    for j in range(1, kmax):
+        p = (p - 1.0 / math.factorial(j)) / zr
+        rows.append(p)
+    out = np.stack(rows)
+    if not small.any():
+        return out
+    zs = np.where(small, z, 0.0)
+    series = np.zeros_like(out)
+    coeffs = _series_coefficients(kmax)
+    for j in reversed(range(_SERIES_TERMS)):
+        series = series * zs + coeffs[j]
+    return np.where(small, series, out)
+
+
+@functools.lru_cache(maxsize=16)
+def _series_coefficients(kmax: int) -> np.ndarray:
+    """``c[j, k - 1, 0] = 1 / (j + k)!``: the Horner coefficients of :func:`phi_rows`' series."""
+    return np.array([[[1.0 / math.factorial(j + k)] for k in range(1, kmax + 1)]
+                     for j in range(_SERIES_TERMS)])

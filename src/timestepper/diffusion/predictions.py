@@ -45,7 +45,34 @@ def data_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor) -> tuple[Te
     """Float64 ``(a, b)`` with ``x0 = a x + b m`` for network output ``m`` of type ``kind`` at ``t``."""
     kind = canonical_prediction(kind)
     t = torch.as_tensor(t, dtype=torch.float64)
-    al, si = schedule.alpha_sigma(t)
+    return _data_coefficients(kind, schedule, t, schedule.alpha_sigma(t))
+
+
+def noise_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Float64 ``(c, d)`` with ``eps = c x + d m``: from ``eps = (x - alpha x0) / sigma``."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    kind = canonical_prediction(kind)
+    if kind == "epsilon":
+        return torch.zeros_like(t), torch.ones_like(t)
+    return _noise_coefficients(kind, schedule, t, schedule.alpha_sigma(t))
+
+
+def conversion_coefficients(kind: str, schedule: NoiseSchedule,
+                            t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(a, b, c, d)`` of :func:`data_coefficients` and :func:`noise_coefficients` at once, the
+    schedule evaluated once (the same values: the per-grid tables of the diffusion term)."""
+    kind = canonical_prediction(kind)
+    t = torch.as_tensor(t, dtype=torch.float64)
+    al_si = schedule.alpha_sigma(t)
+    a, b = _data_coefficients(kind, schedule, t, al_si)
+    if kind == "epsilon":
+        return a, b, torch.zeros_like(t), torch.ones_like(t)
+    return (a, b, *_noise_coefficients(kind, schedule, t, al_si))
+
+
+def _data_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor,
+                       al_si: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    al, si = al_si
     if kind == "epsilon":
         return 1.0 / al, -si / al
     if kind == "sample":
@@ -60,16 +87,12 @@ def data_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor) -> tuple[Te
     return ds / det, -si / det
 
 
-def noise_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Float64 ``(c, d)`` with ``eps = c x + d m``: from ``eps = (x - alpha x0) / sigma``."""
-    t = torch.as_tensor(t, dtype=torch.float64)
-    kind = canonical_prediction(kind)
-    if kind == "epsilon":
-        return torch.zeros_like(t), torch.ones_like(t)
-    al, si = schedule.alpha_sigma(t)
+def _noise_coefficients(kind: str, schedule: NoiseSchedule, t: Tensor,
+                        al_si: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    al, si = al_si
     if kind == "score":
         return torch.zeros_like(t), -si
-    a, b = data_coefficients(kind, schedule, t)
+    a, b = _data_coefficients(kind, schedule, t, al_si)
     return (1.0 - al * a) / si, -al * b / si
 
 

@@ -146,6 +146,7 @@ class VPDiscreteSchedule(_VPSchedule):
         # knots at t = -1, 0, ..., N-1
         self._knots_t = torch.arange(-1, ac.numel(), dtype=torch.float64)
         self._knots_la = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.log(ac)])
+        self._knots_dla = self._knots_la[1:] - self._knots_la[:-1]
         self.t_min, self.t_max = 0.0, float(ac.numel() - 1)
 
     @classmethod
@@ -179,11 +180,10 @@ class VPDiscreteSchedule(_VPSchedule):
 
     def log_alpha(self, t):
         t = _f64(t)
-        kt, kla = self._knots_t, self._knots_la
-        tc = t.clamp(kt[0], kt[-1])
-        i = torch.clamp(torch.floor(tc).long() + 1, 0, kt.numel() - 2)
-        w = tc - kt[i]
-        return kla[i] + w * (kla[i + 1] - kla[i])
+        tc = t.clamp(-1.0, self.t_max)  # the knots' range (the knot differences are precomputed)
+        i = torch.clamp(torch.floor(tc).long() + 1, 0, self.num_train_timesteps - 1)
+        w = tc - self._knots_t[i]
+        return self._knots_la[i] + w * self._knots_dla[i]
 
     def dlog_alpha(self, t):
         t = _f64(t)

@@ -18,7 +18,7 @@ from ..core.ops import add_scaled_
 from ..core.terms import Term
 from .denoiser import Denoiser
 from .grids import SamplingGrid
-from .predictions import data_coefficients, noise_coefficients
+from .predictions import conversion_coefficients
 
 
 @dataclass(slots=True)
@@ -83,12 +83,13 @@ class DiffusionTerm(Term):
         t = torch.where(evaluable, grid.t, grid.t[0])
         kind, sch = self.denoiser.prediction, self.schedule
         with torch.no_grad():
-            a, b = data_coefficients(kind, sch, t)
-            c, d = noise_coefficients(kind, sch, t)
+            a, b, c, d = conversion_coefficients(kind, sch, t)
         mt = t if grid.model_t is None else torch.where(evaluable, grid.model_t, grid.model_t[0])
         tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
         batch = x.shape[0] if x.ndim > 0 else 1
-        times = mt.to(device=x.device, dtype=tdtype)[:, None].repeat(1, batch).unbind(0)
+        # a fresh (points, batch) tensor (mt is a new tensor; expand + contiguous copies only when
+        # batch > 1, which is cheaper than repeat), one row per point
+        times = mt.to(device=x.device, dtype=tdtype)[:, None].expand(-1, batch).contiguous().unbind(0)
         return [EvalPoint(ti, ai, bi, ci, di) for ti, ai, bi, ci, di in
                 zip(times, a.tolist(), b.tolist(), c.tolist(), d.tolist())]
 

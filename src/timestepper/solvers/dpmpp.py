@@ -98,12 +98,13 @@ def dpm_multistep_weights(  # noqa: PLR0913 - the coefficient rule's parameters,
     """``(cx, [w_0, .., w_{k-1}])`` of the order-``k`` multistep DPM-Solver(++) step from grid point
     ``i`` to ``i + 1`` (``w_j`` on the prediction at point ``i - j``; module docstring). Shared by
     :class:`DPMSolverMultistep` and the per-step schedules of :mod:`timestepper.solvers.scheduled`."""
-    cx, e = taylor_weights(grid, i, i + 1, prediction, k, phis, eta=eta)
+    midpoint = k == 2 and solver_type == "midpoint"  # then only E_0 is used
+    cx, e = taylor_weights(grid, i, i + 1, prediction, 1 if midpoint else k, phis, eta=eta)
     if k == 1:
         return cx, e
     basis = polynomial_basis(lambda_offsets(grid, i, i + 1, [i - j for j in range(k)]))
     if k == 2:
-        coeffs = [e[0], 0.5 * e[0] if solver_type == "midpoint" else e[1]]
+        coeffs = [e[0], 0.5 * e[0] if midpoint else e[1]]
     else:
         coeffs = [e[0], e[1], e[2] if third_order_weight == "taylor" else 0.5 * e[2]]
     return cx, combine(coeffs, basis)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..core.phi import phi
+from ..core.phi import phi, phi_rows
 from ..diffusion.grids import SamplingGrid
 
 PREDICTIONS = ("data", "noise")
@@ -75,7 +75,10 @@ def solve_small(a: Sequence[Sequence[float]], b: Sequence[float]) -> list[float]
     n = len(b)
     m = [list(map(float, row)) + [float(v)] for row, v in zip(a, b)]
     for c in range(n):
-        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        p = c  # the first row of largest |m[r][c]| (partial pivoting)
+        for r in range(c + 1, n):
+            if abs(m[r][c]) > abs(m[p][c]):
+                p = r
         if m[p][c] == 0.0:
             raise ZeroDivisionError("singular system (repeated nodes)")
         m[c], m[p] = m[p], m[c]
@@ -94,31 +97,51 @@ def polynomial_basis(nodes: Sequence[float]) -> list[list[float]]:
     ``(nodes[j], m_j)``: ``p(u) = sum_k a_k u^k`` (the inverse Vandermonde matrix, float64).
     Column ``j`` holds the monomial coefficients of the Lagrange basis polynomial ``L_j``."""
     n = len(nodes)
+    if n == 2:  # the common cases, written out (the same arithmetic as the loop below)
+        u0, u1 = nodes
+        d0, d1 = u0 - u1, u1 - u0
+        return [[-u1 / d0, -u0 / d1], [1.0 / d0, 1.0 / d1]]
+    if n == 3:
+        u0, u1, u2 = nodes
+        cols = [_quadratic_column(u0, u1, u2), _quadratic_column(u1, u0, u2), _quadratic_column(u2, u0, u1)]
+        return [list(row) for row in zip(*cols)]
     cols = []
     for j, uj in enumerate(nodes):
         poly, denom = [1.0], 1.0
         for m, um in enumerate(nodes):
-            if m != j:
-                poly = [(poly[k - 1] if k > 0 else 0.0) - um * (poly[k] if k < len(poly) else 0.0)
-                        for k in range(len(poly) + 1)]
+            if m != j:  # poly * (u - um), highest coefficient last
+                poly = [-um * poly[0], *[poly[k - 1] - um * poly[k] for k in range(1, len(poly))], poly[-1]]
                 denom *= uj - um
         cols.append([c / denom for c in poly])
-    return [[cols[j][k] for j in range(n)] for k in range(n)]
+    return [list(row) for row in zip(*cols)]
+
+
+def _quadratic_column(uj, p, q):
+    """The monomial coefficients of ``(u - p)(u - q) / ((uj - p)(uj - q))``."""
+    d = (uj - p) * (uj - q)
+    return [p * q / d, (-p - q) / d, 1.0 / d]
 
 
 class PhiTable:
     """``phi_k(z)`` (:func:`timestepper.core.phi.phi`) for all the arguments one grid needs,
-    evaluated in one vectorized float64 call per ``k``; non-finite arguments are skipped."""
+    evaluated in one vectorized float64 pass for every ``k`` (:func:`~timestepper.core.phi.phi_rows`,
+    bit-identical to :func:`~timestepper.core.phi.phi`) when first read, so a coefficient rule
+    that needs no phi value pays nothing; non-finite arguments are skipped."""
 
     def __init__(self, zs: Sequence[float], kmax: int) -> None:
-        keys = sorted({float(z) for z in zs if math.isfinite(z)})
-        z = torch.tensor(keys, dtype=torch.float64)
-        self._values = {k: dict(zip(keys, phi(k, z).tolist())) for k in range(1, kmax + 1)} if keys else {}
+        self._zs, self._kmax = zs, kmax
+        self._values: dict[int, dict[float, float]] | None = None
+
+    def _evaluate(self) -> dict[int, dict[float, float]]:
+        keys = sorted({float(z) for z in self._zs if math.isfinite(z)})
+        rows = phi_rows(self._kmax, keys).tolist() if keys and self._kmax > 0 else []
+        self._values = {k: dict(zip(keys, row)) for k, row in enumerate(rows, 1)}
+        return self._values
 
     def __call__(self, k: int, z):
         if isinstance(z, Tensor):  # a batch of grids: evaluated directly
             return phi(k, z)
-        table = self._values.get(k)
+        table = (self._values if self._values is not None else self._evaluate()).get(k)
         if table is None or z not in table:
             return float(phi(k, z))  # an argument outside the table (not on the fast path)
         return table[z]
@@ -135,8 +158,13 @@ def step_phis(grid: SamplingGrid, pairs: Sequence[tuple[int, int]], kmax: int,
 
 def combine(coeffs: Sequence[float], basis: Sequence[Sequence[float]]) -> list[float]:
     """Weights on model outputs of ``sum_k coeffs[k] a_k`` with ``a_k = sum_j basis[k][j] m_j``."""
-    n = len(basis[0])
-    return [sum(c * basis[k][j] for k, c in enumerate(coeffs)) for j in range(n)]
+    c0 = coeffs[0]
+    out = [c0 * b for b in basis[0]]
+    for k in range(1, len(coeffs)):
+        c, row = coeffs[k], basis[k]
+        for j in range(len(out)):
+            out[j] = out[j] + c * row[j]
+    return out
 
 
 def taylor_weights(  # noqa: PLR0913
@@ -233,7 +261,7 @@ def lagrange_integral_weights(
         basis = polynomial_basis([v - start for v in values])
         d = end - start
         moments = [d ** (k + 1) / (k + 1) for k in range(n)]
-        return [sum(basis[k][j] * moments[k] for k in range(n)) for j in range(n)]
+        return combine(moments, basis)
     v0 = math.log(start)
     basis = polynomial_basis([math.log(v) - v0 for v in values])
     if end == 0.0:
@@ -244,4 +272,4 @@ def lagrange_integral_weights(
             start * math.factorial(k) * d ** (k + 1) * math.exp(d) * (phis or PhiTable([], 0))(k + 1, -d)
             for k in range(n)
         ]
-    return [sum(basis[k][j] * moments[k] for k in range(n)) for j in range(n)]
+    return combine(moments, basis)
