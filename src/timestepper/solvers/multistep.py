@@ -9,14 +9,13 @@ state (a tuple of past predictions, newest first).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import EvalPoint
 from .base import DiffusionSolver, lincomb, nonzero
-from .expint import PhiTable, grid_floats, step_phis
+from .expint import PhiTable, first_order_at, step_phis
 
 
 @dataclass(slots=True)
@@ -56,9 +55,8 @@ class LinearMultistep(DiffusionSolver):
     def step_orders(self, grid: SamplingGrid) -> list[int]:
         """The order actually used at each step: ``orders`` within the warm-up, first order on a
         step to zero noise."""
-        ends = grid_floats(grid).lam[1:]  # a step ending at lambda = inf ends at zero noise
-        return [1 if (self.first_order_to_zero and not math.isfinite(end)) else min(k, i + 1)
-                for i, (k, end) in enumerate(zip(self.orders(grid), ends))]
+        return [1 if (self.first_order_to_zero and first_order_at(grid, i)) else min(k, i + 1)
+                for i, k in enumerate(self.orders(grid))]
 
     def table(self, term, grid, points, x0):
         phis = self.phi_table(grid)
