@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from ..train.checkpoint import build_model, model_config
-from ..train.store import CheckpointError
+from ..train.store import CheckpointError, read_json, rename, write_file
 from .layers import convert_static, quantizable_leaves, to_weight_only
 from .quantize import TEMPORAL, quantize_structure
 from .temporal import install_cache, resize_cache
@@ -51,8 +52,12 @@ def save_quantized(directory: str | os.PathLike, denoiser: Denoiser) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    (folder / STATE).write_bytes(buffer.getvalue())
-    (folder / CONFIG).write_text(json.dumps(cfg, indent=1, default=str))
+    # the training checkpoints' crash-safe writes: each file under a temporary name, renamed when
+    # complete, the config (which makes the folder a checkpoint) last
+    for name, data in ((STATE, buffer.getvalue()), (CONFIG, json.dumps(cfg, indent=1, default=str).encode())):
+        tmp = folder / f".{name}.partial-{uuid.uuid4().hex[:12]}"
+        write_file(tmp, data)
+        rename(tmp, folder / name)
     return folder
 
 
@@ -60,7 +65,7 @@ def _read(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG} in {directory}: not a checkpoint")
-    cfg = json.loads(path.read_text())
+    cfg = read_json(path)
     if cfg.get("format") == "timestepper-checkpoint":
         raise CheckpointError(f"{directory} holds a full-precision model; quantize it with "
                               "timestepper.quantize.quantize(load_denoiser(...), ...) instead of loading it as int8")
