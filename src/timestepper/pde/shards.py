@@ -20,9 +20,6 @@ written last, the same way.
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..train.store import read_json, write_json_atomically
 from .data import SPLITS, GenerationConfig, _simulate_batch, equation_attributes, write_hdf5
 from .equation import SpectralEquation
 
@@ -240,7 +238,7 @@ def _run_on_ray(  # noqa: PLR0913 - one runner signature for Ray and processes
 def _write_index(folder: Path, eq: SpectralEquation, cfg: GenerationConfig, plan: list[Shard]) -> dict:
     """Add (or replace) this split's entry in ``index.json``, written atomically."""
     path = folder / INDEX
-    index = json.loads(path.read_text()) if path.exists() else {"format": FORMAT, "splits": {}}
+    index = read_json(path) if path.exists() else {"format": FORMAT, "splits": {}}
     attrs = _file_attributes(folder / plan[0].file, plan[0].split)
     identity = {k: attrs[k] for k in IDENTITY}
     for other, entry in index["splits"].items():
@@ -254,9 +252,7 @@ def _write_index(folder: Path, eq: SpectralEquation, cfg: GenerationConfig, plan
         "attributes": {**identity, "duration": attrs["duration"], "config": asdict(cfg)},
         "shards": [{"file": s.file, "start": s.start, "stop": s.stop, "count": s.count} for s in plan],
     }
-    tmp = path.with_name(f".{INDEX}.partial-{uuid.uuid4().hex[:12]}")
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomically(path, index)
     return index
 
 
@@ -284,7 +280,7 @@ class ShardedTrajectories:
             raise FileNotFoundError(
                 f"{index_path} not found: not a sharded data set (timestepper pde generate --shards)"
             )
-        index = json.loads(index_path.read_text())
+        index = read_json(index_path)
         if index.get("format") != FORMAT:
             raise ValueError(f"{index_path} has format {index.get('format')!r}, expected {FORMAT!r}")
         if split not in index["splits"]:
