@@ -14,6 +14,12 @@ from torch import Tensor
 _is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
 
+def compiling() -> bool:
+    """Whether the code runs under ``torch.compile`` tracing (eager fusions are not used there:
+    the compiler fuses plain arithmetic itself)."""
+    return bool(_is_compiling())
+
+
 def add_scaled_(out: Tensor, y: Tensor, c: float) -> Tensor:
     """``out += c * y`` in place (``out`` must be a fresh tensor of the step)."""
     if _is_compiling():
@@ -28,4 +34,4 @@ def add_scaled(x: Tensor, y: Tensor, c: float) -> Tensor:
     return torch.add(x, y, alpha=c)
 
 
-__all__ = ["add_scaled", "add_scaled_"]
+__all__ = ["add_scaled", "add_scaled_", "compiling"]

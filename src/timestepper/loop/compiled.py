@@ -63,12 +63,14 @@ class CompiledCall:
     """
 
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any], what: str) -> None:
-        self.eager, self.what = fn, what
-        self.compiled = torch.compile(fn, **options)
+        self.eager, self.what, self.options = fn, what, options
+        self.compiled: Callable[..., Any] | None = None  # made on the first call (a solve may not call it)
         self.reason: str | None = None
 
     def __call__(self, *args: Any) -> Any:
         if self.reason is None:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.eager, **self.options)
             try:
                 return self.compiled(*args)
             except _CAPTURE_FAILURES as exc:  # capture failed: nothing ran

@@ -3,12 +3,15 @@
 Every sample of the batch has its own time, step size, controller history, accept/reject
 decision and counters; the vector field is still called once per stage on the whole batch
 (finished samples take zero-length steps). The solver merges its state per sample
-(``Solver.merge``). Statistics and the status are ``(B,)`` tensors. One host synchronisation per
-step decides whether every sample has finished.
+(``Solver.merge``). Statistics and the status are ``(B,)`` tensors. Eager, one host
+synchronisation per step decides whether every sample has finished; compiled (without save
+times), all the attempts after the first are one ``while_loop`` graph (:mod:`.device_loop`), and
+the host waits for the end of the solve only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,7 @@ from torch import Tensor
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
 from .compiled import SYNC_EVERY, CompiledCall
+from .device_loop import loop_compile_options, loop_in_graph, while_loop_available
 from .options import LoopOptions, Problem, start_controller
 from .shared import NONFINITE_TRIES
 
@@ -65,7 +69,7 @@ def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
     nfe = zeros + nfe0 + calls.total(run.tries)
     rejected = run.tries - run.accepted
     stats = Stats(nfe=nfe, steps=run.tries, accepted=run.accepted, rejected=rejected)
-    extras = {"t": run.t, "nfe_calls": nfe0 + calls.batched_calls()}
+    extras = {"t": run.t, "nfe_calls": nfe0 + calls.batched_calls(), "loop_attempts": calls.loop_attempts}
     return Solution(x=run.x, ts=saver.ts if saver is not None else run.t,
                     ys=saver.ys if saver is not None else None, stats=stats, status=run.status,
                     extras=extras)
@@ -80,6 +84,7 @@ class _Evaluations:
         self.counts: list[int] = []
         self.extra: Tensor | None = None
         self.dense_calls = 0
+        self.loop_attempts = 0  # attempts made inside the compiled device loop
 
     def add(self, n: int, active: Tensor) -> None:
         if self.counts and n != self.counts[0]:
@@ -93,6 +98,15 @@ class _Evaluations:
         self.extra = diff if self.extra is None else self.extra + diff
         self.dense_calls += n
 
+    def add_loop(self, spent: Tensor, tries: Tensor, n_calls: int, iters: int) -> None:
+        """Attempts made in the device loop (after at least one counted by :meth:`add`): ``spent``
+        evaluations and ``tries`` attempts per sample, ``n_calls`` batched calls in ``iters``
+        iterations."""
+        diff = spent - self.counts[0] * tries
+        self.extra = diff if self.extra is None else self.extra + diff
+        self.dense_calls += n_calls
+        self.loop_attempts += iters
+
     def total(self, tries: Tensor) -> Tensor:
         base = tries * (self.counts[0] if self.counts else 0)
         return base if self.extra is None else base + self.extra
@@ -103,13 +117,19 @@ class _Evaluations:
 
 def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forward: bool) -> _Evaluations:
     """Attempt steps until every sample has finished or stopped. Eager: the "anyone running?"
-    flag is read every step; compiled (without save times): :func:`_attempt` is one compiled
-    graph and the flag is read every :data:`~.compiled.SYNC_EVERY` attempts."""
+    flag is read every step; compiled (without save times): the attempts run in one compiled
+    loop (:func:`_loop_on_device`) or, when it cannot be captured, :func:`_attempt` is one
+    compiled graph and the flag is read every :data:`~.compiled.SYNC_EVERY` attempts."""
     calls = _Evaluations()
     snap = 4 * torch.finfo(run.t.dtype).eps * run.t_end.abs().clamp(min=1.0)  # lands on t_end
     attempt, every = _attempt_function(p, opts, saver)
     run.masked = every > 1  # between two syncs a sample may stop unseen
-    for i in range(opts.max_steps):
+    start = 0
+    if every > 1:
+        start = _loop_on_device(p, opts, run, forward, snap, calls)
+        if start and not _still_active(opts, run):
+            return calls
+    for i in range(start, opts.max_steps):
         active = run.active
         if saver is None:
             calls.add(attempt(p, run, forward, snap), active)
@@ -134,6 +154,65 @@ def _attempt_function(p: Problem, opts: LoopOptions, saver: _Saver | None) -> tu
         return _attempt, 1
     what = f"the per-sample step of {p.solver.display_name!r} (with its controller)"
     return CompiledCall(_attempt, opts.compile, what), SYNC_EVERY
+
+
+def _loop_on_device(p: Problem, opts: LoopOptions, run: _Batch, forward: bool, snap: Tensor,  # noqa: PLR0913
+                    calls: _Evaluations) -> int:
+    """All the attempts of a compiled solve in one graph (:mod:`.device_loop`); returns the
+    attempts made (the run and the counts are updated), 0 when the loop could not be captured
+    (nothing ran: the caller goes on with one compiled call per attempt)."""
+    assert opts.compile is not None  # a compiled solve
+    options = repr(sorted(opts.compile.items(), key=str))
+    key = (options, type(p.solver), p.solver.display_name, type(p.term), _field_code(p.term), type(p.controller))
+    if not while_loop_available() or key in _UNCAPTURED:
+        return 0
+    # one eager attempt first: it fills the solver's caches and gives the carried state the
+    # structure it keeps from then on
+    calls.add(_attempt(p, run, forward, snap), run.active)
+    spent, tries = torch.zeros_like(run.tries), run.tries
+    if options not in _LOOPS:
+        _LOOPS[options] = torch.compile(_device_attempts, **loop_compile_options(opts.compile, run.x.device))
+    try:
+        out, iters, n = _LOOPS[options](p, run, spent, forward, snap, opts.max_steps - 1,
+                                        opts.on_failure == "raise")
+    except (torch._dynamo.exc.TorchDynamoException, NotImplementedError):
+        _UNCAPTURED.add(key)
+        return 1
+    (new, spent) = out
+    for f in dataclasses.fields(run):
+        setattr(run, f.name, getattr(new, f.name))
+    iters_n, n_calls = (int(v) for v in torch.stack([iters, n]).tolist())
+    calls.add_loop(spent, run.tries - tries, n_calls, iters_n)
+    return 1 + iters_n
+
+
+_LOOPS: dict[Any, Any] = {}
+_UNCAPTURED: set[Any] = set()
+
+
+def _device_attempts(p: Problem, run: _Batch, spent: Tensor, forward: bool, snap: Tensor,  # noqa: PLR0913
+                     limit: int, stop_on_failure: bool) -> tuple[Any, Tensor, Tensor]:
+    """The attempts of :func:`_loop_on_device` as one ``while_loop`` (traced by dynamo)."""
+
+    def keep_going(carry: tuple[_Batch, Tensor]) -> Tensor:
+        r = carry[0]
+        go = r.active.any()
+        return go & ~r.stopped.any() if stop_on_failure else go
+
+    def body(carry: tuple[_Batch, Tensor]) -> tuple[tuple[_Batch, Tensor], int]:
+        r, tally = dataclasses.replace(carry[0]), carry[1]
+        active = r.active
+        n = _attempt(p, r, forward, snap)
+        return (r, tally + n * active), n
+
+    return loop_in_graph(body, keep_going, (run, spent), limit)
+
+
+def _field_code(term: Any) -> Any:
+    """The code of the user's field in ``term`` (part of the key under which a loop that could
+    not be captured is remembered), ``None`` when there is no plain function."""
+    inner = getattr(term, "term", term)  # the whole-state view of a shared-step solve
+    return getattr(getattr(inner, "f", None), "__code__", None)
 
 
 def _attempt(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> int:

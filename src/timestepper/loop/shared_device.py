@@ -2,11 +2,12 @@
 
 The eager shared-step loop reads each step's error norm on the host and decides there. Compiled,
 that round trip would cost a compiled call per step plus a sync; instead the whole state is seen
-as the one sample of a per-sample solve (:mod:`.per_sample`): one attempted step -- the step, the
-error norm over the whole state, the controller's accept/reject and next step size -- is one
-compiled graph, and the host reads "finished?" every :data:`~.compiled.SYNC_EVERY` attempts. The
-error norm over the one sample is the shared norm, so the steps are those of the eager loop up to
-rounding (the per-sample controller works on tensors).
+as the one sample of a per-sample solve (:mod:`.per_sample`): the attempted steps -- the step, the
+error norm over the whole state, the controller's accept/reject and next step size -- run in one
+compiled ``while_loop`` (:mod:`.device_loop`; failing that, one compiled graph per attempt, with
+"finished?" read every :data:`~.compiled.SYNC_EVERY` attempts). The error norm over the one
+sample is the shared norm, so the steps are those of the eager loop up to rounding (the
+per-sample controller works on tensors).
 
 It serves the plain case: an explicit solver with per-sample support, a vector-field term,
 nothing saved along the way, no callbacks or progress bar; everything else runs the host loop.
@@ -61,7 +62,8 @@ def run_shared_on_device(p: Problem, opts: LoopOptions) -> Solution:
     status = Status(int(torch.as_tensor(sol.status).reshape(-1)[0]))
     return Solution(x=sol.x.reshape(shape), ts=torch.tensor([float(p.t0), t_end], dtype=torch.float64),
                     ys=None, stats=Stats(nfe=ints[0], steps=ints[1], accepted=ints[2], rejected=ints[3]),
-                    status=status, extras={"t": t_end, "on_device": True})
+                    status=status, extras={"t": t_end, "on_device": True,
+                                                   "loop_attempts": sol.extras["loop_attempts"]})
 
 
 __all__ = ["applies", "run_shared_on_device"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..core.ops import add_scaled
+from ..core.ops import add_scaled, compiling
 from ..core.solver import Solver
 from ..core.terms import VectorFieldTerm
 
@@ -282,14 +282,16 @@ class ExplicitRK(Solver):
         (as :func:`weighted_sum`), except that a long sum in float64 on the CPU is three ops:
         stack ``[x, k_j...]``, multiply by ``[1, h a_ij...]`` and a cumulative sum over the stack;
         the CPU ``cumsum`` accumulates sequentially in float64, so its last entry is the same sum
-        to the last bit."""
+        to the last bit. Compiled, the terms are added one by one (the compiler fuses them into
+        one loop; ``cumsum`` would be a separate kernel)."""
         js = self._rows[r]
         if not js:
             assert out is not None  # a row without weights only occurs for stages from x
             return out
         terms = [ks[j] for j in js] if out is None else [out] + [ks[j] for j in js]
         x = terms[0]
-        if x.dtype == torch.float64 and x.device.type == "cpu" and len(terms) >= _STACK_FROM:
+        if x.dtype == torch.float64 and x.device.type == "cpu" and len(terms) >= _STACK_FROM \
+                and not compiling():
             try:
                 return (hw[r] * torch.stack(terms)).cumsum_(0).select(0, -1)
             except RuntimeError:  # f broadcast its output against the state

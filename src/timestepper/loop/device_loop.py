@@ -1,0 +1,151 @@
+"""The per-sample loop as one compiled graph: every attempted step runs inside ``torch.while_loop``.
+
+A compiled per-sample attempt (:func:`.per_sample._attempt` through ``torch.compile``) still pays
+the entry of a compiled call per step -- guards, argument unpacking, the generated wrapper --
+about a hundred microseconds on a CPU, far more than the step's arithmetic on a small state. Here
+the loop itself is compiled: the carried values (times, state, solver and controller state,
+counters, stop flags) are flattened to tensors, the body is one attempt, and the condition is
+"a sample is still running and the step budget is not spent" (and, with ``on_failure="raise"``,
+"no sample has stopped"). The host enters the graph once per solve; the loop, the step, the
+error norm, the controller and the accept/reject merge all run in generated code.
+
+The body traces the same :func:`~.per_sample._attempt` as the other paths, so the steps are
+those of the eager loop up to rounding. Evaluations are counted in the graph: a per-sample tally
+(``n`` times each attempt the sample was active in) and the batched calls.
+
+When the body cannot be captured as a loop -- a solver whose carried state changes structure
+from step to step, an op that the loop operator refuses, autograd through the loop -- nothing has
+run, and the caller goes on with one compiled call per attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def while_loop_available() -> bool:
+    """Whether this torch has the ``while_loop`` operator that :func:`run_loop` needs."""
+    try:
+        importlib.import_module("torch._higher_order_ops.while_loop")
+    except ImportError:  # pragma: no cover - every supported torch has it
+        return False
+    return True
+
+
+def loop_compile_options(options: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The ``torch.compile`` options of the loop graph, from the solve's.
+
+    ``dynamic=True`` becomes ``None`` (automatic): with every Python float of the problem a
+    symbol, the loop operator would receive symbolic floats, which it refuses. On the CPU with
+    the default backend, the generated wrapper is C++ (``cpp_wrapper``): the loop then runs
+    without returning to Python between iterations (about twice as fast on small states),
+    unless the caller set inductor options of their own.
+    """
+    out = {**options, "fullgraph": True}
+    if out.get("dynamic") is True:
+        out["dynamic"] = None
+    if device.type == "cpu" and out.get("backend", "inductor") == "inductor" and "options" not in out \
+            and "mode" not in out:
+        out["options"] = {"cpp_wrapper": True}
+    return out
+
+
+def flatten(obj: Any) -> tuple[list[Tensor], Any]:
+    """The tensors in ``obj`` (tuples, lists, dicts, dataclasses, in order) and a spec that
+    :func:`unflatten` rebuilds ``obj`` from; non-tensor leaves are kept in the spec."""
+    tensors: list[Tensor] = []
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, Tensor):
+            tensors.append(o)
+            return _Slot()
+        if isinstance(o, (tuple, list)):
+            return (type(o), tuple(walk(v) for v in o))
+        if isinstance(o, dict):
+            return (dict, tuple((k, walk(v)) for k, v in o.items()))
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return (type(o), tuple((f.name, walk(getattr(o, f.name))) for f in dataclasses.fields(o) if f.init))
+        return ("leaf", o)
+
+    return tensors, walk(obj)
+
+
+def unflatten(spec: Any, tensors: list[Tensor] | tuple[Tensor, ...]) -> Any:
+    """The object :func:`flatten` took apart, with ``tensors`` in its tensor slots."""
+    it = iter(tensors)
+
+    def build(s: Any) -> Any:
+        if isinstance(s, _Slot):
+            return next(it)
+        kind, parts = s
+        if kind == "leaf":
+            return parts
+        if kind is dict:
+            return {k: build(v) for k, v in parts}
+        if kind in (tuple, list):
+            return kind(build(v) for v in parts)
+        return kind(**{name: build(v) for name, v in parts})
+
+    return build(spec)
+
+
+def _dense_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+class _Slot:
+    """A tensor's place in a spec (specs compare equal when their structure and leaves do)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Slot)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def loop_in_graph(body: Callable[[Any], tuple[Any, int]], keep_going: Callable[[Any], Tensor], carry: Any,
+                  limit: int) -> tuple[Any, Tensor, Tensor]:
+    """Repeat ``carry, n = body(carry)`` while ``keep_going(carry)`` and fewer than ``limit``
+    times, as one ``while_loop`` (called inside a compiled function).
+
+    ``body`` returns the next carry (the same structure, tensors of the same shapes and dtypes)
+    and the evaluations of the attempt (a Python int, the same on every iteration).
+
+    Returns the final carry, the iterations made and the evaluations spent (0-d int64 tensors).
+    Raises ``NotImplementedError`` (at trace time) when the carry changes structure.
+    """
+    from torch._higher_order_ops.while_loop import while_loop
+
+    tensors, spec = flatten(carry)
+    # the loop's outputs are dense: so must its inputs be (a broadcast time has stride 0)
+    tensors = [t if t.is_contiguous() and t.stride() == _dense_strides(t.shape) else
+               t.clone(memory_format=torch.contiguous_format) for t in tensors]
+    zero = torch.zeros((), dtype=torch.int64, device=tensors[0].device)
+
+    def cond(i: Tensor, spent: Tensor, *flat: Tensor) -> Tensor:
+        return keep_going(unflatten(spec, flat)) & (i < limit)
+
+    def step(i: Tensor, spent: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
+        new, n = body(unflatten(spec, flat))
+        out, new_spec = flatten(new)
+        if new_spec != spec:
+            raise NotImplementedError("the carried state changes structure from step to step")
+        # the loop's outputs may not alias its inputs: a value passed through is copied
+        out = [o.clone() if any(o is v for v in flat) else o for o in out]
+        return (i + 1, spent + n, *out)
+
+    out = while_loop(cond, step, (zero, zero.clone(), *tensors))
+    return unflatten(spec, out[2:]), out[0], out[1]
+
+
+__all__ = ["flatten", "loop_compile_options", "loop_in_graph", "unflatten", "while_loop_available"]
