@@ -134,7 +134,7 @@ def test_an_uncapturable_loop_gives_way_to_one_compiled_call_per_attempt(monkeyp
             return refuse
 
     monkeypatch.setattr(per_sample, "_LOOPS", Refusing())
-    monkeypatch.setattr(per_sample, "_UNCAPTURED", set())
+    monkeypatch.setattr(per_sample, "_UNCAPTURED", {})
     term, y0, t1 = _vdp()
     eager = _solve(term, y0, t1, False, per_sample=True)
     looped = _solve(term, y0, t1, FAST, per_sample=True)
@@ -175,3 +175,17 @@ def test_inductor_loop_with_cpp_wrapper_matches_eager():
     assert looped.extras["loop_attempts"] > 10
     assert torch.allclose(looped.x, eager.x, rtol=1e-10, atol=1e-12)
     assert torch.equal(looped.stats.nfe, eager.stats.nfe)
+
+
+def test_a_field_that_cannot_be_captured_does_not_block_the_loop_for_other_fields():
+    def host_read(t, y):
+        if float(y.abs().max().item()) > 1e6:  # a host read: no graph of it
+            raise RuntimeError("blow-up")
+        return -y
+
+    y0 = torch.ones(4, 2, dtype=F64)
+    with pytest.warns(CompileFallbackWarning):
+        ts.integrate(ts.ODETerm(host_read), "tsit5", ts.PIDController(rtol=1e-6, atol=1e-6), y0,
+                     t_span=(0.0, 1.0), per_sample=True, compile=FAST)
+    term, y0, t1 = _vdp()
+    assert _solve(term, y0, t1, FAST, "tsit5", per_sample=True).extras["loop_attempts"] > 10

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
+from ..core.terms import VectorFieldTerm
 from .compiled import SYNC_EVERY, CompiledCall
 from .device_loop import loop_compile_options, loop_in_graph, while_loop_available
 from .options import LoopOptions, Problem, start_controller
@@ -175,8 +176,8 @@ def _loop_on_device(p: Problem, opts: LoopOptions, run: _Batch, forward: bool, s
     try:
         out, iters, n = _LOOPS[options](p, run, spent, forward, snap, opts.max_steps - 1,
                                         opts.on_failure == "raise")
-    except (torch._dynamo.exc.TorchDynamoException, NotImplementedError):
-        _UNCAPTURED.add(key)
+    except (torch._dynamo.exc.TorchDynamoException, NotImplementedError) as exc:
+        _UNCAPTURED[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return 1
     (new, spent) = out
     for f in dataclasses.fields(run):
@@ -187,7 +188,9 @@ def _loop_on_device(p: Problem, opts: LoopOptions, run: _Batch, forward: bool, s
 
 
 _LOOPS: dict[Any, Any] = {}
-_UNCAPTURED: set[Any] = set()
+_UNCAPTURED: dict[Any, str] = {}
+"""Loops that could not be captured (key: options, solver, term, field code, controller), with the
+reason: they are not traced again."""
 
 
 def _device_attempts(p: Problem, run: _Batch, spent: Tensor, forward: bool, snap: Tensor,  # noqa: PLR0913
@@ -209,10 +212,17 @@ def _device_attempts(p: Problem, run: _Batch, spent: Tensor, forward: bool, snap
 
 
 def _field_code(term: Any) -> Any:
-    """The code of the user's field in ``term`` (part of the key under which a loop that could
-    not be captured is remembered), ``None`` when there is no plain function."""
-    inner = getattr(term, "term", term)  # the whole-state view of a shared-step solve
-    return getattr(getattr(inner, "f", None), "__code__", None)
+    """What identifies the user's code in ``term`` (part of the key under which a loop that
+    could not be captured is remembered): the code of each function it holds, the type of any
+    other callable, recursively through the whole-state view of a shared-step solve."""
+    key = []
+    for name, value in sorted(vars(term).items()):
+        if isinstance(value, VectorFieldTerm):
+            key.append((name, _field_code(value)))
+        elif callable(value):
+            func = getattr(value, "__func__", value)
+            key.append((name, getattr(func, "__code__", type(value))))
+    return tuple(key)
 
 
 def _attempt(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> int:
