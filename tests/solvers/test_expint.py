@@ -6,6 +6,7 @@ from fractions import Fraction
 import pytest
 import torch
 
+import timestepper as ts
 from timestepper.solvers.expint import combine, polynomial_basis, solve_small
 
 
@@ -47,3 +48,20 @@ def test_solve_small_pivots_and_refuses_singular_systems():
     assert solve_small(a, b) == pytest.approx(ref.tolist(), rel=1e-12)
     with pytest.raises(ZeroDivisionError, match="singular system"):
         solve_small([[1.0, 1.0], [1.0, 1.0]], [1.0, 2.0])
+
+
+def test_multistep_weights_are_cached_per_grid_and_configuration():
+    """The float64 weights are built once per grid and solver configuration: a second solve on
+    the same grid reuses them, and a solver configured otherwise gets its own."""
+    from timestepper.solvers.dpmpp import DPMSolverMultistep
+
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    grid = ts.make_grid(sched, 8, "karras")
+    a, a2 = DPMSolverMultistep(order=3), DPMSolverMultistep(order=3)
+    b = DPMSolverMultistep(order=3, lower_order_final=False)
+    rows = a.grid_weights(grid)
+    assert a2.grid_weights(grid) is rows  # same configuration: the cached list
+    other = b.grid_weights(grid)
+    assert other is not rows and other[-2] != rows[-2]  # the step before the last: order 3, not 2
+    fresh = ts.make_grid(sched, 8, "karras")
+    assert a.grid_weights(fresh) == rows and a.grid_weights(fresh) is not rows

@@ -27,6 +27,19 @@ class MultistepRow:
     weights: tuple[float, ...]
 
 
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _configuration(solver: object) -> tuple | None:
+    """A hashable key of everything that configures ``solver`` (its class and its attributes);
+    ``None`` when an attribute is not a plain value (a tensor, fitted data): never cached then."""
+    items = sorted(vars(solver).items())
+    if not all(isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(e, _PLAIN) for e in v))
+               for _, v in items):
+        return None
+    return (type(solver), tuple(items))
+
+
 class LinearMultistep(DiffusionSolver):
     """Base class: one model call per step, ``max_order - 1`` past predictions kept in the state.
 
@@ -59,11 +72,23 @@ class LinearMultistep(DiffusionSolver):
                 for i, k in enumerate(self.orders(grid))]
 
     def table(self, term, grid, points, x0):
+        return [MultistepRow(points[i], cx, w) for i, (cx, w) in enumerate(self.grid_weights(grid))]
+
+    def grid_weights(self, grid: SamplingGrid) -> list[tuple[float | None, tuple[float, ...]]]:
+        """``(cx, weights)`` of every step of ``grid``: float64 rules of the grid alone, computed
+        once per grid and solver configuration (cached on the grid, like its floats), so a
+        sampler called batch after batch on one grid does not rebuild them."""
+        key = _configuration(self)
+        cache = grid.__dict__.setdefault("_multistep_weights", {})
+        if key is not None and key in cache:
+            return cache[key]
         phis = self.phi_table(grid)
         rows = []
         for i, k in enumerate(self.step_orders(grid)):
             cx, w = self.weights(grid, i, k, phis)
-            rows.append(MultistepRow(points[i], nonzero(cx), tuple(w)))
+            rows.append((nonzero(cx), tuple(w)))
+        if key is not None:
+            cache[key] = rows
         return rows
 
     def advance(self, term, x, state, row):
