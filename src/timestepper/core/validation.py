@@ -52,8 +52,18 @@ def check_int(value: object, name: str, minimum: int = 0) -> int:
 
 def check_finite_state(x: Tensor, name: str, locate: bool = True) -> None:
     """Refuse a state holding NaN/inf, naming it (and, with ``locate``, the first bad index): one
-    host read, made before a solve starts, never inside a step."""
-    bad = ~torch.isfinite(x.detach())
+    host read, made before a solve starts, never inside a step.
+
+    The common case costs one reduction: a finite sum proves every entry finite (NaN propagates,
+    and inf gives inf or NaN). Only a non-finite sum -- a bad entry, or finite values whose sum
+    overflows -- is followed by the entrywise test (``isfinite`` is four passes over memory)."""
+    x = x.detach()
+    if not (x.is_floating_point() or x.is_complex()):
+        return
+    total = x.sum(dtype=torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else x.sum()
+    if bool(torch.isfinite(total).all()):
+        return
+    bad = ~torch.isfinite(x)
     if bool(bad.any()):
         first = [int(i) for i in bad.nonzero()[0]] if locate and x.ndim else []
         where = f" (first at index {tuple(first)})" if first else ""
