@@ -29,6 +29,57 @@ import torch
 from torch import Tensor
 
 
+class CompiledLoops:
+    """The compiled functions that run a loop graph, one per set of ``torch.compile`` options,
+    and the loops that could not be captured (with the reason), so they are not traced again.
+
+    ``fn(*args)`` must build the loop with :func:`loop_in_graph`; :meth:`run` returns its result,
+    or ``None`` when dynamo could not capture it (nothing ran). ``compiler`` is ``torch.compile``.
+    """
+
+    def __init__(self, fn: Callable[..., Any], compiler: Callable[..., Any] | None = None) -> None:
+        self.fn, self.compiler = fn, compiler or torch.compile
+        self.compiled: dict[str, Callable[..., Any]] = {}
+        self.uncaptured: dict[Any, str] = {}
+
+    def known_uncapturable(self, options: dict[str, Any], key: Any) -> bool:
+        """Whether the loop of ``key`` under ``options`` failed to capture before."""
+        return (_options_name(options), key) in self.uncaptured
+
+    def run(self, options: dict[str, Any], device: torch.device, key: Any, *args: Any) -> Any:
+        """``fn(*args)`` compiled with ``options`` (see :func:`loop_compile_options`); ``key``
+        names the user code involved (a failure is remembered under it)."""
+        name = _options_name(options)
+        if not while_loop_available() or (name, key) in self.uncaptured:
+            return None
+        if name not in self.compiled:
+            self.compiled[name] = self.compiler(self.fn, **loop_compile_options(options, device))
+        try:
+            return self.compiled[name](*args)
+        except (torch._dynamo.exc.TorchDynamoException, NotImplementedError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self.uncaptured[(name, key)] = f"{type(exc).__name__}: {first}"
+            return None
+
+
+def _options_name(options: dict[str, Any]) -> str:
+    return repr(sorted(options.items(), key=str))
+
+
+def code_key(obj: Any) -> tuple:
+    """What identifies the user's code in a term (part of the key under which a loop that could
+    not be captured is remembered): its type and the code of each function it holds (the type of
+    any other callable), recursively through nested terms."""
+    key: list[Any] = [type(obj)]
+    for name, value in sorted(vars(obj).items()):
+        if hasattr(value, "__dict__") and not callable(value) and type(value).__module__.startswith("timestepper"):
+            key.append((name, code_key(value)))
+        elif callable(value):
+            func = getattr(value, "__func__", value)
+            key.append((name, getattr(func, "__code__", type(value))))
+    return tuple(key)
+
+
 def while_loop_available() -> bool:
     """Whether this torch has the ``while_loop`` operator that :func:`run_loop` needs."""
     try:
@@ -148,4 +199,5 @@ def loop_in_graph(body: Callable[[Any], tuple[Any, int]], keep_going: Callable[[
     return unflatten(spec, out[2:]), out[0], out[1]
 
 
-__all__ = ["flatten", "loop_compile_options", "loop_in_graph", "unflatten", "while_loop_available"]
+__all__ = ["CompiledLoops", "code_key", "flatten", "loop_compile_options", "loop_in_graph", "unflatten",
+           "while_loop_available"]

@@ -20,9 +20,8 @@ from torch import Tensor
 
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
-from ..core.terms import VectorFieldTerm
 from .compiled import SYNC_EVERY, CompiledCall
-from .device_loop import loop_compile_options, loop_in_graph, while_loop_available
+from .device_loop import CompiledLoops, code_key, loop_in_graph, while_loop_available
 from .options import LoopOptions, Problem, start_controller
 from .shared import NONFINITE_TRIES
 
@@ -163,34 +162,23 @@ def _loop_on_device(p: Problem, opts: LoopOptions, run: _Batch, forward: bool, s
     attempts made (the run and the counts are updated), 0 when the loop could not be captured
     (nothing ran: the caller goes on with one compiled call per attempt)."""
     assert opts.compile is not None  # a compiled solve
-    options = repr(sorted(opts.compile.items(), key=str))
-    key = (options, type(p.solver), p.solver.display_name, type(p.term), _field_code(p.term), type(p.controller))
-    if not while_loop_available() or key in _UNCAPTURED:
+    key = (p.solver.display_name, type(p.solver), code_key(p.term), type(p.controller))
+    if not while_loop_available() or LOOPS.known_uncapturable(opts.compile, key):
         return 0
     # one eager attempt first: it fills the solver's caches and gives the carried state the
     # structure it keeps from then on
     calls.add(_attempt(p, run, forward, snap), run.active)
     spent, tries = torch.zeros_like(run.tries), run.tries
-    if options not in _LOOPS:
-        _LOOPS[options] = torch.compile(_device_attempts, **loop_compile_options(opts.compile, run.x.device))
-    try:
-        out, iters, n = _LOOPS[options](p, run, spent, forward, snap, opts.max_steps - 1,
-                                        opts.on_failure == "raise")
-    except (torch._dynamo.exc.TorchDynamoException, NotImplementedError) as exc:
-        _UNCAPTURED[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    out = LOOPS.run(opts.compile, run.x.device, key, p, run, spent, forward, snap, opts.max_steps - 1,
+                    opts.on_failure == "raise")
+    if out is None:
         return 1
-    (new, spent) = out
+    (new, spent), iters, n = out
     for f in dataclasses.fields(run):
         setattr(run, f.name, getattr(new, f.name))
     iters_n, n_calls = (int(v) for v in torch.stack([iters, n]).tolist())
     calls.add_loop(spent, run.tries - tries, n_calls, iters_n)
     return 1 + iters_n
-
-
-_LOOPS: dict[Any, Any] = {}
-_UNCAPTURED: dict[Any, str] = {}
-"""Loops that could not be captured (key: options, solver, term, field code, controller), with the
-reason: they are not traced again."""
 
 
 def _device_attempts(p: Problem, run: _Batch, spent: Tensor, forward: bool, snap: Tensor,  # noqa: PLR0913
@@ -211,18 +199,8 @@ def _device_attempts(p: Problem, run: _Batch, spent: Tensor, forward: bool, snap
     return loop_in_graph(body, keep_going, (run, spent), limit)
 
 
-def _field_code(term: Any) -> Any:
-    """What identifies the user's code in ``term`` (part of the key under which a loop that
-    could not be captured is remembered): the code of each function it holds, the type of any
-    other callable, recursively through the whole-state view of a shared-step solve."""
-    key = []
-    for name, value in sorted(vars(term).items()):
-        if isinstance(value, VectorFieldTerm):
-            key.append((name, _field_code(value)))
-        elif callable(value):
-            func = getattr(value, "__func__", value)
-            key.append((name, getattr(func, "__code__", type(value))))
-    return tuple(key)
+LOOPS = CompiledLoops(_device_attempts)
+"""The compiled per-sample loops (and those that could not be captured)."""
 
 
 def _attempt(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> int:
