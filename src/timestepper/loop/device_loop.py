@@ -146,6 +146,15 @@ def unflatten(spec: Any, tensors: list[Tensor] | tuple[Tensor, ...]) -> Any:
     return build(spec)
 
 
+def _distinct(tensors: list[Tensor], others: tuple[Tensor, ...] | list[Tensor]) -> list[Tensor]:
+    """``tensors`` with each one that is also in ``others`` or earlier in the list replaced by a copy."""
+    out: list[Tensor] = []
+    for t in tensors:
+        seen = any(t is o for o in others) or any(t is o for o in out)
+        out.append(t.clone() if seen else t)
+    return out
+
+
 def _dense_strides(shape: torch.Size) -> tuple[int, ...]:
     strides, step = [], 1
     for n in reversed(shape):
@@ -178,9 +187,11 @@ def loop_in_graph(body: Callable[[Any], tuple[Any, int]], keep_going: Callable[[
     from torch._higher_order_ops.while_loop import while_loop
 
     tensors, spec = flatten(carry)
-    # the loop's outputs are dense: so must its inputs be (a broadcast time has stride 0)
-    tensors = [t if t.is_contiguous() and t.stride() == _dense_strides(t.shape) else
-               t.clone(memory_format=torch.contiguous_format) for t in tensors]
+    # the loop's outputs are dense, so its inputs must be too (a broadcast time has stride 0); they
+    # must also be distinct (a solver state that keeps the step's start carries it twice) and not
+    # views (a time kept by the state may be a view of the grid the body reads): those are copied
+    tensors = _distinct([t if t._base is None and t.is_contiguous() and t.stride() == _dense_strides(t.shape)
+                         else t.clone(memory_format=torch.contiguous_format) for t in tensors], ())
     zero = torch.zeros((), dtype=torch.int64, device=tensors[0].device)
 
     def cond(i: Tensor, spent: Tensor, *flat: Tensor) -> Tensor:
@@ -191,8 +202,9 @@ def loop_in_graph(body: Callable[[Any], tuple[Any, int]], keep_going: Callable[[
         out, new_spec = flatten(new)
         if new_spec != spec:
             raise NotImplementedError("the carried state changes structure from step to step")
-        # the loop's outputs may not alias its inputs: a value passed through is copied
-        out = [o.clone() if any(o is v for v in flat) else o for o in out]
+        # the loop's outputs may not alias its inputs or each other: a value passed through, or
+        # returned twice, is copied
+        out = _distinct(out, flat)
         return (i + 1, spent + n, *out)
 
     out = while_loop(cond, step, (zero, zero.clone(), *tensors))

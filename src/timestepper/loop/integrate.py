@@ -22,6 +22,8 @@ from ..core.status import ON_FAILURE
 from ..core.validation import check_choice, check_finite_state, check_int, check_state
 from ..solvers.registry import available, get
 from .compiled import CompiledCall, compile_options
+from .grid_device import applies as grid_on_device
+from .grid_device import run_grid_on_device
 from .options import LoopOptions, Problem, StepRecord
 from .per_sample import run_per_sample
 from .shared import run_shared
@@ -101,6 +103,10 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
         return run_per_sample(problem, opts)
     if on_device(problem, opts):
         return run_shared_on_device(problem, opts)
+    if grid_on_device(problem, opts):
+        sol = run_grid_on_device(problem, opts)
+        if sol is not None:
+            return sol
     return run_shared(problem, opts)
 
 

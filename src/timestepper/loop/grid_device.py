@@ -1,0 +1,102 @@
+"""A compiled fixed-grid solve as one ``torch.while_loop`` graph (the steps of a uniform table).
+
+On a fixed grid every step is accepted without looking at the data, so the eager loop is plain
+Python around the steps; compiled, each step is still one graph call (guards, argument unpacking,
+the generated wrapper), which on a CPU costs about what a small step does. Here, when every step
+after the first uses the same table row (an exponential integrator on a uniform grid, or a solver
+without rows, like the Runge-Kutta methods), the steps after the first are the body of one
+compiled ``while_loop``: the step index, the state, the solver state and the index of the first
+step whose result was NaN/inf are carried; the step's times are read from the grid tensor by
+index. The first step runs eagerly (it settles the structure of the solver state, as in
+:mod:`.device_loop`). The result, the evaluations and the NaN/inf report (naming the step and its
+times) are those of the eager loop.
+
+It serves the plain case: nothing saved along the way, no callbacks, progress bar or CUDA-graph
+mode, and a grid of at most ``max_steps`` steps; everything else -- and a loop that cannot be
+captured (a solver whose state grows during a warm-up, random increments drawn in the step) --
+runs the host loop of :mod:`.shared`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.controllers import FixedGrid
+from ..core.status import NonFiniteError, Status
+from .device_loop import CompiledLoops, code_key, loop_in_graph
+from .options import LoopOptions, Problem, start_controller
+from .saving import Recorder
+from .shared import _fail, _finiteness_probe, _Progress, _solution
+
+
+def applies(p: Problem, opts: LoopOptions) -> bool:
+    """Whether a fixed-grid solve may run as one loop graph (see the module docstring)."""
+    save = opts.saveat
+    watched = opts.callback is not None or opts.on_accept is not None or opts.progress
+    graphed = "reduce-overhead" in str((opts.compile or {}).get("mode", ""))
+    return (opts.compile is not None and isinstance(p.controller, FixedGrid) and not watched and not graphed
+            and not (save.steps or save.dense or save.ts is not None)
+            and 2 <= p.controller.steps <= opts.max_steps)
+
+
+def run_grid_on_device(p: Problem, opts: LoopOptions) -> Any:
+    """The solve of ``p`` with the steps after the first in one compiled loop; ``None`` when its
+    table is not uniform or the loop could not be captured (nothing of it ran)."""
+    assert opts.compile is not None
+    state, table = p.solver.init(p.term, p.grid, p.x0)
+    if table is not None and any(row is not table[1] for row in table[2:]):
+        return None
+    _, state, nfe = start_controller(p, state, True)
+    assert isinstance(p.controller, FixedGrid)
+    times = p.controller.times
+    grid = torch.tensor(times, dtype=torch.float64, device=p.x0.device)
+    key = (p.solver.display_name, type(p.solver), code_key(p.term))
+    if LOOPS.known_uncapturable(opts.compile, key):
+        return None
+    t0, t1 = grid[:2].unbind(0)
+    x, state, _, n = p.solver.step(p.term, t0, t1, p.x0, state, table[0] if table is not None else None)
+    first_bad = torch.where(torch.isfinite(_finiteness_probe(x)), -1, 0)
+    row = table[1] if table is not None else None
+    out = LOOPS.run(opts.compile, p.x0.device, key, p, grid, row, x, state, first_bad, len(times) - 2)
+    if out is None:
+        return None
+    (x, _, first_bad), _, spent = out
+    bad, spent_n = (int(v) for v in torch.stack([first_bad, spent]).tolist())
+    status = Status.SUCCESS
+    if bad >= 0 and opts.check_finite:
+        status = _fail(opts, NonFiniteError(
+            f"state became NaN/inf at step {bad} (from t={times[bad]:.6g} to t={times[bad + 1]:.6g}); "
+            "pass check_finite=False to return it anyway"))
+    recorder = Recorder(opts.saveat, p.solver, p.term, p.t0, p.t1, p.x0, times)
+    done = _Progress(times[-1], x, nfe + n + spent_n, len(times) - 1, 0, status)
+    sol = _solution(done, recorder, times)
+    sol.extras["loop_steps"] = len(times) - 2
+    return sol
+
+
+def _grid_steps(p: Problem, grid: Tensor, row: Any, x: Tensor, state: Any, first_bad: Tensor,  # noqa: PLR0913
+                count: int) -> tuple[Any, Tensor, Tensor]:
+    """Steps ``1 .. count`` of the grid as one ``while_loop`` (traced by dynamo): the carry is the
+    step index, the state, the solver state and the first step whose result was NaN/inf."""
+    index = torch.ones((), dtype=torch.int64, device=grid.device)
+
+    def body(carry: tuple[Tensor, Tensor, Any, Tensor]) -> tuple[tuple[Tensor, Tensor, Any, Tensor], int]:
+        i, x, state, bad = carry
+        t0, t1 = grid.index_select(0, torch.stack([i, i + 1])).unbind(0)  # indexing by a tensor, no host read
+        x1, state1, _, n = p.solver.step(p.term, t0, t1, x, state, row)
+        bad = torch.where((bad < 0) & ~torch.isfinite(_finiteness_probe(x1)), i, bad)
+        return (i + 1, x1, state1, bad), n
+
+    (_, x, state, first_bad), iters, spent = loop_in_graph(
+        body, lambda carry: torch.ones((), dtype=torch.bool, device=grid.device), (index, x, state, first_bad), count)
+    return (x, state, first_bad), iters, spent
+
+
+LOOPS = CompiledLoops(_grid_steps)
+"""The compiled fixed-grid loops (and those that could not be captured)."""
+
+
+__all__ = ["applies", "run_grid_on_device"]

@@ -1,0 +1,148 @@
+"""The compiled fixed-grid loop (:mod:`timestepper.loop.grid_device`): the steps after the first of
+a uniform table run in one ``while_loop`` graph, with the eager loop's results, evaluations and
+NaN/inf report; anything else (non-uniform tables, saving, a loop that cannot be captured) runs
+the host loop. ``aot_eager`` traces the same graphs without code generation."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+import timestepper as ts
+from timestepper.diffusion.term import DiffusionTerm
+from timestepper.loop.compiled import CompileFallbackWarning
+
+F64 = torch.float64
+FAST = {"backend": "aot_eager"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _vdp():
+    mu = torch.linspace(0.5, 3.0, 5, dtype=F64)
+
+    def f(t, y):
+        x, v = y[:, 0], y[:, 1]
+        return torch.stack([v, mu * (1 - x * x) * v - x], dim=1)
+
+    y0 = torch.zeros(5, 2, dtype=F64)
+    y0[:, 0] = 2.0
+    return ts.ODETerm(f), y0
+
+
+def _quiet(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        return fn()
+
+
+@pytest.mark.parametrize("solver", ["rk4", "dopri5", "midpoint"])
+def test_runge_kutta_on_a_grid_runs_in_the_loop_and_matches_eager(solver):
+    term, y0 = _vdp()
+    grid = torch.linspace(0.0, 2.0, 41, dtype=F64) ** 1.5  # not uniform: the times come from the grid
+    eager = ts.integrate(term, solver, grid, y0)
+    looped = _quiet(lambda: ts.integrate(term, solver, grid, y0, compile=FAST))
+    assert looped.extras["loop_steps"] == 39
+    assert torch.allclose(looped.x, eager.x, rtol=1e-12, atol=1e-12)
+    assert looped.stats.nfe == eager.stats.nfe and looped.stats.accepted == eager.stats.accepted == 40
+    assert torch.equal(looped.ts, eager.ts)
+
+
+def test_pde_simulate_runs_in_the_loop():
+    eq = ts.pde.KuramotoSivashinsky(length=32.0, n=64)
+    u0 = ts.pde.data.initial_conditions(eq, range(3), seed=0, stream=0).to(F64)
+    term, x0 = eq.term(F64), eq.to_spectral(u0)
+    grid = torch.linspace(0.0, 2.0, 9, dtype=F64)
+    eager = ts.integrate(term, "etdrk4", grid, x0)
+    looped = _quiet(lambda: ts.integrate(term, "etdrk4", grid, x0, compile=FAST))
+    assert looped.extras["loop_steps"] == 7
+    assert torch.allclose(looped.x, eager.x, rtol=1e-12, atol=1e-12)
+    assert _quiet(lambda: eq.simulate(u0, t_end=1.0, dt=0.25, compile=FAST)).shape == u0.shape
+
+
+@pytest.mark.parametrize("bad_step", [0, 6])
+def test_nan_is_reported_at_the_step_where_it_appeared(bad_step):
+    grid = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    start = float(grid[bad_step])
+
+    def f(t, y):  # NaN from the midpoint stage of the step that starts at `start` on
+        return torch.where(torch.as_tensor(t >= start + 0.05 - 1e-12), y * math.nan, -y)
+
+    y0 = torch.ones(3, 2, dtype=F64)
+    message = f"state became NaN/inf at step {bad_step} .from t={start:.6g} to t={float(grid[bad_step + 1]):.6g}"
+    with pytest.raises(ts.NonFiniteError, match=message):
+        ts.integrate(ts.ODETerm(f), "rk4", grid, y0)
+    with pytest.raises(ts.NonFiniteError, match=message):
+        _quiet(lambda: ts.integrate(ts.ODETerm(f), "rk4", grid, y0, compile=FAST))
+    sol = _quiet(lambda: ts.integrate(ts.ODETerm(f), "rk4", grid, y0, compile=FAST, on_failure="return"))
+    assert sol.status == ts.Status.NONFINITE and sol.extras["loop_steps"] == 9
+    unchecked = _quiet(lambda: ts.integrate(ts.ODETerm(f), "rk4", grid, y0, compile=FAST, check_finite=False))
+    assert unchecked.status == ts.Status.SUCCESS and torch.isnan(unchecked.x).all()
+
+
+def test_what_the_loop_does_not_serve_runs_the_host_loop():
+    term, y0 = _vdp()
+    grid = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    saved = _quiet(lambda: ts.integrate(term, "rk4", grid, y0, saveat=grid[::5], compile=FAST))
+    assert "loop_steps" not in saved.extras and saved.ys.shape == (3, 5, 2)
+    calls = []
+    watched = _quiet(lambda: ts.integrate(term, "rk4", grid, y0, compile=FAST, callback=lambda *a: calls.append(a)))
+    assert "loop_steps" not in watched.extras and len(calls) == 10
+    # a diffusion grid's rows differ from step to step: one compiled call per step
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    den = ts.Denoiser(lambda x, t: 0.3 * x, sched, "epsilon")
+    with torch.no_grad():
+        out = _quiet(lambda: ts.integrate(DiffusionTerm(den), "dpmpp-2m", ts.make_grid(sched, 6, "logsnr"),
+                                          torch.ones(2, 3, dtype=F64), compile=FAST))
+    assert "loop_steps" not in out.extras
+
+
+def test_a_table_whose_rows_differ_runs_the_host_loop():
+    """Adams-Bashforth's weights change through its warm-up: its table is not uniform."""
+    term, y0 = ts.ODETerm(lambda t, y: -y), torch.ones(3, 2, dtype=F64)
+    grid = torch.linspace(0.0, 1.0, 21, dtype=F64)
+    eager = ts.integrate(term, "adams-bashforth", grid, y0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompileFallbackWarning)  # its warm-up steps specialise
+        got = ts.integrate(term, "adams-bashforth", grid, y0, compile=FAST)
+    assert "loop_steps" not in got.extras
+    assert torch.allclose(got.x, eager.x, rtol=1e-12, atol=1e-12)
+
+
+def test_a_loop_that_cannot_be_captured_is_remembered_and_the_solve_goes_on():
+    from timestepper.loop import grid_device
+
+    def host_read(t, y):
+        if float(y.abs().max().item()) > 1e6:  # a host read: no graph of it
+            raise RuntimeError("blow-up")
+        return -y
+
+    grid = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    y0 = torch.ones(3, 2, dtype=F64)
+    before = len(grid_device.LOOPS.uncaptured)
+    for _ in range(2):
+        with pytest.warns(CompileFallbackWarning, match="running it eagerly"):
+            got = ts.integrate(ts.ODETerm(host_read), "rk4", grid, y0, compile=FAST)
+        assert "loop_steps" not in got.extras
+        assert torch.allclose(got.x, ts.integrate(ts.ODETerm(host_read), "rk4", grid, y0).x, rtol=1e-13)
+    assert len(grid_device.LOOPS.uncaptured) == before + 1  # tried once, then remembered
+
+
+@pytest.mark.slow
+def test_inductor_loop_with_cpp_wrapper_on_a_spectral_state():
+    eq = ts.pde.KuramotoSivashinsky(length=32.0, n=64)
+    u0 = ts.pde.data.initial_conditions(eq, range(3), seed=0, stream=0).to(F64)
+    term, x0 = eq.term(F64), eq.to_spectral(u0)
+    grid = torch.linspace(0.0, 2.0, 9, dtype=F64)
+    eager = ts.integrate(term, "etdrk4", grid, x0)
+    looped = _quiet(lambda: ts.integrate(term, "etdrk4", grid, x0, compile=True))
+    assert looped.extras["loop_steps"] == 7
+    assert torch.allclose(looped.x, eager.x, rtol=1e-11, atol=1e-11)
