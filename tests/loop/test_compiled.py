@@ -13,21 +13,12 @@ import warnings
 
 import pytest
 import torch
-from torch._dynamo.utils import counters
 
 import timestepper as ts
 from timestepper.loop.compiled import CompileFallbackWarning, compile_stats
 
 F64 = torch.float64
 FAST = {"backend": "aot_eager"}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
 
 
 def _vdp(mu: torch.Tensor):

@@ -23,13 +23,6 @@ F64 = torch.float64
 FAST = {"backend": "aot_eager"}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 def _vdp(b: int = 6, t1: float = 3.0):
     mu = torch.linspace(0.5, 3.0, b, dtype=F64)
     y0 = torch.zeros(b, 2, dtype=F64)
