@@ -58,7 +58,7 @@ def test_loop_runs_every_attempt_after_the_first_and_matches_eager(solver, per_s
 
 def test_pi_controller_history_is_carried_through_the_loop():
     """A PI controller's error history starts as floats and becomes tensors after the first step:
-    the eager first attempt settles that structure before the loop."""
+    the first attempt, traced before the loop, settles that structure."""
     term, y0, t1 = _vdp()
     ctrl = ts.PIDController(rtol=1e-7, atol=1e-7, pcoeff=0.2, icoeff=0.4)
     eager = _solve(term, y0, t1, False, per_sample=True, ctrl=ctrl)
@@ -119,7 +119,7 @@ def test_an_uncapturable_loop_gives_way_to_one_compiled_call_per_attempt(monkeyp
     def refuse(*args):
         raise NotImplementedError("the carried state changes structure from step to step")
 
-    loops = per_sample.CompiledLoops(per_sample._device_attempts, compiler=lambda fn, **options: refuse)
+    loops = per_sample.CompiledLoops(per_sample._device_solve, compiler=lambda fn, **options: refuse)
     monkeypatch.setattr(per_sample, "LOOPS", loops)
     term, y0, t1 = _vdp()
     eager = _solve(term, y0, t1, False, per_sample=True)

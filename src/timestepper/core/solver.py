@@ -59,6 +59,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from .terms import Term
@@ -126,6 +127,11 @@ class Solver:
         """Evaluate what ``interpolate`` needs beyond the step itself (extra stages); returns the
         state and the evaluations made. Called at most once per accepted step."""
         return state, 0
+
+    def prepare(self, x0: Tensor, time_dtype: torch.dtype) -> None:
+        """Fill the caches a step keys on the state's dtype and device (constant tensors) before
+        a compiled loop traces the step: filled while tracing, they would be a side effect (a
+        recompile on the next solve) or constants inside the loop graph. Default: none."""
 
     def first_derivative(self, term: Any, t0: Any, x0: Tensor, state: Any) -> tuple[Tensor, Any]:
         """``f(t0, x0)`` and the state that reuses it as the first stage (one evaluation)."""

@@ -1,23 +1,20 @@
-"""The per-sample loop as one compiled graph: every attempted step runs inside ``torch.while_loop``.
+"""Loops compiled as one graph: the carried values flattened to tensors, ``torch.while_loop``.
 
-A compiled per-sample attempt (:func:`.per_sample._attempt` through ``torch.compile``) still pays
-the entry of a compiled call per step -- guards, argument unpacking, the generated wrapper --
-about a hundred microseconds on a CPU, far more than the step's arithmetic on a small state. Here
-the loop itself is compiled: the carried values (times, state, solver and controller state,
-counters, stop flags) are flattened to tensors, the body is one attempt, and the condition is
-"a sample is still running and the step budget is not spent" (and, with ``on_failure="raise"``,
-"no sample has stopped"). The host enters the graph once per solve; the loop, the step, the
-error norm, the controller and the accept/reject merge all run in generated code.
+A compiled step or attempt still pays the entry of a compiled call each time -- guards, argument
+unpacking, the generated wrapper -- about a hundred microseconds on a CPU, far more than the
+arithmetic of a small state. Here the loop itself is compiled (:func:`loop_in_graph`): what it
+carries (times, state, solver and controller state, counters, stop flags) is flattened to
+tensors (:func:`flatten`), the body is one step or attempt of the same code the eager loop runs,
+and the host enters the graph once per solve. On a CPU the wrapper of the loop graph is
+generated in C++ (:func:`loop_compile_options`), so the loop does not return to Python between
+iterations. The per-sample solve (:mod:`.per_sample`, and the shared-step adaptive solve through
+it) and the fixed-grid solve (:mod:`.grid_device`) use it. Evaluations are counted in the graph.
 
-The body traces the same :func:`~.per_sample._attempt` as the other paths, so the steps are
-those of the eager loop up to rounding. Evaluations are counted in the graph: a per-sample tally
-(``n`` times each attempt the sample was active in) and the batched calls.
-
-When the body cannot be captured as a loop -- a solver whose carried state changes structure
-from step to step, an op that the loop operator refuses, autograd through the loop -- nothing has
-run, and the caller goes on with one compiled call per attempt.
+When a loop cannot be captured -- a carried state that changes structure from step to step, an
+op the loop operator refuses, a host read in the user's field -- nothing of it has run, the
+caller goes on with its per-step path, and :class:`CompiledLoops` remembers the failure (and its
+reason) for that code, so it is not traced again.
 """
-
 from __future__ import annotations
 
 import dataclasses

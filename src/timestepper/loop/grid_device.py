@@ -56,6 +56,7 @@ def run_grid_on_device(p: Problem, opts: LoopOptions) -> Any:
     key = (p.solver.display_name, type(p.solver), code_key(p.term))
     if LOOPS.known_uncapturable(opts.compile, key):
         return None
+    p.solver.prepare(p.x0, grid.dtype)
     t0, t1 = grid[:2].unbind(0)
     x, state, _, n = p.solver.step(p.term, t0, t1, p.x0, state, table[0] if table is not None else None)
     first_bad = torch.where(torch.isfinite(_finiteness_probe(x)), -1, 0)

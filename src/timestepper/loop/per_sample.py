@@ -21,7 +21,7 @@ from torch import Tensor
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
 from .compiled import SYNC_EVERY, CompiledCall
-from .device_loop import CompiledLoops, code_key, loop_in_graph, while_loop_available
+from .device_loop import CompiledLoops, code_key, loop_in_graph
 from .options import LoopOptions, Problem, start_controller
 from .shared import NONFINITE_TRIES
 
@@ -59,20 +59,35 @@ def run_per_sample(problem: Problem, opts: LoopOptions) -> Solution:
     if bool((direction == 0).any()) or not bool((direction == direction[0]).all()):
         raise ValueError("per-sample intervals must be non-empty and share one direction")
     state, _ = p.solver.init(p.term, None, x0)
-    cstate, state, nfe0 = start_controller(Problem(p.term, p.solver, p.controller, x0, t, t_end), state, False)
-    zeros = torch.zeros(b, dtype=torch.int64, device=dev)
-    run = _Batch(t, t_end, x0, state, cstate, zeros.clone(), zeros.clone(), zeros.clone(),
-                 torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev),
-                 zeros.clone())
+    forward = bool(direction[0] > 0)
     saver = _Saver(opts.saveat.ts, x0, t, tdt) if opts.saveat.ts is not None else None
-    calls = _loop(p, opts, run, saver, bool(direction[0] > 0))
-    nfe = zeros + nfe0 + calls.total(run.tries)
+    solved = _solve_on_device(p, opts, t, t_end, state, forward) if saver is None and opts.compile else None
+    if solved is not None:
+        run, calls, nfe0 = solved
+    else:
+        cstate, state, nfe0 = start_controller(Problem(p.term, p.solver, p.controller, x0, t, t_end), state, False)
+        run = _start(t, t_end, x0, state, cstate)
+        calls = _loop(p, opts, run, saver, forward)
+    nfe = torch.zeros_like(run.tries) + nfe0 + calls.total(run.tries)
     rejected = run.tries - run.accepted
     stats = Stats(nfe=nfe, steps=run.tries, accepted=run.accepted, rejected=rejected)
     extras = {"t": run.t, "nfe_calls": nfe0 + calls.batched_calls(), "loop_attempts": calls.loop_attempts}
     return Solution(x=run.x, ts=saver.ts if saver is not None else run.t,
                     ys=saver.ys if saver is not None else None, stats=stats, status=run.status,
                     extras=extras)
+
+
+def _start(t: Tensor, t_end: Tensor, x0: Tensor, state: Any, cstate: Any, masked: bool = False) -> _Batch:
+    """The progress of a batch before its first attempt: every sample running, no counts."""
+    zeros = torch.zeros(t.shape, dtype=torch.int64, device=t.device)
+    return _Batch(t, t_end, x0, state, cstate, zeros.clone(), zeros.clone(), zeros.clone(),
+                  torch.ones(t.shape, dtype=torch.bool, device=t.device),
+                  torch.zeros(t.shape, dtype=torch.bool, device=t.device), zeros.clone(), masked)
+
+
+def _snap(t_end: Tensor) -> Tensor:
+    """How close to ``t_end`` a step end lands on it (a few float eps of the time dtype)."""
+    return 4 * torch.finfo(t_end.dtype).eps * t_end.abs().clamp(min=1.0)
 
 
 class _Evaluations:
@@ -117,19 +132,14 @@ class _Evaluations:
 
 def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forward: bool) -> _Evaluations:
     """Attempt steps until every sample has finished or stopped. Eager: the "anyone running?"
-    flag is read every step; compiled (without save times): the attempts run in one compiled
-    loop (:func:`_loop_on_device`) or, when it cannot be captured, :func:`_attempt` is one
-    compiled graph and the flag is read every :data:`~.compiled.SYNC_EVERY` attempts."""
+    flag is read every step; compiled, when the whole solve could not be one graph
+    (:func:`_solve_on_device`) or with save times: :func:`_attempt` is one compiled graph and the
+    flag is read every :data:`~.compiled.SYNC_EVERY` attempts."""
     calls = _Evaluations()
-    snap = 4 * torch.finfo(run.t.dtype).eps * run.t_end.abs().clamp(min=1.0)  # lands on t_end
+    snap = _snap(run.t_end)
     attempt, every = _attempt_function(p, opts, saver)
     run.masked = every > 1  # between two syncs a sample may stop unseen
-    start = 0
-    if every > 1:
-        start = _loop_on_device(p, opts, run, forward, snap, calls)
-        if start and not _still_active(opts, run):
-            return calls
-    for i in range(start, opts.max_steps):
+    for i in range(opts.max_steps):
         active = run.active
         if saver is None:
             calls.add(attempt(p, run, forward, snap), active)
@@ -156,34 +166,40 @@ def _attempt_function(p: Problem, opts: LoopOptions, saver: _Saver | None) -> tu
     return CompiledCall(_attempt, opts.compile, what), SYNC_EVERY
 
 
-def _loop_on_device(p: Problem, opts: LoopOptions, run: _Batch, forward: bool, snap: Tensor,  # noqa: PLR0913
-                    calls: _Evaluations) -> int:
-    """All the attempts of a compiled solve in one graph (:mod:`.device_loop`); returns the
-    attempts made (the run and the counts are updated), 0 when the loop could not be captured
-    (nothing ran: the caller goes on with one compiled call per attempt)."""
-    assert opts.compile is not None  # a compiled solve
+def _solve_on_device(p: Problem, opts: LoopOptions, t: Tensor, t_end: Tensor, state: Any,  # noqa: PLR0913
+                     forward: bool) -> tuple[_Batch, _Evaluations, int] | None:
+    """The whole compiled solve as one graph (:mod:`.device_loop`): the controller's start, the
+    first attempt and the others in one ``while_loop``. Returns the final progress, the
+    evaluations and those of the start; ``None`` when it could not be captured (nothing ran)."""
+    assert opts.compile is not None
     key = (p.solver.display_name, type(p.solver), code_key(p.term), type(p.controller))
-    if not while_loop_available() or LOOPS.known_uncapturable(opts.compile, key):
-        return 0
-    # one eager attempt first: it fills the solver's caches and gives the carried state the
-    # structure it keeps from then on
-    calls.add(_attempt(p, run, forward, snap), run.active)
-    spent, tries = torch.zeros_like(run.tries), run.tries
-    out = LOOPS.run(opts.compile, run.x.device, key, p, run, spent, forward, snap, opts.max_steps - 1,
+    p.solver.prepare(p.x0, t.dtype)
+    out = LOOPS.run(opts.compile, p.x0.device, key, p, t, t_end, state, forward, opts.max_steps,
                     opts.on_failure == "raise")
     if out is None:
-        return 1
-    (new, spent), iters, n = out
-    for f in dataclasses.fields(run):
-        setattr(run, f.name, getattr(new, f.name))
-    iters_n, n_calls = (int(v) for v in torch.stack([iters, n]).tolist())
-    calls.add_loop(spent, run.tries - tries, n_calls, iters_n)
-    return 1 + iters_n
+        return None
+    run, spent, iters, n_calls, nfe0, n_first = out
+    iters_n, n_calls_n = (int(v) for v in torch.stack([iters, n_calls]).tolist())
+    calls = _Evaluations()
+    calls.add(n_first, run.active)
+    calls.add_loop(spent, run.tries - 1, n_calls_n, iters_n)  # every sample made the first attempt
+    if not _still_active(opts, run):
+        return run, calls, nfe0
+    if opts.on_failure == "raise":
+        raise MaxStepsError(f"max_steps={opts.max_steps} reached in per-sample mode; pass "
+                            "on_failure='return' to get the states")
+    run.status = torch.where(run.active, int(Status.MAX_STEPS), run.status)
+    return run, calls, nfe0
 
 
-def _device_attempts(p: Problem, run: _Batch, spent: Tensor, forward: bool, snap: Tensor,  # noqa: PLR0913
-                     limit: int, stop_on_failure: bool) -> tuple[Any, Tensor, Tensor]:
-    """The attempts of :func:`_loop_on_device` as one ``while_loop`` (traced by dynamo)."""
+def _device_solve(p: Problem, t: Tensor, t_end: Tensor, state: Any, forward: bool,  # noqa: PLR0913
+                  limit: int, stop_on_failure: bool) -> tuple[Any, ...]:
+    """:func:`_solve_on_device` as traced by dynamo: the start and the first attempt in the graph,
+    the other attempts in one ``while_loop``."""
+    cstate, state, nfe0 = start_controller(Problem(p.term, p.solver, p.controller, p.x0, t, t_end), state, False)
+    run = _start(t, t_end, p.x0, state, cstate, masked=True)
+    snap = _snap(t_end)
+    n_first = _attempt(p, run, forward, snap)
 
     def keep_going(carry: tuple[_Batch, Tensor]) -> Tensor:
         r = carry[0]
@@ -196,11 +212,12 @@ def _device_attempts(p: Problem, run: _Batch, spent: Tensor, forward: bool, snap
         n = _attempt(p, r, forward, snap)
         return (r, tally + n * active), n
 
-    return loop_in_graph(body, keep_going, (run, spent), limit)
+    (run, spent), iters, n_calls = loop_in_graph(body, keep_going, (run, torch.zeros_like(run.tries)), limit - 1)
+    return run, spent, iters, n_calls, nfe0, n_first
 
 
-LOOPS = CompiledLoops(_device_attempts)
-"""The compiled per-sample loops (and those that could not be captured)."""
+LOOPS = CompiledLoops(_device_solve)
+"""The compiled per-sample solves (and those that could not be captured)."""
 
 
 def _attempt(p: Problem, run: _Batch, forward: bool, snap: Tensor) -> int:

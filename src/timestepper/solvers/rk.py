@@ -261,16 +261,23 @@ class ExplicitRK(Solver):
         f1 = ks[-1] if self._carry else None
         return x1, RKState(f=f1, x0=x, ks=tuple(ks), h=h, t0=t0), err
 
-    def _step_weights(self, t0: Tensor, h: Tensor, x: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        """The products ``h * w`` of every row's weights (one op) and the stage times (one op)."""
-        key = (x.dtype, h.dtype, x.device, x.ndim)
+    def prepare(self, x0: Tensor, time_dtype: torch.dtype) -> None:
+        self._constants(x0, time_dtype)
+
+    def _constants(self, x: Tensor, time_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """The flat weights, the leading ones of their rows and the nodes as tensors (cached per
+        dtype, device and rank of the state, see :meth:`prepare`)."""
+        key = (x.dtype, time_dtype, x.device, x.ndim)
         if key not in self._consts:
             shape = (-1,) + (1,) * x.ndim
             w, ones = (torch.tensor(v, dtype=x.dtype, device=x.device).reshape(shape)
                        for v in (self._flat_w, self._flat_ones))
-            c = torch.tensor(self._c, dtype=h.dtype, device=x.device).reshape(-1, 1)
-            self._consts[key] = (w, ones, c)
-        w, ones, c = self._consts[key]
+            self._consts[key] = (w, ones, torch.tensor(self._c, dtype=time_dtype, device=x.device).reshape(-1, 1))
+        return self._consts[key]
+
+    def _step_weights(self, t0: Tensor, h: Tensor, x: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """The products ``h * w`` of every row's weights (one op) and the stage times (one op)."""
+        w, ones, c = self._constants(x, h.dtype)
         hb = h.reshape((-1,) + (1,) * (x.ndim - 1))
         if hb.dtype != x.dtype:
             hb = hb.to(x.dtype)
