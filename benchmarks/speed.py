@@ -411,7 +411,8 @@ def _keep_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL(name)
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-    return bool(libc.mallopt(m_mmap_threshold, 2**30) and libc.mallopt(m_trim_threshold, 2**62))
+    # the values are C ints: a larger Python int would wrap (a trim threshold of 0 trims on every free)
+    return bool(libc.mallopt(m_mmap_threshold, 2**30) and libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def main() -> None:
