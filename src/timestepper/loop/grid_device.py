@@ -25,11 +25,11 @@ import torch
 from torch import Tensor
 
 from ..core.controllers import FixedGrid
-from ..core.status import NonFiniteError, Status
+from ..core.status import Status
 from .device_loop import CompiledLoops, code_key, loop_in_graph
 from .options import LoopOptions, Problem, start_controller
 from .saving import Recorder
-from .shared import _fail, _finiteness_probe, _Progress, _solution
+from .shared import _fail, _finiteness_probe, _Progress, _solution, nonfinite_step_error
 
 
 def applies(p: Problem, opts: LoopOptions) -> bool:
@@ -68,9 +68,7 @@ def run_grid_on_device(p: Problem, opts: LoopOptions) -> Any:
     bad, spent_n = (int(v) for v in torch.stack([first_bad, spent]).tolist())
     status = Status.SUCCESS
     if bad >= 0 and opts.check_finite:
-        status = _fail(opts, NonFiniteError(
-            f"state became NaN/inf at step {bad} (from t={times[bad]:.6g} to t={times[bad + 1]:.6g}); "
-            "pass check_finite=False to return it anyway"))
+        status = _fail(opts, nonfinite_step_error(bad, times))
     recorder = Recorder(opts.saveat, p.solver, p.term, p.t0, p.t1, p.x0, times)
     done = _Progress(times[-1], x, nfe + n + spent_n, len(times) - 1, 0, status)
     sol = _solution(done, recorder, times)

@@ -231,10 +231,13 @@ def _check_finite(sums: Tensor, times: list[float], opts: LoopOptions, status: S
     flags = torch.isfinite(sums)
     if bool(flags.all()):
         return status
-    i = int((~flags).nonzero()[0])
-    return _fail(opts, NonFiniteError(
-        f"state became NaN/inf at step {i} (from t={times[i]:.6g} to t={times[i + 1]:.6g}); "
-        "pass check_finite=False to return it anyway"))
+    return _fail(opts, nonfinite_step_error(int((~flags).nonzero()[0]), times))
+
+
+def nonfinite_step_error(i: int, times: list[float]) -> NonFiniteError:
+    """The error of a fixed-grid solve whose state became NaN/inf at step ``i``."""
+    return NonFiniteError(f"state became NaN/inf at step {i} (from t={times[i]:.6g} to t={times[i + 1]:.6g}); "
+                          "pass check_finite=False to return it anyway")
 
 
 def _solution(run: _Progress, recorder: Recorder, step_ts: list[float]) -> Solution:
