@@ -36,10 +36,12 @@ def _vdp(b: int = 6, t1: float = 3.0):
 
 
 def _solve(term, y0, t1, compile, solver="dopri5", **kw):
+    """``integrate`` over ``(0, t1)`` (or the span ``t1``) with no compile fallback allowed."""
     ctrl = kw.pop("ctrl", ts.PIDController(rtol=1e-7, atol=1e-7))
+    span = t1 if isinstance(t1, tuple) else (0.0, t1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompileFallbackWarning)
-        return ts.integrate(term, solver, ctrl, y0, t_span=(0.0, t1), compile=compile, **kw)
+        return ts.integrate(term, solver, ctrl, y0, t_span=span, compile=compile, **kw)
 
 
 @pytest.mark.parametrize("solver", ["dopri5", "tsit5", "bosh3", "dopri8"])
@@ -176,3 +178,17 @@ def test_a_field_that_cannot_be_captured_does_not_block_the_loop_for_other_field
                      t_span=(0.0, 1.0), per_sample=True, compile=FAST)
     term, y0, t1 = _vdp()
     assert _solve(term, y0, t1, FAST, "tsit5", per_sample=True).extras["loop_attempts"] > 10
+
+
+def test_backward_in_time_and_per_sample_intervals():
+    term, y0, _ = _vdp()
+    ctrl = ts.PIDController(rtol=1e-7, atol=1e-7)
+    t1 = torch.linspace(1.0, 2.5, y0.shape[0], dtype=F64)
+    for span in ((2.0, 0.0), (torch.zeros(y0.shape[0], dtype=F64), t1)):
+        eager = ts.integrate(term, "tsit5", ctrl, y0, t_span=span, per_sample=True)
+        looped = _solve(term, y0, span, FAST, "tsit5", per_sample=True, ctrl=ctrl)
+        assert looped.extras["loop_attempts"] > 5
+        assert torch.allclose(looped.x, eager.x, rtol=1e-10, atol=1e-12)
+        assert torch.equal(looped.extras["t"], eager.extras["t"])
+        assert torch.equal(looped.stats.nfe, eager.stats.nfe)
+
