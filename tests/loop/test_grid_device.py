@@ -95,13 +95,47 @@ def test_what_the_loop_does_not_serve_runs_the_host_loop():
     calls = []
     watched = _quiet(lambda: ts.integrate(term, "rk4", grid, y0, compile=FAST, callback=lambda *a: calls.append(a)))
     assert "loop_steps" not in watched.extras and len(calls) == 10
-    # a diffusion grid's rows differ from step to step: one compiled call per step
+    # UniPC's rows differ in kind from step to step (no stacked rows): one compiled call per step
     sched = ts.VPDiscreteSchedule.from_betas("linear")
     den = ts.Denoiser(lambda x, t: 0.3 * x, sched, "epsilon")
     with torch.no_grad():
-        out = _quiet(lambda: ts.integrate(DiffusionTerm(den), "dpmpp-2m", ts.make_grid(sched, 6, "logsnr"),
+        out = _quiet(lambda: ts.integrate(DiffusionTerm(den), "unipc-bh2", ts.make_grid(sched, 6, "logsnr"),
                                           torch.ones(2, 3, dtype=F64), compile=FAST))
     assert "loop_steps" not in out.extras
+
+
+@pytest.mark.parametrize("solver", ["dpmpp-2m", "dpmpp-3m", "dpm-solver-2m", "deis", "lms"])
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_multistep_diffusion_sampling_runs_every_step_in_the_loop(solver, dtype):
+    """The multistep rows stacked as tensors (the warm-up's missing weights as zeros): every step
+    in the loop, the eager result to rounding, the model called once per step."""
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(dtype)
+    den = ts.Denoiser(lambda x, t: net(torch.cat([x, (t / 1000)[:, None].to(x.dtype)], 1)), sched, "epsilon")
+    noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    grid = ts.make_grid(sched, 7, "logsnr")
+    with torch.no_grad():
+        eager = ts.integrate(DiffusionTerm(den), solver, grid, noise)
+        looped = _quiet(lambda: ts.integrate(DiffusionTerm(den), solver, grid, noise, compile=FAST))
+    assert looped.extras["loop_steps"] == 7 and looped.stats.nfe == eager.stats.nfe == 7
+    tol = 1e-12 if dtype == F64 else 1e-5
+    assert torch.allclose(looped.x, eager.x, rtol=tol, atol=tol)
+
+
+def test_a_model_returning_a_tensor_it_holds_is_copied_into_the_history():
+    """The loop may not return a tensor it did not make: the history of a model that returns the
+    same tensor every call is copied (it would alias the loop's input)."""
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    data = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    den = ts.Denoiser(lambda x, t: data, sched, "sample")
+    grid = ts.make_grid(sched, 6, "karras")
+    noise = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    with torch.no_grad():
+        eager = ts.integrate(DiffusionTerm(den), "dpmpp-2m", grid, noise)
+        looped = _quiet(lambda: ts.integrate(DiffusionTerm(den), "dpmpp-2m", grid, noise, compile=FAST))
+    assert looped.extras["loop_steps"] == 6
+    assert torch.equal(looped.x, eager.x)
 
 
 def test_a_table_whose_rows_differ_runs_the_host_loop():

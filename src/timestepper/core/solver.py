@@ -133,6 +133,14 @@ class Solver:
         a compiled loop traces the step: filled while tracing, they would be a side effect (a
         recompile on the next solve) or constants inside the loop graph. Default: none."""
 
+    def stacked_rows(self, table: list, x0: Tensor) -> tuple[Any, Any] | None:
+        """The rows of a fixed-grid ``table`` as one row of the same type whose entries are
+        tensors with the step as leading dimension, and the solver state to start from, such
+        that every step is the same code on the row's entry (no warm-up branch, one state
+        structure): a compiled loop then takes all the steps in one graph. ``None`` (default):
+        the rows differ in kind; the loop takes one compiled call per step."""
+        return None
+
     def first_derivative(self, term: Any, t0: Any, x0: Tensor, state: Any) -> tuple[Tensor, Any]:
         """``f(t0, x0)`` and the state that reuses it as the first stage (one evaluation)."""
         raise NotImplementedError(f"{self.display_name} does not provide a first derivative")

@@ -170,6 +170,15 @@ class _Slot:
         return 0
 
 
+def row_at(stacked: Any, i: Tensor) -> Any:
+    """Entry ``i`` (a 0-d int64 tensor) along the leading dimension of every tensor in
+    ``stacked`` (a solver's table rows stacked by :meth:`~timestepper.core.solver.Solver.stacked_rows`),
+    by indexing on the device (no host read)."""
+    tensors, spec = flatten(stacked)
+    index = i.reshape(1)
+    return unflatten(spec, [t.index_select(0, index).squeeze(0) for t in tensors])
+
+
 def loop_in_graph(body: Callable[[Any], tuple[Any, int]], keep_going: Callable[[Any], Tensor], carry: Any,
                   limit: int) -> tuple[Any, Tensor, Tensor]:
     """Repeat ``carry, n = body(carry)`` while ``keep_going(carry)`` and fewer than ``limit``
@@ -208,5 +217,5 @@ def loop_in_graph(body: Callable[[Any], tuple[Any, int]], keep_going: Callable[[
     return unflatten(spec, out[2:]), out[0], out[1]
 
 
-__all__ = ["CompiledLoops", "code_key", "flatten", "loop_compile_options", "loop_in_graph", "unflatten",
+__all__ = ["CompiledLoops", "code_key", "flatten", "loop_compile_options", "loop_in_graph", "row_at", "unflatten",
            "while_loop_available"]

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from ..core.controllers import FixedGrid
 from ..core.status import Status
-from .device_loop import CompiledLoops, code_key, loop_in_graph
+from .compiled import clone_tensors
+from .device_loop import CompiledLoops, code_key, loop_in_graph, row_at
 from .options import LoopOptions, Problem, start_controller
 from .saving import Recorder
 from .shared import _fail, _finiteness_probe, _Progress, _solution, nonfinite_step_error
@@ -43,25 +44,31 @@ def applies(p: Problem, opts: LoopOptions) -> bool:
 
 
 def run_grid_on_device(p: Problem, opts: LoopOptions) -> Any:
-    """The solve of ``p`` with the steps after the first in one compiled loop; ``None`` when its
-    table is not uniform or the loop could not be captured (nothing of it ran)."""
-    assert opts.compile is not None
+    """The solve of ``p`` with its steps in one compiled loop; ``None`` when its table is neither
+    uniform nor stackable, or the loop could not be captured (nothing of it ran)."""
+    assert opts.compile is not None and isinstance(p.controller, FixedGrid)
     state, table = p.solver.init(p.term, p.grid, p.x0)
-    if table is not None and any(row is not table[1] for row in table[2:]):
-        return None
-    _, state, nfe = start_controller(p, state, True)
-    assert isinstance(p.controller, FixedGrid)
     times = p.controller.times
-    grid = torch.tensor(times, dtype=torch.float64, device=p.x0.device)
+    uniform = table is None or all(row is table[1] for row in table[2:])
+    stacked = None if uniform else p.solver.stacked_rows(table, p.x0)
+    if not uniform and stacked is None:
+        return None
     key = (p.solver.display_name, type(p.solver), code_key(p.term))
     if LOOPS.known_uncapturable(opts.compile, key):
         return None
+    _, state, nfe = start_controller(p, state, True)
+    grid = torch.tensor(times, dtype=torch.float64, device=p.x0.device)
     p.solver.prepare(p.x0, grid.dtype)
-    t0, t1 = grid[:2].unbind(0)
-    x, state, _, n = p.solver.step(p.term, t0, t1, p.x0, state, table[0] if table is not None else None)
-    first_bad = torch.where(torch.isfinite(_finiteness_probe(x)), -1, 0)
-    row = table[1] if table is not None else None
-    out = LOOPS.run(opts.compile, p.x0.device, key, p, grid, row, x, state, first_bad, len(times) - 2)
+    x, first, first_bad = p.x0, 0, torch.full((), -1, dtype=torch.int64, device=p.x0.device)
+    if stacked is not None:  # every step is the same code on its row's entry: all in the loop
+        rows, state = stacked
+    else:  # the first step settles the solver state's structure
+        t0, t1 = grid[:2].unbind(0)
+        x, state, _, n = p.solver.step(p.term, t0, t1, x, state, table[0] if table is not None else None)
+        first_bad = torch.where(torch.isfinite(_finiteness_probe(x)), first_bad, 0)
+        rows, first, nfe = (table[1] if table is not None else None), 1, nfe + n
+    out = LOOPS.run(opts.compile, p.x0.device, key, p, grid, rows, stacked is not None, x, state, first_bad,
+                    first, len(times) - 1 - first)
     if out is None:
         return None
     (x, _, first_bad), _, spent = out
@@ -70,22 +77,24 @@ def run_grid_on_device(p: Problem, opts: LoopOptions) -> Any:
     if bad >= 0 and opts.check_finite:
         status = _fail(opts, nonfinite_step_error(bad, times))
     recorder = Recorder(opts.saveat, p.solver, p.term, p.t0, p.t1, p.x0, times)
-    done = _Progress(times[-1], x, nfe + n + spent_n, len(times) - 1, 0, status)
-    sol = _solution(done, recorder, times)
-    sol.extras["loop_steps"] = len(times) - 2
+    sol = _solution(_Progress(times[-1], x, nfe + spent_n, len(times) - 1, 0, status), recorder, times)
+    sol.extras["loop_steps"] = len(times) - 1 - first
     return sol
 
 
-def _grid_steps(p: Problem, grid: Tensor, row: Any, x: Tensor, state: Any, first_bad: Tensor,  # noqa: PLR0913
-                count: int) -> tuple[Any, Tensor, Tensor]:
-    """Steps ``1 .. count`` of the grid as one ``while_loop`` (traced by dynamo): the carry is the
-    step index, the state, the solver state and the first step whose result was NaN/inf."""
-    index = torch.ones((), dtype=torch.int64, device=grid.device)
+def _grid_steps(p: Problem, grid: Tensor, rows: Any, stacked: bool, x: Tensor, state: Any,  # noqa: PLR0913
+                first_bad: Tensor, first: int, count: int) -> tuple[Any, Tensor, Tensor]:
+    """Steps ``first .. first + count - 1`` of the grid as one ``while_loop`` (traced by dynamo):
+    the carry is the step index, the state, the solver state and the first step whose result was
+    NaN/inf; the row is ``rows`` itself, or its entry of the step when ``stacked``."""
+    index = torch.full((), first, dtype=torch.int64, device=grid.device)
 
     def body(carry: tuple[Tensor, Tensor, Any, Tensor]) -> tuple[tuple[Tensor, Tensor, Any, Tensor], int]:
         i, x, state, bad = carry
         t0, t1 = grid.index_select(0, torch.stack([i, i + 1])).unbind(0)  # indexing by a tensor, no host read
-        x1, state1, _, n = p.solver.step(p.term, t0, t1, x, state, row)
+        x1, state1, _, n = p.solver.step(p.term, t0, t1, x, state, row_at(rows, i) if stacked else rows)
+        if stacked:  # a history of model outputs: a model may return a tensor it holds (no aliasing out)
+            state1 = clone_tensors(state1)
         bad = torch.where((bad < 0) & ~torch.isfinite(_finiteness_probe(x1)), i, bad)
         return (i + 1, x1, state1, bad), n
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+from torch import Tensor
+
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import EvalPoint
 from .base import DiffusionSolver, lincomb, nonzero
@@ -90,6 +93,30 @@ class LinearMultistep(DiffusionSolver):
         if key is not None:
             cache[key] = rows
         return rows
+
+    def stacked_rows(self, table, x0):
+        """Every row as tensors (cast to the state's dtype, as a Python float coefficient is): the
+        warm-up's missing weights and an absent ``x`` term are zeros, the history starts as zeros,
+        so every step is the same update (it adds exact zeros where the eager step leaves terms
+        out)."""
+        cls = type(self)
+        own_step = cls.advance is LinearMultistep.advance and cls.start_state is DiffusionSolver.start_state
+        if not own_step or not table or any(type(r) is not MultistepRow for r in table):
+            return None  # a subclass with its own step or state (Time-Shift, SDE, PNDM) is not this update
+        dtype = x0.dtype if x0.is_floating_point() else torch.float64
+
+        def column(values: list[float]) -> Tensor:
+            return torch.tensor(values, dtype=torch.float64).to(device=x0.device, dtype=dtype)
+
+        pts = [r.point for r in table]
+        # the conversion coefficients as 0-d tensors per step (the arithmetic takes either)
+        point = EvalPoint(torch.stack([q.t for q in pts]),
+                          *(column([getattr(q, f) for q in pts]) for f in "abcd"))  # type: ignore[arg-type]
+        cx = column([0.0 if r.cx is None else r.cx for r in table])
+        weights = tuple(column([r.weights[j] if j < len(r.weights) else 0.0 for r in table])
+                        for j in range(self.max_order))
+        history = tuple(torch.zeros_like(x0) for _ in range(self.max_order - 1))
+        return MultistepRow(point, cx, weights), history  # type: ignore[arg-type]
 
     def advance(self, term, x, state, row):
         m = term.prediction(x, row.point, self.prediction)
