@@ -147,13 +147,19 @@ def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forw
             calls.add(_attempt_saving(p, opts, run, saver, forward, snap, calls), active)
         if (i + 1) % every == 0 and not _still_active(opts, run):
             return calls
+    _end_of_budget(opts, run)
+    return calls
+
+
+def _end_of_budget(opts: LoopOptions, run: _Batch) -> None:
+    """After the last attempt ``max_steps`` allows: samples still running raise
+    :class:`MaxStepsError`, or (``on_failure="return"``) stop with ``Status.MAX_STEPS``."""
     if not _still_active(opts, run):
-        return calls
+        return
     if opts.on_failure == "raise":
         raise MaxStepsError(f"max_steps={opts.max_steps} reached in per-sample mode; pass "
                             "on_failure='return' to get the states")
     run.status = torch.where(run.active, int(Status.MAX_STEPS), run.status)
-    return calls
 
 
 def _attempt_function(p: Problem, opts: LoopOptions, saver: _Saver | None) -> tuple[Any, int]:
@@ -183,12 +189,7 @@ def _solve_on_device(p: Problem, opts: LoopOptions, t: Tensor, t_end: Tensor, st
     calls = _Evaluations()
     calls.add(n_first, run.active)
     calls.add_loop(spent, run.tries - 1, n_calls_n, iters_n)  # every sample made the first attempt
-    if not _still_active(opts, run):
-        return run, calls, nfe0
-    if opts.on_failure == "raise":
-        raise MaxStepsError(f"max_steps={opts.max_steps} reached in per-sample mode; pass "
-                            "on_failure='return' to get the states")
-    run.status = torch.where(run.active, int(Status.MAX_STEPS), run.status)
+    _end_of_budget(opts, run)  # the loop stops at the budget, or at a stopped sample when raising
     return run, calls, nfe0
 
 
