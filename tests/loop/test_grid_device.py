@@ -104,11 +104,20 @@ def test_what_the_loop_does_not_serve_runs_the_host_loop():
     assert "loop_steps" not in out.extras
 
 
-@pytest.mark.parametrize("solver", ["dpmpp-2m", "dpmpp-3m", "dpm-solver-2m", "deis", "lms"])
+STACKING = [n for n in ts.solvers.available() if ts.solvers.get(n).stacks_rows]
+
+
+def test_the_multistep_diffusion_solvers_declare_stacked_rows():
+    assert {"dpmpp-2m", "dpmpp-3m", "dpm-solver-2m", "deis", "lms"} <= set(STACKING)
+    assert not {"unipc-bh2", "ts-dpmpp-2m", "sde-dpmpp-2m", "pndm"} & set(STACKING)
+
+
+@pytest.mark.parametrize("solver", STACKING)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 def test_multistep_diffusion_sampling_runs_every_step_in_the_loop(solver, dtype):
-    """The multistep rows stacked as tensors (the warm-up's missing weights as zeros): every step
-    in the loop, the eager result to rounding, the model called once per step."""
+    """Every solver declaring ``stacks_rows``: the rows stacked as tensors (the warm-up's missing
+    weights as zeros), every step in the loop, the eager result to rounding, one model call per
+    step."""
     sched = ts.VPDiscreteSchedule.from_betas("linear")
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(dtype)

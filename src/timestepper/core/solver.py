@@ -33,6 +33,8 @@ nothing is probed with ``hasattr``:
 * ``provides_first_derivative``: ``first_derivative`` is defined: ``f(t0, x0)`` is shared
   between the initial step-size selection and the first stage.
 * ``per_sample``: ``step`` takes ``(B,)`` times and ``merge`` picks per-sample states.
+* ``stacks_rows``: ``stacked_rows`` turns a fixed-grid table into one row of tensors per step, so
+  a compiled loop takes every step in one graph (the multistep diffusion solvers).
 * ``min_steps`` (and ``min_steps_reason``): the fewest steps of a fixed grid the method is
   defined on (``pndm``: its warm-up); the loop refuses shorter grids.
 * ``is_implicit``: each step solves (or linearises) an implicit equation with the Jacobian, so
@@ -99,6 +101,7 @@ class Solver:
     has_dense_output: bool = False
     provides_first_derivative: ClassVar[bool] = False
     per_sample: ClassVar[bool] = False
+    stacks_rows: ClassVar[bool] = False
     is_implicit: ClassVar[bool] = False
     min_steps: ClassVar[int] = 1
     min_steps_reason: ClassVar[str] = ""

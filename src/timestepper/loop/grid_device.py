@@ -47,6 +47,8 @@ def run_grid_on_device(p: Problem, opts: LoopOptions) -> Any:
     """The solve of ``p`` with its steps in one compiled loop; ``None`` when its table is neither
     uniform nor stackable, or the loop could not be captured (nothing of it ran)."""
     assert opts.compile is not None and isinstance(p.controller, FixedGrid)
+    if p.solver.grid_type is not None and not p.solver.stacks_rows:
+        return None  # a sampling grid's rows differ per step, and this solver does not stack them
     state, table = p.solver.init(p.term, p.grid, p.x0)
     times = p.controller.times
     uniform = table is None or all(row is table[1] for row in table[2:])

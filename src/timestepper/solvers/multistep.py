@@ -54,6 +54,7 @@ class LinearMultistep(DiffusionSolver):
 
     prediction: str = "data"
     nfe_per_step = 1
+    stacks_rows: ClassVar[bool] = True  # subclasses with a step or state of their own set it False
     max_order = 1  # predictions combined per step (the declared ``order`` is the convergence order)
     first_order_to_zero: ClassVar[bool] = True  # exponential integrators: higher terms diverge at h = inf
 
@@ -99,10 +100,8 @@ class LinearMultistep(DiffusionSolver):
         warm-up's missing weights and an absent ``x`` term are zeros, the history starts as zeros,
         so every step is the same update (it adds exact zeros where the eager step leaves terms
         out)."""
-        cls = type(self)
-        own_step = cls.advance is LinearMultistep.advance and cls.start_state is DiffusionSolver.start_state
-        if not own_step or not table or any(type(r) is not MultistepRow for r in table):
-            return None  # a subclass with its own step or state (Time-Shift, SDE, PNDM) is not this update
+        if not self.stacks_rows or not table or any(type(r) is not MultistepRow for r in table):
+            return None
         dtype = x0.dtype if x0.is_floating_point() else torch.float64
 
         def column(values: list[float]) -> Tensor:

@@ -67,6 +67,8 @@ class SDEDPMSolverPP(DPMSolverMultistep, StochasticDiffusionSolver):
             second-derivative term; see the module docstring).
     """
 
+    stacks_rows = False  # a step draws noise: not the deterministic update
+
     def __init__(self, order: int = 2, eta: float = 1.0, s_noise: float = 1.0,  # noqa: PLR0913
                  noise: str = "normal", lower_order_final: bool = True,
                  solver_type: str = "midpoint", variant: str = "taylor") -> None:

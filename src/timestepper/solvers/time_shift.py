@@ -197,6 +197,7 @@ class TimeShiftSampler(DPMSolverMultistep):
                              f"(at most {MAX_COMBINATIONS}): use a smaller window or order")
 
     evaluates_on_grid = False  # data-dependent model times: no diffusers step protocol
+    stacks_rows = False  # its rows pick a candidate combination per sample
 
     def start_state(self, x0):
         return (), ()
