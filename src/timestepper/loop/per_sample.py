@@ -202,19 +202,21 @@ def _device_solve(p: Problem, t: Tensor, t_end: Tensor, state: Any, forward: boo
     snap = _snap(t_end)
     n_first = _attempt(p, run, forward, snap)
 
-    def keep_going(carry: tuple[_Batch, Tensor]) -> Tensor:
-        r = carry[0]
+    def going(r: _Batch) -> Tensor:
         go = r.active.any()
         return go & ~r.stopped.any() if stop_on_failure else go
 
-    def body(carry: tuple[_Batch, Tensor]) -> tuple[tuple[_Batch, Tensor], int]:
-        r, tally = dataclasses.replace(carry[0]), carry[1]
+    def body(carry: tuple[_Batch, Tensor, Tensor]) -> tuple[tuple[_Batch, Tensor, Tensor], int]:
+        r, tally = dataclasses.replace(carry[0], t_end=t_end), carry[1]
         active = r.active
         n = _attempt(p, r, forward, snap)
-        return (r, tally + n * active), n
+        return (dataclasses.replace(r, t_end=None), tally + n * active, going(r)), n  # type: ignore[arg-type]
 
-    (run, spent), iters, n_calls = loop_in_graph(body, keep_going, (run, torch.zeros_like(run.tries)), limit - 1)
-    return run, spent, iters, n_calls, nfe0, n_first
+    # the end times are constant: read from outside the loop rather than carried (and copied);
+    # "anyone running?" is computed with the attempt and carried, so the condition reads one flag
+    carry = (dataclasses.replace(run, t_end=None), torch.zeros_like(run.tries), going(run))  # type: ignore[arg-type]
+    (run, spent, _), iters, n_calls = loop_in_graph(body, lambda c: c[2], carry, limit - 1)
+    return dataclasses.replace(run, t_end=t_end), spent, iters, n_calls, nfe0, n_first
 
 
 LOOPS = CompiledLoops(_device_solve)
