@@ -192,3 +192,15 @@ def test_backward_in_time_and_per_sample_intervals():
         assert torch.equal(looped.extras["t"], eager.extras["t"])
         assert torch.equal(looped.stats.nfe, eager.stats.nfe)
 
+
+
+def test_clone_tensors_copies_every_tensor_and_keeps_the_rest():
+    from timestepper.core.controllers import PIDState
+    from timestepper.loop.compiled import clone_tensors, replays_cuda_graphs
+
+    obj = ([torch.ones(2)], {"s": PIDState(torch.zeros(3), 1.0)}, 7)
+    out = clone_tensors(obj)
+    assert out[0][0] is not obj[0][0] and torch.equal(out[0][0], obj[0][0])
+    assert out[1]["s"].dt is not obj[1]["s"].dt and out[1]["s"].prev == 1.0 and out[2] == 7
+    assert replays_cuda_graphs({"mode": "reduce-overhead"}) and not replays_cuda_graphs({"dynamic": True})
+    assert not replays_cuda_graphs(None)

@@ -11,25 +11,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
-
-
-def compiling() -> bool:
-    """Whether the code runs under ``torch.compile`` tracing (eager fusions are not used there:
-    the compiler fuses plain arithmetic itself)."""
-    return bool(_is_compiling())
+#: whether the code runs under ``torch.compile`` tracing (eager fusions are not used there: the
+#: compiler fuses plain arithmetic itself)
+compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
 
 def add_scaled_(out: Tensor, y: Tensor, c: float) -> Tensor:
     """``out += c * y`` in place (``out`` must be a fresh tensor of the step)."""
-    if _is_compiling():
+    if compiling():
         return out.add_(y * c)
     return out.add_(y, alpha=c)
 
 
 def add_scaled(x: Tensor, y: Tensor, c: float) -> Tensor:
     """``x + c * y`` as a new tensor."""
-    if _is_compiling():
+    if compiling():
         return x + y * c
     return torch.add(x, y, alpha=c)
 

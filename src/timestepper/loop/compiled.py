@@ -15,13 +15,14 @@ the batch dimension dynamic from the start so that a new batch size does not rec
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from .device_loop import flatten, unflatten
 
 DEFAULT_OPTIONS: dict[str, Any] = {"dynamic": True, "fullgraph": True}
 SYNC_EVERY = 8
@@ -93,16 +94,14 @@ def _reason(exc: Exception) -> str:
 
 def clone_tensors(obj: Any) -> Any:
     """``obj`` with every tensor in it (tuples, lists, dicts, dataclasses) replaced by a copy."""
-    if isinstance(obj, torch.Tensor):
-        return obj.clone()
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(clone_tensors(v) for v in obj)
-    if isinstance(obj, dict):
-        return {k: clone_tensors(v) for k, v in obj.items()}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: clone_tensors(getattr(obj, f.name))
-                                           for f in dataclasses.fields(obj) if f.init})
-    return obj
+    tensors, spec = flatten(obj)
+    return unflatten(spec, [t.clone() for t in tensors])
+
+
+def replays_cuda_graphs(options: dict[str, Any] | None) -> bool:
+    """Whether compiled calls replay CUDA graphs (mode ``"reduce-overhead"``): each replay writes
+    into the same output memory, so what a loop keeps from one step to the next must be copied."""
+    return options is not None and "reduce-overhead" in str(options.get("mode", ""))
 
 
 def compile_stats() -> dict[str, int]:
@@ -112,4 +111,5 @@ def compile_stats() -> dict[str, int]:
     return {"graphs": int(counters["stats"]["unique_graphs"]), "captured": int(counters["stats"]["calls_captured"])}
 
 
-__all__ = ["SYNC_EVERY", "CompileFallbackWarning", "CompiledCall", "clone_tensors", "compile_options", "compile_stats"]
+__all__ = ["SYNC_EVERY", "CompileFallbackWarning", "CompiledCall", "clone_tensors", "compile_options", "compile_stats",
+           "replays_cuda_graphs"]

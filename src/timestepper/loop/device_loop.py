@@ -78,7 +78,7 @@ def code_key(obj: Any) -> tuple:
 
 
 def while_loop_available() -> bool:
-    """Whether this torch has the ``while_loop`` operator that :func:`run_loop` needs."""
+    """Whether this torch has the ``while_loop`` operator that :func:`loop_in_graph` needs."""
     try:
         importlib.import_module("torch._higher_order_ops.while_loop")
     except ImportError:  # pragma: no cover - every supported torch has it

@@ -1,15 +1,21 @@
-"""A compiled fixed-grid solve as one ``torch.while_loop`` graph (the steps of a uniform table).
+"""A compiled fixed-grid solve as one ``torch.while_loop`` graph.
 
 On a fixed grid every step is accepted without looking at the data, so the eager loop is plain
 Python around the steps; compiled, each step is still one graph call (guards, argument unpacking,
-the generated wrapper), which on a CPU costs about what a small step does. Here, when every step
-after the first uses the same table row (an exponential integrator on a uniform grid, or a solver
-without rows, like the Runge-Kutta methods), the steps after the first are the body of one
-compiled ``while_loop``: the step index, the state, the solver state and the index of the first
-step whose result was NaN/inf are carried; the step's times are read from the grid tensor by
-index. The first step runs eagerly (it settles the structure of the solver state, as in
-:mod:`.device_loop`). The result, the evaluations and the NaN/inf report (naming the step and its
-times) are those of the eager loop.
+the generated wrapper), which on a CPU costs about what a small step does. Here the steps are the
+body of one compiled ``while_loop``: the step index, the state, the solver state and the index of
+the first step whose result was NaN/inf are carried, and the step's times are read from the grid
+tensor by index. Two kinds of table qualify:
+
+* every step after the first uses the same row (an exponential integrator on a uniform grid, or a
+  solver without rows, like the Runge-Kutta methods): the first step runs eagerly (it settles the
+  structure of the solver state) and the others in the loop;
+* a solver declaring ``stacks_rows`` (the multistep diffusion solvers) gives its rows as tensors
+  per step (:meth:`~timestepper.core.solver.Solver.stacked_rows`): every step runs in the loop on
+  its row's entry.
+
+The result, the evaluations and the NaN/inf report (naming the step and its times) are those of
+the eager loop.
 
 It serves the plain case: nothing saved along the way, no callbacks, progress bar or CUDA-graph
 mode, and a grid of at most ``max_steps`` steps; everything else -- and a loop that cannot be
@@ -26,7 +32,7 @@ from torch import Tensor
 
 from ..core.controllers import FixedGrid
 from ..core.status import Status
-from .compiled import clone_tensors
+from .compiled import clone_tensors, replays_cuda_graphs
 from .device_loop import CompiledLoops, code_key, loop_in_graph, row_at
 from .options import LoopOptions, Problem, start_controller
 from .saving import Recorder
@@ -37,8 +43,8 @@ def applies(p: Problem, opts: LoopOptions) -> bool:
     """Whether a fixed-grid solve may run as one loop graph (see the module docstring)."""
     save = opts.saveat
     watched = opts.callback is not None or opts.on_accept is not None or opts.progress
-    graphed = "reduce-overhead" in str((opts.compile or {}).get("mode", ""))
-    return (opts.compile is not None and isinstance(p.controller, FixedGrid) and not watched and not graphed
+    return (opts.compile is not None and isinstance(p.controller, FixedGrid) and not watched
+            and not replays_cuda_graphs(opts.compile)
             and not (save.steps or save.dense or save.ts is not None)
             and 2 <= p.controller.steps <= opts.max_steps)
 

@@ -5,8 +5,8 @@ decision and counters; the vector field is still called once per stage on the wh
 (finished samples take zero-length steps). The solver merges its state per sample
 (``Solver.merge``). Statistics and the status are ``(B,)`` tensors. Eager, one host
 synchronisation per step decides whether every sample has finished; compiled (without save
-times), all the attempts after the first are one ``while_loop`` graph (:mod:`.device_loop`), and
-the host waits for the end of the solve only.
+times), the whole solve is one graph -- the controller's start, the first attempt and the others
+in one ``while_loop`` (:mod:`.device_loop`) -- and the host waits for the end of the solve only.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class _Evaluations:
     def __init__(self) -> None:
         self.counts: list[int] = []
         self.extra: Tensor | None = None
-        self.dense_calls = 0
+        self.other_calls = 0  # batched calls outside `counts`: dense-output stages, device-loop attempts
         self.loop_attempts = 0  # attempts made inside the compiled device loop
 
     def add(self, n: int, active: Tensor) -> None:
@@ -111,7 +111,7 @@ class _Evaluations:
         """Evaluations made for the samples in ``mask`` outside a step (dense output stages)."""
         diff = n * mask.to(torch.int64)
         self.extra = diff if self.extra is None else self.extra + diff
-        self.dense_calls += n
+        self.other_calls += n
 
     def add_loop(self, spent: Tensor, tries: Tensor, n_calls: int, iters: int) -> None:
         """Attempts made in the device loop (after at least one counted by :meth:`add`): ``spent``
@@ -119,7 +119,7 @@ class _Evaluations:
         iterations."""
         diff = spent - self.counts[0] * tries
         self.extra = diff if self.extra is None else self.extra + diff
-        self.dense_calls += n_calls
+        self.other_calls += n_calls
         self.loop_attempts += iters
 
     def total(self, tries: Tensor) -> Tensor:
@@ -127,7 +127,7 @@ class _Evaluations:
         return base if self.extra is None else base + self.extra
 
     def batched_calls(self) -> int:
-        return sum(self.counts) + self.dense_calls
+        return sum(self.counts) + self.other_calls
 
 
 def _loop(p: Problem, opts: LoopOptions, run: _Batch, saver: _Saver | None, forward: bool) -> _Evaluations:

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..core.controllers import FixedGrid
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
-from .compiled import CompiledCall, clone_tensors
+from .compiled import CompiledCall, clone_tensors, replays_cuda_graphs
 from .options import LoopOptions, Problem, StepRecord, start_controller
 from .saving import Recorder
 
@@ -137,9 +137,9 @@ class _ProbedStep:
         self.solver, self.probes = solver, probes
         self.fn = CompiledCall(_step_and_probe, opts.compile, f"the step of {solver.display_name!r}")
 
-        # CUDA graphs (mode "reduce-overhead") replay into the same output memory every step:
-        # what the loop keeps from one step to the next is copied out of it.
-        self.graphed = "reduce-overhead" in str(opts.compile.get("mode", ""))
+        # CUDA graphs replay into the same output memory every step: what the loop keeps from
+        # one step to the next is copied out of it.
+        self.graphed = replays_cuda_graphs(opts.compile)
 
     def __call__(self, term: Any, t0: float, t1: float, x: Tensor, state: Any, row: Any) -> Any:  # noqa: PLR0913
         out = self.fn(self.solver, term, t0, t1, x, state, row)
