@@ -98,7 +98,7 @@ class FixedGrid(StepSizeController):
 
     def __init__(self, grid: Any) -> None:
         self.grid = grid
-        self.times = time_grid(grid).tolist()
+        self.times = _grid_times(grid)
 
     @property
     def t_span(self) -> tuple[float, float]:
@@ -116,6 +116,22 @@ class FixedGrid(StepSizeController):
 
     def adapt(self, t0, t1, x0, x1, err, cstate):
         return True, cstate + 1, False
+
+
+def _grid_times(grid: Any) -> list[float]:
+    """The validated times of ``grid`` as floats. An object holding them in ``t`` (a diffusion
+    ``SamplingGrid``) keeps them, keyed by that tensor, so a sampler called batch after batch on
+    one grid validates it once."""
+    store = None if isinstance(grid, (Tensor, list, tuple)) else getattr(grid, "__dict__", None)
+    t = getattr(grid, "t", None)
+    if store is not None and isinstance(t, Tensor):
+        hit = store.get("_validated_times")
+        if hit is not None and hit[0] is t:
+            return list(hit[1])
+        times = time_grid(grid).tolist()
+        store["_validated_times"] = (t, tuple(times))
+        return times
+    return time_grid(grid).tolist()
 
 
 def error_ratio(x0: Tensor, x1: Tensor, err: Tensor, rtol: float, atol: float) -> Tensor:

@@ -35,6 +35,12 @@ nothing is probed with ``hasattr``:
 * ``per_sample``: ``step`` takes ``(B,)`` times and ``merge`` picks per-sample states.
 * ``stacks_rows``: ``stacked_rows`` turns a fixed-grid table into one row of tensors per step, so
   a compiled loop takes every step in one graph (the multistep diffusion solvers).
+* ``reuses_state_memory``: ``step_into`` may write the new state into the memory of ``x``. The
+  loop calls it instead of ``step`` only where it owns ``x`` and nothing else sees it: a fixed-grid
+  eager solve, ``x`` an earlier step's output (never the caller's ``x0``), nothing saved or
+  watched along the way. The solver still takes the out-of-place step where autograd records it
+  or the term's output shares ``x``'s memory (the multistep diffusion solvers: one pass over the
+  state fewer per step).
 * ``min_steps`` (and ``min_steps_reason``): the fewest steps of a fixed grid the method is
   defined on (``pndm``: its warm-up); the loop refuses shorter grids.
 * ``is_implicit``: each step solves (or linearises) an implicit equation with the Jacobian, so
@@ -102,6 +108,7 @@ class Solver:
     provides_first_derivative: ClassVar[bool] = False
     per_sample: ClassVar[bool] = False
     stacks_rows: ClassVar[bool] = False
+    reuses_state_memory: ClassVar[bool] = False
     is_implicit: ClassVar[bool] = False
     min_steps: ClassVar[int] = 1
     min_steps_reason: ClassVar[str] = ""
@@ -116,6 +123,11 @@ class Solver:
              row: Any) -> StepResult:  # pragma: no cover - interface
         """One step from ``t0`` to ``t1``: ``(x1, state, err, nfe)``."""
         raise NotImplementedError
+
+    def step_into(self, term: Any, t0: Any, t1: Any, x: Tensor, state: Any, row: Any) -> StepResult:
+        """``step``, allowed to write the new state into the memory of ``x`` (which the loop owns
+        and nothing else holds; see ``reuses_state_memory``). Default: ``step``."""
+        return self.step(term, t0, t1, x, state, row)
 
     def merge(self, accept: Tensor, new: Any, old: Any) -> Any:
         """Per-sample mode: the state after a step in which only the samples where ``accept``

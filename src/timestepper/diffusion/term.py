@@ -79,19 +79,33 @@ class DiffusionTerm(Term):
         gets the coefficients of the first point: the model is never evaluated there."""
         if not isinstance(grid, SamplingGrid):
             raise TypeError(f"grid must be a SamplingGrid, got {type(grid).__name__}")
-        evaluable = grid.sigma > 0
-        t = torch.where(evaluable, grid.t, grid.t[0])
-        kind, sch = self.denoiser.prediction, self.schedule
-        with torch.no_grad():
-            a, b, c, d = conversion_coefficients(kind, sch, t)
-        mt = t if grid.model_t is None else torch.where(evaluable, grid.model_t, grid.model_t[0])
+        mt, coefficients = self._grid_coefficients(grid)
         tdtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float64
         batch = x.shape[0] if x.ndim > 0 else 1
-        # a fresh (points, batch) tensor (mt is a new tensor; expand + contiguous copies only when
-        # batch > 1, which is cheaper than repeat), one row per point
-        times = mt.to(device=x.device, dtype=tdtype)[:, None].expand(-1, batch).contiguous().unbind(0)
-        return [EvalPoint(ti, ai, bi, ci, di) for ti, ai, bi, ci, di in
-                zip(times, a.tolist(), b.tolist(), c.tolist(), d.tolist())]
+        # a fresh (points, batch) tensor per solve (expand + contiguous copies only when batch > 1,
+        # which is cheaper than repeat; a copy also when batch == 1 and the dtype and device match,
+        # so a model never holds the cached tensor), one row per point
+        times = mt.to(device=x.device, dtype=tdtype, copy=True)[:, None].expand(-1, batch).contiguous().unbind(0)
+        return [EvalPoint(ti, *abcd) for ti, abcd in zip(times, coefficients)]
+
+    def _grid_coefficients(self, grid: SamplingGrid) -> tuple[Tensor, list[tuple[float, float, float, float]]]:
+        """The model times (float64) and ``(a, b, c, d)`` of every point of ``grid``: rules of the
+        grid and the schedule alone, computed once per grid, prediction kind and schedule (cached
+        on the grid, like the solvers' weights), so a sampler called batch after batch on one
+        grid does not recompute them."""
+        cache = grid.__dict__.setdefault("_conversion_coefficients", {})
+        key = (self.denoiser.prediction, id(self.schedule))
+        hit = cache.get(key)
+        if hit is not None and hit[0] is self.schedule:  # the id of a live schedule: no reuse
+            return hit[1], hit[2]
+        evaluable = grid.sigma > 0
+        t = torch.where(evaluable, grid.t, grid.t[0])
+        with torch.no_grad():
+            a, b, c, d = conversion_coefficients(self.denoiser.prediction, self.schedule, t)
+        mt = t if grid.model_t is None else torch.where(evaluable, grid.model_t, grid.model_t[0])
+        coefficients = list(zip(a.tolist(), b.tolist(), c.tolist(), d.tolist()))
+        cache[key] = (self.schedule, mt, coefficients)
+        return mt, coefficients
 
     def model_output(self, x: Tensor, p: EvalPoint) -> Tensor:
         """The raw network output at point ``p``."""

@@ -80,6 +80,7 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
     step, finite = _fixed_grid_step(p, opts, probes) if fixed and opts.check_finite else (opts.step, None)
     if opts.compile is not None:
         step = _TensorTimes(step)
+    step_into = _step_into(p, opts, recorder)
     next_time, adapt = p.controller.next_time, p.controller.adapt
     order = p.controller.next_order if p.solver.variable_order else None  # the row of an adaptive step
     term, t1, t, x = p.term, p.t1, p.t0, p.x0
@@ -95,7 +96,8 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
             break
         t_next = next_time(t, cstate) if fixed else _step_end(p, t, cstate, recorder)
         row = table[accepted] if table is not None else order(cstate) if order is not None else None
-        x_new, state_new, err, n = step(term, t, t_next, x, state, row)
+        take = step if step_into is None or x is p.x0 else step_into
+        x_new, state_new, err, n = take(term, t, t_next, x, state, row)
         nfe += n
         accept, cstate, underflow = adapt(t, t_next, x, x_new, err, cstate)
         if accept:
@@ -118,6 +120,16 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
     if probes:
         status = _check_finite(torch.stack(probes), step_ts, opts, status)
     return _solution(_Progress(t, x, nfe + watch.nfe, accepted, rejected, status), recorder, step_ts)
+
+
+def _step_into(p: Problem, opts: LoopOptions, recorder: Recorder) -> Any:
+    """The solver's ``step_into`` where the loop owns every state after the first and nothing
+    else holds one (an eager fixed-grid solve that saves no step and calls no ``callback`` or
+    ``on_accept``); else ``None``. The caller's ``x0`` itself is never written."""
+    if (not p.controller.fixed or opts.compile is not None or not p.solver.reuses_state_memory
+            or recorder.active or opts.callback is not None or opts.on_accept is not None):
+        return None
+    return p.solver.step_into
 
 
 def _fixed_grid_step(p: Problem, opts: LoopOptions, probes: list[Tensor]) -> tuple[Any, list[Tensor] | None]:

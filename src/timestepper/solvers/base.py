@@ -55,22 +55,33 @@ def nonzero(c: float) -> float | None:
     return None if c == 0.0 else c
 
 
-def lincomb(x: Tensor, cx: float | None, terms: Sequence[tuple[float, Tensor]]) -> Tensor:
+def lincomb(x: Tensor, cx: float | None, terms: Sequence[tuple[float, Tensor]], into_x: bool = False) -> Tensor:
     """``cx * x + sum(c * y)`` (``cx=None``: no ``x`` term; at least one term then).
 
     One new tensor is allocated and the sum accumulates into it in place, which keeps a step's
-    memory traffic to one pass per operand. Which terms are present is decided when the table is
-    built (``None`` coefficients), never by looking at values in the step."""
+    memory traffic to one pass per operand. ``into_x``: the result is written into ``x`` itself
+    (the caller owns it and no ``y`` shares its memory), which saves writing a fresh buffer.
+    Which terms are present is decided when the table is built (``None`` coefficients), never by
+    looking at values in the step."""
     if cx is not None:
-        out = x * cx
+        out = x.mul_(cx) if into_x else x * cx
         rest = terms
     else:
         c0, y0 = terms[0]
-        out = y0 * c0
+        out = torch.mul(y0, c0, out=x) if into_x else y0 * c0
         rest = terms[1:]
     for c, y in rest:
         add_scaled_(out, y, c)
     return out
+
+
+def may_overwrite(x: Tensor, y: Tensor) -> bool:
+    """Whether a step that read ``x`` and computed ``y`` from it may write its result into ``x``
+    (which its caller owns): autograd does not record the step (it may need ``x`` for the
+    backward pass) and ``y`` does not share ``x``'s memory (a model that returns its input)."""
+    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+        return False
+    return y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
 
 
 class DiffusionSolver(Solver):

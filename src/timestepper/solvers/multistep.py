@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import EvalPoint
-from .base import DiffusionSolver, lincomb, nonzero
+from .base import DiffusionSolver, lincomb, may_overwrite, nonzero
 from .expint import PhiTable, first_order_at, step_phis
 
 
@@ -55,6 +55,7 @@ class LinearMultistep(DiffusionSolver):
     prediction: str = "data"
     nfe_per_step = 1
     stacks_rows: ClassVar[bool] = True  # subclasses with a step or state of their own set it False
+    reuses_state_memory: ClassVar[bool] = True  # likewise
     max_order = 1  # predictions combined per step (the declared ``order`` is the convergence order)
     first_order_to_zero: ClassVar[bool] = True  # exponential integrators: higher terms diverge at h = inf
 
@@ -118,7 +119,15 @@ class LinearMultistep(DiffusionSolver):
         return MultistepRow(point, cx, weights), history  # type: ignore[arg-type]
 
     def advance(self, term, x, state, row):
+        return self._advance(term, x, state, row, reuse_x=False)
+
+    def step_into(self, term, t0, t1, x, state, row):
+        if not self.reuses_state_memory or type(row) is not MultistepRow:  # (the first step from pure noise)
+            return self.step(term, t0, t1, x, state, row)
+        return self._advance(term, x, state, row, reuse_x=True)
+
+    def _advance(self, term, x, state, row, reuse_x: bool):
         m = term.prediction(x, row.point, self.prediction)
         hist = (m, *state)
-        out = lincomb(x, row.cx, tuple(zip(row.weights, hist)))
+        out = lincomb(x, row.cx, tuple(zip(row.weights, hist)), into_x=reuse_x and may_overwrite(x, m))
         return out, hist[: self.max_order - 1], None, 1

@@ -74,6 +74,7 @@ class _PseudoLinearMultistep(LinearMultistep):
     order = 2
     prediction = "noise"
     stacks_rows = False  # its warm-up steps call the model at their end points
+    reuses_state_memory = False  # a step of its own (advance)
     max_order = 4
     first_order_to_zero = False  # the transfer to rho = 0 is finite at every order
     warmup_steps = 1

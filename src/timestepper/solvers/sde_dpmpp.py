@@ -68,6 +68,7 @@ class SDEDPMSolverPP(DPMSolverMultistep, StochasticDiffusionSolver):
     """
 
     stacks_rows = False  # a step draws noise: not the deterministic update
+    reuses_state_memory = False  # a step of its own (advance)
 
     def __init__(self, order: int = 2, eta: float = 1.0, s_noise: float = 1.0,  # noqa: PLR0913
                  noise: str = "normal", lower_order_final: bool = True,

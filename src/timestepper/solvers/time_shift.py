@@ -198,6 +198,7 @@ class TimeShiftSampler(DPMSolverMultistep):
 
     evaluates_on_grid = False  # data-dependent model times: no diffusers step protocol
     stacks_rows = False  # its rows pick a candidate combination per sample
+    reuses_state_memory = False  # a step of its own (advance)
 
     def start_state(self, x0):
         return (), ()
