@@ -62,3 +62,23 @@ def test_conversion_coefficients_convert_the_network_output(sched):
         assert torch.allclose(c * x + d * m, eps, atol=1e-9), kind
         assert all(torch.equal(u, v) for u, v in zip((a, b, c, d), (*data_coefficients(kind, sched, t),
                                                                     *noise_coefficients(kind, sched, t)))), kind
+
+
+def test_conversion_coefficients_cached_on_a_grid_follow_the_schedule_and_kind():
+    """The per-grid cache of ``DiffusionTerm.points`` is keyed by prediction kind and schedule:
+    one grid used with another schedule or kind gets that one's coefficients."""
+    from timestepper.diffusion.term import DiffusionTerm
+
+    vp, cos = ts.VPDiscreteSchedule.from_betas("linear"), ts.VPDiscreteSchedule.from_betas("scaled_linear")
+    grid = ts.make_grid(vp, 5, "logsnr")
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    for sched in (vp, cos, vp):
+        for kind in ("epsilon", "sample", "velocity"):
+            term = DiffusionTerm(ts.Denoiser(lambda x, t: x, sched, kind))
+            got = term.points(grid, x)
+            fresh = grid.__dict__.pop("_conversion_coefficients")
+            want = term.points(grid, x)
+            grid.__dict__["_conversion_coefficients"] = fresh
+            for p, q in zip(got, want):
+                assert (p.a, p.b, p.c, p.d) == (q.a, q.b, q.c, q.d)
+                assert torch.equal(p.t, q.t) and p.t is not q.t
