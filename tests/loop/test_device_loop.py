@@ -17,7 +17,7 @@ import torch
 
 import timestepper as ts
 from timestepper.loop.compiled import CompileFallbackWarning
-from timestepper.loop.device_loop import flatten, loop_compile_options, unflatten
+from timestepper.loop.device_loop import _Packing, flatten, loop_compile_options, unflatten
 
 F64 = torch.float64
 FAST = {"backend": "aot_eager"}
@@ -145,6 +145,21 @@ def test_flatten_round_trip_keeps_structure_and_leaves():
     assert torch.equal(back[1].prev2, torch.full((2,), 2.0))
     assert flatten(back)[1] == spec
     assert flatten(PIDState(torch.ones(2), torch.ones(2)))[1] != flatten(PIDState(torch.ones(2), 1.0))[1]
+
+
+def test_packing_groups_small_real_tensors_by_dtype_and_round_trips():
+    g = torch.Generator().manual_seed(0)
+    values = [torch.zeros((), dtype=torch.int64), torch.randn(8, 2, generator=g, dtype=torch.float64),
+              torch.tensor(3, dtype=torch.int64), torch.randn(8, generator=g, dtype=torch.float64),
+              torch.ones(8, dtype=torch.bool), torch.randn(4, 3, dtype=torch.complex128),
+              torch.randn(_Packing.SMALL + 1, generator=g, dtype=torch.float64), torch.zeros(5, dtype=torch.bool)]
+    packing = _Packing(values)
+    carried = packing.pack(values)
+    # complex and large tensors travel as they are, then one pack per dtype (int64, float64, bool)
+    assert carried[0] is values[5] and carried[1] is values[6] and len(carried) == 5
+    assert sorted(str(c.dtype) for c in carried[2:]) == ["torch.bool", "torch.float64", "torch.int64"]
+    back = packing.unpack(carried)
+    assert all(b.shape == v.shape and b.dtype == v.dtype and torch.equal(b, v) for b, v in zip(back, values))
 
 
 def test_loop_options_drop_dynamic_floats_and_use_the_cpp_wrapper_on_cpu():

@@ -199,22 +199,70 @@ def loop_in_graph(body: Callable[[Any], tuple[Any, int]], keep_going: Callable[[
     tensors = _distinct([t if t._base is None and t.is_contiguous() and t.stride() == _dense_strides(t.shape)
                          else t.clone(memory_format=torch.contiguous_format) for t in tensors], ())
     zero = torch.zeros((), dtype=torch.int64, device=tensors[0].device)
+    values = [zero, zero.clone(), *tensors]  # the iterations, the evaluations, the carry
+    packing = _Packing(values)
 
-    def cond(i: Tensor, spent: Tensor, *flat: Tensor) -> Tensor:
+    def cond(*carried: Tensor) -> Tensor:
+        i, _, *flat = packing.unpack(carried)
         return keep_going(unflatten(spec, flat)) & (i < limit)
 
-    def step(i: Tensor, spent: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
+    def step(*carried: Tensor) -> tuple[Tensor, ...]:
+        i, spent, *flat = packing.unpack(carried)
         new, n = body(unflatten(spec, flat))
         out, new_spec = flatten(new)
         if new_spec != spec:
             raise NotImplementedError("the carried state changes structure from step to step")
         # the loop's outputs may not alias its inputs or each other: a value passed through, or
-        # returned twice, is copied
-        out = _distinct(out, flat)
-        return (i + 1, spent + n, *out)
+        # returned twice, is copied (a pack is a fresh tensor)
+        return tuple(_distinct(packing.pack([i + 1, spent + n, *out]), carried))
 
-    out = while_loop(cond, step, (zero, zero.clone(), *tensors))
+    out = packing.unpack(while_loop(cond, step, tuple(packing.pack(values))))
     return unflatten(spec, out[2:]), out[0], out[1]
+
+
+class _Packing:
+    """The small carried tensors of each real dtype packed into one 1-D tensor per dtype.
+
+    Every carried tensor costs the generated loop a few tensor handles per iteration (a fresh
+    output buffer, and an alias for the condition and for the body), about what the arithmetic of
+    a small state costs on a CPU. An adaptive per-sample solve carries some twenty of them (the
+    state, times, step sizes, controller memory, counters, flags); packed, it carries a handful,
+    and the body reads and writes slices of the packs, which the compiler turns into indexing.
+    Tensors above ``SMALL`` elements, and complex ones, are carried as they are (for them the
+    handles cost nothing next to the arithmetic, and a pack would copy a tensor an external
+    kernel produced).
+    """
+
+    SMALL = 1 << 14
+
+    def __init__(self, tensors: list[Tensor]) -> None:
+        groups: dict[torch.dtype, list[int]] = {}
+        for k, t in enumerate(tensors):
+            if t.numel() <= self.SMALL and not t.is_complex():
+                groups.setdefault(t.dtype, []).append(k)
+        self.groups = [members for members in groups.values() if len(members) > 1]
+        packed = {k for members in self.groups for k in members}
+        self.own = [k for k in range(len(tensors)) if k not in packed]
+        self.shapes = [t.shape for t in tensors]
+        self.count = len(tensors)
+
+    def pack(self, tensors: list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
+        """The carried tensors: the unpacked ones, then one pack per group."""
+        return [tensors[k] for k in self.own] + [torch.cat([tensors[k].reshape(-1) for k in members])
+                                                 for members in self.groups]
+
+    def unpack(self, carried: list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
+        """The tensors :meth:`pack` was given (views of the packs)."""
+        out: list[Tensor | None] = [None] * self.count
+        for k, t in zip(self.own, carried):
+            out[k] = t
+        for members, pack in zip(self.groups, carried[len(self.own):]):
+            offset = 0
+            for k in members:
+                n = self.shapes[k].numel()
+                out[k] = pack[offset:offset + n].view(self.shapes[k])
+                offset += n
+        return out  # type: ignore[return-value]
 
 
 __all__ = ["CompiledLoops", "code_key", "flatten", "loop_compile_options", "loop_in_graph", "row_at", "unflatten",
