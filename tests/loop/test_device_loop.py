@@ -165,7 +165,7 @@ def test_packing_groups_small_real_tensors_by_dtype_and_round_trips():
 def test_loop_options_drop_dynamic_floats_and_use_the_cpp_wrapper_on_cpu():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert loop_compile_options({"dynamic": True, "fullgraph": True}, cpu) == {
-        "dynamic": None, "fullgraph": True, "options": {"cpp_wrapper": True}}
+        "dynamic": None, "fullgraph": True, "options": {"cpp_wrapper": True, "cpp.enable_tiling_heuristics": False}}
     assert "options" not in loop_compile_options({"dynamic": True}, cuda)
     assert "options" not in loop_compile_options({"backend": "aot_eager"}, cpu)
     assert loop_compile_options({"options": {"max_autotune": True}}, cpu)["options"] == {"max_autotune": True}

@@ -203,8 +203,10 @@ def _device_solve(p: Problem, t: Tensor, t_end: Tensor, state: Any, forward: boo
     n_first = _attempt(p, run, forward, snap)
 
     def going(r: _Batch) -> Tensor:
-        go = r.active.any()
-        return go & ~r.stopped.any() if stop_on_failure else go
+        # counts rather than any(): the compiler vectorizes integer sums, and a boolean reduction
+        # would leave the whole fused loop of the controller (its powers) scalar
+        go = r.active.sum() > 0
+        return go & (r.stopped.sum() == 0) if stop_on_failure else go
 
     def body(carry: tuple[_Batch, Tensor, Tensor]) -> tuple[tuple[_Batch, Tensor, Tensor], int]:
         r, tally = dataclasses.replace(carry[0], t_end=t_end), carry[1]
