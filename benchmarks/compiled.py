@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _heap import keep_freed_memory  # benchmarks/_heap.py, beside this script
 from torch._dynamo.utils import counters
 
 import timestepper as ts
@@ -174,7 +175,9 @@ def render(rows: list[dict], cfg: dict) -> str:
            f"Kuramoto-Sivashinsky: length {KS_LENGTH:g}, N = {KS_N}, batch {KS_BATCH}, h = {KS_DT}. Compile "
            "time: the first compiled run (cold: a fresh inductor cache per row) minus a timed run. Graphs: "
            "graphs dynamo compiled in the warm-up (+ any more in the timed runs). Max abs diff: compiled vs eager "
-           "final state (the physical field for KS), and in parentheses the largest entry of the eager state.", "",
+           "final state (the physical field for KS), and in parentheses the largest entry of the eager state."
+           + (" Freed memory stays in the process heap for both paths (glibc mallopt)." if cfg.get("heap") else ""),
+           "",
            "| problem | solver | state | dtype | eager (us/step) | compiled (us/step) | ratio compiled/eager "
            "| compile (s) | graphs | max abs diff |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -210,8 +213,9 @@ def main() -> None:
     DEVICE = torch.device(args.device)
     repeats = args.repeats or (2 if args.quick else 7)
     torch.set_num_threads(args.threads)
+    heap = keep_freed_memory()
     name = "compiled" if DEVICE.type == "cpu" else f"compiled_{DEVICE.type}"
-    cfg = dict(threads=args.threads, repeats=repeats, steps=args.steps,
+    cfg = dict(threads=args.threads, repeats=repeats, steps=args.steps, heap=heap,
                recompile_limit=torch._dynamo.config.recompile_limit,
                device_name="cpu" if DEVICE.type == "cpu" else torch.cuda.get_device_name(DEVICE),
                command=f"PYTHONPATH=src python benchmarks/compiled.py --threads {args.threads} "

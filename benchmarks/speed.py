@@ -57,6 +57,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _heap import keep_freed_memory  # noqa: E402  # benchmarks/_heap.py, beside this script
 
 import timestepper as ts  # noqa: E402
 from timestepper.diffusion.term import DiffusionTerm  # noqa: E402
@@ -401,20 +402,6 @@ def render(rows: list[dict], cfg: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _keep_freed_memory() -> bool:
-    """glibc: serve large blocks from the heap and never return freed memory (module docstring)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if platform.system() != "Linux" or name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-    # the values are C ints: a larger Python int would wrap (a trim threshold of 0 trims on every free)
-    return bool(libc.mallopt(m_mmap_threshold, 2**30) and libc.mallopt(m_trim_threshold, 2**31 - 1))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -424,7 +411,7 @@ def main() -> None:
     args = ap.parse_args()
     repeats = args.repeats or (2 if args.quick else 5)
     torch.set_num_threads(1)
-    heap = _keep_freed_memory()
+    heap = keep_freed_memory()
     jax = peer("jax")
     rows: list[dict] = []
     for key in args.only.split(","):
