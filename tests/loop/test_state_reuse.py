@@ -21,9 +21,9 @@ def _recording_denoiser(gmm, schedule, kind):
     return ts.Denoiser(lambda x, t: ptrs.append(x.data_ptr()) or den.model_fn(x, t), schedule, kind), ptrs
 
 
-def test_the_multistep_diffusion_solvers_declare_reuse():
-    assert {"dpmpp-2m", "dpmpp-3m", "deis", "lms"} <= set(REUSING)
-    for name in ("pndm", "plms", "dpmpp-2m-sde", "time-shift", "ddim", "unipc"):
+def test_the_linear_diffusion_steps_declare_reuse():
+    assert {"dpmpp-2m", "dpmpp-3m", "deis", "lms", "ddim", "euler", "ddpm"} <= set(REUSING)
+    for name in ("pndm", "plms", "dpmpp-2m-sde", "time-shift", "unipc"):
         if name in ts.solvers.available():
             assert not ts.solvers.get(name).reuses_state_memory, name
 
@@ -35,16 +35,27 @@ def test_reuse_gives_the_numbers_of_the_out_of_place_step(gmm2, name, kind):
     den, ptrs = _recording_denoiser(gmm2, sched, kind)
     noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     kept = noise.clone()
+    grid = ts.make_grid(sched, 8, "logsnr")
+
+    def solve(**kw):  # the same noise draws for a stochastic solver
+        term = DiffusionTerm(den, generator=torch.Generator().manual_seed(1))
+        return ts.integrate(term, name, grid, noise, **kw).x
+
     with torch.no_grad():
-        reused = ts.sample(den, noise, name, steps=8, grid="logsnr")
+        reused = solve()
         first, rest = ptrs[0], ptrs[1:]
-        ptrs.clear()
         # a callback sees every state, so the loop keeps them apart (the out-of-place step)
-        apart = ts.integrate(DiffusionTerm(den), name, ts.make_grid(sched, 8, "logsnr"), noise,
-                             callback=lambda i, t, x: None).x
+        apart = solve(callback=lambda i, t, x: None)
     assert torch.equal(noise, kept)  # x0 is never written
     assert torch.equal(reused, apart)
     assert first == noise.data_ptr() and len(set(rest)) == 1 and rest[0] != first  # one buffer after x0
+
+
+def test_sample_reuses_the_state(gmm2):
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    den, ptrs = _recording_denoiser(gmm2, sched, "epsilon")
+    ts.sample(den, torch.randn(4, 2, dtype=F64), "dpmpp-2m", steps=6)
+    assert len(set(ptrs[1:])) == 1
 
 
 def test_a_model_returning_its_input_is_not_overwritten():

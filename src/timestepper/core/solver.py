@@ -39,8 +39,8 @@ nothing is probed with ``hasattr``:
   loop calls it instead of ``step`` only where it owns ``x`` and nothing else sees it: a fixed-grid
   eager solve, ``x`` an earlier step's output (never the caller's ``x0``), nothing saved or
   watched along the way. The solver still takes the out-of-place step where autograd records it
-  or the term's output shares ``x``'s memory (the multistep diffusion solvers: one pass over the
-  state fewer per step).
+  or the term's output shares ``x``'s memory (DDIM and the linear multistep diffusion solvers:
+  one pass over the state fewer per step).
 * ``min_steps`` (and ``min_steps_reason``): the fewest steps of a fixed grid the method is
   defined on (``pndm``: its warm-up); the loop refuses shorter grids.
 * ``is_implicit``: each step solves (or linearises) an implicit equation with the Jacobian, so

@@ -85,11 +85,11 @@ def integrate(  # noqa: PLR0913 - the loop's options, all keyword-only with defa
             regular, last) compiles once and any grid reuses it.
 
     Memory: an eager fixed-grid solve that saves no step and has no ``callback`` or
-    ``on_accept`` lets a solver declaring ``reuses_state_memory`` (the linear multistep diffusion
-    solvers: DPM-Solver(++) multistep, DEIS, LMS) write each state after the first into the
-    memory of the one before, one pass over memory fewer per step. ``x0`` is never written and
-    steps recorded by autograd stay out of place; a model that keeps a reference to its input
-    across calls should keep a copy.
+    ``on_accept`` lets a solver declaring ``reuses_state_memory`` (DPM-Solver(++) multistep,
+    DEIS, LMS, DDIM, Euler, DDPM) write each state after the first into the memory of the one
+    before, one pass over memory fewer per step. ``x0`` is never written and steps recorded by
+    autograd stay out of place; a model that keeps a reference to its input across calls should
+    keep a copy.
     """
     slv = get(solver)
     check_state("x0", x0)

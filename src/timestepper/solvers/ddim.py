@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from ..core.ops import add_scaled_
 from ..diffusion.term import EvalPoint
-from .base import nonzero, step_sizes
+from .base import lincomb, may_overwrite, nonzero, step_sizes
 from .noise import Draw, StochasticDiffusionSolver, add_noise
 from .registry import register
 
@@ -86,6 +86,7 @@ class DDIM(StochasticDiffusionSolver):
     order = 1
     nfe_per_step = 1
     handles_pure_noise = True
+    reuses_state_memory = True
 
     def __init__(self, eta: float = 0.0, s_noise: float = 1.0, noise: str = "normal") -> None:
         super().__init__(eta, s_noise, noise)
@@ -100,9 +101,15 @@ class DDIM(StochasticDiffusionSolver):
                 for p, c, d, n, z in zip(points, cx, cd, self.noise_scales(cn), draws)]
 
     def advance(self, term, x, state, row):
+        return self._advance(term, x, row, reuse_x=False), state, None, 1
+
+    def step_into(self, term, t0, t1, x, state, row):
+        return self._advance(term, x, row, reuse_x=True), state, None, 1
+
+    def _advance(self, term, x: Tensor, row: DDIMRow, reuse_x: bool) -> Tensor:
         m = term.model_output(x, row.point)
-        x1 = add_scaled_(x * row.cx, m, row.cm) if row.cx is not None else m * row.cm
-        return add_noise(x1, x, row.cn, row.draw), state, None, 1
+        into = reuse_x and may_overwrite(x, m)
+        return add_noise(lincomb(x, row.cx, ((row.cm, m),), into_x=into), x, row.cn, row.draw, x_owned=into)
 
 
 register("ddim", DDIM, summary="DDIM (Song et al. 2021, eq. 12; eta > 0: eq. 16). Order 1.")

@@ -186,15 +186,16 @@ def _brownian_draw(source: BrownianNoise, s0: float, s1: float, like: Tensor) ->
     return source.increment(s0, s1)
 
 
-def add_noise(x1: Tensor, x: Tensor, cn: float | None, draw: Draw | None) -> Tensor:
+def add_noise(x1: Tensor, x: Tensor, cn: float | None, draw: Draw | None, x_owned: bool = False) -> Tensor:
     """``x1 + cn z`` with ``z = draw(x)`` (nothing when ``cn`` is ``None``: a step without noise).
 
-    ``x1`` is updated in place when it is a fresh result of the step (not ``x`` itself) and
-    autograd does not track it, saving one allocation per step."""
+    ``x1`` is updated in place when it is a fresh result of the step (not ``x`` itself, unless
+    ``x_owned``: the step may write into ``x``) and autograd does not track it, saving one
+    allocation per step."""
     if cn is None or draw is None:
         return x1
     z = draw(x)
-    if x1 is not x and not x1.requires_grad:
+    if (x1 is not x or x_owned) and not x1.requires_grad:
         return add_scaled_(x1, z, cn)
     return add_scaled(x1, z, cn)
 
