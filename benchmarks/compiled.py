@@ -193,9 +193,9 @@ def render(rows: list[dict], cfg: dict) -> str:
     out += ["", "The Kuramoto-Sivashinsky steps share one table row, so the steps after the first run in one "
             "compiled `while_loop` graph (`loop/grid_device.py`; on CPU its wrapper is C++); its state is complex "
             "(Fourier space): inductor generates no code for complex operators, so the FFTs and complex products "
-            "are library calls from the graph, and the real-view arithmetic between them is fused. dpmpp-2m's "
-            "rows are stacked as tensors (`Solver.stacked_rows`), so its sampling is one `while_loop` too; "
-            "UniPC's rows differ in kind from step to step: one compiled call per step.", "",
+            "are library calls from the graph, and the real-view arithmetic between them is fused. The rows of "
+            "dpmpp-2m and UniPC are stacked as tensors (`Solver.stacked_rows`: the warm-up's missing weights "
+            "as zeros), so their sampling is one `while_loop` too.", "",
             f"Reproduce: `{cfg['command']}`"]
     return "\n".join(out) + "\n"
 

@@ -140,21 +140,23 @@ def test_uncapturable_field_falls_back_with_a_warning(per_sample):
 
 def test_recompiling_every_step_falls_back_instead_of_failing():
     """With static shapes (``dynamic=False``) the float coefficients of a step compiled one call
-    per step (UniPC: its rows differ in kind) are specialised: a new graph for each step, until
-    dynamo's recompile limit; then the solve goes on eagerly, with a warning, instead of failing.
-    In the multistep loop the coefficients are tensors: no recompile, no warning."""
+    per step (PLMS: its warm-up rows differ in kind) are specialised: a new graph for each step,
+    until dynamo's recompile limit; then the solve goes on eagerly, with a warning, instead of
+    failing. In the multistep loop (DPM-Solver++, UniPC) the coefficients are tensors: no
+    recompile, no warning."""
     sched = ts.VPDiscreteSchedule.from_betas("linear")
     den = ts.Denoiser(lambda x, t: 0.3 * x, sched, "epsilon")
     noise = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
     steps = torch._dynamo.config.recompile_limit + 4
     static = {**FAST, "dynamic": False}
     with torch.no_grad():
-        eager = ts.sample(den, noise, "unipc-bh2", steps=steps)
-        with pytest.warns(CompileFallbackWarning, match="unipc-bh2"):
-            compiled = ts.sample(den, noise, "unipc-bh2", steps=steps, compile=static)
+        eager = ts.sample(den, noise, "plms", steps=steps)
+        with pytest.warns(CompileFallbackWarning, match="plms"):
+            compiled = ts.sample(den, noise, "plms", steps=steps, compile=static)
         assert torch.allclose(compiled, eager, rtol=1e-12, atol=1e-12)
-        looped = _no_fallback(lambda: ts.sample(den, noise, "dpmpp-2m", steps=steps, compile=static))
-        assert torch.allclose(looped, ts.sample(den, noise, "dpmpp-2m", steps=steps), rtol=1e-12, atol=1e-12)
+        for solver in ("dpmpp-2m", "unipc-bh2"):
+            looped = _no_fallback(lambda solver=solver: ts.sample(den, noise, solver, steps=steps, compile=static))
+            assert torch.allclose(looped, ts.sample(den, noise, solver, steps=steps), rtol=1e-12, atol=1e-12)
 
 
 def test_compile_option_must_be_bool_or_dict():

@@ -95,11 +95,12 @@ def test_what_the_loop_does_not_serve_runs_the_host_loop():
     calls = []
     watched = _quiet(lambda: ts.integrate(term, "rk4", grid, y0, compile=FAST, callback=lambda *a: calls.append(a)))
     assert "loop_steps" not in watched.extras and len(calls) == 10
-    # UniPC's rows differ in kind from step to step (no stacked rows): one compiled call per step
+    # PNDM's warm-up steps call the model at their end points (no stacked rows): one compiled
+    # call per step
     sched = ts.VPDiscreteSchedule.from_betas("linear")
     den = ts.Denoiser(lambda x, t: 0.3 * x, sched, "epsilon")
     with torch.no_grad():
-        out = _quiet(lambda: ts.integrate(DiffusionTerm(den), "unipc-bh2", ts.make_grid(sched, 6, "logsnr"),
+        out = _quiet(lambda: ts.integrate(DiffusionTerm(den), "plms", ts.make_grid(sched, 6, "logsnr"),
                                           torch.ones(2, 3, dtype=F64), compile=FAST))
     assert "loop_steps" not in out.extras
 
@@ -108,8 +109,8 @@ STACKING = [n for n in ts.solvers.available() if ts.solvers.get(n).stacks_rows]
 
 
 def test_the_multistep_diffusion_solvers_declare_stacked_rows():
-    assert {"dpmpp-2m", "dpmpp-3m", "dpm-solver-2m", "deis", "lms"} <= set(STACKING)
-    assert not {"unipc-bh2", "ts-dpmpp-2m", "sde-dpmpp-2m", "pndm"} & set(STACKING)
+    assert {"dpmpp-2m", "dpmpp-3m", "dpm-solver-2m", "deis", "lms", "unipc-bh1", "unipc-bh2"} <= set(STACKING)
+    assert not {"dc-unipc", "ts-dpmpp-2m", "sde-dpmpp-2m", "pndm"} & set(STACKING)
 
 
 @pytest.mark.parametrize("solver", STACKING)
@@ -130,6 +131,26 @@ def test_multistep_diffusion_sampling_runs_every_step_in_the_loop(solver, dtype)
     assert looped.extras["loop_steps"] == 7 and looped.stats.nfe == eager.stats.nfe == 7
     tol = 1e-12 if dtype == F64 else 1e-5
     assert torch.allclose(looped.x, eager.x, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("options", [dict(order=3), dict(order=1), dict(order=2, disable_corrector=(1, 3)),
+                                     dict(order=3, variant="bh1", lower_order_final=False)])
+def test_unipc_options_stack_to_the_eager_steps(options):
+    """UniPC's stacked rows: the corrector's and predictor's weights padded with zeros, a step
+    without correction keeping its state (``keep``), for every order and corrector setting."""
+    from timestepper.solvers.unipc import UniPC
+
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(F64)
+    den = ts.Denoiser(lambda x, t: net(torch.cat([x, (t / 1000)[:, None].to(x.dtype)], 1)), sched, "epsilon")
+    noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    grid = ts.make_grid(sched, 8, "logsnr")
+    with torch.no_grad():
+        eager = ts.integrate(DiffusionTerm(den), UniPC(**options), grid, noise)
+        looped = _quiet(lambda: ts.integrate(DiffusionTerm(den), UniPC(**options), grid, noise, compile=FAST))
+    assert looped.extras["loop_steps"] == 8
+    assert torch.allclose(looped.x, eager.x, rtol=1e-12, atol=1e-12)
 
 
 def test_a_model_returning_a_tensor_it_holds_is_copied_into_the_history():

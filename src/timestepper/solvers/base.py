@@ -75,6 +75,21 @@ def lincomb(x: Tensor, cx: float | None, terms: Sequence[tuple[float, Tensor]], 
     return out
 
 
+def stacked_column(values: Sequence[float], x0: Tensor) -> Tensor:
+    """Per-step coefficients as one tensor in the state's dtype and device (what a Python float
+    coefficient is cast to in the step), for :meth:`~timestepper.core.solver.Solver.stacked_rows`."""
+    dtype = x0.dtype if x0.is_floating_point() else torch.float64
+    return torch.tensor(list(values), dtype=torch.float64).to(device=x0.device, dtype=dtype)
+
+
+def stacked_points(points: Sequence[EvalPoint], x0: Tensor) -> EvalPoint:
+    """The evaluation points of every step as one :class:`EvalPoint` of tensors with the step as
+    leading dimension (the model times, and the conversion coefficients as 0-d tensors per step,
+    which the arithmetic takes as it takes floats)."""
+    return EvalPoint(torch.stack([q.t for q in points]),
+                     *(stacked_column([getattr(q, f) for q in points], x0) for f in "abcd"))  # type: ignore[arg-type]
+
+
 def may_overwrite(x: Tensor, y: Tensor) -> bool:
     """Whether a step that read ``x`` and computed ``y`` from it may write its result into ``x``
     (which its caller owns): autograd does not record the step (it may need ``x`` for the

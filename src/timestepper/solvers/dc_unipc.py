@@ -96,6 +96,7 @@ class DCUniPC(UniPC):
     """
 
     fitted_to_model = True
+    stacks_rows = False  # its compensation rows and step of its own (advance)
 
     def __init__(  # noqa: PLR0913 - UniPC's options plus the compensation's two
         self,
@@ -137,7 +138,7 @@ class DCUniPC(UniPC):
                 basis = tuple(map(tuple, polynomial_basis(nodes)))
                 ratio = 1.0 if self.ratios is None else self.ratios[self._skip + i]
                 dcw = None if ratio == 1.0 else tuple(compensation_weights(basis, ratio))
-            rows.append(DCRow(row.point, row.pcx, row.pw, row.ccx, row.cw, basis, dcw))
+            rows.append(DCRow(row.point, row.pcx, row.pw, row.ccx, row.cw, basis=basis, dcw=dcw))
         return rows
 
     def advance(self, term, x, state, row):

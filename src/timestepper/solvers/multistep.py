@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import EvalPoint
-from .base import DiffusionSolver, lincomb, may_overwrite, nonzero
+from .base import DiffusionSolver, lincomb, may_overwrite, nonzero, stacked_column, stacked_points
 from .expint import PhiTable, first_order_at, step_phis
 
 
@@ -103,17 +102,9 @@ class LinearMultistep(DiffusionSolver):
         out)."""
         if not self.stacks_rows or not table or any(type(r) is not MultistepRow for r in table):
             return None
-        dtype = x0.dtype if x0.is_floating_point() else torch.float64
-
-        def column(values: list[float]) -> Tensor:
-            return torch.tensor(values, dtype=torch.float64).to(device=x0.device, dtype=dtype)
-
-        pts = [r.point for r in table]
-        # the conversion coefficients as 0-d tensors per step (the arithmetic takes either)
-        point = EvalPoint(torch.stack([q.t for q in pts]),
-                          *(column([getattr(q, f) for q in pts]) for f in "abcd"))  # type: ignore[arg-type]
-        cx = column([0.0 if r.cx is None else r.cx for r in table])
-        weights = tuple(column([r.weights[j] if j < len(r.weights) else 0.0 for r in table])
+        point = stacked_points([r.point for r in table], x0)
+        cx = stacked_column([0.0 if r.cx is None else r.cx for r in table], x0)
+        weights = tuple(stacked_column([r.weights[j] if j < len(r.weights) else 0.0 for r in table], x0)
                         for j in range(self.max_order))
         history = tuple(torch.zeros_like(x0) for _ in range(self.max_order - 1))
         return MultistepRow(point, cx, weights), history  # type: ignore[arg-type]

@@ -31,11 +31,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
+from ..core.ops import add_scaled_
 from ..core.validation import check_choice, check_order
 from ..diffusion.term import EvalPoint
-from .base import DiffusionSolver, lincomb, nonzero
+from .base import DiffusionSolver, lincomb, nonzero, stacked_column, stacked_points
 from .expint import (
     PhiTable,
     first_order_at,
@@ -54,13 +56,16 @@ VARIANTS = ("bh1", "bh2")
 class UniPCRow:
     """Step ``i``: evaluate at ``point``; UniC corrects the previous step's state with
     ``ccx x_prev + sum cw_j m_{i-j}`` (``cw=None``: no correction), then UniP predicts
-    ``pcx x_i + sum pw_j m_{i-j}``."""
+    ``pcx x_i + sum pw_j m_{i-j}``. ``keep`` is only set on rows stacked as tensors
+    (:meth:`UniPC.stacked_rows`): the weight of ``x_i`` itself in the corrected state, 1 on the
+    steps without correction (whose other weights are zeros) and 0 on the others."""
 
     point: EvalPoint
     pcx: float | None
     pw: tuple[float, ...]
     ccx: float | None
     cw: tuple[float, ...] | None
+    keep: Tensor | None = None
 
 
 def unipc_weights(  # noqa: PLR0913 - the coefficient rule's parameters, all explicit
@@ -122,6 +127,7 @@ class UniPC(DiffusionSolver):
     """
 
     nfe_per_step = 1
+    stacks_rows = True
 
     def __init__(
         self,
@@ -150,6 +156,27 @@ class UniPC(DiffusionSolver):
             rows.append(UniPCRow(points[i], nonzero(pcx), tuple(pw), ccx, cw))
         return rows
 
+    def stacked_rows(self, table, x0):
+        """Every row as tensors: the predictor's weights padded with zeros to ``order`` and the
+        corrector's to ``order + 1``; a step without correction keeps ``x_i`` (``keep = 1``, its
+        other corrector weights zero); the state starts as zeros, ``(x_prev, m_1, ..., m_order)``."""
+        if not self.stacks_rows or not table or any(type(r) is not UniPCRow for r in table):
+            return None
+        p = self.predictor_order
+
+        def padded(values: tuple[float, ...] | None, n: int) -> list[float]:
+            return list(values or ()) + [0.0] * (n - len(values or ()))
+
+        pw = list(zip(*(padded(r.pw, p) for r in table)))
+        cw = list(zip(*(padded(r.cw, p + 1) for r in table)))
+        row = UniPCRow(stacked_points([r.point for r in table], x0),
+                       stacked_column([r.pcx or 0.0 for r in table], x0),  # type: ignore[arg-type]
+                       tuple(stacked_column(w, x0) for w in pw),  # type: ignore[misc]
+                       stacked_column([r.ccx or 0.0 for r in table], x0),  # type: ignore[arg-type]
+                       tuple(stacked_column(w, x0) for w in cw),  # type: ignore[misc]
+                       stacked_column([1.0 if r.cw is None else 0.0 for r in table], x0))
+        return row, tuple(torch.zeros_like(x0) for _ in range(p + 1))
+
     def advance(self, term, x, state, row):
         # state = (x_{i-1}, m_{i-1}, m_{i-2}, ...): the previous step's start and predictions
         preds = (term.data_prediction(x, row.point), *state[1:])
@@ -162,7 +189,8 @@ def unic_correct(x: Tensor, state: tuple, row: UniPCRow, preds: tuple[Tensor, ..
     from the previous step's start ``state[0]`` (``x`` itself where the row has no correction)."""
     if row.cw is None:
         return x
-    return lincomb(state[0], row.ccx, tuple(zip(row.cw, preds)))
+    corrected = lincomb(state[0], row.ccx, tuple(zip(row.cw, preds)))
+    return corrected if row.keep is None else add_scaled_(corrected, x, row.keep)  # type: ignore[arg-type]
 
 
 def unip_predict(x: Tensor, row: UniPCRow, preds: tuple[Tensor, ...]) -> Tensor:
