@@ -113,21 +113,27 @@ def test_the_multistep_diffusion_solvers_declare_stacked_rows():
     assert not {"dc-unipc", "ts-dpmpp-2m", "sde-dpmpp-2m", "pndm"} & set(STACKING)
 
 
+def _eager_and_looped(solver, dtype, steps):
+    """A small network's sampling with ``solver``, eager and compiled (``aot_eager``)."""
+    sched = ts.VPDiscreteSchedule.from_betas("linear")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(dtype)
+    den = ts.Denoiser(lambda x, t: net(torch.cat([x, (t / 1000)[:, None].to(x.dtype)], 1)), sched, "epsilon")
+    noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    grid = ts.make_grid(sched, steps, "logsnr")
+    with torch.no_grad():
+        eager = ts.integrate(DiffusionTerm(den), solver, grid, noise)
+        looped = _quiet(lambda: ts.integrate(DiffusionTerm(den), solver, grid, noise, compile=FAST))
+    return eager, looped
+
+
 @pytest.mark.parametrize("solver", STACKING)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 def test_multistep_diffusion_sampling_runs_every_step_in_the_loop(solver, dtype):
     """Every solver declaring ``stacks_rows``: the rows stacked as tensors (the warm-up's missing
     weights as zeros), every step in the loop, the eager result to rounding, one model call per
     step."""
-    sched = ts.VPDiscreteSchedule.from_betas("linear")
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(dtype)
-    den = ts.Denoiser(lambda x, t: net(torch.cat([x, (t / 1000)[:, None].to(x.dtype)], 1)), sched, "epsilon")
-    noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=dtype)
-    grid = ts.make_grid(sched, 7, "logsnr")
-    with torch.no_grad():
-        eager = ts.integrate(DiffusionTerm(den), solver, grid, noise)
-        looped = _quiet(lambda: ts.integrate(DiffusionTerm(den), solver, grid, noise, compile=FAST))
+    eager, looped = _eager_and_looped(solver, dtype, 7)
     assert looped.extras["loop_steps"] == 7 and looped.stats.nfe == eager.stats.nfe == 7
     tol = 1e-12 if dtype == F64 else 1e-5
     assert torch.allclose(looped.x, eager.x, rtol=tol, atol=tol)
@@ -140,15 +146,7 @@ def test_unipc_options_stack_to_the_eager_steps(options):
     without correction keeping its state (``keep``), for every order and corrector setting."""
     from timestepper.solvers.unipc import UniPC
 
-    sched = ts.VPDiscreteSchedule.from_betas("linear")
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2)).to(F64)
-    den = ts.Denoiser(lambda x, t: net(torch.cat([x, (t / 1000)[:, None].to(x.dtype)], 1)), sched, "epsilon")
-    noise = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
-    grid = ts.make_grid(sched, 8, "logsnr")
-    with torch.no_grad():
-        eager = ts.integrate(DiffusionTerm(den), UniPC(**options), grid, noise)
-        looped = _quiet(lambda: ts.integrate(DiffusionTerm(den), UniPC(**options), grid, noise, compile=FAST))
+    eager, looped = _eager_and_looped(UniPC(**options), F64, 8)
     assert looped.extras["loop_steps"] == 8
     assert torch.allclose(looped.x, eager.x, rtol=1e-12, atol=1e-12)
 
