@@ -50,6 +50,18 @@ def check_int(value: object, name: str, minimum: int = 0) -> int:
     return int(value)
 
 
+def finiteness_probe(x: Tensor) -> Tensor:
+    """A device scalar that is finite when every entry of ``x`` is (one reduction, no sync): the
+    sum propagates NaN, and inf unless cancelled by -inf, which gives NaN (a sum of finite values
+    that overflows is not finite either). Half precision accumulates in float32; a complex state
+    is summed through its real view (a real reduction, which the compiler generates code for)."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.sum(dtype=torch.float32)
+    if x.is_complex():
+        return torch.view_as_real(x).sum()
+    return x.sum()
+
+
 def check_finite_state(x: Tensor, name: str, locate: bool = True) -> None:
     """Refuse a state holding NaN/inf, naming it (and, with ``locate``, the first bad index): one
     host read, made before a solve starts, never inside a step.
@@ -60,8 +72,7 @@ def check_finite_state(x: Tensor, name: str, locate: bool = True) -> None:
     x = x.detach()
     if not (x.is_floating_point() or x.is_complex()):
         return
-    total = x.sum(dtype=torch.float32) if x.dtype in (torch.float16, torch.bfloat16) else x.sum()
-    if bool(torch.isfinite(total).all()):
+    if bool(torch.isfinite(finiteness_probe(x))):
         return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
@@ -153,6 +164,7 @@ def save_times(ts: Any, t0: float, t1: float, name: str = "saveat") -> list[floa
 __all__ = [
     "as_generator",
     "check_finite_state",
+    "finiteness_probe",
     "check_choice",
     "check_in_range",
     "check_int",

@@ -32,11 +32,12 @@ from torch import Tensor
 
 from ..core.controllers import FixedGrid
 from ..core.status import Status
+from ..core.validation import finiteness_probe
 from .compiled import clone_tensors, replays_cuda_graphs
 from .device_loop import CompiledLoops, code_key, loop_in_graph, row_at
 from .options import LoopOptions, Problem, start_controller
 from .saving import Recorder
-from .shared import _fail, _finiteness_probe, _Progress, _solution, nonfinite_step_error
+from .shared import _fail, _Progress, _solution, nonfinite_step_error
 
 
 def applies(p: Problem, opts: LoopOptions) -> bool:
@@ -73,7 +74,7 @@ def run_grid_on_device(p: Problem, opts: LoopOptions) -> Any:
     else:  # the first step settles the solver state's structure
         t0, t1 = grid[:2].unbind(0)
         x, state, _, n = p.solver.step(p.term, t0, t1, x, state, table[0] if table is not None else None)
-        first_bad = torch.where(torch.isfinite(_finiteness_probe(x)), first_bad, 0)
+        first_bad = torch.where(torch.isfinite(finiteness_probe(x)), first_bad, 0)
         rows, first, nfe = (table[1] if table is not None else None), 1, nfe + n
     out = LOOPS.run(opts.compile, p.x0.device, key, p, grid, rows, stacked is not None, x, state, first_bad,
                     first, len(times) - 1 - first)
@@ -103,7 +104,7 @@ def _grid_steps(p: Problem, grid: Tensor, rows: Any, stacked: bool, x: Tensor, s
         x1, state1, _, n = p.solver.step(p.term, t0, t1, x, state, row_at(rows, i) if stacked else rows)
         if stacked:  # a history of model outputs: a model may return a tensor it holds (no aliasing out)
             state1 = clone_tensors(state1)
-        bad = torch.where((bad < 0) & ~torch.isfinite(_finiteness_probe(x1)), i, bad)
+        bad = torch.where((bad < 0) & ~torch.isfinite(finiteness_probe(x1)), i, bad)
         return (i + 1, x1, state1, bad), n
 
     (_, x, state, first_bad), iters, spent = loop_in_graph(

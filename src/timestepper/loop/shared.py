@@ -21,6 +21,7 @@ from torch import Tensor
 from ..core.controllers import FixedGrid
 from ..core.solution import Solution, Stats
 from ..core.status import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
+from ..core.validation import finiteness_probe
 from .compiled import CompiledCall, clone_tensors, replays_cuda_graphs
 from .options import LoopOptions, Problem, StepRecord, start_controller
 from .saving import Recorder
@@ -108,7 +109,7 @@ def run_shared(problem: Problem, opts: LoopOptions) -> Solution:
             nonfinite = 0
             step_ts.append(t)
             if finite is not None:
-                finite.append(_finiteness_probe(x))
+                finite.append(finiteness_probe(x))
         else:
             rejected += 1
             nonfinite = nonfinite + 1 if not bool(torch.isfinite(x_new).all()) else 0
@@ -165,7 +166,7 @@ class _ProbedStep:
 def _step_and_probe(solver: Any, term: Any, t0: float, t1: float, x: Tensor, state: Any,  # noqa: PLR0913
                     row: Any) -> tuple[Any, ...]:
     x1, state1, err, n = solver.step(term, t0, t1, x, state, row)
-    return x1, state1, err, n, _finiteness_probe(x1)
+    return x1, state1, err, n, finiteness_probe(x1)
 
 
 class _TensorTimes:
@@ -224,18 +225,6 @@ def _fail(opts: LoopOptions, error: Exception) -> Status:
     if opts.on_failure == "raise":
         raise error
     return error.status  # type: ignore[attr-defined]
-
-
-def _finiteness_probe(x: Tensor) -> Tensor:
-    """A device scalar that is finite iff every entry of ``x`` is (one reduction, no sync).
-
-    The sum propagates NaN, and inf unless cancelled by -inf, which gives NaN; it is accumulated
-    in at least float32 so that half-precision states cannot overflow it."""
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return x.sum(dtype=torch.float32)
-    if x.is_complex():  # the real view: a real reduction, which the compiler generates code for
-        return torch.view_as_real(x).sum()
-    return x.sum()
 
 
 def _check_finite(sums: Tensor, times: list[float], opts: LoopOptions, status: Status) -> Status:

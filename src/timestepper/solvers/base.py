@@ -82,6 +82,13 @@ def stacked_column(values: Sequence[float], x0: Tensor) -> Tensor:
     return torch.tensor(list(values), dtype=torch.float64).to(device=x0.device, dtype=dtype)
 
 
+def stacked_weights(per_step: Sequence[Sequence[float] | None], n: int, x0: Tensor) -> tuple[Tensor, ...]:
+    """``n`` columns of per-step weights, each step's weights padded with zeros to ``n`` (a
+    warm-up step uses fewer; ``None``: none at all), as :func:`stacked_column` tensors."""
+    rows = [list(w or ()) + [0.0] * (n - len(w or ())) for w in per_step]
+    return tuple(stacked_column([r[j] for r in rows], x0) for j in range(n))
+
+
 def stacked_points(points: Sequence[EvalPoint], x0: Tensor) -> EvalPoint:
     """The evaluation points of every step as one :class:`EvalPoint` of tensors with the step as
     leading dimension (the model times, and the conversion coefficients as 0-d tensors per step,

@@ -16,7 +16,7 @@ import torch
 
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import EvalPoint
-from .base import DiffusionSolver, lincomb, may_overwrite, nonzero, stacked_column, stacked_points
+from .base import DiffusionSolver, lincomb, may_overwrite, nonzero, stacked_column, stacked_points, stacked_weights
 from .expint import PhiTable, first_order_at, step_phis
 
 
@@ -104,8 +104,7 @@ class LinearMultistep(DiffusionSolver):
             return None
         point = stacked_points([r.point for r in table], x0)
         cx = stacked_column([0.0 if r.cx is None else r.cx for r in table], x0)
-        weights = tuple(stacked_column([r.weights[j] if j < len(r.weights) else 0.0 for r in table], x0)
-                        for j in range(self.max_order))
+        weights = stacked_weights([r.weights for r in table], self.max_order, x0)
         history = tuple(torch.zeros_like(x0) for _ in range(self.max_order - 1))
         return MultistepRow(point, cx, weights), history  # type: ignore[arg-type]
 

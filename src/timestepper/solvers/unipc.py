@@ -37,7 +37,7 @@ from torch import Tensor
 from ..core.ops import add_scaled_
 from ..core.validation import check_choice, check_order
 from ..diffusion.term import EvalPoint
-from .base import DiffusionSolver, lincomb, nonzero, stacked_column, stacked_points
+from .base import DiffusionSolver, lincomb, nonzero, stacked_column, stacked_points, stacked_weights
 from .expint import (
     PhiTable,
     first_order_at,
@@ -163,17 +163,11 @@ class UniPC(DiffusionSolver):
         if not self.stacks_rows or not table or any(type(r) is not UniPCRow for r in table):
             return None
         p = self.predictor_order
-
-        def padded(values: tuple[float, ...] | None, n: int) -> list[float]:
-            return list(values or ()) + [0.0] * (n - len(values or ()))
-
-        pw = list(zip(*(padded(r.pw, p) for r in table)))
-        cw = list(zip(*(padded(r.cw, p + 1) for r in table)))
         row = UniPCRow(stacked_points([r.point for r in table], x0),
                        stacked_column([r.pcx or 0.0 for r in table], x0),  # type: ignore[arg-type]
-                       tuple(stacked_column(w, x0) for w in pw),  # type: ignore[misc]
+                       stacked_weights([r.pw for r in table], p, x0),  # type: ignore[arg-type]
                        stacked_column([r.ccx or 0.0 for r in table], x0),  # type: ignore[arg-type]
-                       tuple(stacked_column(w, x0) for w in cw),  # type: ignore[misc]
+                       stacked_weights([r.cw for r in table], p + 1, x0),  # type: ignore[arg-type]
                        stacked_column([1.0 if r.cw is None else 0.0 for r in table], x0))
         return row, tuple(torch.zeros_like(x0) for _ in range(p + 1))
 
