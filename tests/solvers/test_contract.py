@@ -182,8 +182,8 @@ EXEMPT = {
           "tested in tests/sampling/test_distribution.py)",
     **{n: "Time-Shift Sampler: the data-dependent shifted time deliberately leaves the PF-ODE (a "
           "window of training steps does not shrink with the grid); window 0 is ddim / dpmpp-2m / "
-          "dpm-solver-2m to rounding (tests/solvers/test_time_shift.py)"
-       for n in ("ts-ddim", "ts-dpmpp-2m", "ts-dpm-solver-2m")},
+          "dpm-solver-2m / unipc to rounding (tests/solvers/test_time_shift.py, test_time_shift_unipc.py)"
+       for n in ("ts-ddim", "ts-dpmpp-2m", "ts-dpm-solver-2m", "ts-unipc-bh1", "ts-unipc-bh2")},
 }
 
 

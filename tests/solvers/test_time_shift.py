@@ -237,7 +237,7 @@ def test_kept_out_of_the_fixed_grid_enumerations():
     from timestepper.bench.runner import deterministic_solvers
     from timestepper.integrations.diffusers.scheduler import Scheduler, scheduler_solvers
 
-    for name in ("ts-ddim", "ts-dpmpp-2m", "ts-dpm-solver-2m"):
+    for name in ("ts-ddim", "ts-dpmpp-2m", "ts-dpm-solver-2m", "ts-unipc-bh1", "ts-unipc-bh2"):
         assert name not in scheduler_solvers() and name not in deterministic_solvers()
     with pytest.raises(ValueError, match="'ts-ddim' calls the model at data-dependent times off the grid"):
         Scheduler(ts.VPDiscreteSchedule.from_betas("linear"), solver="ts-ddim")

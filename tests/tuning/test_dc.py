@@ -106,8 +106,9 @@ def test_dc_method_returns_a_dc_unipc_schedule(mixture):
     assert ratios == ([1.0] * 5 if found["fell_back_to_base"] else fitted)
     assert sched.provenance["method"] == "dc" and found["model_calls"] > 0 and found["grid"] == "logsnr"
     sol = ts.sample(den, train, schedule=sched, return_solution=True)
+    assert found["base"] in [{"variant": v, "order": o} for v in ("bh1", "bh2") for o in (2, 3)]
     direct = ts.sample(den, train, "dc-unipc", steps=5, grid="logsnr",
-                          solver_options={"ratios": ratios})
+                          solver_options={"ratios": ratios, **found["base"]})
     assert sol.stats.nfe == 5 and torch.equal(sol.x, direct)
 
 
@@ -121,8 +122,18 @@ def test_dc_method_is_never_worse_than_its_unipc_base_on_the_training_noise():
     objective = Objective(den, train, reference_steps=200)
     for grid, extra in (("logsnr", {}), ("ays", {"grid_sweeps": 1, "grid_iters": 3})):
         sched = dc_search(objective.denoiser, 5, train, objective, grid=grid, iters=10, **extra)
-        base = SolverSchedule(sched.times, solver="unipc-bh2")
+        chosen = sched.provenance["base"]
+        base = SolverSchedule(sched.times, solver=f"unipc-{chosen['variant']}",
+                              solver_options={"order": chosen["order"]})
         assert objective(sched) <= objective(base)
+        for v in ("bh1", "bh2"):  # the chosen UniPC base is the best of the four on its grid search
+            for o in (2, 3):
+                alone = dc_search(objective.denoiser, 5, train, objective, grid=grid, iters=1, variants=(v,),
+                                  orders=(o,), **extra)
+                assert alone.provenance["base"] == {"variant": v, "order": o}
+                ones = SolverSchedule(alone.times, solver="dc-unipc", solver_options={
+                    "ratios": [1.0] * 5, "variant": v, "order": o})
+                assert objective(base) <= objective(ones)
     mse = dc_search(objective.denoiser, 5, train, objective, grid="logsnr", iters=10, loss="mse")
     l2 = dc_search(objective.denoiser, 5, train, objective, grid="logsnr", iters=10)
     assert mse.provenance["fitted_ratios"] != l2.provenance["fitted_ratios"]
@@ -132,6 +143,10 @@ def test_dc_method_is_never_worse_than_its_unipc_base_on_the_training_noise():
         dc_search(den, 5, train, objective, grid="optimal")
     with pytest.raises(ValueError, match="searches the grid and needs the objective"):
         dc_search(den, 5, train, None, grid="ays")
+    with pytest.raises(ValueError, match="variants must be one of 'bh1', 'bh2', got 'bh3'"):
+        dc_search(den, 5, train, objective, grid="logsnr", variants=("bh3",))
+    with pytest.raises(ValueError, match="orders must be one of 1, 2, 3, got 4"):
+        dc_search(den, 5, train, objective, grid="logsnr", orders=(4,))
 
 
 def test_cascade_regression_predicts_the_ratios_of_an_unseen_guidance_scale():

@@ -11,7 +11,7 @@ from timestepper.bench import GaussianMixture, sliced_wasserstein
 from timestepper.solvers.schedule import SolverSchedule
 from timestepper.tuning import get_method
 from timestepper.tuning.objective import run_schedule
-from timestepper.tuning.timeshift import timeshift
+from timestepper.tuning.timeshift import BASES, best_base, timeshift
 
 F64 = torch.float64
 
@@ -55,7 +55,8 @@ def test_tune_front_and_json_round_trip(setup, tmp_path):
     den, noise, _ = setup
     sched = ts.tuning.tune(den, nfe=5, method="timeshift", noise=noise[:64], windows=(10,), cutoffs=(0.3,),
                            grid="logsnr", reference_steps=40)
-    assert sched.solver == "ts-dpmpp-2m" and sched.nfe == 5
+    assert sched.solver in BASES and sched.nfe == 5
+    assert sched.provenance["found"]["base_solver"] == BASES[sched.solver]
     path = tmp_path / "ts.json"
     sched.save(path)
     loaded = SolverSchedule.load(path)
@@ -73,9 +74,25 @@ def test_bad_budget_is_refused(setup):
     def objective(s):
         return 0.0
 
-    with pytest.raises(ValueError, match="solver must be one of ts-ddim, ts-dpmpp-2m"):
+    with pytest.raises(ValueError, match="solver must be .best. or one of ts-ddim, ts-dpmpp-2m"):
         timeshift(den, 5, noise, objective, solver="dpmpp-2m")
     with pytest.raises(ValueError, match=r"cutoffs are fractions of \[t_min, t_max\]"):
         timeshift(den, 5, noise, objective, cutoffs=(1.5,))
     with pytest.raises(ValueError, match="windows must be an integer >= 1"):
         timeshift(den, 5, noise, objective, windows=(0,))
+
+
+def test_best_base_is_the_base_with_the_smallest_objective(setup):
+    # every base solver is tried on its best named spacing (or the named one); UniPC bases included
+    den, _, _ = setup
+    seen = []
+
+    def objective(schedule):
+        seen.append((schedule.solver, schedule.times))
+        return {"unipc-bh1": 0.5, "dpmpp-2m": 0.7}.get(schedule.solver, 1.0)
+
+    assert best_base(den, 5, objective, "ays") == "ts-unipc-bh1"
+    assert {s for s, _ in seen} == set(BASES.values())
+    seen.clear()
+    assert best_base(den, 5, objective, "uniform") == "ts-unipc-bh1"
+    assert len({t for _, t in seen}) == 1  # only the named spacing

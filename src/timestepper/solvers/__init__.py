@@ -34,6 +34,7 @@ from . import (  # noqa: F401  (registration)
     sde,
     sde_dpmpp,
     time_shift,
+    time_shift_unipc,
     unipc,
 )
 from .adams import AdamsBashforthMoulton

@@ -57,7 +57,8 @@ def _exp(v):
     return torch.exp(v) if isinstance(v, Tensor) else math.exp(v)
 
 
-def _expm1(v):
+def expm1_any(v):
+    """``expm1`` of a float or, elementwise, of a tensor (a batch of grids)."""
     return torch.expm1(v) if isinstance(v, Tensor) else math.expm1(v)
 
 
@@ -71,7 +72,11 @@ def grid_floats(grid: SamplingGrid) -> GridFloats:
 
 def solve_small(a: Sequence[Sequence[float]], b: Sequence[float]) -> list[float]:
     """Solve the small dense system ``a x = b`` (Gaussian elimination with partial pivoting, float64
-    Python floats: the systems here are at most 4 x 4, where a tensor call costs more than the work)."""
+    Python floats: the systems here are at most 4 x 4, where a tensor call costs more than the work).
+    Entries that are ``(C,)`` tensors (a batch of grids, module docstring) solve the ``C`` systems
+    at once and return ``(C,)`` tensors."""
+    if any(isinstance(v, Tensor) for v in [*b, *(e for row in a for e in row)]):
+        return _solve_batched(a, b)
     n = len(b)
     m = [list(map(float, row)) + [float(v)] for row, v in zip(a, b)]
     for c in range(n):
@@ -90,6 +95,15 @@ def solve_small(a: Sequence[Sequence[float]], b: Sequence[float]) -> list[float]
     for r in reversed(range(n)):
         x[r] = (m[r][n] - sum(m[r][j] * x[j] for j in range(r + 1, n))) / m[r][r]
     return x
+
+
+def _solve_batched(a: Sequence[Sequence], b: Sequence) -> list:
+    values = [*b, *(e for r in a for e in r)]
+    entries = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in values))
+    n = len(b)
+    rhs = torch.stack(entries[:n], dim=-1)
+    mat = torch.stack(entries[n:], dim=-1).reshape(*rhs.shape[:-1], n, n)
+    return list(torch.linalg.solve(mat, rhs).unbind(-1))
 
 
 def polynomial_basis(nodes: Sequence[float]) -> list[list[float]]:
@@ -193,10 +207,10 @@ def taylor_weights(  # noqa: PLR0913
     if prediction == "data":
         cx = s_t / s_s * (_exp(-eta * h) if eta != 0.0 else 1.0)
         h = (1.0 + eta) * h
-        e0 = -a_t * _expm1(-h)
+        e0 = -a_t * expm1_any(-h)
     else:
         cx = a_t / a_s
-        e0 = -a_t * (s_s / a_s) * -_expm1(-h)  # = -sigma_t expm1(h), finite at h = inf
+        e0 = -a_t * (s_s / a_s) * -expm1_any(-h)  # = -sigma_t expm1(h), finite at h = inf
     out = [e0]
     for k in range(1, terms):
         if not isinstance(h, Tensor) and not math.isfinite(h):  # (tensors: nan from inf * 0)

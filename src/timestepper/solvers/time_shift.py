@@ -109,29 +109,49 @@ def candidate_times(grid: SamplingGrid, schedule: NoiseSchedule, n: int, window:
     return times.clamp(min(lo, tn), max(hi, tn))
 
 
-def combination_grid(grid: SamplingGrid, i: int, nodes: list[int],
-                     cands: dict[int, SamplingGrid]) -> tuple[SamplingGrid, list[int]]:
-    """The batch of grids (2-D fields ``(k + 1, C)``, :mod:`~timestepper.solvers.expint`) of the
-    ``C`` combinations of the nodes' candidates: points ``nodes`` (oldest first, candidate values
-    where shifted) followed by the target point ``i + 1``.
+@dataclass(slots=True)
+class NodeCombinations:
+    """Every combination of the candidates of a step's nodes: ``fields[n]`` holds node ``n``'s
+    ``(t, alpha, sigma, log_snr)`` over the ``count`` combinations (its candidate values where it is
+    shifted, its grid values otherwise), in row-major order of the nodes (oldest first), so the
+    newest node's index varies fastest; ``strides`` (newest first) turn per-node candidate
+    indices into a combination index (``None`` for an unshifted node)."""
 
-    Returns the grid and the number of candidates of each node (oldest first); combinations are
-    in row-major order of the nodes, so the newest node's index varies fastest."""
+    fields: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]]
+    count: int
+    strides: tuple[int | None, ...]
+
+    def grid(self, nodes: list[int], target: tuple[Tensor, Tensor, Tensor, Tensor]) -> SamplingGrid:
+        """The batch of grids (2-D fields ``(len(nodes) + 1, count)``, :mod:`~timestepper.solvers.expint`)
+        of points ``nodes`` followed by the ``target`` point's values."""
+        return SamplingGrid(*(torch.stack([*(self.fields[n][f] for n in nodes), target[f].expand(self.count)])
+                              for f in range(4)))
+
+
+FIELDS = ("t", "alpha", "sigma", "log_snr")
+
+
+def node_combinations(grid: SamplingGrid, nodes: list[int], cands: dict[int, SamplingGrid]) -> NodeCombinations:
+    """The :class:`NodeCombinations` of grid points ``nodes`` (oldest first)."""
     sizes = [cands[n].t.numel() if n in cands else 1 for n in nodes]
     count = math.prod(sizes)
-
-    def spread(values: Tensor, j: int) -> Tensor:  # node j's values over all combinations
+    fields = {}
+    for j, n in enumerate(nodes):
         shape = [1] * len(sizes)
         shape[j] = sizes[j]
-        return values.reshape(shape).expand(sizes).reshape(count)
+        src = cands[n] if n in cands else grid.points(n, n + 1)
+        fields[n] = tuple(getattr(src, name).reshape(shape).expand(sizes).reshape(count) for name in FIELDS)
+    strides: list[int | None] = []  # newest node first; it varies fastest
+    stride = 1
+    for n, size in zip(reversed(nodes), reversed(sizes)):
+        strides.append(stride if n in cands else None)
+        stride *= size
+    return NodeCombinations(fields, count, tuple(strides))
 
-    fields = []
-    for name in ("t", "alpha", "sigma", "log_snr"):
-        rows = [spread(getattr(cands[n] if n in cands else grid.points(n, n + 1), name), j)
-                for j, n in enumerate(nodes)]
-        rows.append(getattr(grid, name)[i + 1].expand(count))
-        fields.append(torch.stack(rows))
-    return SamplingGrid(*fields), sizes
+
+def grid_point(grid: SamplingGrid, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Point ``n``'s ``(t, alpha, sigma, log_snr)`` as 0-d tensors."""
+    return tuple(getattr(grid, name)[n] for name in FIELDS)
 
 
 def select(x: Tensor, cand: Candidates) -> Tensor:
@@ -153,7 +173,88 @@ def combination_index(idxs: tuple[Tensor | None, ...], strides: tuple[int | None
     return out
 
 
-class TimeShiftSampler(DPMSolverMultistep):
+class TimeShift:
+    """The Time-Shift Sampler's options and candidate tables, shared by its bases (the multistep
+    DPM-Solver family here, UniPC in :mod:`~timestepper.solvers.time_shift_unipc`). A base's
+    :meth:`table` tabulates its weights for every candidate combination of a step's nodes
+    (:func:`node_combinations`); :meth:`evaluate` picks each sample's candidate and calls the
+    model there."""
+
+    evaluates_on_grid = False  # data-dependent model times: no diffusers step protocol
+    stacks_rows = False  # its rows pick a candidate combination per sample
+    reuses_state_memory = False  # a step of its own (advance)
+    prediction = "data"
+
+    def init_shift(self, window: int, cutoff: float | None, time_step: float | None,  # noqa: PLR0913
+                   data_variance: float, nodes: int, order: int) -> None:
+        """Check and keep the paper's options; ``nodes`` shifted nodes at most enter one step's
+        weights (``order`` names the base's order in the error)."""
+        self.window = check_int(window, "window", 0)
+        self.cutoff = None if cutoff is None else float(cutoff)
+        if time_step is not None and not float(time_step) > 0:
+            raise ValueError(f"time_step must be > 0, got {time_step!r}")
+        self.time_step = None if time_step is None else float(time_step)
+        if not float(data_variance) >= 0:
+            raise ValueError(f"data_variance must be >= 0, got {data_variance!r}")
+        self.data_variance = float(data_variance)
+        if (window + 1) ** nodes > MAX_COMBINATIONS:
+            raise ValueError(f"window={window} with order {order} tabulates "
+                             f"{(window + 1) ** nodes} candidate combinations per step "
+                             f"(at most {MAX_COMBINATIONS}): use a smaller window or order")
+
+    def shifted_points(self, schedule: NoiseSchedule, grid: SamplingGrid) -> list[int]:
+        """The grid points whose start time is shifted: all but the first, above the cutoff."""
+        cutoff = self.cutoff
+        if cutoff is None:
+            cutoff = schedule.t_min + 0.3 * (schedule.t_max - schedule.t_min)
+        t = grid.t.tolist()
+        return [n for n in range(1, grid.steps) if t[n] > cutoff]
+
+    def shift_candidates(self, schedule: NoiseSchedule, grid: SamplingGrid) -> dict[int, SamplingGrid]:
+        """The candidate start times (a grid of them) of every shifted point."""
+        dt = self.time_step if self.time_step is not None else default_time_step(schedule)
+        return {n: SamplingGrid.from_times(schedule, candidate_times(grid, schedule, n, self.window, dt))
+                for n in self.shifted_points(schedule, grid)}
+
+    def candidates(self, term: DiffusionTerm, cgrid: SamplingGrid, x0: Tensor) -> Candidates:
+        """The device tensors of one step's candidate start points."""
+        pts = term.points(cgrid, x0)
+        conv = [(p.a, p.b) if self.prediction == "data" else (p.c, p.d) for p in pts]
+        var = cgrid.sigma**2 + cgrid.alpha**2 * self.data_variance
+        return Candidates(torch.stack([p.t[0] for p in pts]), var.to(device=x0.device, dtype=_dtype(x0)),
+                          torch.tensor(conv, dtype=torch.float64).T.to(device=x0.device, dtype=_dtype(x0)),
+                          1 if (x0[0].numel() if x0.ndim > 0 else 1) > 1 else 0)
+
+    def evaluate(self, term: DiffusionTerm, x: Tensor, point: EvalPoint,
+                 cand: Candidates | None) -> tuple[Tensor, Tensor | None]:
+        """The prediction at ``x`` and each sample's candidate index: at the nominal ``point``
+        (index ``None``) when the step's start is not shifted, else at the candidate whose noise
+        level matches the sample's variance (:func:`select`)."""
+        if cand is None:
+            return term.prediction(x, point, self.prediction), None
+        k_now = select(x, cand)
+        raw = term.model_output(x, EvalPoint(cand.times[k_now], 0.0, 0.0, 0.0, 0.0))
+        ab = cand.conv[:, k_now]
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return x * ab[0].view(shape) + raw * ab[1].view(shape), k_now
+
+
+def _dtype(x0: Tensor) -> torch.dtype:
+    return x0.dtype if x0.is_floating_point() else torch.float64
+
+
+def device_column(values, count: int, x0: Tensor) -> Tensor:
+    """A float64 ``(count,)`` column of tabulated coefficients, cast to the state's dtype and moved
+    to its device once."""
+    return torch.as_tensor(values, dtype=torch.float64).expand(count).to(device=x0.device, dtype=_dtype(x0))
+
+
+def per_sample(coeffs: Tensor, combo: Tensor, x: Tensor) -> Tensor:
+    """Each sample's coefficient from a tabulated column, shaped to broadcast over ``x``."""
+    return coeffs[combo].view((-1,) + (1,) * (x.ndim - 1))
+
+
+class TimeShiftSampler(TimeShift, DPMSolverMultistep):
     """Time-Shift Sampler (Li et al., ICLR 2024) on the multistep DPM-Solver(++) family: order 1 is
     TS-DDIM, order 2 TS-DPM-Solver(++)-2M. One model call per step.
 
@@ -182,40 +283,14 @@ class TimeShiftSampler(DPMSolverMultistep):
         solver_type: str = "midpoint",
         lower_order_final: bool = True,
     ) -> None:
-        super().__init__(order, prediction, solver_type, lower_order_final)
-        self.window = check_int(window, "window", 0)
-        self.cutoff = None if cutoff is None else float(cutoff)
-        if time_step is not None and not float(time_step) > 0:
-            raise ValueError(f"time_step must be > 0, got {time_step!r}")
-        self.time_step = None if time_step is None else float(time_step)
-        if not float(data_variance) >= 0:
-            raise ValueError(f"data_variance must be >= 0, got {data_variance!r}")
-        self.data_variance = float(data_variance)
-        if (window + 1) ** self.max_order > MAX_COMBINATIONS:
-            raise ValueError(f"window={window} with order {self.max_order} tabulates "
-                             f"{(window + 1) ** self.max_order} candidate combinations per step "
-                             f"(at most {MAX_COMBINATIONS}): use a smaller window or order")
-
-    evaluates_on_grid = False  # data-dependent model times: no diffusers step protocol
-    stacks_rows = False  # its rows pick a candidate combination per sample
-    reuses_state_memory = False  # a step of its own (advance)
+        DPMSolverMultistep.__init__(self, order, prediction, solver_type, lower_order_final)
+        self.init_shift(window, cutoff, time_step, data_variance, self.max_order, self.max_order)
 
     def start_state(self, x0):
         return (), ()
 
-    def shifted_points(self, schedule: NoiseSchedule, grid: SamplingGrid) -> list[int]:
-        """The grid points whose start time is shifted: all but the first, above the cutoff."""
-        cutoff = self.cutoff
-        if cutoff is None:
-            cutoff = schedule.t_min + 0.3 * (schedule.t_max - schedule.t_min)
-        t = grid.t.tolist()
-        return [n for n in range(1, grid.steps) if t[n] > cutoff]
-
     def table(self, term, grid, points, x0):
-        sch = term.schedule
-        dt = self.time_step if self.time_step is not None else default_time_step(sch)
-        cands = {n: SamplingGrid.from_times(sch, candidate_times(grid, sch, n, self.window, dt))
-                 for n in self.shifted_points(sch, grid)}
+        cands = self.shift_candidates(term.schedule, grid)
         phis = self.phi_table(grid)
         rows: list[MultistepRow | ShiftedRow] = []
         for i, k in enumerate(self.step_orders(grid)):
@@ -228,57 +303,27 @@ class TimeShiftSampler(DPMSolverMultistep):
                 rows.append(self.shifted_row(grid, i, nodes, cands, points[i], cand, x0))
         return rows
 
-    def candidates(self, term: DiffusionTerm, cgrid: SamplingGrid, x0: Tensor) -> Candidates:
-        """The device tensors of one step's candidate start points."""
-        pts = term.points(cgrid, x0)
-        conv = [(p.a, p.b) if self.prediction == "data" else (p.c, p.d) for p in pts]
-        var = cgrid.sigma**2 + cgrid.alpha**2 * self.data_variance
-        dtype = x0.dtype if x0.is_floating_point() else torch.float64
-        per_sample = x0[0].numel() if x0.ndim > 0 else 1
-        return Candidates(torch.stack([p.t[0] for p in pts]),
-                          var.to(device=x0.device, dtype=dtype),
-                          torch.tensor(conv, dtype=torch.float64).T.to(device=x0.device, dtype=dtype),
-                          1 if per_sample > 1 else 0)
-
     def shifted_row(self, grid, i, nodes, cands, point, cand, x0) -> ShiftedRow:  # noqa: PLR0913
         """The tabulated coefficients of step ``i`` for every combination of its nodes'
         candidates: the solver's own :meth:`weights` on the batch of grids of the combinations,
         float64, cast to the state's dtype and moved to its device once."""
-        k = len(nodes)
-        combos, sizes = combination_grid(grid, i, nodes, cands)
-        n_comb = combos.t.shape[1]
-        cx, w = self.weights(combos, k - 1, k, PhiTable([], 0))  # (C,) tensors: all combinations
-        cx_all = torch.as_tensor(cx, dtype=torch.float64).expand(n_comb)
-        w_all = torch.stack([torch.as_tensor(v, dtype=torch.float64).expand(n_comb) for v in w])
-        strides: list[int | None] = []  # newest node first; it varies fastest
-        stride = 1
-        for n, s in zip(reversed(nodes), reversed(sizes)):
-            strides.append(stride if n in cands else None)
-            stride *= s
-        dtype = x0.dtype if x0.is_floating_point() else torch.float64
-        return ShiftedRow(point, cand, cx_all.to(device=x0.device, dtype=dtype),
-                          w_all.to(device=x0.device, dtype=dtype), tuple(strides))
+        combos = node_combinations(grid, nodes, cands)
+        cx, w = self.weights(combos.grid(nodes, grid_point(grid, i + 1)), len(nodes) - 1, len(nodes),
+                             PhiTable([], 0))  # (C,) tensors: all combinations
+        return ShiftedRow(point, cand, device_column(cx, combos.count, x0),
+                          torch.stack([device_column(v, combos.count, x0) for v in w]), combos.strides)
 
     def advance(self, term, x, state, row):
         preds, idxs = state
         if type(row) is MultistepRow:
             out, hist, _, nfe = super().advance(term, x, preds, row)
             return out, (hist, (None, *idxs)[: self.max_order - 1]), None, nfe
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        if row.cand is None:
-            k_now = None
-            m = term.prediction(x, row.point, self.prediction)
-        else:
-            k_now = select(x, row.cand)
-            raw = term.model_output(x, EvalPoint(row.cand.times[k_now], 0.0, 0.0, 0.0, 0.0))
-            ab = row.cand.conv[:, k_now]
-            m = x * ab[0].view(shape) + raw * ab[1].view(shape)
+        m, k_now = self.evaluate(term, x, row.point, row.cand)
         hist, hidx = (m, *preds), (k_now, *idxs)
         combo = combination_index(hidx, row.strides)
-        out = x * row.cx[combo].view(shape)
-        w = row.weights[:, combo]
-        for j in range(w.shape[0]):
-            out = out + hist[j] * w[j].view(shape)
+        out = x * per_sample(row.cx, combo, x)
+        for j in range(row.weights.shape[0]):
+            out = out + hist[j] * per_sample(row.weights[j], combo, x)
         keep = self.max_order - 1
         return out, (hist[:keep], hidx[:keep]), None, 1
 
@@ -293,4 +338,5 @@ register("ts-dpm-solver-2m", TimeShiftSampler, order=2, prediction="noise",
          summary="Time-Shift multistep DPM-Solver-2 in noise prediction (Li et al. 2024, the "
                  "paper's TS-DPM-Solver). One model call per step.")
 
-__all__ = ["Candidates", "ShiftedRow", "TimeShiftSampler", "candidate_times", "select"]
+__all__ = ["Candidates", "NodeCombinations", "ShiftedRow", "TimeShift", "TimeShiftSampler", "candidate_times",
+           "device_column", "grid_point", "node_combinations", "per_sample", "select"]

@@ -40,6 +40,7 @@ from ..diffusion.term import EvalPoint
 from .base import DiffusionSolver, lincomb, nonzero, stacked_column, stacked_points, stacked_weights
 from .expint import (
     PhiTable,
+    expm1_any,
     first_order_at,
     grid_floats,
     lambda_offsets,
@@ -70,13 +71,18 @@ class UniPCRow:
 
 def unipc_weights(  # noqa: PLR0913 - the coefficient rule's parameters, all explicit
     grid, s: int, t: int, order: int, variant: str, corrector: bool, phis: PhiTable,
-    prediction: str = "data",
+    prediction: str = "data", new_log_snr=None,
 ) -> tuple[float, list[float]]:
     """``(cx, w)`` of UniP (``corrector=False``: ``w`` on ``m_s, m_{s-1}, ..., m_{s-order+1}``) or
     UniC (``w`` on ``m_t, m_s, m_{s-1}, ..., m_{s-order+1}``), in data (``m = x0``) or noise
     (``m = eps``) prediction: the noise form (Zhao et al. 2023, Algorithm 3 / Appendix; diffusers'
     ``predict_x0=False``) is the data form with ``-h`` replaced by ``h``, ``alpha_t`` by
-    ``sigma_t`` and ``cx = alpha_t / alpha_s``."""
+    ``sigma_t`` and ``cx = alpha_t / alpha_s``.
+
+    ``new_log_snr``: the log-SNR at which UniC's new output ``m_t`` was evaluated, when not the
+    step's end (the Time-Shift Sampler's shifted time; its offset ``r`` then enters the system and
+    the difference ``D = (m_t - m_s) / r`` in place of ``r = 1``). A batch of grids (2-D fields,
+    :mod:`~timestepper.solvers.expint`) gives ``(C,)`` tensors."""
     cx, e = taylor_weights(grid, s, t, prediction, 1)
     k_hist = order - 1
     if not corrector and k_hist == 0:
@@ -86,13 +92,14 @@ def unipc_weights(  # noqa: PLR0913 - the coefficient rule's parameters, all exp
         hh, a_t = f.lam[s] - f.lam[t], f.alpha[t]
     else:
         hh, a_t = f.lam[t] - f.lam[s], f.sigma[t]
-    b_h = hh if variant == "bh1" else math.expm1(hh)
+    b_h = hh if variant == "bh1" else expm1_any(hh)
     r = lambda_offsets(grid, s, t, [s - k for k in range(1, order)])
+    r_new = 1.0 if new_log_snr is None else (new_log_snr - f.lam[s]) / (f.lam[t] - f.lam[s])
     n = order if corrector else order - 1
     if (corrector and order == 1) or (not corrector and order == 2):
         rho = [0.5]
     else:
-        rks = (r + [1.0])[:n]  # the predictor's system leaves out the new point (r = 1)
+        rks = (r + [r_new])[:n]  # the predictor's system leaves out the new point
         big_r = [[rk**j for rk in rks] for j in range(n)]
         b = [hh * phis(j + 2, hh) * math.factorial(j + 1) / b_h for j in range(n)]
         rho = solve_small(big_r, b)
@@ -100,7 +107,7 @@ def unipc_weights(  # noqa: PLR0913 - the coefficient rule's parameters, all exp
     w_hist = [scale * rho[k] / r[k] for k in range(k_hist)]
     w_s = e[0] - sum(w_hist)
     if corrector:
-        w_t = scale * rho[-1]
+        w_t = scale * rho[-1] / r_new
         return cx, [w_t, w_s - w_t] + w_hist
     return cx, [w_s] + w_hist
 

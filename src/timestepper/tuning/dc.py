@@ -33,13 +33,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.validation import check_choice
+from ..core.validation import check_choice, check_order
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import SamplingGrid
 from ..diffusion.term import DiffusionTerm
 from ..sampling.sample import sample
 from ..solvers.dc_unipc import DCRow, DCUniPC, compensation_weights
-from ..solvers.unipc import unic_correct, unip_predict
+from ..solvers.unipc import VARIANTS, unic_correct, unip_predict
 from .methods import register_method
 
 F64 = torch.float64
@@ -279,6 +279,7 @@ def dc_search(  # noqa: PLR0913 - the registry's fixed arguments and the search'
     denoiser: Denoiser, nfe: int, noise: Tensor, objective: Any = None, grid: str = "ays",
     iters: int = 20, lr: float = 0.1, bound: float | None = 0.5, substeps: int = 20, dc_order: int = 2,
     loss: str = "l2", grid_sweeps: int = 2, grid_iters: int = 10,
+    variants: Sequence[str] = ("bh2", "bh1"), orders: Sequence[int] = (2, 3),
 ) -> Any:
     """The ``"dc"`` tuning method: a ``dc-unipc`` schedule of ``nfe`` steps whose ratios are
     searched on ``noise`` (:func:`fit_ratios`) against :func:`reference_trajectory` (``substeps``
@@ -289,31 +290,47 @@ def dc_search(  # noqa: PLR0913 - the registry's fixed arguments and the search'
     be ``None``). With an ``objective``, the fitted ratios are kept only where they beat the base
     sampler on the training objective (else every ratio is 1 and the provenance says
     ``fell_back_to_base``), so the result is never worse than UniPC on its grid there.
-    ``grid_sweeps``, ``grid_iters``: the AYS search's budget. The provenance records the grid,
-    the search's model calls and seconds."""
+    ``grid_sweeps``, ``grid_iters``: the AYS search's budget. ``variants`` and ``orders``: the
+    UniPC bases (B(h) variant x predictor order) tried; each gets its grid, and the one with the
+    smallest training objective is compensated (the paper compensates UniPC's predictor-corrector
+    and leaves the variant to the base sampler's best setting; without an ``objective``, the first
+    pair). The provenance records the base, the grid, the search's model calls and seconds."""
     from ..solvers.schedule import SolverSchedule  # issue-15 interface (the usf helper's module)
     from .base_grid import base_schedule
 
     t0 = time.perf_counter()
     check_choice(loss, LOSSES, "loss")
 
-    def make(times: tuple[float, ...]) -> SolverSchedule:
-        return SolverSchedule(times, solver="dc-unipc", solver_options={"dc_order": dc_order})
+    pairs = [(check_choice(v, VARIANTS, "variants"), check_order(o, (1, 2, 3), "orders"))
+             for v in variants for o in orders]
+    if not pairs:
+        raise ValueError("variants and orders must each name at least one UniPC base")
 
-    base = base_schedule(denoiser, nfe, objective, make, grid, grid_sweeps, grid_iters)
+    def maker(variant: str, order: int):
+        def make(times: tuple[float, ...]) -> SolverSchedule:
+            return SolverSchedule(times, solver="dc-unipc",
+                                  solver_options={"dc_order": dc_order, "variant": variant, "order": order})
+        return make
+
+    bases = [base_schedule(denoiser, nfe, objective, maker(v, o), grid, grid_sweeps, grid_iters)
+             for v, o in (pairs if objective is not None else pairs[:1])]
+    base = min(bases, key=objective) if objective is not None else bases[0]
+    options = {k: v for k, v in base.solver_options.items() if k in ("variant", "order")}
     g = base.grid(denoiser.schedule)
     counted, calls = counting(denoiser)
     reference = reference_trajectory(counted, noise * _start_scale(g), g, substeps)
-    fit = fit_ratios(denoiser, noise, g, reference, iters=iters, lr=lr, bound=bound, dc_order=dc_order, loss=loss)
+    fit = fit_ratios(denoiser, noise, g, reference, iters=iters, lr=lr, bound=bound, dc_order=dc_order, loss=loss,
+                     **options)
     sched = SolverSchedule(times=base.times, steps=(), solver="dc-unipc",
-                           solver_options={"ratios": list(fit.ratios), "dc_order": dc_order})
+                           solver_options={"ratios": list(fit.ratios), "dc_order": dc_order, **options})
     fell_back = objective is not None and not objective(sched) < objective(base)
     if fell_back:
         sched = SolverSchedule(base.times, solver="dc-unipc", solver_options={
-            "ratios": [1.0] * (len(base.times) - 1), "dc_order": dc_order})
+            "ratios": [1.0] * (len(base.times) - 1), "dc_order": dc_order, **options})
     sched.provenance = {
         "method": "dc", "nfe": int(nfe), "grid": base.provenance.get("grid"), "ays_start": base.provenance.get(
-            "ays_start"), "schedule": type(denoiser.schedule).__name__, "prediction": denoiser.prediction,
+            "ays_start"), "base": options, "schedule": type(denoiser.schedule).__name__,
+        "prediction": denoiser.prediction,
         "train_samples": int(noise.shape[0]), "fitted_ratios": list(fit.ratios), "fell_back_to_base": fell_back,
         "search": {"iters": iters, "lr": lr, "bound": bound, "substeps": substeps, "loss": loss},
         "model_calls": len(calls) + fit.model_calls, "seconds": time.perf_counter() - t0,
