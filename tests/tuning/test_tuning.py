@@ -126,3 +126,22 @@ def test_klub_descent_lowers_the_bound(problem):
     better = optimise_levels(lambda lv, i: klub.pair(lv, i, lv[i]), levels, sweeps=1, iters=6)
     assert better[0] == levels[0] and better[-1] == levels[-1]
     assert total(better) < 0.9 * total(levels)
+
+
+def test_searches_start_from_the_fixed_grid_and_its_ays_refinement(problem):
+    # The first population holds the refined times of the best fixed candidate (first), whose
+    # objective is at most the fixed candidate's; with start_sweeps=0 only the fixed candidates.
+    from timestepper.tuning.space import Space
+    from timestepper.tuning.start import starting_candidates
+
+    den, noise, _, ref = problem
+    objective = Objective(den, noise, ref)
+    space = Space(den.schedule, 6)
+    start, plain = starting_candidates(den, 6, noise, objective, space, sweeps=0)
+    assert plain[0] == space.from_schedule(start)
+    _, seeded = starting_candidates(den, 6, noise, objective, space, sweeps=1, iters=4)
+    assert seeded[1:] == plain and seeded[0] not in plain
+    assert objective(space.to_schedule(seeded[0])) < objective(space.to_schedule(plain[0]))
+    assert seeded[0].steps == plain[0].steps  # the same solver steps, refined times
+    with pytest.raises(ValueError, match="start_sweeps must be an integer >= 0, got -1"):
+        ts.tune(den, 4, "s3", noise=noise, reference=ref, start_sweeps=-1)

@@ -16,22 +16,23 @@ integer timesteps, so a mutated time is redrawn uniformly between its neighbours
 carries each step's solver choice (order, prediction type, UniC corrector, coefficient variant: a
 USF :class:`~timestepper.solvers.schedule.StepSpec`), which the brief of issue 15 asks for in place
 of the paper's architecture genes; and the first population holds the best fixed grid x solver
-(:mod:`~timestepper.tuning.fixed`) beside the random candidates, so the search never returns
+(:mod:`~timestepper.tuning.fixed`) and its times refined by a short Align-Your-Steps descent
+(:mod:`~timestepper.tuning.start`) beside the random candidates, and the search never returns
 something worse than that baseline on the training noise.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 
 from ..diffusion.denoiser import Denoiser
 from ..solvers.schedule import SolverSchedule
-from .fixed import best_fixed
+from .fixed import better_or_start
 from .methods import check_budget, register_method
 from .objective import Objective
 from .space import Candidate, Space
+from .start import starting_candidates
 
 Fitness = Callable[[list[Candidate]], list[float]]
 
@@ -94,49 +95,31 @@ def objective_fitness(space: Space, objective: Objective) -> Fitness:
     return fitness
 
 
-def starting_candidates(denoiser: Denoiser, nfe: int, noise, objective: Objective,
-                        space: Space) -> tuple[SolverSchedule, list[Candidate]]:
-    """The best fixed grid x solver and the candidates it gives: its own per-step specs when it
-    has them, and its times with the space's default step."""
-    start = best_fixed(denoiser, nfe, noise, objective)
-    cands = [space.from_schedule(start)]
-    if start.steps:
-        cands.append(space.repair(Candidate(cands[0].u, (space.default_step,) * nfe)))
-    return start, cands
-
-
 def autodiffusion(denoiser: Denoiser, nfe: int, noise, objective: Objective, *,  # noqa: PLR0913 - the paper's knobs
                   population: int = 16, generations: int = 8, top_k: int = 5, mutation_prob: float = 0.25,
-                  step_choice: bool = True) -> SolverSchedule:
+                  step_choice: bool = True, start_sweeps: int = 1, start_iters: int = 5) -> SolverSchedule:
     """AutoDiffusion's evolutionary search (Li et al. 2023, Alg. 1) of the times and per-step
     solver choice of a schedule of ``nfe`` model calls.
 
     Budget: ``population`` candidates per generation, ``generations``, ``top_k`` parents kept,
-    ``mutation_prob`` per gene; ``step_choice=False`` searches the times only. Model calls spent:
-    about ``nfe * (population + (generations - 1) * (population - top_k))`` plus the baseline.
+    ``mutation_prob`` per gene; ``step_choice=False`` searches the times only; ``start_sweeps``,
+    ``start_iters``: the Align-Your-Steps refinement of the fixed start seeded into the first
+    population (:func:`~timestepper.tuning.start.starting_candidates`; 0 sweeps: none). Model calls
+    spent: about ``nfe * (population + (generations - 1) * (population - top_k))`` plus the
+    baseline and the refinement.
     """
     check_budget(population=(population, 2), generations=(generations, 1), top_k=(top_k, 1),
                  mutation_prob=(mutation_prob, 0.0))
     if top_k >= population:
         raise ValueError(f"top_k must be < population ({population}), got {top_k}")
     space = Space(denoiser.schedule, nfe, step_choice=step_choice)
-    start, first = starting_candidates(denoiser, nfe, noise, objective, space)
+    start, first = starting_candidates(denoiser, nfe, noise, objective, space, start_sweeps, start_iters)
     ranked = evolve(space, objective_fitness(space, objective), objective.rng, first,
                     population, generations, top_k, mutation_prob)
     return better_or_start(space.to_schedule(ranked[0][1]), start, objective)
 
 
-def better_or_start(found: SolverSchedule, start: SolverSchedule, objective: Objective) -> SolverSchedule:
-    """``found`` when its training objective beats the starting fixed grid's; else ``start``,
-    marked ``fell_back_to_fixed`` with the objective the search reached."""
-    value = objective(found)
-    if math.isfinite(value) and value < objective(start):
-        return found
-    start.provenance.update(fell_back_to_fixed=True, searched_objective=value if math.isfinite(value) else None)
-    return start
-
-
 register_method("autodiffusion", autodiffusion,
                 "AutoDiffusion (Li et al. 2023): evolutionary search of time steps and per-step solver choice")
 
-__all__ = ["autodiffusion", "better_or_start", "breed", "evolve", "objective_fitness", "starting_candidates"]
+__all__ = ["autodiffusion", "breed", "evolve", "objective_fitness"]

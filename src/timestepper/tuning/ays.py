@@ -61,8 +61,7 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.grids import default_spacing
 from ..diffusion.predictions import convert
 from ..solvers.schedule import SolverSchedule
-from .autodiffusion import better_or_start
-from .fixed import best_fixed
+from .fixed import best_fixed, better_or_start
 from .methods import check_budget, register_method
 from .objective import Objective
 from .space import noise_fraction

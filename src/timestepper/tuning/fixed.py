@@ -85,6 +85,16 @@ def best_fixed(denoiser: Denoiser, nfe: int, noise: torch.Tensor, objective: Obj
     return best
 
 
+def better_or_start(found: SolverSchedule, start: SolverSchedule, objective: Objective) -> SolverSchedule:
+    """``found`` when its training objective beats the starting fixed grid's; else ``start``,
+    marked ``fell_back_to_fixed`` with the objective the search reached."""
+    value = objective(found)
+    if math.isfinite(value) and value < objective(start):
+        return found
+    start.provenance.update(fell_back_to_fixed=True, searched_objective=value if math.isfinite(value) else None)
+    return start
+
+
 register_method("fixed", best_fixed, "best fixed grid x solver on the training noise (the baseline)")
 
-__all__ = ["best_fixed", "fixed_schedule", "fixed_solvers", "grid_options"]
+__all__ = ["best_fixed", "better_or_start", "fixed_schedule", "fixed_solvers", "grid_options"]

@@ -12,8 +12,9 @@ objective (mean L2 distance to the model's tight PF-ODE solution from the same n
 Here: the predictor is an MLP (two hidden layers of 64, tanh) fitted in float64 to the
 standardised log-objective with a squared loss plus a pairwise logistic ranking loss (only the
 order of candidates matters to the search; the loss mix is ours), deterministic for a seed. The
-first evaluated set holds the best fixed grid x solver and its neighbours beside random schedules,
-so the result is never worse than that baseline on the training noise.
+first evaluated set holds the best fixed grid x solver, its times refined by a short
+Align-Your-Steps descent, and their neighbours beside random schedules, so the result is never
+worse than that baseline on the training noise.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import torch
 
 from ..diffusion.denoiser import Denoiser
 from ..solvers.schedule import SolverSchedule
-from .autodiffusion import better_or_start, breed, starting_candidates
+from .autodiffusion import breed
+from .fixed import better_or_start
 from .methods import check_budget, register_method
 from .objective import Objective
 from .space import Candidate, Space
+from .start import starting_candidates
 
 F64 = torch.float64
 
@@ -76,21 +79,23 @@ class QualityPredictor:
 
 def s3(denoiser: Denoiser, nfe: int, noise, objective: Objective, *,  # noqa: PLR0913 - the paper's knobs
        initial: int = 24, rounds: int = 8, proposals: int = 8, predictor_population: int = 256,
-       top_k: int = 6, mutation_prob: float = 0.25) -> SolverSchedule:
+       top_k: int = 6, mutation_prob: float = 0.25, start_sweeps: int = 1, start_iters: int = 5) -> SolverSchedule:
     """S^3's predictor-guided search (Liu et al. 2023) of a schedule of ``nfe`` model calls.
 
     Budget: ``initial`` schedules evaluated with the model first; then ``rounds`` stages, each
     fitting the predictor, breeding ``predictor_population`` new candidates from the ``top_k``
     best evaluated ones (crossover and mutation), ranking them with the predictor and evaluating
-    the ``proposals`` best with the model. Model calls: ``nfe * (initial + rounds * proposals)`` plus the
-    baseline.
+    the ``proposals`` best with the model; ``start_sweeps``, ``start_iters``: the Align-Your-Steps
+    refinement of the fixed start in the first set (:func:`~timestepper.tuning.start.starting_candidates`;
+    0 sweeps: none). Model calls: ``nfe * (initial + rounds * proposals)`` plus the baseline and
+    the refinement.
     """
     check_budget(initial=(initial, 2), rounds=(rounds, 1), proposals=(proposals, 1),
                  predictor_population=(predictor_population, 1), top_k=(top_k, 1),
                  mutation_prob=(mutation_prob, 0.0))
     space = Space(denoiser.schedule, nfe)
     rng = objective.rng
-    start, first = starting_candidates(denoiser, nfe, noise, objective, space)
+    start, first = starting_candidates(denoiser, nfe, noise, objective, space, start_sweeps, start_iters)
     pool = list(dict.fromkeys(first + [space.mutate(first[0], rng, mutation_prob) for _ in range(initial // 2)]))
     while len(pool) < initial:
         pool.append(space.random(rng, first[0]))

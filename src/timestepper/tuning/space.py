@@ -50,6 +50,16 @@ class Candidate:
     steps: tuple[StepSpec, ...]
 
 
+def fit_steps(steps: tuple[StepSpec, ...] | list[StepSpec]) -> tuple[StepSpec, ...]:
+    """``steps`` made valid for their count: orders capped by the history, the last step first
+    order and without corrector."""
+    out = []
+    for i, s in enumerate(steps):
+        last = i == len(steps) - 1
+        out.append(replace(s, order=1 if last else min(s.order, i + 1), corrector=s.corrector and not last))
+    return tuple(out)
+
+
 class Space:
     """Candidates of ``nfe`` steps for ``schedule``.
 
@@ -105,12 +115,7 @@ class Space:
         for i in range(1, len(u)):  # strictly increasing
             u[i] = max(u[i], u[i - 1] + 1e-6)
         u = [min(x, 1.0 - 1e-6 * (len(u) - 1 - i)) for i, x in enumerate(u)]
-        steps = []
-        for i, s in enumerate(c.steps):
-            last = i == self.nfe - 1
-            order = 1 if last else min(s.order, i + 1)
-            steps.append(replace(s, order=order, corrector=s.corrector and not last))
-        return Candidate(tuple(u), tuple(steps))
+        return Candidate(tuple(u), fit_steps(c.steps))
 
     # -- operators -------------------------------------------------------------------------------
     def random_step(self, rng: Random) -> StepSpec:
@@ -164,4 +169,4 @@ class Space:
         return out
 
 
-__all__ = ["Candidate", "Space", "noise_fraction"]
+__all__ = ["Candidate", "Space", "fit_steps", "noise_fraction"]
