@@ -24,6 +24,7 @@ from timestepper.diffusion.term import DiffusionTerm
 from timestepper.solvers.time_shift_unipc import ShiftedUniPCRow, TimeShiftUniPC
 
 from .test_no_host_sync import _SyncRecorder
+from .test_time_shift import _Logger
 
 F64 = torch.float64
 VARIANTS = ("bh1", "bh2")
@@ -57,15 +58,6 @@ def test_disabled_shift_is_unipc(variant, order, schedule):
             shifted = ts.sample(den, _noise(), f"ts-unipc-{variant}", steps=steps, grid=grid,
                                 solver_options={"order": order, "window": 20, "cutoff": 0.0})
             assert not torch.allclose(shifted, want, rtol=1e-6, atol=1e-6)  # the shift does act
-
-
-class _Logger:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, []
-
-    def __call__(self, x, t):
-        self.calls.append((x.clone(), t.clone()))
-        return self.fn(x, t)
 
 
 def _als(sched, t):

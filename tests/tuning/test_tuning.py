@@ -4,6 +4,7 @@ save, load, resume and refuse bad budgets."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -145,3 +146,17 @@ def test_searches_start_from_the_fixed_grid_and_its_ays_refinement(problem):
     assert seeded[0].steps == plain[0].steps  # the same solver steps, refined times
     with pytest.raises(ValueError, match="start_sweeps must be an integer >= 0, got -1"):
         ts.tune(den, 4, "s3", noise=noise, reference=ref, start_sweeps=-1)
+
+
+def test_s3_predictor_ranks_without_overflow_far_from_its_data():
+    # On the digits model a stage once predicted a log-objective beyond float range: math.exp
+    # overflowed and the search crashed. The search ranks by the log; predict() caps.
+    from timestepper.tuning.s3 import QualityPredictor
+
+    p = QualityPredictor(2, seed=0)
+    p.fit([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [1e-3, 1e300, float("inf"), 1e-2])
+    far = [[1e6, -1e6], [-1e6, 1e6], [0.5, 0.5]]
+    logs = p.predict_log(far)
+    assert all(math.isfinite(v) for v in logs)
+    p.std, p.mean = 1e4, 0.0  # a wide fitted spread: the log leaves float range once exponentiated
+    assert all(math.isfinite(v) for v in p.predict(far))

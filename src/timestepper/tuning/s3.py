@@ -34,6 +34,7 @@ from .space import Candidate, Space
 from .start import starting_candidates
 
 F64 = torch.float64
+MAX_LOG = 700.0  # exp(MAX_LOG) is finite in float64
 
 
 class QualityPredictor:
@@ -71,10 +72,16 @@ class QualityPredictor:
             loss.backward()
             opt.step()
 
-    def predict(self, features: list[list[float]]) -> list[float]:
+    def predict_log(self, features: list[list[float]]) -> list[float]:
+        """The predicted log-objective of each encoded schedule (what the search ranks by)."""
         with torch.no_grad():
             p = self._forward(torch.tensor(features, dtype=F64))
-        return [math.exp(float(v) * self.std + self.mean) for v in p]
+        return [float(v) * self.std + self.mean for v in p]
+
+    def predict(self, features: list[list[float]]) -> list[float]:
+        """The predicted objective (``exp`` of :meth:`predict_log`, capped below float overflow:
+        a prediction far outside the fitted values is only a rank)."""
+        return [math.exp(min(v, MAX_LOG)) for v in self.predict_log(features)]
 
 
 def s3(denoiser: Denoiser, nfe: int, noise, objective: Objective, *,  # noqa: PLR0913 - the paper's knobs
@@ -116,7 +123,7 @@ def _stage(space: Space, objective: Objective, scored: dict[Candidate, float], r
     predictor.fit([space.encode(c) for c in cands], [scored[c] for c in cands])
     parents = sorted(cands, key=lambda c: scored[c])[:top_k]
     children = breed(space, parents, rng, population, prob, scored)
-    predicted = predictor.predict([space.encode(c) for c in children])
+    predicted = predictor.predict_log([space.encode(c) for c in children])
     best = sorted(range(len(children)), key=lambda i: predicted[i])[:proposals]
     return {children[i]: objective(space.to_schedule(children[i])) for i in best}
 
