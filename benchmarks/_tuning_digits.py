@@ -116,4 +116,15 @@ def digits_section(digits: dict | None) -> list[str]:
             r = rows.get(f"{m} NFE {n}")
             cells.append("-" if r is None else f"{r['frechet']:.3f} ({r['train']:.3f}, {r['calls']} calls)")
         out.append(f"| {m} | " + " | ".join(cells) + " |")
+    out += ["", f"Goal check (Fréchet distance of each tuned method <= the best fixed grid's; the model's own "
+            f"converged solve gives {digits['reference']:.3f}):", ""]
+    for n in nfes:
+        fixed = rows.get(f"fixed NFE {n}")
+        if fixed is None:
+            continue
+        tuned = {m: rows[f"{m} NFE {n}"]["frechet"] for m in cfg["methods"] if f"{m} NFE {n}" in rows}
+        worse = [f"{m} ({v:.3f})" for m, v in tuned.items() if v > fixed["frechet"]]
+        out.append(f"- NFE {n}: fixed {fixed['frechet']:.3f}; not worse: "
+                   f"{', '.join(m for m, v in tuned.items() if v <= fixed['frechet']) or 'none'}; "
+                   f"worse: {', '.join(worse) or 'none'}")
     return out + [""]

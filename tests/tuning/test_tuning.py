@@ -116,6 +116,26 @@ def test_journal_replays_without_model_calls(problem, tmp_path):
         ts.tune(den, 4, "autodiffusion", **{**kw, "noise": noise[:32]})
 
 
+def test_feature_objective_measures_the_distance_between_features(problem):
+    # features=f: the mean L2 between f(sample) and f(reference), training and held-out alike.
+    den, noise, held, ref = problem
+    sched = SolverSchedule.from_solver("dpmpp-2m", ts.make_grid(den.schedule, 5, "logsnr", final="zero"))
+    plain = Objective(den, noise, ref, held_out=held)
+    proj = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]], dtype=F64)
+    feat = Objective(den, noise, ref, held_out=held, features=lambda x: x @ proj)
+    for name, ob in (("train", lambda o: o(sched)), ("held_out", lambda o: o.held_out(sched))):
+        x = ts.sample(den, noise if name == "train" else held, schedule=sched)
+        r = ref(noise if name == "train" else held)
+        want = float(((x - r) @ proj).norm(dim=1).mean())
+        assert ob(feat) == pytest.approx(want, rel=1e-12), name
+        assert ob(plain) == pytest.approx(float((x - r).norm(dim=1).mean()), rel=1e-12), name
+    assert feat.problem != plain.problem  # a journal of one is refused by the other
+    tuned = ts.tune(den, 4, "ays", noise=noise, reference=ref, features=lambda x: x @ proj, sweeps=1, iters=3)
+    assert tuned.provenance["objective"].endswith("(features)")
+    with pytest.raises(TypeError, match="features must be a function samples -> features, got int"):
+        Objective(den, noise, ref, features=3)
+
+
 def test_klub_descent_lowers_the_bound(problem):
     den, noise, _, ref = problem
     klub = KLUB(den, ref(noise), seed=0)

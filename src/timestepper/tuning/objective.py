@@ -4,7 +4,10 @@ No data is needed: the ground truth is the model itself. For each training noise
 a tight solve of the probability-flow ODE from the same noise (by default a 3rd-order multistep
 solve with ``reference_steps`` steps on the log-SNR grid, or an exact solution the caller gives,
 e.g. :meth:`timestepper.bench.GaussianMixture.reference_solution`); the objective of a schedule is
-the mean L2 distance of its sample to the reference at ``sigma = 0``. A search scores candidates on
+the mean L2 distance of its sample to the reference at ``sigma = 0`` -- or, for image models, the
+mean L2 distance between their *features* (``features=``, e.g. a classifier's penultimate layer:
+the pathwise counterpart of a Fréchet distance, which weighs the differences a feature extractor
+sees rather than every pixel alike). A search scores candidates on
 the training noise; :meth:`Objective.held_out` reports on a separate set. Every model call and
 second spent by the objective (references included) is counted, so the search's own cost can be
 reported next to its gain.
@@ -112,14 +115,19 @@ class Objective:
         reference_steps: steps of the default reference solve (``dpmpp-3m`` on the log-SNR grid).
         seed: the seed of the search's random choices (:attr:`rng`).
         journal: a JSON file memoising evaluations across runs (resumable searches).
+        features: a function ``samples -> (n, k) features``; the distance is then taken between
+            the features of a schedule's sample and of the reference (default: the samples).
     """
 
     def __init__(self, denoiser: Denoiser, noise: Tensor, reference: Reference = None,  # noqa: PLR0913 - the protocol's inputs
                  held_out: Tensor | None = None, reference_steps: int = 400, seed: int = 0,
-                 journal: str | Path | None = None) -> None:
+                 journal: str | Path | None = None, features: Callable[[Tensor], Tensor] | None = None) -> None:
         if not isinstance(denoiser, Denoiser):
             raise TypeError(f"denoiser must be a timestepper Denoiser, got {type(denoiser).__name__}")
         check_state("noise", noise)
+        if features is not None and not callable(features):
+            raise TypeError(f"features must be a function samples -> features, got {type(features).__name__}")
+        self.features = features
         self.counter = CallCounter(denoiser)
         self.noise = noise
         self.reference_steps = check_int(reference_steps, "reference_steps", 2)
@@ -133,7 +141,8 @@ class Objective:
         self._journal = Path(journal) if journal is not None else None
         self._reference_fn = reference if callable(reference) else None
         self.reference = self._reference_for(noise, reference)
-        self.problem = _digest(noise, self.reference)
+        self._reference_features = self._featurize(self.reference)
+        self.problem = _digest(noise, self.reference) + ("" if features is None else ":features")
         self._load_journal()
         self.held_out_noise = held_out
         self._held_out_reference: Tensor | None = None
@@ -177,7 +186,7 @@ class Objective:
         if k in self._cache:
             return self._cache[k]
         calls, t0 = self.counter.calls, time.perf_counter()
-        value = self.error(schedule, self.noise, self.reference, self.counter.denoiser)
+        value = self.error(schedule, self.noise, self._reference_features, self.counter.denoiser, self._extractor)
         self.seconds += time.perf_counter() - t0
         self.evaluations += 1
         self._cache[k] = value
@@ -186,14 +195,30 @@ class Objective:
             self.on_evaluate(value)
         return value
 
+    @property
+    def _extractor(self) -> Callable[[Tensor], Tensor] | None:
+        return None if self.features is None else self._featurize
+
+    def _featurize(self, x: Tensor) -> Tensor:
+        if self.features is None:
+            return x
+        with torch.no_grad():
+            return self.features(x)
+
     @staticmethod
-    def error(schedule: SolverSchedule, noise: Tensor, reference: Tensor, denoiser: Denoiser) -> float:
-        """Mean L2 distance of ``schedule``'s sample from ``noise`` to ``reference``; ``inf``
-        when the schedule is refused or the sample is not finite."""
+    def error(schedule: SolverSchedule, noise: Tensor, reference: Tensor, denoiser: Denoiser,
+              featurize: Callable[[Tensor], Tensor] | None = None) -> float:
+        """Mean L2 distance of ``schedule``'s sample from ``noise`` (its ``featurize``-d features
+        when given) to ``reference`` (the reference's, featurized alike); ``inf`` when the schedule
+        is refused or the sample is not finite."""
         try:
             x = run_schedule(denoiser, noise, schedule)
         except (ValueError, SolveError):
             return math.inf
+        if featurize is not None:
+            if not bool(torch.isfinite(x).all()):
+                return math.inf
+            x = featurize(x)
         e = trajectory_error(x, reference)
         return e if math.isfinite(e) else math.inf
 
@@ -203,9 +228,10 @@ class Objective:
             raise ValueError("this objective has no held_out noise")
         if self._held_out_reference is None:
             given = self._reference_fn
-            self._held_out_reference = (given(self.held_out_noise) if given is not None else
-                                        tight_solve(self.counter.inner, self.held_out_noise, self.reference_steps))
-        return self.error(schedule, self.held_out_noise, self._held_out_reference, self.counter.inner)
+            self._held_out_reference = self._featurize(
+                given(self.held_out_noise) if given is not None else
+                tight_solve(self.counter.inner, self.held_out_noise, self.reference_steps))
+        return self.error(schedule, self.held_out_noise, self._held_out_reference, self.counter.inner, self._extractor)
 
     # -- journal -------------------------------------------------------------------------------
     def _load_journal(self) -> None:
