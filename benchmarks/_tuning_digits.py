@@ -8,8 +8,10 @@ solve) is computed **once** and handed to every ``ts.tune`` call (each call woul
 it again); the searches at one NFE share a journal, so a schedule one of them evaluated (the
 fixed grids every search starts from) is not run again (the search costs reported still count
 it); 500 held-out samples per Fréchet distance. ``--digits-full`` runs every NFE of the
-mixtures, every method with its default budget, 256 noises and 1000 samples. Before it starts,
-the script prints an estimate of its run time from the measured cost of one model call.
+mixtures, every method with its default budget, 256 noises and 8000 samples (a Fréchet distance
+of 1000 samples moved by more than the gaps between schedules from one noise draw to another).
+Before it starts, the script prints an estimate of its run time from the measured cost of one
+model call.
 """
 
 from __future__ import annotations

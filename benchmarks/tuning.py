@@ -267,7 +267,7 @@ def main() -> None:
                     help="a digits checkpoint of `timestepper train`: adds the digits row (NFE 5 and 10, fixed, "
                          "ays and dc; a few minutes, estimate printed first)")
     ap.add_argument("--digits-full", action="store_true",
-                    help="the digits row at every NFE, with every method and 1000 samples (much longer)")
+                    help="the digits row at every NFE, with every method and 8000 samples (much longer)")
     ap.add_argument("--render", action="store_true", help="only render OUT/tuning.md again from OUT/tuning.json")
     args = ap.parse_args()
     if args.render:
@@ -294,7 +294,7 @@ def main() -> None:
             print(p.name, n, {k: f"{v['held_out']:.3e}" for k, v in rows.items()}, flush=True)
     result["overfitting"] = [overfitting(n, n_samples, budgets) for n in ((5,) if args.quick else (5, 10))]
     if args.digits is not None:
-        full = {"nfes": nfes, "methods": METHODS, "n_train": 256, "n_eval": 1000, "reference_steps": 400}
+        full = {"nfes": nfes, "methods": METHODS, "n_train": 256, "n_eval": 8000, "reference_steps": 400}
         result["digits"] = digits_rows(args.digits, full if args.digits_full else SMALL)
     result["goal"] = goal_lines(result)
     result["seconds"] = time.perf_counter() - t0
