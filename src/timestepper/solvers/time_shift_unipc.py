@@ -31,8 +31,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion.term import EvalPoint
-from .base import nonzero
-from .expint import PhiTable, first_order_at, step_phis
+from .expint import PhiTable
 from .registry import register
 from .time_shift import (
     Candidates,
@@ -43,7 +42,7 @@ from .time_shift import (
     node_combinations,
     per_sample,
 )
-from .unipc import UniPC, UniPCRow, unipc_orders, unipc_weights
+from .unipc import UniPC, UniPCRow, unipc_weights
 
 
 @dataclass(slots=True)
@@ -90,24 +89,16 @@ class TimeShiftUniPC(TimeShift, UniPC):
 
     def table(self, term, grid, points, x0):
         cands = self.shift_candidates(term.schedule, grid)
-        orders = unipc_orders(grid.steps, self.predictor_order, self.lower_order_final)
-        phis = step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.predictor_order + 2)
+        orders, phis = self.orders_and_phis(grid)
         rows: list[UniPCRow | ShiftedUniPCRow] = []
-        for i, k in enumerate(orders):
-            k = 1 if first_order_at(grid, i) else k
-            corrects = i > 0 and (i - 1) not in self.disable_corrector
-            k_c = orders[i - 1] if corrects else 0
+        for i in range(grid.steps):
+            k, k_c = self.step_orders_at(grid, i, orders)
             nodes = list(range(min(i - k + 1, i - k_c), i + 1))  # oldest first, every node either update uses
             if not any(n in cands for n in nodes):
-                pcx, pw = unipc_weights(grid, i, i + 1, k, self.variant, False, phis)
-                ccx, cw = None, None
-                if corrects:
-                    c, w = unipc_weights(grid, i - 1, i, k_c, self.variant, True, phis)
-                    ccx, cw = nonzero(c), tuple(w)
-                rows.append(UniPCRow(points[i], nonzero(pcx), tuple(pw), ccx, cw))
-                continue
-            cand = self.candidates(term, cands[i], x0) if i in cands else None
-            rows.append(self.shifted_row(grid, i, k, k_c, nodes, cands, points[i], cand, x0))
+                rows.append(self.row(grid, i, orders, phis, points[i]))
+            else:
+                cand = self.candidates(term, cands[i], x0) if i in cands else None
+                rows.append(self.shifted_row(grid, i, k, k_c, nodes, cands, points[i], cand, x0))
         return rows
 
     def shifted_row(self, grid, i, k, k_c, nodes, cands, point, cand, x0) -> ShiftedUniPCRow:  # noqa: PLR0913

@@ -150,18 +150,29 @@ class UniPC(DiffusionSolver):
         self.disable_corrector = tuple(int(i) for i in disable_corrector)
 
     def table(self, term, grid, points, x0):
-        orders = unipc_orders(grid.steps, self.predictor_order, self.lower_order_final)
-        phis = step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.predictor_order + 2)
-        rows = []
-        for i, k in enumerate(orders):
-            k = 1 if first_order_at(grid, i) else k
-            pcx, pw = unipc_weights(grid, i, i + 1, k, self.variant, False, phis)
-            ccx, cw = None, None
-            if i > 0 and (i - 1) not in self.disable_corrector:
-                c, w = unipc_weights(grid, i - 1, i, orders[i - 1], self.variant, True, phis)
-                ccx, cw = nonzero(c), tuple(w)
-            rows.append(UniPCRow(points[i], nonzero(pcx), tuple(pw), ccx, cw))
-        return rows
+        orders, phis = self.orders_and_phis(grid)
+        return [self.row(grid, i, orders, phis, points[i]) for i in range(grid.steps)]
+
+    def orders_and_phis(self, grid) -> tuple[list[int], PhiTable]:
+        """The predictor order of every step and the phi values of the grid's steps."""
+        return (unipc_orders(grid.steps, self.predictor_order, self.lower_order_final),
+                step_phis(grid, [(i, i + 1) for i in range(grid.steps)], self.predictor_order + 2))
+
+    def step_orders_at(self, grid, i: int, orders: list[int]) -> tuple[int, int]:
+        """Step ``i``'s predictor order (first order to zero noise) and the order of the
+        correction it applies to the previous step (0: none)."""
+        corrects = i > 0 and (i - 1) not in self.disable_corrector
+        return (1 if first_order_at(grid, i) else orders[i]), (orders[i - 1] if corrects else 0)
+
+    def row(self, grid, i: int, orders: list[int], phis: PhiTable, point: EvalPoint) -> UniPCRow:
+        """Step ``i``'s row on ``grid``: UniC's weights for the previous step, UniP's for this one."""
+        k, k_c = self.step_orders_at(grid, i, orders)
+        pcx, pw = unipc_weights(grid, i, i + 1, k, self.variant, False, phis)
+        ccx, cw = None, None
+        if k_c:
+            c, w = unipc_weights(grid, i - 1, i, k_c, self.variant, True, phis)
+            ccx, cw = nonzero(c), tuple(w)
+        return UniPCRow(point, nonzero(pcx), tuple(pw), ccx, cw)
 
     def stacked_rows(self, table, x0):
         """Every row as tensors: the predictor's weights padded with zeros to ``order`` and the
