@@ -125,3 +125,28 @@ def test_parity_numpy_kassam_trefethen_contour_etdrk4(dealias):
     ours = eq.simulate(u0, t_end=10.0, dt=0.25)
     ref = NumpyKSETDRK4(32 * math.pi, 128, 0.25, dealias=dealias).simulate(u0.numpy(), 40)
     assert float((ours - torch.from_numpy(ref)).abs().max()) < 1e-11
+
+
+@pytest.mark.parametrize("dealias", [False, True])
+@pytest.mark.parametrize("name", ["KuramotoSivashinsky", "Burgers", "KdV"])
+def test_real_view_nonlinear_equals_the_complex_one(name, dealias):
+    # the spectral equations hand ETDRK4 N on real views (SemilinearTerm.nonlinear_real_view);
+    # it must be the same N, and a term without one must give the same step through the wrapper
+    eq = getattr(ts.pde, name)(22.0, 32, dealias=dealias)
+    u0 = _ks_case()[1]
+    term, x0 = eq.term(), eq.to_spectral(u0)
+    assert term.nonlinear_real_view_fn is not None
+    n_complex = term.nonlinear(0.0, x0)
+    n_real = term.nonlinear_real_view(0.0, torch.view_as_real(x0))
+    torch.testing.assert_close(torch.view_as_complex(n_real), n_complex, rtol=0, atol=0)
+    plain = SemilinearTerm(term.linear, term.nonlinear)
+    assert plain.nonlinear_real_view_fn is None
+    torch.testing.assert_close(plain.nonlinear_real_view(0.0, torch.view_as_real(x0)), n_real, rtol=0, atol=0)
+    grid = torch.linspace(0, 0.5, 11, dtype=torch.float64)
+    torch.testing.assert_close(integrate(term, "etdrk4", grid, x0).x, integrate(plain, "etdrk4", grid, x0).x,
+                               rtol=0, atol=0)
+
+
+def test_nonlinear_real_view_must_be_callable():
+    with pytest.raises(TypeError, match="nonlinear_real_view"):
+        SemilinearTerm(torch.tensor([1.0]), lambda t, x: x, nonlinear_real_view=3)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .validation import check_choice
@@ -65,19 +66,35 @@ class SemilinearTerm(VectorFieldTerm):
     Args:
         linear: tensor broadcastable against the state: the diagonal of ``L``.
         nonlinear: callable ``N(t, x)`` returning a tensor shaped like ``x``.
+        nonlinear_real_view: optional, for complex states: the same ``N`` on real views, taking
+            and returning ``torch.view_as_real`` of complex tensors (trailing ``(re, im)``
+            axis). Solvers that combine complex states through their real views (ETDRK4 on a
+            real ``L``) call it, so a compiled step stays in real arithmetic from one evaluation
+            to the next: a ``view_as_real(view_as_complex(a))`` round trip between the solver's
+            arithmetic and the term's is a boundary ``torch.compile`` does not fuse across.
     """
 
-    def __init__(self, linear: Tensor, nonlinear: Callable[[Any, Tensor], Tensor]) -> None:
+    def __init__(self, linear: Tensor, nonlinear: Callable[[Any, Tensor], Tensor], *,
+                 nonlinear_real_view: Callable[[Any, Tensor], Tensor] | None = None) -> None:
         if not isinstance(linear, Tensor):
             raise TypeError(f"linear must be a tensor (the diagonal of L), got {type(linear).__name__}")
         if not callable(nonlinear):
             raise TypeError(f"nonlinear must be callable, got {type(nonlinear).__name__}")
+        if nonlinear_real_view is not None and not callable(nonlinear_real_view):
+            raise TypeError(f"nonlinear_real_view must be callable or None, got {type(nonlinear_real_view).__name__}")
         self.linear = linear
         self.nonlinear_fn = nonlinear
+        self.nonlinear_real_view_fn = nonlinear_real_view
 
     def nonlinear(self, t: float | Tensor, x: Tensor) -> Tensor:
         """``N(t, x)``."""
         return self.nonlinear_fn(t, x)
+
+    def nonlinear_real_view(self, t: float | Tensor, xr: Tensor) -> Tensor:
+        """``view_as_real(N(t, view_as_complex(xr)))`` for the real view ``xr`` of a complex state."""
+        if self.nonlinear_real_view_fn is not None:
+            return self.nonlinear_real_view_fn(t, xr)
+        return torch.view_as_real(self.nonlinear_fn(t, torch.view_as_complex(xr)))
 
     def vf(self, t: float | Tensor, x: Tensor) -> Tensor:
         return self.linear * x + self.nonlinear_fn(t, x)

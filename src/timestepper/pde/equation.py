@@ -57,6 +57,13 @@ class SpectralEquation:
     ) -> Callable[[float, Tensor], Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def nonlinear_real_view_fn(
+        self, cdtype: torch.dtype, device: torch.device
+    ) -> Callable[[float, Tensor], Tensor] | None:
+        """``N`` on real views of spectra (see :class:`SemilinearTerm`), or ``None`` where the
+        equation has no real-arithmetic form of its own."""
+        return None
+
     @property
     def shape(self) -> tuple[int, ...]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -68,7 +75,9 @@ class SpectralEquation:
         cdtype = complex_dtype_for(dtype)
         lin = self.symbol()
         lin = lin.to(device=device, dtype=cdtype if lin.is_complex() else dtype)
-        return SemilinearTerm(lin, self.nonlinear_fn(cdtype, torch.device(device)))
+        device = torch.device(device)
+        return SemilinearTerm(lin, self.nonlinear_fn(cdtype, device),
+                              nonlinear_real_view=self.nonlinear_real_view_fn(cdtype, device))
 
     def check_field(self, name: str, u: Tensor) -> None:
         if not isinstance(u, Tensor):

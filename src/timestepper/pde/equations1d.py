@@ -45,26 +45,33 @@ class QuadraticFluxEquation1D(SpectralEquation):
         return torch.fft.irfft(u_hat, n=self.n, dim=-1)
 
     def nonlinear_fn(self, cdtype, device):
-        n = self.n
         if self.flux == 0.0:
             return lambda t, u_hat: torch.zeros_like(u_hat)
+        on_real_view = self.nonlinear_real_view_fn(cdtype, device)
+        return lambda t, u_hat: torch.view_as_complex(on_real_view(t, torch.view_as_real(u_hat)))
+
+    def nonlinear_real_view_fn(self, cdtype, device):
+        """``N`` on the real view ``(..., n//2 + 1, 2)`` of the spectrum: the 2/3 mask multiplies
+        the view (a real product, fused with the arithmetic that made the spectrum when
+        compiled), the transforms take and give complex tensors."""
+        n = self.n
+        if self.flux == 0.0:
+            return lambda t, ur: torch.zeros_like(ur)
         g = (-self.flux * 1j) * self.k_odd.to(torch.complex128)
         pairs = None
         if self.dealias:
             mask = dealias_mask_1d(n)
             g = g * mask
-            # the mask repeated over (real, imaginary): a real product over the spectrum's real
-            # view, in full vector lanes when compiled and fused with the arithmetic that made the
-            # spectrum (a truncated input would be zero-padded in a call of its own, and a mask
-            # broadcast over the pair would leave two of each vector's lanes busy)
+            # the mask repeated over (real, imaginary): a mask broadcast over the pair would
+            # leave two of each vector's lanes busy
             pairs = mask.to(device=device, dtype=cdtype.to_real())[:, None].expand(-1, 2).contiguous()
         g = g.to(device=device, dtype=cdtype)
 
-        def nonlinear(t, u_hat: Tensor) -> Tensor:
+        def nonlinear(t, ur: Tensor) -> Tensor:
             if pairs is not None:
-                u_hat = torch.view_as_complex(torch.view_as_real(u_hat) * pairs)
-            u = torch.fft.irfft(u_hat, n=n, dim=-1)
-            return g * torch.fft.rfft(u * u, dim=-1)
+                ur = ur * pairs
+            u = torch.fft.irfft(torch.view_as_complex(ur), n=n, dim=-1)
+            return torch.view_as_real(g * torch.fft.rfft(u * u, dim=-1))
 
         return nonlinear
 
