@@ -25,7 +25,7 @@ import torch
 import timestepper as ts
 from timestepper.diffusion.grids import default_spacing
 
-SMALL = {"nfes": (5, 10), "methods": ("ays", "dc"), "n_train": 64, "n_eval": 500, "reference_steps": 100,
+SMALL = {"nfes": (5, 10), "methods": ("ays", "dc"), "n_train": 64, "n_eval": 500, "reference_steps": 100, "guard": True,
          "budgets": {"ays": {"sweeps": 1, "iters": 6},
                      "dc": {"grid_sweeps": 1, "grid_iters": 6, "iters": 10, "substeps": 10}}}
 #: evaluated schedules of one search per NFE squared beyond the fixed grids (about nine golden-section
@@ -87,13 +87,37 @@ def digits_rows(checkpoint: Path, cfg: dict) -> dict:
             sched = ts.tune(den, n, m, noise=train, reference=reference, journal=Path(journals.name) / f"nfe{n}.jsonl",
                             **cfg.get("budgets", {}).get(m, {}))
             fd = digits_report(ts.sample(den, held, schedule=sched))["frechet"]
-            out["rows"][f"{m} NFE {n}"] = {"frechet": fd, "calls": sched.provenance["search_cost"]["model_calls"],
-                                           "seconds": time.perf_counter() - t1,
-                                           "train": sched.provenance["objective_train"]}
-            print("digits", m, n, f"{fd:.3f}", flush=True)
+            row = {"frechet": fd, "calls": sched.provenance["search_cost"]["model_calls"],
+                   "seconds": time.perf_counter() - t1, "train": sched.provenance["objective_train"]}
+            if m != "fixed" and cfg.get("guard"):
+                row.update(_guarded(den, n, train, reference, sched, (fd, out["rows"][f"fixed NFE {n}"]["frechet"]),
+                                    Path(journals.name) / f"nfe{n}.jsonl"))
+            out["rows"][f"{m} NFE {n}"] = row
+            print("digits", m, n, f"{fd:.3f}", "guarded", f"{row.get('frechet_guarded', fd):.3f}", flush=True)
     journals.cleanup()
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _guarded(den: ts.Denoiser, n: int, train: torch.Tensor, reference: torch.Tensor, sched: ts.SolverSchedule,  # noqa: PLR0913
+             frechet: tuple[float, float], journal: Path) -> dict:
+    """What ``ts.tune(..., guard=digit_features)`` returns for the searched ``sched``: the same
+    function run on it (:func:`timestepper.tuning.guard.guarded`; the fixed grids replayed from the
+    search's journal), so the searched and the guarded Fréchet distances come from one search.
+    ``frechet``: the held-out distances of ``sched`` and of the fixed row (a fall back is to the
+    best fixed grid, the fixed row's schedule)."""
+    from timestepper.train.metrics import digit_features
+    from timestepper.tuning.guard import guarded
+    from timestepper.tuning.objective import Objective
+
+    objective = Objective(den, train, reference, journal=journal)
+    kept = guarded(sched, n, objective, digit_features)
+    report = dict(kept.provenance["guard"])
+    if not report["kept"]:
+        fixed = ts.tune(den, n, "fixed", noise=train, reference=reference, journal=journal)
+        assert Objective.key(kept) == Objective.key(fixed), "the guard falls back to the fixed row's schedule"
+    return {"guard": report, "guard_calls": objective.counter.calls, "fell_back": not report["kept"],
+            "frechet_guarded": frechet[0] if report["kept"] else frechet[1]}
 
 
 def digits_section(digits: dict | None) -> list[str]:
@@ -118,13 +142,40 @@ def digits_section(digits: dict | None) -> list[str]:
             r = rows.get(f"{m} NFE {n}")
             cells.append("-" if r is None else f"{r['frechet']:.3f} ({r['train']:.3f}, {r['calls']} calls)")
         out.append(f"| {m} | " + " | ".join(cells) + " |")
-    out += ["", f"Goal check (Fréchet distance of each tuned method <= the best fixed grid's; the model's own "
-            f"converged solve gives {digits['reference']:.3f}):", ""]
-    for n in nfes:
+    out += _goal_check(rows, cfg, "frechet", "Goal check, searched schedules (Fréchet distance of each tuned method "
+                       "<= the best fixed grid's; the model's own converged solve gives "
+                       f"{digits['reference']:.3f}):")
+    if any("frechet_guarded" in r for r in rows.values()):
+        out += ["With the distribution guard (`ts.tune(..., guard=digit_features)`, `timestepper tune --guard "
+                "digits`): the searched schedule is kept only if the squared Fréchet distance of its samples' "
+                f"classifier features to the reference samples' features, on the {cfg['n_train']} training noises "
+                "(no data), is no larger "
+                "than the best fixed grid's; else the fixed grid is returned. In brackets: that training-noise "
+                "distance, searched / fixed, and the guard's own model calls.", "",
+                "| configuration | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|" + "---|" * (len(nfes) + 1)]
+        for m in cfg["methods"]:
+            cells = []
+            for n in nfes:
+                r = rows.get(f"{m} NFE {n}")
+                if r is None or "frechet_guarded" not in r:
+                    cells.append("-")
+                    continue
+                g = r["guard"]
+                where = "fixed" if r["fell_back"] else "kept"
+                dist = "" if g.get("same_as_fixed") else f"{g['frechet_found']:.3f} / {g['frechet_fixed']:.3f}, "
+                cells.append(f"{r['frechet_guarded']:.3f} ({where}; {dist}{r['guard_calls']} calls)")
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out += _goal_check(rows, cfg, "frechet_guarded", "Goal check with the guard:")
+    return out
+
+
+def _goal_check(rows: dict, cfg: dict, key: str, title: str) -> list[str]:
+    out = ["", title, ""]
+    for n in cfg["nfes"]:
         fixed = rows.get(f"fixed NFE {n}")
         if fixed is None:
             continue
-        tuned = {m: rows[f"{m} NFE {n}"]["frechet"] for m in cfg["methods"] if f"{m} NFE {n}" in rows}
+        tuned = {m: rows[f"{m} NFE {n}"][key] for m in cfg["methods"] if key in rows.get(f"{m} NFE {n}", {})}
         worse = [f"{m} ({v:.3f})" for m, v in tuned.items() if v > fixed["frechet"]]
         out.append(f"- NFE {n}: fixed {fixed['frechet']:.3f}; not worse: "
                    f"{', '.join(m for m, v in tuned.items() if v <= fixed['frechet']) or 'none'}; "

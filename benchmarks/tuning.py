@@ -294,7 +294,8 @@ def main() -> None:
             print(p.name, n, {k: f"{v['held_out']:.3e}" for k, v in rows.items()}, flush=True)
     result["overfitting"] = [overfitting(n, n_samples, budgets) for n in ((5,) if args.quick else (5, 10))]
     if args.digits is not None:
-        full = {"nfes": nfes, "methods": METHODS, "n_train": 256, "n_eval": 8000, "reference_steps": 400}
+        full = {"nfes": nfes, "methods": METHODS, "n_train": 256, "n_eval": 8000, "reference_steps": 400,
+                "guard": True}
         result["digits"] = digits_rows(args.digits, full if args.digits_full else SMALL)
     result["goal"] = goal_lines(result)
     result["seconds"] = time.perf_counter() - t0

@@ -66,6 +66,18 @@ def test_tune_cli_refuses_a_bad_budget(checkpoint, tmp_path, capsys):
     assert "takes no budget argument 'populaton'" in capsys.readouterr().err
 
 
+def test_tune_cli_guard(checkpoint, tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert main(["tune", str(checkpoint), "--nfe", "3", "--method", "ays", "--samples", "16", "--no-progress",
+                 "--budget", "sweeps=1", "--budget", "iters=2", "--guard", "pixels", "--out", str(out)]) == 0
+    guard = json.loads(out.read_text())["provenance"]["guard"]
+    assert guard.get("same_as_fixed") or guard["kept"] == (guard["frechet_found"] <= guard["frechet_fixed"])
+    code = main(["tune", str(checkpoint), "--nfe", "3", "--samples", "4", "--no-progress", "--guard", "digits",
+                 "--out", str(tmp_path / "d.json")])
+    assert code == 2
+    assert "--guard digits needs an 8x8 digits checkpoint" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_bench_gmm_tuned_reports_the_search_against_the_fixed_grid(tmp_path, capsys):
     code = main(["bench", "gmm", "--dims", "2", "--nfe", "4", "--solvers", "ddim", "--samples", "32",

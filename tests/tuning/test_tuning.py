@@ -180,3 +180,42 @@ def test_s3_predictor_ranks_without_overflow_far_from_its_data():
     assert all(math.isfinite(v) for v in logs)
     p.std, p.mean = 1e4, 0.0  # a wide fitted spread: the log leaves float range once exponentiated
     assert all(math.isfinite(v) for v in p.predict(far))
+
+
+def test_the_guard_keeps_a_search_only_if_its_samples_are_as_close_as_the_fixed_grids(problem):
+    # guard: the squared Fréchet distance of the samples (here flattened) to the reference
+    # samples, on the training noise, for the searched schedule and for the best fixed grid
+    from timestepper.bench.metrics import frechet_distance
+    from timestepper.tuning.guard import guarded
+
+    den, noise, _, ref = problem
+    r = ref(noise)
+
+    def distance(s):
+        return frechet_distance(ts.sample(den, noise, schedule=s), r)
+
+    fixed = ts.tune(den, 5, "fixed", noise=noise, reference=ref)
+    tuned = ts.tune(den, 5, "ays", noise=noise, reference=ref, guard=True, sweeps=1, iters=3)
+    g = tuned.provenance["guard"]
+    assert g["frechet_fixed"] == pytest.approx(distance(fixed), rel=1e-9)
+    assert g["kept"] == (g["frechet_found"] <= g["frechet_fixed"])
+    assert tuned.provenance["search_cost"]["model_calls"] > 0
+    # a poor schedule (DDIM on the uniform grid) loses to the best fixed grid: the guard returns that
+    poor = SolverSchedule.from_solver("ddim", ts.make_grid(den.schedule, 5, "uniform", final="zero"))
+    objective = Objective(den, noise, ref)
+    out = guarded(poor, 5, objective, lambda x: x)
+    assert out.provenance["fell_back_to_fixed"] and not out.provenance["guard"]["kept"]
+    assert out.provenance["guard"]["frechet_found"] == pytest.approx(distance(poor), rel=1e-9)
+    assert Objective.key(out) == Objective.key(fixed)
+    # the fixed grid itself passes untouched
+    same = guarded(fixed, 5, objective, lambda x: x)
+    assert same.provenance["guard"] == {"kept": True, "same_as_fixed": True}
+
+
+def test_bad_guards_are_refused(problem):
+    den, noise, _, ref = problem
+    with pytest.raises(TypeError, match="guard must be None, True or a feature extractor"):
+        ts.tune(den, 4, "ays", noise=noise, reference=ref, guard=3)
+    wide = torch.zeros(2, 4097, dtype=F64)
+    with pytest.raises(ValueError, match="guard=True compares flattened samples, at most 4096"):
+        ts.tune(den, 4, "ays", noise=wide, reference=ref, guard=True)

@@ -30,3 +30,28 @@ def sliced_wasserstein(a: Tensor, b: Tensor, n_projections: int = 256, seed: int
     pa, _ = torch.sort(a @ u, dim=0)
     pb, _ = torch.sort(b @ u, dim=0)
     return float(((pa - pb) ** 2).mean().sqrt())
+
+
+def feature_statistics(f: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (unbiased) covariance of features ``(N, D)``, float64."""
+    f = f.double()
+    if f.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature vectors, got {f.shape[0]}")
+    return f.mean(0), torch.cov(f.T)
+
+
+def _sqrtm_psd(s: Tensor) -> Tensor:
+    w, v = torch.linalg.eigh(s)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def frechet_distance(a: Tensor | tuple[Tensor, Tensor], b: Tensor | tuple[Tensor, Tensor]) -> float:
+    """Squared Fréchet distance between Gaussians fitted to two feature sets (or given as
+    ``(mu, cov)`` pairs); float64, via symmetric eigendecompositions."""
+    mu1, s1 = a if isinstance(a, tuple) else feature_statistics(a)
+    mu2, s2 = b if isinstance(b, tuple) else feature_statistics(b)
+    r1 = _sqrtm_psd(s1)
+    m = r1 @ s2 @ r1
+    tr_sqrt = torch.linalg.eigvalsh(0.5 * (m + m.T)).clamp(min=0).sqrt().sum()
+    d2 = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2.0 * tr_sqrt
+    return float(d2.clamp(min=0))

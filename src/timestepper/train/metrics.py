@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..bench.metrics import feature_statistics, frechet_distance  # noqa: F401 - also this module's, as before
 from .data import digits
 
 CLASSIFIER_VERSION = 1
@@ -178,31 +179,6 @@ def digit_features(x: Tensor, batch: int = 1024) -> Tensor:
     x = _check_images(x)
     clf = digits_classifier()
     return torch.cat([clf.features(x[i : i + batch]) for i in range(0, x.shape[0], batch)]).double()
-
-
-def feature_statistics(f: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and (unbiased) covariance of features ``(N, D)``, float64."""
-    f = f.double()
-    if f.shape[0] < 2:
-        raise ValueError(f"need at least 2 feature vectors, got {f.shape[0]}")
-    return f.mean(0), torch.cov(f.T)
-
-
-def _sqrtm_psd(s: Tensor) -> Tensor:
-    w, v = torch.linalg.eigh(s)
-    return (v * w.clamp(min=0).sqrt()) @ v.T
-
-
-def frechet_distance(a: Tensor | tuple[Tensor, Tensor], b: Tensor | tuple[Tensor, Tensor]) -> float:
-    """Squared Fréchet distance between Gaussians fitted to two feature sets (or given as
-    ``(mu, cov)`` pairs); float64, via symmetric eigendecompositions."""
-    mu1, s1 = a if isinstance(a, tuple) else feature_statistics(a)
-    mu2, s2 = b if isinstance(b, tuple) else feature_statistics(b)
-    r1 = _sqrtm_psd(s1)
-    m = r1 @ s2 @ r1
-    tr_sqrt = torch.linalg.eigvalsh(0.5 * (m + m.T)).clamp(min=0).sqrt().sum()
-    d2 = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2.0 * tr_sqrt
-    return float(d2.clamp(min=0))
 
 
 def reference_features(split: str = "train") -> Tensor:

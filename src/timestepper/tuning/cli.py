@@ -28,6 +28,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
                    help="a budget option of the method, e.g. generations=8 (repeatable)")
+    p.add_argument("--guard", choices=("pixels", "digits"), default=None,
+                   help="keep the search only if its samples are, as a set, as close to the model's as the best "
+                        "fixed grid's (Fréchet distance on the training noise) of the flattened samples (pixels) "
+                        "or of the digits classifier's features (digits; 8x8 digits checkpoints)")
     p.add_argument("--fresh", action="store_true", help="ignore the journal of an earlier run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tune)
@@ -56,6 +60,20 @@ def parse_budget(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _guard(name: str | None, shape: tuple[int, ...]) -> Any:
+    """The ``guard`` of ``tune`` that ``--guard name`` stands for."""
+    if name == "pixels":
+        return True
+    if name == "digits":
+        if shape != (1, 8, 8):
+            raise UsageError(f"--guard digits needs an 8x8 digits checkpoint (samples (1, 8, 8)), "
+                             f"this one makes {shape}")
+        from ..train.metrics import digit_features
+
+        return digit_features
+    return None
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Run the search and write the schedule (and its journal beside it)."""
     import torch
@@ -77,8 +95,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         journal.unlink()
     budget = parse_budget(args.budget)
     method = args.method or DEFAULT_METHOD
+    guard = _guard(args.guard, shape)
     try:
-        sched = tune(den, args.nfe, method, noise=noise, held_out=held_out, seed=args.seed,
+        sched = tune(den, args.nfe, method, noise=noise, held_out=held_out, seed=args.seed, guard=guard,
                      progress=not args.no_progress, journal=journal, model_id=str(args.checkpoint), **budget)
     except TypeError as e:  # a budget name the method does not take
         raise UsageError(str(e)) from e

@@ -8,9 +8,10 @@ from typing import Any
 
 from torch import Tensor
 
-from ..core.validation import check_int
+from ..core.validation import check_int, check_state
 from ..diffusion.denoiser import Denoiser
 from ..solvers.schedule import SolverSchedule, model_provenance
+from .guard import Guard, guard_features, guarded
 from .methods import get_method
 from .objective import Objective, Reference, model_fingerprint
 
@@ -34,6 +35,7 @@ def tune(  # noqa: PLR0913 - the protocol's inputs, all keyword options with def
     reference_steps: int = 400,
     model_id: str | None = None,
     features: Callable[[Tensor], Tensor] | None = None,
+    guard: Guard = None,
     **budget: Any,
 ) -> SolverSchedule:
     """Search a solver schedule of ``nfe`` model calls for ``denoiser``.
@@ -59,6 +61,12 @@ def tune(  # noqa: PLR0913 - the protocol's inputs, all keyword options with def
         model_id: a name for the provenance (default: a hash of the model).
         features: a feature extractor ``samples -> (n, k)`` for image models: the objective is
             then the mean L2 distance between the features of the sample and of the reference.
+        guard: a set-level check after the search (:mod:`~timestepper.tuning.guard`): a feature
+            extractor ``samples -> (n, k)`` (or ``True``: the flattened samples); the searched
+            schedule is kept only if the Fréchet distance of its samples' features to the
+            reference samples' is no larger than the best fixed grid's, on the training noise,
+            else the fixed grid is returned (``fell_back_to_fixed``). For image models, whose
+            pathwise L2 can disagree with a set metric; off by default.
         budget: the method's budget (e.g. ``generations=8, population=16``); names the method does
             not take are refused.
 
@@ -70,6 +78,8 @@ def tune(  # noqa: PLR0913 - the protocol's inputs, all keyword options with def
     nfe = check_int(nfe, "nfe", 1)
     m = get_method(method)
     m.check_budget(budget)
+    check_state("noise", noise)
+    guard_fn = guard_features(guard, noise)
     objective = Objective(denoiser, noise, reference, held_out=held_out, reference_steps=reference_steps,
                           seed=seed, journal=journal, features=features)
     bar = _progress_bar(objective, f"tune {method} nfe={nfe}") if progress else None
@@ -80,6 +90,8 @@ def tune(  # noqa: PLR0913 - the protocol's inputs, all keyword options with def
             bar.close()
     if sched.nfe != nfe:
         raise RuntimeError(f"method {method!r} returned a schedule of {sched.nfe} model calls, not nfe={nfe}")
+    if guard_fn is not None and method != "fixed":
+        sched = guarded(sched, nfe, objective, guard_fn)
     train = objective(sched)
     cost = {"model_calls": objective.model_calls, "seconds": round(objective.seconds, 3),
             "evaluations": objective.evaluations}
@@ -88,7 +100,9 @@ def tune(  # noqa: PLR0913 - the protocol's inputs, all keyword options with def
                                  objective_train=train, budget={**m.budget_defaults(), **budget}, search_cost=cost)
     if held_out is not None:
         extra["objective_held_out"] = objective.held_out(sched)
-    found = {k: v for k, v in sched.provenance.items() if k not in ("nfe",)}
+    if "guard" in sched.provenance:
+        extra["guard"] = sched.provenance["guard"]
+    found = {k: v for k, v in sched.provenance.items() if k not in ("nfe", "guard")}
     sched.provenance = model_provenance(denoiser, model=model_id or model_fingerprint(denoiser, noise),
                                         found=found, **extra)
     return sched
