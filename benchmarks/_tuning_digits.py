@@ -161,9 +161,12 @@ def digits_section(digits: dict | None) -> list[str]:
                     cells.append("-")
                     continue
                 g = r["guard"]
+                if g.get("same_as_fixed"):
+                    cells.append(f"{r['frechet_guarded']:.3f} (the search returned the fixed grid)")
+                    continue
                 where = "fixed" if r["fell_back"] else "kept"
-                dist = "" if g.get("same_as_fixed") else f"{g['frechet_found']:.3f} / {g['frechet_fixed']:.3f}, "
-                cells.append(f"{r['frechet_guarded']:.3f} ({where}; {dist}{r['guard_calls']} calls)")
+                cells.append(f"{r['frechet_guarded']:.3f} ({where}; {g['frechet_found']:.3f} / "
+                             f"{g['frechet_fixed']:.3f}, {r['guard_calls']} calls)")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
         out += _goal_check(rows, cfg, "frechet_guarded", "Goal check with the guard:")
     return out

@@ -212,6 +212,11 @@ def goal_lines(result: dict) -> list[str]:
         out += ["", "Geometric mean over the digits NFEs of Fréchet distance / the best fixed grid's: " + ", ".join(
             f"{m} {r:.2f}" for m, r in digits.items()),
             ""]
+    guarded = digits_ratios(result, "frechet_guarded")
+    if guarded:
+        out += ["The same with the distribution guard on the digits model: " + ", ".join(
+            f"{m} {r:.2f}" for m, r in guarded.items()) + "; worst ratio over every row, mixtures unguarded: "
+            + ", ".join(f"{m} {r:.2f}" for m, r in worst_ratios(result, "frechet_guarded").items()), ""]
     worst = worst_ratios(result)
     out += ["Worst ratio over every row (mixture error and digits Fréchet distance, each / our best fixed grid's): "
             + ", ".join(f"{m} {r:.2f}" for m, r in worst.items()),
@@ -220,31 +225,34 @@ def goal_lines(result: dict) -> list[str]:
     return out
 
 
-def worst_ratios(result: dict) -> dict[str, float]:
-    """Per method, its largest ratio to our best fixed grid over the mixture rows and the digits NFEs."""
+def worst_ratios(result: dict, key: str = "frechet") -> dict[str, float]:
+    """Per method, its largest ratio to our best fixed grid over the mixture rows and the digits NFEs
+    (the digits rows' ``key``: ``"frechet"`` searched, ``"frechet_guarded"`` with the guard)."""
     worst = {m: 0.0 for m in METHODS}
     for per_nfe in result["problems"].values():
         for rows in per_nfe.values():
             for m in METHODS:
                 worst[m] = max(worst[m], rows[m]["held_out"] / rows["fixed"]["held_out"])
     digits = result.get("digits") or {}
-    for key, row in digits.get("rows", {}).items():
-        m, n = key.split(" NFE ")
+    for name, row in digits.get("rows", {}).items():
+        m, n = name.split(" NFE ")
         fixed = digits["rows"].get(f"fixed NFE {n}")
-        if m in worst and fixed:
-            worst[m] = max(worst[m], row["frechet"] / fixed["frechet"])
+        if m in worst and fixed and key in row:
+            worst[m] = max(worst[m], row[key] / fixed["frechet"])
     return {m: round(v, 3) for m, v in worst.items()}
 
 
-def digits_ratios(result: dict) -> dict[str, float]:
-    """Per method, the geometric mean over the digits NFEs of its Fréchet distance / the fixed grid's."""
+def digits_ratios(result: dict, key: str = "frechet") -> dict[str, float]:
+    """Per method, the geometric mean over the digits NFEs of its Fréchet distance (``key``, as in
+    :func:`worst_ratios`) / the fixed grid's."""
     digits = result.get("digits")
     if not digits:
         return {}
     rows, logs = digits["rows"], {}
     for m in digits["config"]["methods"]:
-        vals = [math.log(rows[f"{m} NFE {n}"]["frechet"] / rows[f"fixed NFE {n}"]["frechet"])
-                for n in digits["config"]["nfes"] if f"{m} NFE {n}" in rows and f"fixed NFE {n}" in rows]
+        vals = [math.log(rows[f"{m} NFE {n}"][key] / rows[f"fixed NFE {n}"]["frechet"])
+                for n in digits["config"]["nfes"]
+                if key in rows.get(f"{m} NFE {n}", {}) and f"fixed NFE {n}" in rows]
         if vals:
             logs[m] = math.exp(sum(vals) / len(vals))
     return logs
