@@ -116,6 +116,20 @@ def test_journal_replays_without_model_calls(problem, tmp_path):
         ts.tune(den, 4, "autodiffusion", **{**kw, "noise": noise[:32]})
 
 
+def test_journal_replays_an_infinite_objective_as_infinite(problem, tmp_path):
+    # a refused or non-finite schedule scores inf; the journal writes it as a large finite number
+    # (strict JSON) and must read it back as inf, or a replayed S^3 fits its predictor to other
+    # targets than the live search did (and returns another schedule)
+    den, noise, _, ref = problem
+    ok = SolverSchedule.from_solver("ddim", ts.make_grid(den.schedule, 3, "logsnr", final="zero"))
+    live = Objective(den, noise, ref, journal=tmp_path / "j")
+    value = live(ok)
+    live._append_journal("a schedule that failed", math.inf, 0, 0.0)
+    replay = Objective(den, noise, ref, journal=tmp_path / "j")
+    assert replay._cache["a schedule that failed"] == math.inf
+    assert replay(ok) == value and replay.evaluations == 0
+
+
 def test_feature_objective_measures_the_distance_between_features(problem):
     # features=f: the mean L2 between f(sample) and f(reference), training and held-out alike.
     den, noise, held, ref = problem

@@ -41,6 +41,9 @@ from ..sampling.sample import sample
 from ..solvers.schedule import SolverSchedule
 
 Reference = Tensor | Callable[[Tensor], Tensor] | None
+#: how the journal (strict JSON) writes an infinite objective; read back as ``inf``, so a replayed
+#: search sees what the live one saw (S^3's predictor treats the two differently)
+JOURNAL_INF = 1e300
 
 
 class CallCounter:
@@ -247,14 +250,15 @@ class Objective:
             if entry.get("problem") != self.problem:
                 raise ValueError(f"the journal {self._journal} was written for other noise or another model; "
                                  "delete it (timestepper tune --fresh) to start over")
-            self._cache[entry["key"]] = float(entry["value"])
+            value = float(entry["value"])
+            self._cache[entry["key"]] = math.inf if value >= JOURNAL_INF else value
             self.replayed_calls += int(entry["calls"])
             self.seconds += float(entry.get("seconds", 0.0))
 
     def _append_journal(self, key: str, value: float, calls: int, seconds: float) -> None:
         if self._journal is None:
             return
-        entry = {"problem": self.problem, "key": key, "value": value if math.isfinite(value) else 1e300,
+        entry = {"problem": self.problem, "key": key, "value": value if math.isfinite(value) else JOURNAL_INF,
                  "calls": calls, "seconds": seconds}
         with self._journal.open("a") as f:
             f.write(json.dumps(entry) + "\n")
