@@ -45,8 +45,6 @@ class QuadraticFluxEquation1D(SpectralEquation):
         return torch.fft.irfft(u_hat, n=self.n, dim=-1)
 
     def nonlinear_fn(self, cdtype, device):
-        if self.flux == 0.0:
-            return lambda t, u_hat: torch.zeros_like(u_hat)
         on_real_view = self.nonlinear_real_view_fn(cdtype, device)
         return lambda t, u_hat: torch.view_as_complex(on_real_view(t, torch.view_as_real(u_hat)))
 

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 
 from ..bench.metrics import frechet_distance
-from ..core.status import SolveError
 from ..solvers.schedule import SolverSchedule
 from .fixed import best_fixed
-from .objective import Objective, run_schedule
+from .objective import Objective, finite_sample
 
 Guard = Callable[[Tensor], Tensor] | bool | None
 #: the widest flattened sample ``guard=True`` accepts (its covariance is dims x dims float64)
@@ -52,11 +51,8 @@ def guard_features(guard: Guard, noise: Tensor) -> Callable[[Tensor], Tensor] | 
 
 def _set_distance(objective: Objective, schedule: SolverSchedule, features: Callable[[Tensor], Tensor],
                   reference: Tensor) -> float:
-    try:
-        x = run_schedule(objective.denoiser, objective.noise, schedule)
-    except (ValueError, SolveError):
-        return float("inf")
-    if not bool(torch.isfinite(x).all()):
+    x = finite_sample(objective.denoiser, objective.noise, schedule)
+    if x is None:
         return float("inf")
     with torch.no_grad():
         return frechet_distance(features(x).double(), reference)

@@ -106,6 +106,16 @@ def run_schedule(denoiser: Denoiser, noise: Tensor, schedule: SolverSchedule) ->
     return out
 
 
+def finite_sample(denoiser: Denoiser, noise: Tensor, schedule: SolverSchedule) -> Tensor | None:
+    """:func:`run_schedule`'s sample, or ``None`` when the schedule is refused, the solve fails
+    or the sample is not finite (an evaluation that scores ``inf``)."""
+    try:
+        x = run_schedule(denoiser, noise, schedule)
+    except (ValueError, SolveError):
+        return None
+    return x if bool(torch.isfinite(x).all()) else None
+
+
 class Objective:
     """Mean L2 distance at ``sigma = 0`` between a schedule's sample and the reference solution.
 
@@ -214,13 +224,10 @@ class Objective:
         """Mean L2 distance of ``schedule``'s sample from ``noise`` (its ``featurize``-d features
         when given) to ``reference`` (the reference's, featurized alike); ``inf`` when the schedule
         is refused or the sample is not finite."""
-        try:
-            x = run_schedule(denoiser, noise, schedule)
-        except (ValueError, SolveError):
+        x = finite_sample(denoiser, noise, schedule)
+        if x is None:
             return math.inf
         if featurize is not None:
-            if not bool(torch.isfinite(x).all()):
-                return math.inf
             x = featurize(x)
         e = trajectory_error(x, reference)
         return e if math.isfinite(e) else math.inf
@@ -264,4 +271,4 @@ class Objective:
             f.write(json.dumps(entry) + "\n")
 
 
-__all__ = ["CallCounter", "Objective", "model_fingerprint", "run_schedule", "tight_solve"]
+__all__ = ["CallCounter", "Objective", "finite_sample", "model_fingerprint", "run_schedule", "tight_solve"]
