@@ -63,12 +63,14 @@ class QuadraticFluxEquation1D(SpectralEquation):
             # the mask repeated over (real, imaginary): a mask broadcast over the pair would
             # leave two of each vector's lanes busy
             pairs = mask.to(device=device, dtype=cdtype.to_real())[:, None].expand(-1, 2).contiguous()
-        g = g.to(device=device, dtype=cdtype)
+        # The inverse transform skips its 1/n (norm="forward": one pass over u fewer); the
+        # square then carries n^2, taken out in g (exact for a power-of-two n).
+        g = (g / n**2).to(device=device, dtype=cdtype)
 
         def nonlinear(t, ur: Tensor) -> Tensor:
             if pairs is not None:
                 ur = ur * pairs
-            u = torch.fft.irfft(torch.view_as_complex(ur), n=n, dim=-1)
+            u = torch.fft.irfft(torch.view_as_complex(ur), n=n, dim=-1, norm="forward")
             return torch.view_as_real(g * torch.fft.rfft(u * u, dim=-1))
 
         return nonlinear
