@@ -64,7 +64,7 @@ def digits_rows(checkpoint: Path, cfg: dict) -> dict:
     """Each configuration tuned on ``cfg["n_train"]`` noises (objective: L2 to the model's own
     ``reference_steps``-step solve, computed once), Fréchet distance of ``cfg["n_eval"]``
     held-out samples. Prints its time estimate first."""
-    from timestepper.train import load_denoiser
+    from timestepper.train import digits, load_denoiser
     from timestepper.train.metrics import digits_report
 
     den = load_denoiser(checkpoint)
@@ -74,6 +74,7 @@ def digits_rows(checkpoint: Path, cfg: dict) -> dict:
     g = torch.Generator().manual_seed(0)
     train = torch.randn(cfg["n_train"], 1, 8, 8, generator=g)
     held = torch.randn(cfg["n_eval"], 1, 8, 8, generator=g)
+    data = digits("train")[0]  # the data guard's reference; the Fréchet distances are to the test split
     t0 = time.perf_counter()
     steps, grid = cfg["reference_steps"], default_spacing(den.schedule)
     reference = ts.sample(den, train, "dpmpp-3m", steps=steps, grid=grid)
@@ -90,34 +91,41 @@ def digits_rows(checkpoint: Path, cfg: dict) -> dict:
             row = {"frechet": fd, "calls": sched.provenance["search_cost"]["model_calls"],
                    "seconds": time.perf_counter() - t1, "train": sched.provenance["objective_train"]}
             if m != "fixed" and cfg.get("guard"):
-                row.update(_guarded(den, n, train, reference, sched, (fd, out["rows"][f"fixed NFE {n}"]["frechet"]),
-                                    Path(journals.name) / f"nfe{n}.jsonl"))
+                held_fd = (fd, out["rows"][f"fixed NFE {n}"]["frechet"])
+                journal = Path(journals.name) / f"nfe{n}.jsonl"
+                row.update(_guarded(den, n, train, reference, sched, held_fd, journal))
+                row.update(_guarded(den, n, train, reference, sched, held_fd, journal, data=data, suffix="_data"))
             out["rows"][f"{m} NFE {n}"] = row
-            print("digits", m, n, f"{fd:.3f}", "guarded", f"{row.get('frechet_guarded', fd):.3f}", flush=True)
+            print("digits", m, n, f"{fd:.3f}", "guarded", f"{row.get('frechet_guarded', fd):.3f}",
+                  "guarded by data", f"{row.get('frechet_guarded_data', fd):.3f}", flush=True)
     journals.cleanup()
     out["seconds"] = time.perf_counter() - t0
     return out
 
 
 def _guarded(den: ts.Denoiser, n: int, train: torch.Tensor, reference: torch.Tensor, sched: ts.SolverSchedule,  # noqa: PLR0913
-             frechet: tuple[float, float], journal: Path) -> dict:
-    """What ``ts.tune(..., guard=digit_features)`` returns for the searched ``sched``: the same
-    function run on it (:func:`timestepper.tuning.guard.guarded`; the fixed grids replayed from the
-    search's journal), so the searched and the guarded Fréchet distances come from one search.
-    ``frechet``: the held-out distances of ``sched`` and of the fixed row (a fall back is to the
-    best fixed grid, the fixed row's schedule)."""
+             frechet: tuple[float, float], journal: Path, data: torch.Tensor | None = None, suffix: str = "") -> dict:
+    """What ``ts.tune(..., guard=digit_features[, guard_data=data])`` returns for the searched
+    ``sched``: the same function run on a copy of it (:func:`timestepper.tuning.guard.guarded`; the
+    fixed grids replayed from the search's journal), so the searched and the guarded Fréchet
+    distances come from one search. ``frechet``: the held-out distances of ``sched`` and of the
+    fixed row (a fall back is to the best fixed grid, the fixed row's schedule). Keys end in
+    ``suffix``."""
+    import copy
+
     from timestepper.train.metrics import digit_features
     from timestepper.tuning.guard import guarded
     from timestepper.tuning.objective import Objective
 
     objective = Objective(den, train, reference, journal=journal)
-    kept = guarded(sched, n, objective, digit_features)
+    kept = guarded(copy.deepcopy(sched), n, objective, digit_features, data=data)
     report = dict(kept.provenance["guard"])
     if not report["kept"]:
         fixed = ts.tune(den, n, "fixed", noise=train, reference=reference, journal=journal)
         assert Objective.key(kept) == Objective.key(fixed), "the guard falls back to the fixed row's schedule"
-    return {"guard": report, "guard_calls": objective.counter.calls, "fell_back": not report["kept"],
-            "frechet_guarded": frechet[0] if report["kept"] else frechet[1]}
+    held = frechet[0] if report["kept"] else frechet[1]
+    return {f"guard{suffix}": report, f"guard_calls{suffix}": objective.counter.calls,
+            f"fell_back{suffix}": not report["kept"], f"frechet_guarded{suffix}": held}
 
 
 def digits_section(digits: dict | None) -> list[str]:
@@ -146,30 +154,43 @@ def digits_section(digits: dict | None) -> list[str]:
                        "<= the best fixed grid's; the model's own converged solve gives "
                        f"{digits['reference']:.3f}):")
     if any("frechet_guarded" in r for r in rows.values()):
-        out += ["With the distribution guard (`ts.tune(..., guard=digit_features)`, `timestepper tune --guard "
-                "digits`): the searched schedule is kept only if the squared Fréchet distance of its samples' "
-                f"classifier features to the reference samples' features, on the {cfg['n_train']} training noises "
-                "(no data), is no larger "
-                "than the best fixed grid's; else the fixed grid is returned. In brackets: that training-noise "
-                "distance, searched / fixed, and the guard's own model calls.", "",
-                "| configuration | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|" + "---|" * (len(nfes) + 1)]
-        for m in cfg["methods"]:
-            cells = []
-            for n in nfes:
-                r = rows.get(f"{m} NFE {n}")
-                if r is None or "frechet_guarded" not in r:
-                    cells.append("-")
-                    continue
-                g = r["guard"]
-                if g.get("same_as_fixed"):
-                    cells.append(f"{r['frechet_guarded']:.3f} (the search returned the fixed grid)")
-                    continue
-                where = "fixed" if r["fell_back"] else "kept"
-                cells.append(f"{r['frechet_guarded']:.3f} ({where}; {g['frechet_found']:.3f} / "
-                             f"{g['frechet_fixed']:.3f}, {r['guard_calls']} calls)")
-            out.append(f"| {m} | " + " | ".join(cells) + " |")
-        out += _goal_check(rows, cfg, "frechet_guarded", "Goal check with the guard:")
+        out += _guard_table(rows, cfg, "", "With the distribution guard (`ts.tune(..., guard=digit_features)`, "
+                            "`timestepper tune --guard digits`): the searched schedule is kept only if the squared "
+                            "Fréchet distance of its samples' classifier features to the reference samples' features, "
+                            f"on the {cfg['n_train']} training noises (no data), is no larger than the best fixed "
+                            "grid's; else the fixed grid is returned.")
+    if any("frechet_guarded_data" in r for r in rows.values()):
+        out += _guard_table(rows, cfg, "_data", "With the guard against data (`ts.tune(..., guard=digit_features, "
+                            "guard_data=digits('train')[0])`, `timestepper tune --guard digits --guard-data digits`): "
+                            "the same check, with the features of the 1257 real digits of the training split as the "
+                            "reference set instead of the model's samples (the held-out distances above are to the "
+                            "test split; the search stays data-free).")
     return out
+
+
+def _guard_table(rows: dict, cfg: dict, suffix: str, title: str) -> list[str]:
+    """The guarded rows (keys ending in ``suffix``): held-out distance, and in brackets the guard's
+    decision, its training-noise distances (searched / fixed) and its model calls."""
+    nfes = cfg["nfes"]
+    out = [title + " In brackets: that training-noise distance, searched / fixed, and the guard's own model calls.",
+           "", "| configuration | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|" + "---|" * (len(nfes) + 1)]
+    for m in cfg["methods"]:
+        cells = []
+        for n in nfes:
+            r = rows.get(f"{m} NFE {n}")
+            if r is None or f"frechet_guarded{suffix}" not in r:
+                cells.append("-")
+                continue
+            g, value = r[f"guard{suffix}"], r[f"frechet_guarded{suffix}"]
+            if g.get("same_as_fixed"):
+                cells.append(f"{value:.3f} (the search returned the fixed grid)")
+                continue
+            where = "fixed" if r[f"fell_back{suffix}"] else "kept"
+            cells.append(f"{value:.3f} ({where}; {g['frechet_found']:.3f} / {g['frechet_fixed']:.3f}, "
+                         f"{r[f'guard_calls{suffix}']} calls)")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out + _goal_check(rows, cfg, f"frechet_guarded{suffix}",
+                             "Goal check with the guard" + (" against data:" if suffix else ":"))
 
 
 def _goal_check(rows: dict, cfg: dict, key: str, title: str) -> list[str]:

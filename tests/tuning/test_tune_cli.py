@@ -78,6 +78,28 @@ def test_tune_cli_guard(checkpoint, tmp_path, capsys):
     assert "--guard digits needs an 8x8 digits checkpoint" in capsys.readouterr().err
 
 
+def test_tune_cli_guard_data(checkpoint, tmp_path, capsys):
+    data = tmp_path / "data.pt"
+    torch.save(torch.randn(32, 2, generator=torch.Generator().manual_seed(1)), data)
+    out = tmp_path / "g.json"
+    assert main(["tune", str(checkpoint), "--nfe", "3", "--method", "ays", "--samples", "16", "--no-progress",
+                 "--budget", "sweeps=1", "--budget", "iters=2", "--guard", "pixels", "--guard-data", str(data),
+                 "--out", str(out)]) == 0
+    guard = json.loads(out.read_text())["provenance"]["guard"]
+    assert guard.get("same_as_fixed") or guard["reference"] == "data (32 samples)"
+    bad = {"--guard-data needs --guard": ["--guard-data", str(data)],
+           "is neither 'digits' nor a file": ["--guard", "pixels", "--guard-data", str(tmp_path / "no.pt")],
+           "--guard-data digits needs an 8x8 digits checkpoint": ["--guard", "pixels", "--guard-data", "digits"]}
+    wrong = tmp_path / "wrong.pt"
+    torch.save(torch.zeros(4, 3), wrong)
+    bad["expected a tensor (N, 2), got (4, 3)"] = ["--guard", "pixels", "--guard-data", str(wrong)]
+    for message, extra in bad.items():
+        code = main(["tune", str(checkpoint), "--nfe", "3", "--samples", "4", "--no-progress", *extra,
+                     "--out", str(tmp_path / "d.json")])
+        assert code == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_bench_gmm_tuned_reports_the_search_against_the_fixed_grid(tmp_path, capsys):
     code = main(["bench", "gmm", "--dims", "2", "--nfe", "4", "--solvers", "ddim", "--samples", "32",

@@ -226,6 +226,39 @@ def test_the_guard_keeps_a_search_only_if_its_samples_are_as_close_as_the_fixed_
     assert same.provenance["guard"] == {"kept": True, "same_as_fixed": True}
 
 
+def test_the_guard_compares_with_data_when_given(problem):
+    # guard_data: the distances are to the real samples' features, not the model's reference
+    # samples'; a schedule closer to the model but farther from the data falls back
+    from timestepper.bench.metrics import frechet_distance
+    from timestepper.tuning.guard import guarded
+
+    den, noise, _, ref = problem
+    poor = SolverSchedule.from_solver("ddim", ts.make_grid(den.schedule, 5, "uniform", final="zero"))
+    fixed = ts.tune(den, 5, "fixed", noise=noise, reference=ref)
+    # "data" that sits exactly where the poor schedule's samples are: with it, the poor schedule wins
+    data = ts.sample(den, noise, schedule=poor)
+    out = guarded(poor, 5, Objective(den, noise, ref), lambda x: x, data=data)
+    g = out.provenance["guard"]
+    assert g["kept"] and g["frechet_found"] == pytest.approx(0.0, abs=1e-9)
+    assert g["frechet_fixed"] == pytest.approx(frechet_distance(ts.sample(den, noise, schedule=fixed), data),
+                                               rel=1e-9)
+    assert g["reference"] == f"data ({noise.shape[0]} samples)"
+    # against the model's reference the same schedule falls back
+    assert guarded(poor, 5, Objective(den, noise, ref), lambda x: x).provenance["guard"]["reference"] == "model"
+    tuned = ts.tune(den, 5, "ays", noise=noise, reference=ref, guard=True, guard_data=data, sweeps=1, iters=2)
+    assert tuned.provenance["guard"].get("same_as_fixed") or tuned.provenance["guard"]["reference"].startswith("data")
+
+
+def test_bad_guard_data_is_refused(problem):
+    den, noise, _, ref = problem
+    with pytest.raises(ValueError, match="guard_data needs a guard"):
+        ts.tune(den, 4, "ays", noise=noise, reference=ref, guard_data=noise)
+    with pytest.raises(ValueError, match=r"guard_data must be a tensor of at least 2 samples shaped like the noise's"):
+        ts.tune(den, 4, "ays", noise=noise, reference=ref, guard=True, guard_data=noise[:, :1])
+    with pytest.raises(ValueError, match="guard_data holds NaN or inf"):
+        ts.tune(den, 4, "ays", noise=noise, reference=ref, guard=True, guard_data=noise * float("nan"))
+
+
 def test_bad_guards_are_refused(problem):
     den, noise, _, ref = problem
     with pytest.raises(TypeError, match="guard must be None, True or a feature extractor"):

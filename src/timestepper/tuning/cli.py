@@ -32,6 +32,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="keep the search only if its samples are, as a set, as close to the model's as the best "
                         "fixed grid's (Fréchet distance on the training noise) of the flattened samples (pixels) "
                         "or of the digits classifier's features (digits; 8x8 digits checkpoints)")
+    p.add_argument("--guard-data", default=None, metavar="digits|FILE.pt",
+                   help="with --guard: compare with real samples instead of the model's own: the training split "
+                        "of the bundled digits (digits), or a tensor (N, *sample shape) saved with torch.save")
     p.add_argument("--fresh", action="store_true", help="ignore the journal of an earlier run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tune)
@@ -74,6 +77,31 @@ def _guard(name: str | None, shape: tuple[int, ...]) -> Any:
     return None
 
 
+def _guard_data(source: str | None, guard: Any, shape: tuple[int, ...]) -> Any:
+    """The ``guard_data`` of ``tune`` that ``--guard-data source`` stands for."""
+    if source is None:
+        return None
+    if guard is None:
+        raise UsageError("--guard-data needs --guard (pixels or digits)")
+    if source == "digits":
+        if shape != (1, 8, 8):
+            raise UsageError(f"--guard-data digits needs an 8x8 digits checkpoint (samples (1, 8, 8)), "
+                             f"this one makes {shape}")
+        from ..train.data import digits
+
+        return digits("train")[0]
+    import torch
+
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"--guard-data: {source!r} is neither 'digits' nor a file")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, torch.Tensor) or tuple(data.shape[1:]) != shape:
+        got = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+        raise UsageError(f"--guard-data {source}: expected a tensor (N, {', '.join(map(str, shape))}), got {got}")
+    return data
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Run the search and write the schedule (and its journal beside it)."""
     import torch
@@ -96,8 +124,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     budget = parse_budget(args.budget)
     method = args.method or DEFAULT_METHOD
     guard = _guard(args.guard, shape)
+    guard_data = _guard_data(args.guard_data, guard, shape)
     try:
         sched = tune(den, args.nfe, method, noise=noise, held_out=held_out, seed=args.seed, guard=guard,
+                     guard_data=guard_data,
                      progress=not args.no_progress, journal=journal, model_id=str(args.checkpoint), **budget)
     except TypeError as e:  # a budget name the method does not take
         raise UsageError(str(e)) from e

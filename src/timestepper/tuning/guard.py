@@ -58,23 +58,41 @@ def _set_distance(objective: Objective, schedule: SolverSchedule, features: Call
         return frechet_distance(features(x).double(), reference)
 
 
-def guarded(found: SolverSchedule, nfe: int, objective: Objective,
-            features: Callable[[Tensor], Tensor]) -> SolverSchedule:
-    """``found``, or the best fixed grid when its samples' features are farther (squared Fréchet
-    distance, on the training noise) from the reference samples' than the fixed grid's.
+def check_guard_data(data: Tensor | None, features: Callable[[Tensor], Tensor] | None, noise: Tensor) -> None:
+    """Refuse ``guard_data`` without a guard, or shaped unlike the samples."""
+    if data is None:
+        return
+    if features is None:
+        raise ValueError("guard_data needs a guard (a feature extractor, or True) to compare the samples with it")
+    if not isinstance(data, Tensor) or data.ndim != noise.ndim or tuple(data.shape[1:]) != tuple(noise.shape[1:]) \
+            or data.shape[0] < 2:
+        raise ValueError(f"guard_data must be a tensor of at least 2 samples shaped like the noise's, "
+                         f"(N, {', '.join(map(str, noise.shape[1:]))}); got "
+                         f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}")
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("guard_data holds NaN or inf")
 
-    The model calls and seconds it spends are counted in the objective's search cost."""
+
+def guarded(found: SolverSchedule, nfe: int, objective: Objective,
+            features: Callable[[Tensor], Tensor], data: Tensor | None = None) -> SolverSchedule:
+    """``found``, or the best fixed grid when its samples' features are farther (squared Fréchet
+    distance, on the training noise) from the reference set's than the fixed grid's.
+
+    The reference set is the model's own reference samples for the training noise, or ``data``
+    (real samples) when given. The model calls and seconds it spends are counted in the
+    objective's search cost."""
     start = best_fixed(objective.denoiser, nfe, objective.noise, objective)
     if Objective.key(start) == Objective.key(found):
         found.provenance["guard"] = {"kept": True, "same_as_fixed": True}
         return found
     t0 = time.perf_counter()
     with torch.no_grad():
-        reference = features(objective.reference).double()
+        reference = features(objective.reference if data is None else data).double()
     d_found = _set_distance(objective, found, features, reference)
     d_fixed = _set_distance(objective, start, features, reference)
     objective.seconds += time.perf_counter() - t0
-    report = {"frechet_found": d_found, "frechet_fixed": d_fixed, "kept": d_found <= d_fixed}
+    report = {"frechet_found": d_found, "frechet_fixed": d_fixed, "kept": d_found <= d_fixed,
+              "reference": "model" if data is None else f"data ({data.shape[0]} samples)"}
     if report["kept"]:
         found.provenance["guard"] = report
         return found
@@ -83,4 +101,4 @@ def guarded(found: SolverSchedule, nfe: int, objective: Objective,
     return start
 
 
-__all__ = ["MAX_PIXEL_DIMS", "guard_features", "guarded"]
+__all__ = ["MAX_PIXEL_DIMS", "check_guard_data", "guard_features", "guarded"]
