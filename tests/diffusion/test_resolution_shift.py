@@ -30,6 +30,10 @@ def test_resolution_shift_on_a_flow_grid_by_hand():
     # Lumina-Next's form in its own time s = 1 - t (0 = noise): s' = s / (s + k - k s)
     s = 0.25
     assert 1 - want[1] == pytest.approx(s / (s + 2.0 - 2.0 * s), abs=1e-15)
+    # ... which is a logistic function of logit time: s' = sigmoid(logit(s) - log k), at every time
+    lumina_s = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)  # 1 - t of the interior times
+    shifted = torch.sigmoid(torch.logit(lumina_s) - math.log(2.0))
+    torch.testing.assert_close(1 - g.t[1:-1], shifted, rtol=0, atol=1e-15)
 
 
 def test_resolution_shift_needs_both_token_counts_and_nothing_else():

@@ -22,9 +22,13 @@ integer timesteps for discrete schedules.
 
 ``sigmoid``: with the uniform ramp ``u`` from 1 to 0 and ``g(u) = 1 / (1 + e^{-scale (u - 1/2)})``,
 ``t = t_min + (t_max - t_min) (g(u) - g(0)) / (g(1) - g(0))``: a logistic curve of the ramp,
-normalised to the range, dense at both ends (``scale`` sets the steepness, default 6). This is the
-idea of Lumina-Next's sigmoid time discretization (Zhuo et al. 2024), not its exact
-parameterisation, which we could not check against the paper's formula; it is our own spacing.
+normalised to the range, dense at both ends (``scale`` sets the steepness, default 6). This is
+our own spacing, not Lumina-Next's (Zhuo et al. 2024): the paper's formula for its "sigmoid time
+discretization" was not readable from here. Its released sampler (``lumina_next_t2i`` and
+``lumina_next_t2i_mini``, ``time_shifting_factor``) changes the uniform grid only by the time
+shift below, which is itself logistic in logit time: ``s' = sigmoid(logit(s) - log shift)`` in its
+time ``s`` (0 = noise). ``grid="uniform", shift=k`` on a flow schedule, with ``steps`` one fewer than its
+``num_steps`` (it counts points), reproduces that grid.
 
 Any spacing takes ``shift``: the flow time shift ``t' = shift t / (1 + (shift - 1) t)`` (Esser et
 al. 2024, SD3, eq. 23) applied on the range normalised to ``[0, 1]`` (noise at 1). Lumina-Next's
